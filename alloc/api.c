@@ -1,0 +1,137 @@
+/* api.c: the sm_ malloc family and the arena allocation entry points: argument
+ * checks and errno, then the fast paths of internal.h. */
+#include <string.h>
+
+#include "internal.h"
+
+void *sm_malloc(size_t size) { return smi_malloc(size); }
+
+void sm_free(void *p) { smi_free(p); }
+
+void *sm_calloc(size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (total <= SMI_DIRECT_MAX) {
+    void *p = smi_malloc(total);
+    if (p) memset(p, 0, total);
+    return p;
+  }
+  return smi_malloc_generic(smi_tls_cur, total, true);
+}
+
+/* The size an aligned request must get from the arena layer. */
+static void *aligned(sm_arena_t *a, size_t alignment, size_t size) {
+  if (alignment <= 16) return a ? smi_arena_alloc(a, size, 16, false) : smi_malloc(size);
+  if (!a) {
+    a = smi_tls_cur;
+    if (a == &smi_arena_empty || smi_arena_is_closed(a)) a = smi_tls_cur = smi_root_arena();
+    if (!a) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  return smi_arena_alloc(a, size, alignment, false);
+}
+
+static bool power_of_two(size_t x) { return x && !(x & (x - 1)); }
+
+void *sm_aligned_alloc(size_t alignment, size_t size) {
+  if (!power_of_two(alignment)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return aligned(NULL, alignment, size);
+}
+
+int sm_posix_memalign(void **out, size_t alignment, size_t size) {
+  if (!out || !power_of_two(alignment) || alignment % sizeof(void *)) return EINVAL;
+  int saved = errno;
+  void *p = aligned(NULL, alignment, size);
+  if (!p) {
+    errno = saved;
+    return ENOMEM;
+  }
+  *out = p;
+  return 0;
+}
+
+size_t sm_usable_size(const void *p) { return p ? smi_usable_size(p) : 0; }
+
+void *sm_realloc(void *p, size_t size) {
+  if (!p) return smi_malloc(size);
+  if (size == 0) {
+    smi_free(p);
+    return NULL;
+  }
+  uintptr_t u = (uintptr_t)p;
+  size_t old;
+  if (smi_map_of(u) == SMI_MAP_SLOTS) {
+    smi_block_t *b = smi_block_at(smi_segment_at(u), u);
+    uint32_t i;
+    if (!smi_slot_is_live(b, u, &i)) {
+      smi_report(SMI_ERR_INVALID_REALLOC, p, 0);
+      return NULL;
+    }
+    old = b->size;
+    if (size <= old && (size > old / 2 || old <= 64)) return p; /* fits, and not much too big */
+  } else {
+    smi_segment_t *seg = smi_large_of(p);
+    if (!seg || seg->large_gen != 1) {
+      smi_report(SMI_ERR_INVALID_REALLOC, p, 0);
+      return NULL;
+    }
+    old = seg->large_size;
+    if (size > SMI_SMALL_MAX && size <= PTRDIFF_MAX) {
+      void *q = smi_large_realloc(seg, p, size);
+      if (q) return q;
+    }
+  }
+  void *q = smi_malloc(size);
+  if (!q) return NULL; /* errno is ENOMEM; p is untouched */
+  memcpy(q, p, old < size ? old : size);
+  smi_free(p);
+  return q;
+}
+
+void *sm_reallocarray(void *p, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return sm_realloc(p, total);
+}
+
+/* ---- arena entry points ------------------------------------------------------ */
+
+static bool arena_usable(sm_arena_t *a) {
+  if (!a || smi_arena_is_closed(a)) {
+    errno = EINVAL;
+    return false;
+  }
+  return true;
+}
+
+void *sm_arena_malloc(sm_arena_t *a, size_t size) {
+  return arena_usable(a) ? smi_arena_alloc(a, size, 16, false) : NULL;
+}
+
+void *sm_arena_calloc(sm_arena_t *a, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return arena_usable(a) ? smi_arena_alloc(a, total, 16, true) : NULL;
+}
+
+void *sm_arena_aligned_alloc(sm_arena_t *a, size_t alignment, size_t size) {
+  if (!power_of_two(alignment)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return arena_usable(a) ? aligned(a, alignment, size) : NULL;
+}

@@ -1,0 +1,263 @@
+/* arena.c: arenas as views over slot blocks: the allocation slow path, block
+ * switching, thread exit, and upkeep. The arena tree, closing and the other
+ * user operations are in tree.c. */
+#include <string.h>
+
+#include "internal.h"
+#include "slots/generation.h"
+
+#define ALL_EMPTY(n) [0 ... (n) - 1] = &smi_block_empty
+smi_block_t smi_block_empty;
+sm_arena_t smi_arena_empty = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .type = SMI_ARENA_NONE};
+sm_arena_t smi_orphans;
+
+void smi_arena_init(sm_arena_t *a, uint8_t type) {
+  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
+  for (size_t i = 0; i < SMI_CLASSES; i++) a->current[i] = &smi_block_empty;
+  a->type = type;
+  atomic_store(&a->refs, 1);
+  atomic_store(&a->state, SMI_ARENA_OPEN);
+}
+
+bool smi_arena_is_closed(const sm_arena_t *a) {
+  return atomic_load_explicit(&a->state, memory_order_acquire) != SMI_ARENA_OPEN;
+}
+
+/* ---- block lists ---------------------------------------------------------- */
+
+void smi_blist_push(smi_blist_t *l, smi_block_t *b) {
+  b->prev = NULL;
+  b->next = l->head;
+  if (l->head) l->head->prev = b;
+  l->head = b;
+}
+
+void smi_blist_remove(smi_blist_t *l, smi_block_t *b) {
+  if (b->prev) b->prev->next = b->next;
+  else l->head = b->next;
+  if (b->next) b->next->prev = b->prev;
+  b->next = b->prev = NULL;
+}
+
+/* The owner value of an arena's blocks: frees from the thread allocating in
+ * the arena skip atomics; a capped arena counts every free, so it has none. */
+static inline sm_arena_t *owner_of(sm_arena_t *a) { return a->limit ? NULL : a; }
+static inline sm_arena_t *full_tag(sm_arena_t *a) { return (sm_arena_t *)((uintptr_t)a | 1); }
+
+/* Points every direct slot of class cls at b (the class's current block). */
+static void set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
+  a->current[cls] = b;
+  uint32_t size = smi_class_size[cls];
+  if (size > SMI_DIRECT_MAX) return;
+  smi_block_t *d = a->limit ? &smi_block_empty : b;
+  for (size_t i = size >> 4; smi_direct_class[i] == cls; i--) {
+    a->direct[i] = d;
+    if (i == 0) break;
+  }
+}
+
+size_t smi_block_collect(smi_block_t *b) {
+  smi_free_t *p = (smi_free_t *)atomic_exchange_explicit(&b->remote, 0, memory_order_acquire);
+  size_t n = 0;
+  while (p) {
+    smi_free_t *next = p->next;
+    uint32_t i = smi_slot_index(b, (uintptr_t)p);
+    if (b->gens[i] == 0) b->retired++; /* its generation wrapped: out of service */
+    else {
+      p->next = b->free;
+      b->free = p;
+    }
+    b->used--;
+    n++;
+    p = next;
+  }
+  return n;
+}
+
+static inline void *pop(smi_block_t *b) {
+  smi_free_t *p = b->free;
+  b->free = p->next;
+  b->used++;
+  b->gens[smi_slot_index(b, (uintptr_t)p)]++;
+  return p;
+}
+
+static bool has_room(smi_block_t *b) {
+  return b->free || b->bump < b->nslots || (b->retired && b->used == 0);
+}
+
+/* Another block for class cls: one of the arena's own, else from the pool. */
+static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
+  smi_block_t *b;
+  smi_lock(&a->lock);
+  if (atomic_exchange_explicit(&a->remote_full, 0, memory_order_acquire)) {
+    /* Other threads freed into full blocks: bring those with room back. */
+    for (smi_block_t *f = a->full.head, *next; f; f = next) {
+      next = f->next;
+      if (atomic_load_explicit(&f->remote, memory_order_relaxed) && smi_block_collect(f) && has_room(f)) {
+        smi_blist_remove(&a->full, f);
+        f->owner = owner_of(a);
+        smi_blist_push(&a->avail[f->cls], f);
+      }
+    }
+  }
+  while ((b = a->avail[cls].head) != NULL) {
+    smi_blist_remove(&a->avail[cls], b);
+    if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
+    if (has_room(b)) break;
+    b->owner = full_tag(a);
+    smi_blist_push(&a->full, b);
+  }
+  smi_unlock(&a->lock);
+  if (!b) b = smi_pool_take(a, cls);
+  if (b) {
+    b->arena = a;
+    b->owner = owner_of(a);
+    if (a->type == SMI_ARENA_USER) b->flags |= SMI_BLOCK_USER;
+    b->used++; /* the pin of the current block */
+  }
+  return b;
+}
+
+/* Takes the current block of cls out of service: it has no room left. */
+static void retire_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
+  smi_lock(&a->lock);
+  b->used--;
+  b->owner = full_tag(a);
+  smi_blist_push(&a->full, b);
+  set_current(a, cls, &smi_block_empty);
+  smi_unlock(&a->lock);
+}
+
+static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
+  smi_block_t *b = a->current[cls];
+  for (;;) {
+    if (b != &smi_block_empty) {
+      if (b->free) return pop(b);
+      if (atomic_load_explicit(&b->remote, memory_order_relaxed) && smi_block_collect(b)) continue;
+      if (smi_block_extend(b)) continue;
+      if (b->retired && b->used == 1 && smi_block_format(b, cls)) {
+        b->used = 1; /* formatting cleared the pin */
+        continue;
+      }
+      retire_current(a, cls, b);
+    }
+    b = next_block(a, cls);
+    if (!b) return NULL;
+    smi_lock(&a->lock);
+    set_current(a, cls, b);
+    smi_unlock(&a->lock);
+  }
+}
+
+/* The class for size bytes aligned to align (<= 64 KiB): a class whose size is
+ * a multiple of align has slots aligned to it. SMI_CLASSES if none. */
+static unsigned class_for(size_t size, size_t align) {
+  if (size < align) size = align;
+  if (size > SMI_SMALL_MAX) return SMI_CLASSES;
+  unsigned cls = smi_class_of(size ? size : 1);
+  if (align > 16)
+    while (cls < SMI_CLASSES && smi_class_size[cls] % align) cls++;
+  return cls;
+}
+
+void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
+  if (smi_unlikely(size > PTRDIFF_MAX)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (smi_unlikely((++a->slow_calls & 255) == 0)) smi_arena_upkeep(a);
+  unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size, align) : SMI_CLASSES;
+  size_t usable = cls < SMI_CLASSES ? smi_class_size[cls] : size;
+  if (smi_unlikely(a->limit)) {
+    size_t now = atomic_fetch_add(&a->limited_bytes, usable) + usable;
+    if (now > a->limit) {
+      atomic_fetch_sub(&a->limited_bytes, usable);
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  void *p = cls < SMI_CLASSES ? alloc_from_class(a, cls) : smi_large_malloc(a, size, align, zero);
+  if (smi_unlikely(!p)) {
+    if (a->limit) atomic_fetch_sub(&a->limited_bytes, usable);
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (zero && cls < SMI_CLASSES) memset(p, 0, usable);
+  return p;
+}
+
+void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
+  if (smi_unlikely(a == &smi_arena_empty)) {
+    a = smi_heap_init();
+    if (!a) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  } else if (smi_unlikely(smi_arena_is_closed(a))) {
+    a = smi_tls_cur = smi_root_arena(); /* the entered arena was closed: back to the root */
+  }
+  return smi_arena_alloc(a, size, 16, zero);
+}
+
+/* ---- upkeep and thread exit ------------------------------------------------- */
+
+/* Empty blocks an arena holds beyond its current ones go back to the pool. */
+void smi_arena_upkeep(sm_arena_t *a) {
+  smi_lock(&a->lock);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    for (smi_block_t *b = a->avail[cls].head, *next; b; b = next) {
+      next = b->next;
+      if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
+      if (b->used == 0) {
+        smi_blist_remove(&a->avail[cls], b);
+        smi_pool_give(b);
+      }
+    }
+  }
+  smi_unlock(&a->lock);
+  smi_dismantle(8);
+  smi_pool_upkeep(false);
+}
+
+/* A block leaves an arena whose thread ends: back to the pool if empty, else
+ * abandoned with its objects (frees into it then take the atomic path). */
+static void leave(smi_block_t *b) {
+  b->owner = NULL;
+  smi_block_collect(b);
+  if (b->used == 0) smi_pool_give(b);
+  else smi_pool_abandon(b);
+}
+
+void smi_arena_abandon_all(sm_arena_t *a) {
+  smi_lock(&a->lock);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    smi_block_t *b = a->current[cls];
+    if (b != &smi_block_empty) {
+      b->used--;
+      set_current(a, cls, &smi_block_empty);
+      leave(b);
+    }
+    while ((b = a->avail[cls].head) != NULL) {
+      smi_blist_remove(&a->avail[cls], b);
+      leave(b);
+    }
+  }
+  smi_block_t *b;
+  while ((b = a->full.head) != NULL) {
+    smi_blist_remove(&a->full, b);
+    leave(b);
+  }
+  smi_segment_t *large = a->large;
+  a->large = NULL;
+  smi_unlock(&a->lock);
+  /* Large objects outlive the thread in the orphans arena. */
+  smi_lock(&smi_orphans.lock);
+  while (large) {
+    smi_segment_t *next = large->large_next;
+    large->large_arena = &smi_orphans;
+    smi_large_list_add(&smi_orphans, large);
+    large = next;
+  }
+  smi_unlock(&smi_orphans.lock);
+}

@@ -1,0 +1,160 @@
+/* free.c: the free slow path. It sorts out everything the fast path does not
+ * take: frees into another thread's (or a closed arena's) block, the first free
+ * into a full block, large objects, generation wrap, and every kind of misuse,
+ * which it reports without touching any object. */
+#include "internal.h"
+
+/* The slot of u in b, if u is the start of a slot (live or not). */
+static bool slot_of(const smi_block_t *b, uintptr_t u, uint32_t *index) {
+  uint32_t n = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
+  if (!n) return false;
+  uintptr_t off = u - (uintptr_t)b->start;
+  uint32_t i = (uint32_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
+  if (i >= n || (size_t)i * b->size != off) return false;
+  *index = i;
+  return true;
+}
+
+bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
+  return slot_of(b, u, index) && (__atomic_load_n(&b->gens[*index], __ATOMIC_ACQUIRE) & 1);
+}
+
+/* Frees slot i of b on the thread that owns the block (no atomics). */
+static void free_local(smi_block_t *b, uint32_t i, void *p) {
+  uint8_t g = b->gens[i];
+  if (!(g & 1)) {
+    smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
+    return;
+  }
+  sm_arena_t *a = b->arena;
+  if (g == 255) { /* the generation would wrap: retire the slot until the block resets */
+    b->gens[i] = 0;
+    b->retired++;
+  } else {
+    b->gens[i] = (uint8_t)(g + 1);
+    ((smi_free_t *)p)->next = b->free;
+    b->free = (smi_free_t *)p;
+  }
+  b->used--;
+  if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
+}
+
+/* Pushes an already freed slot onto the block's remote list. */
+static void remote_push(smi_block_t *b, void *p) {
+  uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
+  do {
+    ((smi_free_t *)p)->next = (smi_free_t *)head;
+  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_release,
+                                                  memory_order_relaxed));
+  uintptr_t owner = (uintptr_t)__atomic_load_n(&b->owner, __ATOMIC_RELAXED);
+  if (owner & 1) /* a full block: tell its arena to look at it again */
+    atomic_store_explicit(&((sm_arena_t *)(owner & ~(uintptr_t)1))->remote_full, 1, memory_order_release);
+}
+
+/* Frees slot i of b from a thread that does not own the block. The generation
+ * moves atomically, so a racing double free is seen by one of the two; frees
+ * into blocks of user arenas announce themselves (inflight) so that a block of
+ * a closed arena is not reused under their feet. */
+static void free_remote(smi_block_t *b, uint32_t i, void *p) {
+  bool user = b->flags & SMI_BLOCK_USER;
+  if (user) atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
+  uint8_t g = __atomic_fetch_add(&b->gens[i], 1, __ATOMIC_ACQ_REL);
+  if (!(g & 1)) {
+    __atomic_fetch_sub(&b->gens[i], 1, __ATOMIC_RELAXED);
+    if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+    smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
+    return;
+  }
+  sm_arena_t *a = b->arena;
+  if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
+  remote_push(b, p);
+  if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+}
+
+/* The first local free into a full block makes it available again. */
+static void unfull(smi_block_t *b) {
+  sm_arena_t *a = b->arena;
+  smi_lock(&a->lock);
+  smi_blist_remove(&a->full, b);
+  b->owner = a->limit ? NULL : a;
+  smi_blist_push(&a->avail[b->cls], b);
+  smi_unlock(&a->lock);
+}
+
+void smi_free_slow(void *p) {
+  if (!p) return;
+  int saved = errno;
+  uintptr_t u = (uintptr_t)p;
+  unsigned m = smi_map_of(u);
+  if (m == SMI_MAP_SLOTS) {
+    smi_block_t *b = smi_block_at(smi_segment_at(u), u);
+    uint32_t i;
+    if (!slot_of(b, u, &i)) {
+      smi_report(SMI_ERR_INVALID_FREE, p, 0);
+    } else {
+      sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_ACQUIRE);
+      sm_arena_t *cur = smi_tls_cur;
+      if (owner == cur) {
+        free_local(b, i, p);
+      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1)) {
+        if (b->gens[i] & 1) unfull(b);
+        free_local(b, i, p);
+      } else {
+        free_remote(b, i, p);
+      }
+    }
+  } else {
+    smi_segment_t *seg = smi_large_of(p);
+    if (seg) smi_large_free(seg, p);
+    else smi_report(SMI_ERR_INVALID_FREE, p, 0);
+  }
+  errno = saved;
+}
+
+size_t smi_usable_size(const void *p) {
+  uintptr_t u = (uintptr_t)p;
+  if (smi_map_of(u) == SMI_MAP_SLOTS) {
+    smi_block_t *b = smi_block_at(smi_segment_at(u), u);
+    uint32_t i;
+    return smi_slot_is_live(b, u, &i) ? b->size : 0;
+  }
+  smi_segment_t *seg = smi_large_of(p);
+  return seg && seg->large_gen == 1 ? seg->large_size : 0;
+}
+
+sm_arena_t *smi_owner_arena(const void *p) {
+  uintptr_t u = (uintptr_t)p;
+  if (smi_map_of(u) == SMI_MAP_SLOTS) {
+    smi_block_t *b = smi_block_at(smi_segment_at(u), u);
+    uint32_t i;
+    return smi_slot_is_live(b, u, &i) ? __atomic_load_n(&b->arena, __ATOMIC_ACQUIRE) : NULL;
+  }
+  smi_segment_t *seg = smi_large_of(p);
+  return seg && seg->large_gen == 1 ? seg->large_arena : NULL;
+}
+
+bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
+  bool user = b->flags & SMI_BLOCK_USER;
+  if (user) atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
+  uint8_t expect = gen;
+  bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED);
+  if (won) {
+    sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_ACQUIRE);
+    sm_arena_t *cur = smi_tls_cur;
+    sm_arena_t *a = b->arena;
+    if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
+    if (owner == cur && !user) { /* our own block: straight onto its lists */
+      if (gen == 255) b->retired++;
+      else {
+        ((smi_free_t *)p)->next = b->free;
+        b->free = (smi_free_t *)p;
+      }
+      b->used--;
+    } else {
+      remote_push(b, p); /* the owner (or the dismantler) sorts it out */
+    }
+  }
+  if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+  return won;
+}

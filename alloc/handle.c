@@ -1,0 +1,111 @@
+/* handle.c: 64-bit generational handles.
+ *
+ * Layout, high bits first:
+ *   63..44  segment id (20)      which segment (smi_segtab)
+ *   43..38  block (6)            which block of the segment (0 for a large object)
+ *   37..26  slot (12)            which slot of the block (0 for a large object)
+ *   25..9   epoch (17)           the block's incarnation (a large object: its id's)
+ *    8..1   generation (8)       the slot's generation while live (odd)
+ *       0   parity               makes the number of set bits odd
+ * The parity bit means that changing any one bit of a valid handle gives an
+ * invalid one, whatever the other fields say; 0 is never valid. */
+#include "internal.h"
+
+#define H_ID_SHIFT 44
+#define H_BLOCK_SHIFT 38
+#define H_SLOT_SHIFT 26
+#define H_EPOCH_SHIFT 9
+#define H_GEN_SHIFT 1
+#define H_EPOCH_MASK (((uint64_t)1 << SMI_EPOCH_BITS) - 1)
+
+static inline sm_handle_t with_parity(uint64_t h) { return h | (uint64_t)!__builtin_parityll(h); }
+
+static sm_handle_t make(uint32_t id, uint32_t block, uint32_t slot, uint32_t epoch, uint8_t gen) {
+  uint64_t h = ((uint64_t)id << H_ID_SHIFT) | ((uint64_t)block << H_BLOCK_SHIFT) |
+               ((uint64_t)slot << H_SLOT_SHIFT) | (((uint64_t)epoch & H_EPOCH_MASK) << H_EPOCH_SHIFT) |
+               ((uint64_t)gen << H_GEN_SHIFT);
+  return with_parity(h);
+}
+
+sm_handle_t sm_handle_of(const void *p) {
+  uintptr_t u = (uintptr_t)p;
+  if (smi_map_of(u) == SMI_MAP_SLOTS) {
+    smi_segment_t *seg = smi_segment_at(u);
+    smi_block_t *b = smi_block_at(seg, u);
+    uint32_t i;
+    uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_acquire);
+    if (!smi_slot_is_live(b, u, &i)) return 0;
+    uint8_t gen = __atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE);
+    return make(seg->id, b->index, i, epoch, gen);
+  }
+  smi_segment_t *seg = smi_large_of(p);
+  if (!seg || seg->large_gen != 1) return 0;
+  return with_parity(smi_large_tag(seg) << H_GEN_SHIFT | ((uint64_t)seg->id << H_ID_SHIFT));
+}
+
+/* The block and slot a small-object handle names, if it is live now. */
+static void *deref_small(smi_segment_t *seg, sm_handle_t h, smi_block_t **bp, uint32_t *ip) {
+  uint32_t bi = (uint32_t)(h >> H_BLOCK_SHIFT) & 63;
+  if (bi >= seg->nblocks) return NULL;
+  smi_block_t *b = &seg->blocks[bi];
+  uint32_t i = (uint32_t)(h >> H_SLOT_SHIFT) & 4095;
+  /* Read like a sequence lock: nslots is 0 and the epoch moves while the block is re-cut. */
+  uint32_t n1 = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
+  uint32_t e1 = atomic_load_explicit(&b->epoch, memory_order_acquire);
+  if (i >= n1 || (e1 & H_EPOCH_MASK) != ((h >> H_EPOCH_SHIFT) & H_EPOCH_MASK)) return NULL;
+  uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE);
+  uint8_t *p = b->start + (size_t)i * b->size;
+  atomic_thread_fence(memory_order_acquire);
+  uint32_t n2 = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_relaxed);
+  uint32_t e2 = atomic_load_explicit(&b->epoch, memory_order_relaxed);
+  if (!(g & 1) || g != (uint8_t)(h >> H_GEN_SHIFT) || n1 != n2 || e1 != e2) return NULL;
+  if (bp) *bp = b;
+  if (ip) *ip = i;
+  return p;
+}
+
+void *sm_deref(sm_handle_t h) {
+  if (!__builtin_parityll(h)) return NULL;
+  uint32_t id = (uint32_t)(h >> H_ID_SHIFT);
+  smi_segslot_t *slot = &smi_segtab[id];
+  smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
+  if (!seg) return NULL;
+  if (slot->is_large) {
+    /* Only the table is read: the segment may be unmapped at any moment. */
+    uint64_t tag = atomic_load_explicit(&slot->large_tag, memory_order_acquire);
+    uint64_t want = (h >> H_GEN_SHIFT) & ((H_EPOCH_MASK << 8) | 255);
+    if (!tag || tag != want || (h >> H_SLOT_SHIFT) & 0x3ffff) return NULL;
+    return atomic_load_explicit(&slot->large_obj, memory_order_acquire);
+  }
+  return deref_small(seg, h, NULL, NULL);
+}
+
+int sm_hfree(sm_handle_t h) {
+  if (!__builtin_parityll(h)) return ESTALE;
+  uint32_t id = (uint32_t)(h >> H_ID_SHIFT);
+  smi_segslot_t *slot = &smi_segtab[id];
+  smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
+  if (!seg) return ESTALE;
+  if (slot->is_large) {
+    void *p = sm_deref(h);
+    if (!p) return ESTALE;
+    smi_segment_t *ls = smi_large_of(p);
+    if (!ls) return ESTALE;
+    return smi_large_free_if_live(ls) ? 0 : ESTALE;
+  }
+  smi_block_t *b;
+  uint32_t i;
+  void *p = deref_small(seg, h, &b, &i);
+  if (!p) return ESTALE;
+  return smi_slot_free_checked(b, i, p, (uint8_t)(h >> H_GEN_SHIFT)) ? 0 : ESTALE;
+}
+
+sm_handle_t sm_halloc(size_t size) {
+  void *p = smi_malloc(size);
+  return p ? sm_handle_of(p) : 0;
+}
+
+sm_handle_t sm_arena_halloc(sm_arena_t *a, size_t size) {
+  void *p = sm_arena_malloc(a, size);
+  return p ? sm_handle_of(p) : 0;
+}

@@ -1,0 +1,199 @@
+/* internal.h: the arena layer's types and its fast paths.
+ *
+ * Allocation code overview (fast path inline here, the rest out of line):
+ *   smi_malloc(n)                     pop the current block's in-place freelist
+ *    -> smi_malloc_generic(a, n)      [arena.c] collect remote frees, extend the block,
+ *        -> smi_arena_next_block      switch to another block of the class,
+ *            -> smi_pool_take         [pool.c] adopt an abandoned block, reuse an empty one,
+ *                -> smi_segment_new   [slots/segment.c] or map a new segment
+ *        -> smi_large_malloc          [large.c] objects past the largest class
+ *   smi_free(p)                       push onto the block's freelist (owner thread)
+ *    -> smi_free_slow(p)              [free.c] full blocks, remote frees, large objects,
+ *                                     generation wrap, and every kind of misuse
+ */
+#ifndef SMI_INTERNAL_H
+#define SMI_INTERNAL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "include/slotmalloc.h"
+#include "slots/lock.h"
+#include "slots/segment.h"
+
+#define smi_likely(x) __builtin_expect(!!(x), 1)
+#define smi_unlikely(x) __builtin_expect(!!(x), 0)
+#define SMI_NOINLINE __attribute__((noinline))
+#define SMI_COLD __attribute__((cold, noinline))
+
+enum { SMI_ARENA_OPEN = 0, SMI_ARENA_CLOSED = 1, SMI_ARENA_MERGED = 2 };
+enum { SMI_ARENA_USER = 0, SMI_ARENA_ROOT = 1, SMI_ARENA_ORPHANS = 2, SMI_ARENA_NONE = 3 };
+
+typedef struct smi_heap_s smi_heap_t;
+
+/* A list of blocks (doubly linked through block.next/prev). */
+typedef struct {
+  smi_block_t *head;
+} smi_blist_t;
+
+struct sm_arena_s {
+  /* hot: read by the allocation fast path */
+  smi_block_t *direct[SMI_DIRECT_BINS]; /* (size+15)/16 -> the current block of its class */
+  /* the rest: slow paths, under lock unless said */
+  smi_block_t *current[SMI_CLASSES];    /* where allocation happens; pinned (used + 1) */
+  smi_blist_t avail[SMI_CLASSES];       /* blocks that may have free slots */
+  smi_blist_t full;                     /* blocks without free slots (owner tagged | 1) */
+  smi_segment_t *large;                 /* large objects (linked through large_next) */
+  smi_lock_t lock;                      /* guards the lists above against other threads */
+  uint8_t type;                         /* SMI_ARENA_* type */
+  _Atomic int state;                    /* SMI_ARENA_OPEN / CLOSED / MERGED */
+  _Atomic int refs;                     /* user references */
+  smi_heap_t *heap;                     /* a root arena's thread heap */
+  /* the tree, under smi_tree_lock */
+  sm_arena_t *parent, *first_child, *next_sibling, *prev_sibling;
+  /* the byte cap: while limit != 0 every allocation and free takes the slow path */
+  size_t limit;
+  _Atomic size_t limited_bytes;
+  _Atomic int remote_full;              /* another thread freed into a full block */
+  uint32_t slow_calls;                  /* generic-path calls, for periodic upkeep */
+  sm_arena_t *next_free;                /* meta free list */
+};
+
+struct smi_heap_s {
+  sm_arena_t root;          /* the thread's root arena */
+  smi_heap_t *next, *prev;  /* all live heaps, under smi_tree_lock */
+  bool done;
+};
+
+/* The arena plain malloc allocates in on this thread; &smi_arena_empty until
+ * the thread's first allocation. */
+extern __thread sm_arena_t *smi_tls_cur;
+extern __thread smi_heap_t *smi_tls_heap;
+extern sm_arena_t smi_arena_empty;   /* every direct slot -> smi_block_empty */
+extern smi_block_t smi_block_empty;  /* a block with nothing to give */
+extern sm_arena_t smi_orphans;       /* blocks and arenas of exited threads */
+extern smi_lock_t smi_tree_lock;     /* the arena tree, the heap list */
+
+/* ---- fast paths ----------------------------------------------------------- */
+
+void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero);
+void smi_free_slow(void *p);
+
+/* Instruction budget: about 15 instructions to the return. */
+static inline void *smi_malloc(size_t size) {
+  sm_arena_t *a = smi_tls_cur;
+  if (smi_likely(size <= SMI_DIRECT_MAX)) {
+    smi_block_t *b = a->direct[(size + 15) >> 4];
+    smi_free_t *p = b->free;
+    if (smi_likely(p != NULL)) {
+      b->free = p->next;
+      b->used++;
+      b->gens[smi_slot_index(b, (uintptr_t)p)]++; /* even (free) -> odd (live) */
+      return p;
+    }
+  }
+  return smi_malloc_generic(a, size, false);
+}
+
+/* Instruction budget: about 25 instructions. Everything unusual (another
+ * thread's block, a full block, a large object, a wrapped generation, a
+ * double or invalid free) falls to smi_free_slow. */
+static inline void smi_free(void *p) {
+  uintptr_t u = (uintptr_t)p;
+  if (smi_likely(smi_map_of(u) == SMI_MAP_SLOTS)) {
+    smi_block_t *b = smi_block_at(smi_segment_at(u), u);
+    if (smi_likely(b->owner == smi_tls_cur)) {
+      uintptr_t off = u - (uintptr_t)b->start;
+      uint32_t i = (uint32_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
+      unsigned next = (unsigned)b->gens[i] + 1;
+      /* next must be even (the slot was live) and not 256 (wrap); p must be a slot start */
+      if (smi_likely(!(next & 0x101) && (size_t)i * b->size == off)) {
+        b->gens[i] = (uint8_t)next;
+        ((smi_free_t *)p)->next = b->free;
+        b->free = (smi_free_t *)p;
+        b->used--;
+        return;
+      }
+    }
+  }
+  smi_free_slow(p);
+}
+
+/* ---- slow paths, by file ---------------------------------------------------- */
+
+/* heap.c */
+sm_arena_t *smi_heap_init(void);           /* this thread's root arena, made on first use */
+sm_arena_t *smi_root_arena(void);
+void smi_heap_fork_prepare(void);
+void smi_heap_fork_parent(void);
+void smi_heap_fork_child(void);
+
+/* arena.c */
+void smi_blist_push(smi_blist_t *l, smi_block_t *b);
+void smi_blist_remove(smi_blist_t *l, smi_block_t *b);
+void smi_arena_init(sm_arena_t *a, uint8_t type);
+void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);
+void smi_arena_block_add(sm_arena_t *a, smi_block_t *b);   /* under a->lock */
+void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */
+size_t smi_block_collect(smi_block_t *b);                   /* remote frees -> freelist */
+bool smi_arena_is_closed(const sm_arena_t *a);
+void smi_arena_upkeep(sm_arena_t *a);
+
+/* pool.c */
+smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);
+void smi_pool_give(smi_block_t *b);         /* an empty block, back to the pool */
+void smi_pool_abandon(smi_block_t *b);      /* a block with live objects, left by its thread */
+void smi_pool_upkeep(bool force);           /* purge empty blocks past the delay */
+void smi_dismantle_push(smi_block_t *b);    /* blocks of closed arenas */
+void smi_dismantle_push_large(smi_segment_t *seg);
+size_t smi_dismantle(size_t budget);
+smi_lock_t *smi_pool_lock(void);
+uint64_t smi_now_ms(void);
+size_t smi_pool_blocks(void);
+
+/* large.c */
+void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero);
+void smi_large_free(smi_segment_t *seg, void *p);
+void smi_large_free_dead(smi_segment_t *seg);  /* killed already: cache or unmap */
+bool smi_large_try_kill(smi_segment_t *seg);   /* live -> dead, once; under its arena's lock */
+bool smi_large_free_if_live(smi_segment_t *seg);
+void *smi_large_realloc(smi_segment_t *seg, void *p, size_t size);
+smi_segment_t *smi_large_of(const void *p); /* the large segment whose object starts at p, or NULL */
+void smi_large_cache_upkeep(bool force);
+void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg);    /* under a->lock */
+void smi_large_list_remove(sm_arena_t *a, smi_segment_t *seg); /* under a->lock */
+
+/* free.c */
+bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index);
+size_t smi_usable_size(const void *p);
+/* Frees slot i of b if its generation is still gen (for sm_hfree); false otherwise. */
+bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen);
+sm_arena_t *smi_owner_arena(const void *p);  /* arena of a live object, NULL otherwise */
+
+/* error.c */
+enum { SMI_ERR_DOUBLE_FREE, SMI_ERR_INVALID_FREE, SMI_ERR_INVALID_REALLOC, SMI_ERR_CORRUPT };
+void smi_report(int kind, const void *p, size_t size);
+void smi_message(const char *text);
+
+/* options.c */
+typedef struct {
+  bool abort_on_error; /* SLOTMALLOC_ABORT_ON_ERROR (default 1) */
+  bool stats;          /* SLOTMALLOC_STATS: print statistics at exit */
+  int verbose;         /* SLOTMALLOC_VERBOSE */
+  uint32_t purge_delay_ms; /* SLOTMALLOC_PURGE_DELAY_MS (default 250) */
+  bool numa;           /* SLOTMALLOC_NUMA (default 0): bind new segments to the thread's node */
+  size_t large_cache;  /* SLOTMALLOC_LARGE_CACHE_MB (default 64) */
+} smi_options_t;
+extern smi_options_t smi_opt;
+void smi_options_load(void);
+
+/* stats.c */
+void smi_stats_at_exit(void);
+
+/* meta.c: memory for arena and heap structs (never from the arenas themselves) */
+void *smi_meta_alloc(size_t size);
+void smi_meta_free(void *p, size_t size);
+
+#endif

@@ -1,0 +1,169 @@
+/* large.c: objects larger than the largest slot. Each has a segment of its
+ * own, mapped directly, with one generation. Freed ones wait in a small cache
+ * (they are reused for objects of similar size) and are unmapped after the
+ * purge delay or when the cache is full. */
+#include <string.h>
+
+#include "internal.h"
+#include "slots/os.h"
+
+static smi_lock_t cache_lock = SMI_LOCK_INIT;
+static smi_segment_t *cache;   /* linked through large_next */
+static size_t cache_bytes;
+static uint64_t cache_stamp;   /* large_prev is unused while cached: the time goes in map order */
+
+void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg) {
+  seg->large_prev = NULL;
+  seg->large_next = a->large;
+  if (a->large) a->large->large_prev = seg;
+  a->large = seg;
+}
+
+void smi_large_list_remove(sm_arena_t *a, smi_segment_t *seg) {
+  if (seg->large_prev) seg->large_prev->large_next = seg->large_next;
+  else a->large = seg->large_next;
+  if (seg->large_next) seg->large_next->large_prev = seg->large_prev;
+  seg->large_next = seg->large_prev = NULL;
+}
+
+smi_segment_t *smi_large_of(const void *p) {
+  uintptr_t u = (uintptr_t)p;
+  unsigned m = smi_map_of(u);
+  smi_segment_t *seg;
+  if (m == SMI_MAP_LARGE) seg = smi_segment_at(u);
+  else if (m == SMI_MAP_LARGE_BACK) seg = (smi_segment_t *)((uintptr_t)smi_segment_at(u) - SMI_SEG_SIZE);
+  else return NULL;
+  return seg->large_obj == (const uint8_t *)p ? seg : NULL;
+}
+
+bool smi_large_try_kill(smi_segment_t *seg) {
+  uint8_t live = 1;
+  if (!__atomic_compare_exchange_n(&seg->large_gen, &live, 2, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    return false;
+  smi_large_kill(seg);
+  return true;
+}
+
+/* A cached segment that fits size bytes at alignment align without wasting
+ * more than half of it. */
+static smi_segment_t *cache_take(size_t size, size_t align) {
+  if (!cache) return NULL;
+  smi_lock(&cache_lock);
+  smi_segment_t **best = NULL;
+  for (smi_segment_t **s = &cache; *s; s = &(*s)->large_next) {
+    smi_segment_t *c = *s;
+    size_t off = (size_t)(c->large_obj - (uint8_t *)c);
+    size_t room = c->map_size - off;
+    if (room < size || room / 2 > size + SMI_OS_PAGE || ((uintptr_t)c->large_obj & (align - 1))) continue;
+    if (!best || (*best)->map_size > c->map_size) best = s;
+  }
+  smi_segment_t *c = NULL;
+  if (best) {
+    c = *best;
+    *best = c->large_next;
+    cache_bytes -= c->map_size;
+  }
+  smi_unlock(&cache_lock);
+  return c;
+}
+
+void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
+  if (align < 16) align = 16;
+  smi_segment_t *seg = cache_take(size, align);
+  if (seg) {
+    smi_large_revive(seg, size);
+    size_t off = (size_t)(seg->large_obj - (uint8_t *)seg);
+    seg->large_size = seg->map_size - off;
+    if (zero) memset(seg->large_obj, 0, size);
+  } else {
+    seg = smi_large_new(size, align);
+    if (!seg) return NULL;
+  }
+  seg->large_arena = a;
+  smi_lock(&a->lock);
+  smi_large_list_add(a, seg);
+  smi_unlock(&a->lock);
+  return seg->large_obj;
+}
+
+void smi_large_free_dead(smi_segment_t *seg) {
+  seg->large_arena = NULL;
+  if (seg->map_size <= smi_opt.large_cache / 4) {
+    smi_lock(&cache_lock);
+    if (cache_bytes + seg->map_size <= smi_opt.large_cache) {
+      seg->large_next = cache;
+      cache = seg;
+      cache_bytes += seg->map_size;
+      cache_stamp = smi_now_ms();
+      seg = NULL;
+    }
+    smi_unlock(&cache_lock);
+    if (!seg) return;
+  }
+  smi_large_unmap(seg);
+}
+
+bool smi_large_free_if_live(smi_segment_t *seg) {
+  for (;;) {
+    sm_arena_t *a = seg->large_arena;
+    if (!a) return false;
+    smi_lock(&a->lock);
+    if (seg->large_arena != a) {
+      smi_unlock(&a->lock);
+      continue;
+    }
+    if (!smi_large_try_kill(seg)) {
+      smi_unlock(&a->lock);
+      return false;
+    }
+    smi_large_list_remove(a, seg);
+    smi_unlock(&a->lock);
+    if (a->limit) atomic_fetch_sub(&a->limited_bytes, seg->large_size);
+    smi_large_free_dead(seg);
+    return true;
+  }
+}
+
+void smi_large_free(smi_segment_t *seg, void *p) {
+  if (!smi_large_free_if_live(seg)) smi_report(SMI_ERR_DOUBLE_FREE, p, seg->large_size);
+}
+
+void *smi_large_realloc(smi_segment_t *seg, void *p, size_t size) {
+  (void)p;
+  sm_arena_t *a = seg->large_arena;
+  smi_lock(&a->lock);
+  uint8_t *before = seg->large_obj;
+  size_t old_size = seg->large_size;
+  smi_segment_t *moved = seg;
+  void *q = smi_large_resize(&moved, size);
+  if (q && moved != seg) {
+    /* The pages moved: relink, and the old handle goes stale with the old address. */
+    if (moved->large_prev) moved->large_prev->large_next = moved;
+    else a->large = moved;
+    if (moved->large_next) moved->large_next->large_prev = moved;
+    smi_large_revive(moved, size);
+  } else if (q && (uint8_t *)q != before) {
+    smi_large_revive(moved, size);
+  }
+  smi_unlock(&a->lock);
+  if (q && a->limit) {
+    atomic_fetch_add(&a->limited_bytes, moved->large_size);
+    atomic_fetch_sub(&a->limited_bytes, old_size);
+  }
+  return q;
+}
+
+void smi_large_cache_upkeep(bool force) {
+  uint64_t now = smi_now_ms();
+  if (!cache || (!force && now - cache_stamp < smi_opt.purge_delay_ms)) return;
+  smi_lock(&cache_lock);
+  smi_segment_t *all = cache;
+  cache = NULL;
+  cache_bytes = 0;
+  smi_unlock(&cache_lock);
+  while (all) {
+    smi_segment_t *next = all->large_next;
+    smi_large_unmap(all);
+    all = next;
+  }
+}

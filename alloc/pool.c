@@ -1,0 +1,204 @@
+/* pool.c: the process-wide pool of blocks. Empty blocks wait here (and are
+ * given back to the OS after the purge delay); blocks abandoned by exited
+ * threads wait for a thread to adopt them; blocks of closed arenas wait in the
+ * dismantle queue, worked in small batches. */
+#include <time.h>
+
+#include "internal.h"
+#include "slots/os.h"
+
+static smi_lock_t pool_lock = SMI_LOCK_INIT;
+static smi_blist_t empty[SMI_KINDS_OF_BLOCKS];
+static size_t empty_count;
+static smi_blist_t abandoned[SMI_CLASSES];
+static smi_blist_t dismantle_blocks;
+static smi_segment_t *dismantle_large;
+static uint64_t last_purge_ms;
+
+smi_lock_t *smi_pool_lock(void) { return &pool_lock; }
+
+uint64_t smi_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A block can serve class cls as it is, or must be formatted first. */
+static bool ready_for(const smi_block_t *b, unsigned cls) {
+  return (b->flags & SMI_BLOCK_FORMATTED) && b->cls == cls && !b->retired && b->used == 0 &&
+         !(b->flags & (SMI_BLOCK_DECOMMITTED | SMI_BLOCK_CLOSED));
+}
+
+static smi_block_t *adopt(unsigned cls) {
+  /* Look at a few abandoned blocks of the class; take one with room. */
+  for (int tries = 0; tries < 4; tries++) {
+    smi_block_t *b = abandoned[cls].head;
+    if (!b) return NULL;
+    smi_blist_remove(&abandoned[cls], b);
+    smi_block_collect(b);
+    if (b->used == 0) { /* everything was freed: an empty block */
+      b->arena = NULL;
+      b->empty_since = smi_now_ms();
+      smi_blist_push(&empty[b->kind], b);
+      empty_count++;
+      continue;
+    }
+    if (b->free || b->bump < b->nslots) return b;
+    smi_blist_push(&abandoned[cls], b); /* still full: leave it at the head... */
+    if (b->next) { /* ...or rather behind the others */
+      smi_blist_remove(&abandoned[cls], b);
+      smi_block_t *tail = abandoned[cls].head;
+      while (tail->next) tail = tail->next;
+      tail->next = b;
+      b->prev = tail;
+    }
+  }
+  return NULL;
+}
+
+smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
+  (void)a;
+  unsigned kind = smi_kind_of_class(cls);
+  for (;;) {
+    smi_lock(&pool_lock);
+    smi_block_t *b = adopt(cls);
+    if (b) {
+      smi_unlock(&pool_lock);
+      return b;
+    }
+    /* Prefer an empty block already cut for this class. */
+    for (smi_block_t *e = empty[kind].head; e; e = e->next) {
+      if (ready_for(e, cls)) {
+        b = e;
+        break;
+      }
+    }
+    if (!b) b = empty[kind].head;
+    if (b) {
+      smi_blist_remove(&empty[kind], b);
+      empty_count--;
+    }
+    smi_unlock(&pool_lock);
+    if (!b) {
+      smi_segment_t *seg = smi_segment_new(kind);
+      if (!seg) return NULL;
+      smi_lock(&pool_lock);
+      for (uint32_t i = seg->nblocks; i-- > 1;) {
+        seg->blocks[i].empty_since = smi_now_ms();
+        smi_blist_push(&empty[kind], &seg->blocks[i]);
+        empty_count++;
+      }
+      smi_unlock(&pool_lock);
+      b = &seg->blocks[0];
+    }
+    if (ready_for(b, cls)) return b;
+    if (b->flags & SMI_BLOCK_DECOMMITTED) smi_os_account_recommit(smi_block_span(b));
+    if (smi_block_format(b, cls)) return b;
+    /* Its epochs are used up: it stays out of service for good. */
+    smi_block_decommit(b);
+  }
+}
+
+void smi_pool_give(smi_block_t *b) {
+  b->owner = NULL;
+  b->flags &= (uint8_t)~SMI_BLOCK_USER;
+  b->arena = NULL;
+  b->empty_since = smi_now_ms();
+  smi_lock(&pool_lock);
+  smi_blist_push(&empty[b->kind], b);
+  empty_count++;
+  smi_unlock(&pool_lock);
+}
+
+void smi_pool_abandon(smi_block_t *b) {
+  b->arena = &smi_orphans;
+  atomic_store_explicit((_Atomic(sm_arena_t *) *)&b->owner, NULL, memory_order_release);
+  smi_lock(&pool_lock);
+  smi_blist_push(&abandoned[b->cls], b);
+  smi_unlock(&pool_lock);
+}
+
+size_t smi_pool_blocks(void) {
+  smi_lock(&pool_lock);
+  size_t n = empty_count;
+  smi_unlock(&pool_lock);
+  return n;
+}
+
+/* Gives the memory of blocks empty for longer than the purge delay back to the
+ * OS; also collects abandoned blocks that other threads emptied. Runs at most
+ * every quarter delay unless forced. */
+void smi_pool_upkeep(bool force) {
+  uint64_t now = smi_now_ms();
+  uint32_t delay = smi_opt.purge_delay_ms;
+  if (!force && now - last_purge_ms < delay / 4 + 1) return;
+  smi_lock(&pool_lock);
+  last_purge_ms = now;
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    for (smi_block_t *b = abandoned[cls].head, *next; b; b = next) {
+      next = b->next;
+      if (!atomic_load_explicit(&b->remote, memory_order_relaxed)) continue;
+      smi_block_collect(b);
+      if (b->used == 0) {
+        smi_blist_remove(&abandoned[cls], b);
+        b->arena = NULL;
+        b->empty_since = now;
+        smi_blist_push(&empty[b->kind], b);
+        empty_count++;
+      }
+    }
+  }
+  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
+    for (smi_block_t *b = empty[k].head; b; b = b->next) {
+      if (!(b->flags & SMI_BLOCK_DECOMMITTED) && (force || now - b->empty_since >= delay))
+        smi_block_decommit(b);
+    }
+  }
+  smi_unlock(&pool_lock);
+  smi_large_cache_upkeep(force);
+}
+
+/* ---- the dismantle queue ------------------------------------------------------ */
+
+void smi_dismantle_push(smi_block_t *b) {
+  smi_lock(&pool_lock);
+  smi_blist_push(&dismantle_blocks, b);
+  smi_unlock(&pool_lock);
+}
+
+void smi_dismantle_push_large(smi_segment_t *seg) {
+  smi_lock(&pool_lock);
+  seg->large_next = dismantle_large;
+  dismantle_large = seg;
+  smi_unlock(&pool_lock);
+}
+
+/* One unit is one block or one large object. */
+size_t smi_dismantle(size_t budget) {
+  size_t done = 0;
+  while (done < budget) {
+    smi_lock(&pool_lock);
+    smi_block_t *b = dismantle_blocks.head;
+    smi_segment_t *seg = NULL;
+    if (b) smi_blist_remove(&dismantle_blocks, b);
+    else if ((seg = dismantle_large) != NULL) dismantle_large = seg->large_next;
+    if (b && atomic_load_explicit(&b->inflight, memory_order_acquire)) {
+      /* A free into it is under way on another thread: later. */
+      smi_blist_push(&dismantle_blocks, b);
+      smi_unlock(&pool_lock);
+      break;
+    }
+    smi_unlock(&pool_lock);
+    if (!b && !seg) break;
+    if (b) {
+      atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
+      b->free = NULL;
+      b->used = 0;
+      smi_pool_give(b);
+    } else {
+      smi_large_free_dead(seg);
+    }
+    done++;
+  }
+  return done;
+}

@@ -1,0 +1,299 @@
+/* tree.c: the arena tree and the user operations on arenas: new, close,
+ * retain/release, enter, promote, steal, merge, limits. The tree is guarded by
+ * smi_tree_lock; an arena's block lists by its own lock (taken after it). */
+#include <string.h>
+
+#include "internal.h"
+#include "slots/generation.h"
+
+static void link_child(sm_arena_t *parent, sm_arena_t *a) {
+  a->parent = parent;
+  a->prev_sibling = NULL;
+  a->next_sibling = parent->first_child;
+  if (parent->first_child) parent->first_child->prev_sibling = a;
+  parent->first_child = a;
+}
+
+static void unlink_child(sm_arena_t *a) {
+  if (!a->parent) return;
+  if (a->prev_sibling) a->prev_sibling->next_sibling = a->next_sibling;
+  else a->parent->first_child = a->next_sibling;
+  if (a->next_sibling) a->next_sibling->prev_sibling = a->prev_sibling;
+  a->parent = a->next_sibling = a->prev_sibling = NULL;
+}
+
+sm_arena_t *sm_arena_new(sm_arena_t *parent) {
+  if (!parent) parent = smi_root_arena();
+  if (!parent || smi_arena_is_closed(parent)) {
+    errno = parent ? EINVAL : ENOMEM;
+    return NULL;
+  }
+  sm_arena_t *a = smi_meta_alloc(sizeof *a);
+  if (!a) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  smi_arena_init(a, SMI_ARENA_USER);
+  smi_lock(&smi_tree_lock);
+  if (smi_arena_is_closed(parent)) { /* closed meanwhile */
+    smi_unlock(&smi_tree_lock);
+    smi_meta_free(a, sizeof *a);
+    errno = EINVAL;
+    return NULL;
+  }
+  link_child(parent, a);
+  smi_unlock(&smi_tree_lock);
+  return a;
+}
+
+sm_arena_t *sm_arena_parent(sm_arena_t *a) {
+  if (!a) return NULL;
+  smi_lock(&smi_tree_lock);
+  sm_arena_t *p = a->parent;
+  smi_unlock(&smi_tree_lock);
+  return p;
+}
+
+/* Invalidates every object of one arena: a vectorized sweep over each block's
+ * generation table, then the blocks go to the dismantle queue. */
+static void close_one(sm_arena_t *a) {
+  smi_lock(&a->lock);
+  atomic_store_explicit(&a->state, SMI_ARENA_CLOSED, memory_order_release);
+  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
+  smi_blist_t doomed = {NULL};
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    if (a->current[cls] != &smi_block_empty) smi_blist_push(&doomed, a->current[cls]);
+    a->current[cls] = &smi_block_empty;
+    smi_block_t *b;
+    while ((b = a->avail[cls].head) != NULL) {
+      smi_blist_remove(&a->avail[cls], b);
+      smi_blist_push(&doomed, b);
+    }
+  }
+  smi_block_t *b;
+  while ((b = a->full.head) != NULL) {
+    smi_blist_remove(&a->full, b);
+    smi_blist_push(&doomed, b);
+  }
+  for (b = doomed.head; b; b = b->next) {
+    __atomic_store_n(&b->owner, NULL, __ATOMIC_RELAXED);
+    b->flags |= SMI_BLOCK_CLOSED;
+    smi_gens_close(b->gens, smi_gens_len(b->nslots));
+    __atomic_store_n(&b->arena, NULL, __ATOMIC_RELEASE);
+  }
+  smi_segment_t *large = a->large, *dead = NULL;
+  a->large = NULL;
+  while (large) {
+    smi_segment_t *next = large->large_next;
+    if (smi_large_try_kill(large)) {
+      large->large_arena = NULL;
+      large->large_next = dead;
+      dead = large;
+    }
+    large = next;
+  }
+  smi_unlock(&a->lock);
+  while ((b = doomed.head) != NULL) {
+    smi_blist_remove(&doomed, b);
+    smi_dismantle_push(b);
+  }
+  while (dead) {
+    smi_segment_t *next = dead->large_next;
+    smi_dismantle_push_large(dead);
+    dead = next;
+  }
+}
+
+static void close_subtree(sm_arena_t *a) {
+  sm_arena_t *c;
+  while ((c = a->first_child) != NULL) {
+    close_subtree(c);
+  }
+  close_one(a);
+  unlink_child(a);
+}
+
+void sm_arena_close(sm_arena_t *a) {
+  if (!a || a->type != SMI_ARENA_USER) return;
+  smi_lock(&smi_tree_lock);
+  if (atomic_load(&a->state) == SMI_ARENA_OPEN) close_subtree(a);
+  smi_unlock(&smi_tree_lock);
+  if (smi_tls_cur == a) smi_tls_cur = smi_root_arena();
+  smi_dismantle(4); /* a first small batch; the rest at later slow paths or sm_collect */
+}
+
+void sm_arena_retain(sm_arena_t *a) {
+  if (a && a->type == SMI_ARENA_USER) atomic_fetch_add(&a->refs, 1);
+}
+
+void sm_arena_release(sm_arena_t *a) {
+  if (!a || a->type != SMI_ARENA_USER) return;
+  if (atomic_fetch_sub(&a->refs, 1) != 1) return;
+  sm_arena_close(a);
+  if (smi_tls_cur == a) smi_tls_cur = smi_root_arena();
+  smi_meta_free(a, sizeof *a);
+}
+
+sm_arena_t *sm_arena_of(const void *p) {
+  sm_arena_t *a = smi_owner_arena(p);
+  return a;
+}
+
+sm_arena_t *sm_arena_enter(sm_arena_t *a) {
+  sm_arena_t *root = smi_root_arena();
+  sm_arena_t *prev = smi_tls_cur;
+  if (prev == &smi_arena_empty || prev == root) prev = NULL;
+  if (a && (a->type != SMI_ARENA_USER || smi_arena_is_closed(a))) a = NULL;
+  smi_tls_cur = a ? a : root;
+  return prev;
+}
+
+void *sm_arena_promote(void *p) {
+  sm_arena_t *a = smi_owner_arena(p);
+  if (!a) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (a->type != SMI_ARENA_USER) return p;
+  smi_lock(&smi_tree_lock);
+  sm_arena_t *parent = a->parent;
+  smi_unlock(&smi_tree_lock);
+  if (!parent) {
+    errno = EINVAL;
+    return NULL;
+  }
+  size_t size = smi_usable_size(p);
+  void *q = smi_arena_alloc(parent, size, 16, false);
+  if (!q) return NULL;
+  memcpy(q, p, size);
+  smi_free(p);
+  return q;
+}
+
+static bool is_in_subtree(const sm_arena_t *x, const sm_arena_t *top) {
+  for (; x; x = x->parent)
+    if (x == top) return true;
+  return false;
+}
+
+int sm_arena_steal(sm_arena_t *a, sm_arena_t *new_parent) {
+  if (!a || !new_parent || a->type != SMI_ARENA_USER) return EINVAL;
+  smi_lock(&smi_tree_lock);
+  int err = 0;
+  if (smi_arena_is_closed(a) || smi_arena_is_closed(new_parent) || is_in_subtree(new_parent, a)) err = EINVAL;
+  else {
+    unlink_child(a);
+    link_child(new_parent, a);
+  }
+  smi_unlock(&smi_tree_lock);
+  return err;
+}
+
+/* Moves every block and large object of src into dst (both locked). */
+static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
+  sm_arena_t *owner = dst->limit ? NULL : dst;
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    smi_block_t *b = src->current[cls];
+    if (b != &smi_block_empty) {
+      b->used--; /* no longer anyone's current block */
+      smi_blist_push(&src->avail[cls], b);
+      src->current[cls] = &smi_block_empty;
+    }
+    while ((b = src->avail[cls].head) != NULL) {
+      smi_blist_remove(&src->avail[cls], b);
+      b->owner = owner;
+      b->arena = dst;
+      smi_blist_push(&dst->avail[cls], b);
+    }
+  }
+  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) src->direct[i] = &smi_block_empty;
+  smi_block_t *b;
+  while ((b = src->full.head) != NULL) {
+    smi_blist_remove(&src->full, b);
+    b->owner = (sm_arena_t *)((uintptr_t)dst | 1);
+    b->arena = dst;
+    smi_blist_push(&dst->full, b);
+  }
+  while (src->large) {
+    smi_segment_t *seg = src->large;
+    smi_large_list_remove(src, seg);
+    seg->large_arena = dst;
+    smi_large_list_add(dst, seg);
+  }
+}
+
+int sm_arena_merge(sm_arena_t *dst, sm_arena_t *src) {
+  if (!dst || !src || dst == src || src->type != SMI_ARENA_USER) return EINVAL;
+  smi_lock(&smi_tree_lock);
+  if (smi_arena_is_closed(dst) || smi_arena_is_closed(src) || is_in_subtree(dst, src)) {
+    smi_unlock(&smi_tree_lock);
+    return EINVAL;
+  }
+  smi_lock(&dst->lock);
+  smi_lock(&src->lock);
+  move_blocks(dst, src);
+  if (dst->limit) atomic_fetch_add(&dst->limited_bytes, atomic_load(&src->limited_bytes));
+  atomic_store(&src->state, SMI_ARENA_MERGED);
+  smi_unlock(&src->lock);
+  smi_unlock(&dst->lock);
+  sm_arena_t *c;
+  while ((c = src->first_child) != NULL) {
+    unlink_child(c);
+    link_child(dst, c);
+  }
+  unlink_child(src);
+  smi_unlock(&smi_tree_lock);
+  if (smi_tls_cur == src) smi_tls_cur = dst;
+  return 0;
+}
+
+/* Bytes live in the arena's own objects (slot sizes), under a->lock. */
+static size_t own_bytes(sm_arena_t *a) {
+  size_t bytes = 0;
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    smi_block_t *b = a->current[cls];
+    if (b != &smi_block_empty) bytes += (size_t)(b->used - 1) * b->size;
+    for (b = a->avail[cls].head; b; b = b->next) bytes += (size_t)b->used * b->size;
+  }
+  for (smi_block_t *b = a->full.head; b; b = b->next) bytes += (size_t)b->used * b->size;
+  for (smi_segment_t *s = a->large; s; s = s->large_next) bytes += s->large_size;
+  return bytes;
+}
+
+int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
+  if (!a || a->type != SMI_ARENA_USER || smi_arena_is_closed(a)) return EINVAL;
+  smi_lock(&a->lock);
+  /* Remote frees not collected yet still count as live here: collect first. */
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    if (a->current[cls] != &smi_block_empty) smi_block_collect(a->current[cls]);
+    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) smi_block_collect(b);
+  }
+  for (smi_block_t *b = a->full.head; b; b = b->next) smi_block_collect(b);
+  atomic_store(&a->limited_bytes, own_bytes(a));
+  a->limit = bytes;
+  sm_arena_t *owner = bytes ? NULL : a;
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    smi_block_t *cur = a->current[cls];
+    if (cur != &smi_block_empty) cur->owner = owner;
+    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) b->owner = owner;
+    uint32_t size = smi_class_size[cls];
+    if (size <= SMI_DIRECT_MAX) {
+      for (size_t i = size >> 4; smi_direct_class[i] == cls; i--) {
+        a->direct[i] = bytes ? &smi_block_empty : cur;
+        if (i == 0) break;
+      }
+    }
+  }
+  smi_unlock(&a->lock);
+  return 0;
+}
+
+size_t sm_collect(size_t budget) {
+  size_t done = smi_dismantle(budget);
+  if (budget == SIZE_MAX) {
+    sm_arena_t *a = smi_tls_cur;
+    if (a != &smi_arena_empty) smi_arena_upkeep(a);
+    smi_pool_upkeep(true);
+  }
+  return done;
+}

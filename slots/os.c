@@ -1,0 +1,87 @@
+/* os.c: mmap and friends behind the contract of os.h. */
+#define _GNU_SOURCE
+#include "os.h"
+
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+static _Atomic size_t committed;
+static _Atomic size_t committed_peak;
+
+static void account(ptrdiff_t delta) {
+  size_t now = atomic_fetch_add_explicit(&committed, (size_t)delta, memory_order_relaxed) + (size_t)delta;
+  size_t peak = atomic_load_explicit(&committed_peak, memory_order_relaxed);
+  while (delta > 0 && now > peak &&
+         !atomic_compare_exchange_weak_explicit(&committed_peak, &peak, now, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+  }
+}
+
+size_t smi_os_committed(void) { return atomic_load_explicit(&committed, memory_order_relaxed); }
+size_t smi_os_committed_peak(void) { return atomic_load_explicit(&committed_peak, memory_order_relaxed); }
+void smi_os_account_recommit(size_t size) { account((ptrdiff_t)size); }
+
+static void *map_raw(size_t size) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset) {
+  if (size > (SIZE_MAX >> 2) || align > (SIZE_MAX >> 2)) return NULL;
+  size_t total = size + align;
+  char *raw = map_raw(total);
+  if (!raw) return NULL;
+  uintptr_t want = (((uintptr_t)raw + offset + align - 1) & ~(uintptr_t)(align - 1)) - offset;
+  size_t head = want - (uintptr_t)raw;
+  size_t tail = total - head - size;
+  if (head) munmap(raw, head);
+  if (tail) munmap((char *)want + size, tail);
+  account((ptrdiff_t)size);
+  return (void *)want;
+}
+
+void *smi_os_map_aligned(size_t size, size_t align) { return smi_os_map_offset_aligned(size, align, 0); }
+
+void smi_os_unmap(void *p, size_t size) {
+  if (!p || !size) return;
+  munmap(p, size);
+  account(-(ptrdiff_t)size);
+}
+
+void smi_os_decommit(void *p, size_t size) {
+  if (!size) return;
+  madvise(p, size, MADV_DONTNEED);
+  account(-(ptrdiff_t)size);
+}
+
+bool smi_os_grow_in_place(void *p, size_t old_size, size_t new_size) {
+  void *q = mremap(p, old_size, new_size, 0);
+  if (q == MAP_FAILED) return false;
+  account((ptrdiff_t)(new_size - old_size));
+  return true;
+}
+
+void smi_os_shrink(void *p, size_t old_size, size_t new_size) {
+  if (new_size >= old_size) return;
+  munmap((char *)p + new_size, old_size - new_size);
+  account(-(ptrdiff_t)(old_size - new_size));
+}
+
+void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset) {
+  /* Reserve an aligned destination, then let the kernel move the pages there. */
+  size_t total = new_size + align;
+  char *raw = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) return NULL;
+  uintptr_t want = (((uintptr_t)raw + offset + align - 1) & ~(uintptr_t)(align - 1)) - offset;
+  size_t head = want - (uintptr_t)raw;
+  size_t tail = total - head - new_size;
+  if (head) munmap(raw, head);
+  if (tail) munmap((char *)want + new_size, tail);
+  void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)want);
+  if (q == MAP_FAILED) {
+    munmap((void *)want, new_size);
+    return NULL;
+  }
+  account((ptrdiff_t)(new_size - old_size));
+  return q;
+}

@@ -1,0 +1,36 @@
+/* os.h: the operating-system primitives. The only code that calls mmap,
+ * munmap, mremap and madvise is os.c. Every function returns NULL / false on
+ * failure and never sets errno for the caller to see (callers set ENOMEM). */
+#ifndef SMI_OS_H
+#define SMI_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Maps size bytes of zeroed read-write memory whose address is a multiple of
+ * align (a power of two, at least a page); NULL if the OS refuses. */
+void *smi_os_map_aligned(size_t size, size_t align);
+/* Maps size bytes of zeroed read-write memory such that (addr + offset) is a
+ * multiple of align: used for large objects whose header precedes them. */
+void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset);
+void smi_os_unmap(void *p, size_t size);
+/* Gives the physical pages back; the range stays mapped and reads as zero. */
+void smi_os_decommit(void *p, size_t size);
+/* Grows a mapping in place (no move); false if the pages after it are taken. */
+bool smi_os_grow_in_place(void *p, size_t old_size, size_t new_size);
+/* Shrinks a mapping in place. */
+void smi_os_shrink(void *p, size_t old_size, size_t new_size);
+/* Moves a mapping to a new address aligned like smi_os_map_offset_aligned,
+ * keeping its pages (no copy); NULL if the OS refuses. */
+void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset);
+
+/* Bytes mapped and not decommitted, as the allocator counts them, and their peak. */
+size_t smi_os_committed(void);
+size_t smi_os_committed_peak(void);
+/* Account for pages committed again by touching decommitted memory. */
+void smi_os_account_recommit(size_t size);
+
+#define SMI_OS_PAGE ((size_t)4096)
+
+#endif

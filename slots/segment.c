@@ -1,0 +1,284 @@
+/* segment.c: segments, block formatting and large segments (see segment.h). */
+#include "segment.h"
+
+#include <string.h>
+
+#include "generation.h"
+#include "lock.h"
+#include "os.h"
+
+uint8_t smi_segmap[SMI_SEGMAP_LEN];
+smi_segslot_t smi_segtab[SMI_SEG_IDS];
+
+static smi_lock_t ids_lock = SMI_LOCK_INIT;
+static uint32_t ids_next = 1; /* id 0 is never used, so handle 0 is never valid */
+static uint32_t ids_free;     /* stack of released ids (large segments) */
+
+smi_lock_t *smi_segment_lock(void) { return &ids_lock; }
+
+/* Ids are taken under ids_lock. A released id is reused with a new incarnation,
+ * unless its incarnations are used up: then it is never reused. */
+static uint32_t id_take(void) {
+  uint32_t id = 0;
+  smi_lock(&ids_lock);
+  if (ids_free) {
+    id = ids_free;
+    ids_free = smi_segtab[id].next_free;
+  } else if (ids_next < SMI_SEG_IDS) {
+    id = ids_next++;
+  }
+  smi_unlock(&ids_lock);
+  return id;
+}
+
+static void id_give_back(uint32_t id) {
+  smi_lock(&ids_lock);
+  if (smi_segtab[id].incarnation < SMI_EPOCH_LIMIT) {
+    smi_segtab[id].next_free = ids_free;
+    ids_free = id;
+  }
+  smi_unlock(&ids_lock);
+}
+
+static const struct {
+  uint32_t nblocks;
+  size_t span;
+} kinds[SMI_KINDS_OF_BLOCKS] = {
+  [SMI_KIND_SMALL] = {63, SMI_PAGE_SIZE},
+  [SMI_KIND_MEDIUM] = {7, 8 * SMI_PAGE_SIZE},
+  [SMI_KIND_BIG] = {1, 63 * SMI_PAGE_SIZE},
+};
+
+/* Every page that is not a block's (the header page, a medium segment's tail)
+ * maps to this descriptor: it has no slots, so frees there are invalid. */
+static smi_block_t no_block = {.nslots = 0, .magic = 0, .size = 0};
+
+uint8_t *smi_block_base(const smi_block_t *b) {
+  smi_segment_t *seg = smi_segment_at((uintptr_t)b);
+  return (uint8_t *)seg + SMI_PAGE_SIZE + (size_t)b->index * kinds[b->kind].span;
+}
+
+size_t smi_block_span(const smi_block_t *b) { return kinds[b->kind].span; }
+
+smi_segment_t *smi_segment_new(unsigned kind) {
+  uint32_t id = id_take();
+  if (!id) return NULL;
+  smi_segment_t *seg = smi_os_map_aligned(SMI_SEG_SIZE, SMI_SEG_SIZE);
+  if (!seg) {
+    smi_segtab[id].incarnation = SMI_EPOCH_LIMIT; /* not worth keeping */
+    return NULL;
+  }
+  seg->id = id;
+  seg->kind = (uint8_t)kind;
+  seg->nblocks = (uint8_t)kinds[kind].nblocks;
+  seg->map_size = SMI_SEG_SIZE;
+  size_t pages = kinds[kind].span / SMI_PAGE_SIZE;
+  for (size_t pg = 0; pg < SMI_PAGES_PER_SEG; pg++) seg->page_block[pg] = &no_block;
+  for (uint32_t i = 0; i < seg->nblocks; i++) {
+    smi_block_t *b = &seg->blocks[i];
+    b->index = (uint8_t)i;
+    b->kind = (uint8_t)kind;
+    for (size_t pg = 0; pg < pages; pg++) seg->page_block[1 + i * pages + pg] = b;
+  }
+  atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
+  __atomic_store_n(&smi_segmap[(uintptr_t)seg >> SMI_SEG_SHIFT], SMI_MAP_SLOTS, __ATOMIC_RELEASE);
+  return seg;
+}
+
+bool smi_block_format(smi_block_t *b, unsigned cls) {
+  uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
+  if (b->flags & SMI_BLOCK_FORMATTED) {
+    /* Slots were handed out before: a new incarnation makes old handles stale. */
+    if (epoch + 1 >= SMI_EPOCH_LIMIT) {
+      b->flags |= SMI_BLOCK_RETIRED;
+      return false;
+    }
+    /* Zero the old table before the epoch moves, so no reader ever pairs the
+     * new epoch with an old generation. */
+    memset(b->gens, 0, smi_gens_len(b->nslots));
+    atomic_store_explicit(&b->epoch, epoch + 1, memory_order_release);
+  }
+  uint8_t *base = smi_block_base(b);
+  size_t span = smi_block_span(b);
+  uint32_t size = smi_class_size[cls];
+  size_t align = (size_t)size & -(size_t)size; /* the largest power of two dividing size */
+  if (align > SMI_PAGE_SIZE) align = SMI_PAGE_SIZE;
+  size_t n = (span - 16) / (size + 1);
+  uint8_t *start;
+  for (;; n--) {
+    start = (uint8_t *)(((uintptr_t)base + smi_gens_len(n) + align - 1) & ~(uintptr_t)(align - 1));
+    if (start + n * size <= base + span) break;
+  }
+  /* Publish the geometry with nslots last: a lock-free reader checks nslots. */
+  atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_release);
+  b->gens = base;
+  memset(b->gens, 0, smi_gens_len(n));
+  b->start = start;
+  b->size = size;
+  b->magic = (((uint64_t)1 << SMI_MAGIC_SHIFT) + size - 1) / size;
+  b->cls = (uint8_t)cls;
+  b->free = NULL;
+  b->bump = 0;
+  b->used = 0;
+  b->retired = 0;
+  atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
+  b->flags = (uint8_t)((b->flags & ~(SMI_BLOCK_DECOMMITTED | SMI_BLOCK_CLOSED)) | SMI_BLOCK_FORMATTED);
+  atomic_store_explicit((_Atomic uint32_t *)&b->nslots, (uint32_t)n, memory_order_release);
+  return true;
+}
+
+bool smi_block_extend(smi_block_t *b) {
+  uint32_t left = b->nslots - b->bump;
+  if (!left) return false;
+  uint32_t take = (uint32_t)(4096 / b->size);
+  if (take < 1) take = 1;
+  if (take > left) take = left;
+  uint8_t *first = smi_slot_addr(b, b->bump);
+  uint8_t *p = first;
+  for (uint32_t i = 1; i < take; i++, p += b->size) ((smi_free_t *)p)->next = (smi_free_t *)(p + b->size);
+  ((smi_free_t *)p)->next = b->free;
+  b->free = (smi_free_t *)first;
+  b->bump += take;
+  return true;
+}
+
+void smi_block_decommit(smi_block_t *b) {
+  if (b->flags & SMI_BLOCK_DECOMMITTED) return;
+  /* The generation table goes too: it reads as zero afterwards, which is what a
+   * fresh format wants; the epoch (in the header) survives. */
+  smi_os_decommit(smi_block_base(b), smi_block_span(b));
+  b->flags |= SMI_BLOCK_DECOMMITTED;
+}
+
+/* ---- large segments ----------------------------------------------------- */
+
+#define LARGE_HEADER ((size_t)4096)
+
+static size_t large_offset(size_t align) {
+  /* The object follows the header page, at an address that is a multiple of
+   * align; 4 MiB and larger alignments put it one 4 MiB span past the header. */
+  if (align <= LARGE_HEADER) return LARGE_HEADER;
+  if (align < SMI_SEG_SIZE) return align;
+  return SMI_SEG_SIZE;
+}
+
+static void large_map_set(smi_segment_t *seg, uint8_t head) {
+  uintptr_t first = (uintptr_t)seg >> SMI_SEG_SHIFT;
+  uintptr_t last = ((uintptr_t)seg + seg->map_size - 1) >> SMI_SEG_SHIFT;
+  uintptr_t obj = (uintptr_t)seg->large_obj >> SMI_SEG_SHIFT;
+  for (uintptr_t i = last; i > first; i--)
+    __atomic_store_n(&smi_segmap[i], head == SMI_MAP_NONE ? SMI_MAP_NONE
+                                     : (i == obj ? SMI_MAP_LARGE_BACK : SMI_MAP_INTERIOR), __ATOMIC_RELEASE);
+  __atomic_store_n(&smi_segmap[first], head, __ATOMIC_RELEASE);
+}
+
+static void large_publish(smi_segment_t *seg) {
+  smi_segslot_t *slot = &smi_segtab[seg->id];
+  atomic_store_explicit(&slot->large_obj, seg->large_obj, memory_order_relaxed);
+  atomic_store_explicit(&slot->large_tag, smi_large_tag(seg), memory_order_release);
+}
+
+smi_segment_t *smi_large_new(size_t size, size_t align) {
+  if (align < 16) align = 16;
+  size_t off = large_offset(align);
+  if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
+  size_t map = (off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  /* Align the header to 4 MiB and, for alignments past 4 MiB, the object to align. */
+  smi_segment_t *seg = align > SMI_SEG_SIZE ? smi_os_map_offset_aligned(map, align, off)
+                                            : smi_os_map_aligned(map, SMI_SEG_SIZE);
+  if (!seg) return NULL;
+  uint32_t id = id_take();
+  if (!id) {
+    smi_os_unmap(seg, map);
+    return NULL;
+  }
+  seg->id = id;
+  smi_segtab[id].is_large = 1;
+  seg->kind = SMI_KIND_LARGE;
+  seg->map_size = map;
+  seg->large_obj = (uint8_t *)seg + off;
+  seg->large_size = map - off;
+  seg->large_align = align;
+  smi_segtab[id].incarnation++;
+  seg->large_gen = 1;
+  atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
+  large_publish(seg);
+  large_map_set(seg, SMI_MAP_LARGE);
+  return seg;
+}
+
+void smi_large_kill(smi_segment_t *seg) {
+  atomic_store_explicit(&smi_segtab[seg->id].large_tag, 0, memory_order_release);
+  seg->large_gen = 2;
+}
+
+void smi_large_revive(smi_segment_t *seg, size_t size) {
+  (void)size;
+  smi_segslot_t *slot = &smi_segtab[seg->id];
+  if (slot->incarnation + 1 < SMI_EPOCH_LIMIT) slot->incarnation++;
+  else {
+    /* The id's incarnations are used up: take a fresh id. */
+    uint32_t id = id_take();
+    if (id) {
+      atomic_store_explicit(&slot->seg, NULL, memory_order_release);
+      seg->id = id;
+      slot = &smi_segtab[id];
+      slot->is_large = 1;
+      slot->incarnation++;
+      atomic_store_explicit(&slot->seg, seg, memory_order_release);
+    }
+  }
+  seg->large_gen = 1;
+  large_publish(seg);
+}
+
+void smi_large_unmap(smi_segment_t *seg) {
+  uint32_t id = seg->id;
+  smi_large_kill(seg);
+  large_map_set(seg, SMI_MAP_NONE);
+  atomic_store_explicit(&smi_segtab[id].seg, NULL, memory_order_release);
+  smi_os_unmap(seg, seg->map_size);
+  id_give_back(id);
+}
+
+void *smi_large_resize(smi_segment_t **segp, size_t size) {
+  smi_segment_t *seg = *segp;
+  size_t off = (size_t)(seg->large_obj - (uint8_t *)seg);
+  if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
+  size_t map = (off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  if (map <= seg->map_size) {
+    if (map < seg->map_size / 2) { /* give back the tail when it is most of it */
+      large_map_set(seg, SMI_MAP_NONE);
+      smi_os_shrink(seg, seg->map_size, map);
+      seg->map_size = map;
+      large_map_set(seg, SMI_MAP_LARGE);
+    }
+    seg->large_size = seg->map_size - off;
+    return seg->large_obj;
+  }
+  /* Grow: in place if the pages after it are free, else move the pages (no copy). */
+  size_t grown = map + map / 4; /* room for the next growth */
+  grown = (grown + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  if (smi_os_grow_in_place(seg, seg->map_size, grown) || smi_os_grow_in_place(seg, seg->map_size, grown = map)) {
+    seg->map_size = grown;
+    seg->large_size = grown - off;
+    large_map_set(seg, SMI_MAP_LARGE);
+    return seg->large_obj;
+  }
+  size_t align = seg->large_align > SMI_SEG_SIZE ? seg->large_align : SMI_SEG_SIZE;
+  size_t aoff = seg->large_align > SMI_SEG_SIZE ? off : 0;
+  large_map_set(seg, SMI_MAP_NONE);
+  smi_segment_t *moved = smi_os_move(seg, seg->map_size, grown, align, aoff);
+  if (!moved) {
+    large_map_set(seg, SMI_MAP_LARGE);
+    return NULL;
+  }
+  moved->map_size = grown;
+  moved->large_obj = (uint8_t *)moved + off;
+  moved->large_size = grown - off;
+  atomic_store_explicit(&smi_segtab[moved->id].seg, moved, memory_order_release);
+  large_publish(moved);
+  large_map_set(moved, SMI_MAP_LARGE);
+  *segp = moved;
+  return moved->large_obj;
+}

@@ -1,0 +1,178 @@
+/* segment.h: segments, slot blocks and the maps that find them.
+ *
+ * A segment is a 4 MiB-aligned span. Its first 64 KiB page holds the segment
+ * header with the descriptors of its blocks; the rest is cut into blocks of one
+ * kind: 63 small blocks of 64 KiB, 7 medium blocks of 512 KiB, or one big block
+ * of 4 MiB - 64 KiB. A block is cut into slots of one size class. Its first
+ * bytes are its generation table, one byte per slot; the slots follow.
+ * Objects larger than the largest class get a segment of their own (kind
+ * LARGE): one mapping, one slot, its generation in the header.
+ *
+ * Two static tables find everything in O(1) without locks:
+ *   smi_segmap: one byte per 4 MiB of address space: is this address ours?
+ *   smi_segtab: segment id -> segment, for handles (ids are 20 bits).
+ * Small segments are never unmapped, so their headers can always be read;
+ * large segments are, so what a handle of a large object needs is kept in
+ * smi_segtab itself. */
+#ifndef SMI_SEGMENT_H
+#define SMI_SEGMENT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "size_class.h"
+
+struct sm_arena_s;
+
+#define SMI_SEG_SHIFT 22
+#define SMI_SEG_SIZE ((size_t)1 << SMI_SEG_SHIFT)
+#define SMI_SEG_MASK (SMI_SEG_SIZE - 1)
+#define SMI_PAGE_SHIFT 16
+#define SMI_PAGE_SIZE ((size_t)1 << SMI_PAGE_SHIFT)
+#define SMI_PAGES_PER_SEG (SMI_SEG_SIZE / SMI_PAGE_SIZE)
+#define SMI_ADDR_BITS 47
+#define SMI_SEGMAP_LEN ((size_t)1 << (SMI_ADDR_BITS - SMI_SEG_SHIFT))
+#define SMI_SEG_ID_BITS 20
+#define SMI_SEG_IDS ((size_t)1 << SMI_SEG_ID_BITS)
+#define SMI_EPOCH_BITS 17
+#define SMI_EPOCH_LIMIT (((uint32_t)1 << SMI_EPOCH_BITS) - 1) /* a block reaching it retires */
+#define SMI_MAGIC_SHIFT 42
+
+/* What smi_segmap says of a 4 MiB span of addresses. */
+enum {
+  SMI_MAP_NONE = 0,  /* not ours */
+  SMI_MAP_SLOTS = 1, /* a segment of slot blocks starts here */
+  SMI_MAP_LARGE = 2, /* a large segment's header is here */
+  SMI_MAP_LARGE_BACK = 3, /* a large segment's header is one span back (4 MiB-aligned objects) */
+  SMI_MAP_INTERIOR = 4,   /* inside a large object: never the start of one */
+};
+
+enum { SMI_KIND_SMALL, SMI_KIND_MEDIUM, SMI_KIND_BIG, SMI_KIND_LARGE, SMI_KINDS_OF_BLOCKS = 3 };
+
+enum { /* smi_block_t.flags */
+  SMI_BLOCK_FORMATTED = 1, /* cut into slots of block.cls */
+  SMI_BLOCK_RETIRED = 2,   /* its epochs are used up: never handed out again */
+  SMI_BLOCK_DECOMMITTED = 4, /* its memory was given back to the OS */
+  SMI_BLOCK_CLOSED = 8,    /* its arena closed; waiting to be dismantled */
+  SMI_BLOCK_USER = 16,     /* belongs to a user arena, which any thread may close */
+};
+
+/* A free slot holds the link to the next one (the in-place freelist). */
+typedef struct smi_free_s {
+  struct smi_free_s *next;
+} smi_free_t;
+
+typedef struct smi_block_s {
+  /* hot: the allocation and free fast paths touch only these */
+  smi_free_t *free;        /* slots ready to hand out */
+  uint8_t *start;          /* the first slot */
+  uint64_t magic;          /* slot index of p = ((p - start) * magic) >> SMI_MAGIC_SHIFT */
+  uint8_t *gens;           /* one generation per slot: odd = live */
+  struct sm_arena_s *owner;/* the arena whose thread frees here without atomics (or NULL) */
+  uint32_t used;           /* live slots, +1 while the block is its bin's current block */
+  uint32_t size;           /* slot size */
+  /* warm: slow paths */
+  uint32_t nslots;         /* slots in the block */
+  uint32_t bump;           /* slots below bump have been handed out at least once */
+  uint32_t retired;        /* slots whose generation wrapped: out of service until reset */
+  uint8_t cls;             /* size class */
+  uint8_t kind;            /* SMI_KIND_* of its segment */
+  uint8_t flags;           /* SMI_BLOCK_* */
+  uint8_t index;           /* position in its segment */
+  _Atomic(uintptr_t) remote;   /* slots freed by other threads (in-place list) */
+  _Atomic uint32_t epoch;      /* incarnation, advanced on reset; every handle carries it */
+  _Atomic uint32_t inflight;   /* remote frees under way into a closable block */
+  struct sm_arena_s *arena;    /* the arena the block belongs to */
+  struct smi_block_s *next, *prev; /* links in an arena's bin or in the pool */
+  uint64_t empty_since;        /* when it was last seen empty (ms), for the purge delay */
+} smi_block_t;
+
+typedef struct smi_segment_s {
+  uint32_t id;             /* index in smi_segtab */
+  uint8_t kind;            /* SMI_KIND_* */
+  uint8_t nblocks;
+  uint8_t large_gen;       /* LARGE: generation of the one object (odd = live) */
+  uint8_t large_pad[1];
+  size_t map_size;         /* bytes mapped from the segment start */
+  size_t large_size;       /* LARGE: usable bytes of the object */
+  uint8_t *large_obj;      /* LARGE: the object */
+  size_t large_align;      /* LARGE: the alignment it was mapped with */
+  struct sm_arena_s *large_arena; /* LARGE: its arena */
+  struct smi_segment_s *large_next, *large_prev; /* LARGE: links in its arena */
+  smi_block_t *page_block[SMI_PAGES_PER_SEG]; /* 64 KiB page -> its block */
+  smi_block_t blocks[];    /* SMALL 63, MEDIUM 7, BIG 1 */
+} smi_segment_t;
+
+typedef struct smi_segslot_s {
+  _Atomic(smi_segment_t *) seg;
+  _Atomic uint64_t large_tag;   /* LARGE: (epoch << 8 | gen) while the object is live, else 0 */
+  _Atomic(uint8_t *) large_obj; /* LARGE: the object */
+  uint32_t incarnation;         /* advanced each time the id is given to a new large segment */
+  uint8_t is_large;             /* the id belongs to large segments (fixed once taken) */
+  uint32_t next_free;           /* free-id list */
+} smi_segslot_t;
+
+extern uint8_t smi_segmap[SMI_SEGMAP_LEN];
+extern smi_segslot_t smi_segtab[SMI_SEG_IDS];
+
+static inline unsigned smi_map_of(uintptr_t u) {
+  return u < ((uintptr_t)1 << SMI_ADDR_BITS) ? smi_segmap[u >> SMI_SEG_SHIFT] : SMI_MAP_NONE;
+}
+static inline smi_segment_t *smi_segment_at(uintptr_t u) { return (smi_segment_t *)(u & ~(uintptr_t)SMI_SEG_MASK); }
+static inline smi_block_t *smi_block_at(smi_segment_t *seg, uintptr_t u) {
+  return seg->page_block[(u >> SMI_PAGE_SHIFT) & (SMI_PAGES_PER_SEG - 1)];
+}
+static inline uint32_t smi_slot_index(const smi_block_t *b, uintptr_t u) {
+  return (uint32_t)(((u - (uintptr_t)b->start) * b->magic) >> SMI_MAGIC_SHIFT);
+}
+static inline uint8_t *smi_slot_addr(const smi_block_t *b, uint32_t i) {
+  return b->start + (size_t)i * b->size;
+}
+/* The kind of block that holds slots of a class. */
+static inline unsigned smi_kind_of_class(unsigned cls) {
+  uint32_t s = smi_class_size[cls];
+  return s <= 4096 ? SMI_KIND_SMALL : s <= 32768 ? SMI_KIND_MEDIUM : SMI_KIND_BIG;
+}
+/* The slot block that holds u, NULL if u is not inside a slot block of ours. */
+static inline smi_block_t *smi_block_of(const void *p) {
+  uintptr_t u = (uintptr_t)p;
+  if (smi_map_of(u) != SMI_MAP_SLOTS) return NULL;
+  return smi_block_at(smi_segment_at(u), u);
+}
+
+/* A fresh segment of slot blocks of one kind, zeroed, registered in both maps;
+ * its blocks are unformatted. NULL if the OS refuses memory or ids run out. */
+smi_segment_t *smi_segment_new(unsigned kind);
+/* Block memory: where the block starts and how long it is. */
+uint8_t *smi_block_base(const smi_block_t *b);
+size_t smi_block_span(const smi_block_t *b);
+/* Cuts the block into slots of class cls, generations zero, nothing handed out.
+ * Advances the block's epoch when it held slots before. false if the block's
+ * epochs are used up (it is then marked retired). */
+bool smi_block_format(smi_block_t *b, unsigned cls);
+/* Moves up to a page worth of never-used slots onto the freelist; false if none are left. */
+bool smi_block_extend(smi_block_t *b);
+/* Gives the block's slot memory back to the OS (the generation table too). */
+void smi_block_decommit(smi_block_t *b);
+
+/* A large segment holding one object of size bytes whose address is a multiple
+ * of align; its generation is made live. NULL if the OS refuses. */
+smi_segment_t *smi_large_new(size_t size, size_t align);
+/* Ends the large object's life in the maps (handles stale, address not ours),
+ * then unmaps it. */
+void smi_large_unmap(smi_segment_t *seg);
+/* Makes a cached large segment hold a new object (a new incarnation). */
+void smi_large_revive(smi_segment_t *seg, size_t size);
+/* Marks the object dead in the maps without unmapping (for the cache). */
+void smi_large_kill(smi_segment_t *seg);
+/* Tries to make the large object size bytes without moving it (or by moving
+ * its pages); returns the object's address, or NULL. */
+void *smi_large_resize(smi_segment_t **segp, size_t size);
+/* The handle tag a live large object carries. */
+static inline uint64_t smi_large_tag(const smi_segment_t *seg) {
+  return ((uint64_t)smi_segtab[seg->id].incarnation << 8) | seg->large_gen;
+}
+
+#endif
