@@ -102,14 +102,14 @@ static inline void *smi_malloc(size_t size) {
  * double or invalid free) falls to smi_free_slow. */
 static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p;
-  if (smi_likely(smi_map_of(u) == SMI_MAP_SLOTS)) {
+  if (smi_likely(smi_map_of_unchecked(u) == SMI_MAP_SLOTS)) {
     smi_block_t *b = smi_block_at(smi_segment_at(u), u);
     if (smi_likely(b->owner == smi_tls_cur)) {
       uintptr_t off = u - (uintptr_t)b->start;
-      uint32_t i = (uint32_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
+      size_t i = (size_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
       unsigned next = (unsigned)b->gens[i] + 1;
       /* next must be even (the slot was live) and not 256 (wrap); p must be a slot start */
-      if (smi_likely(!(next & 0x101) && (size_t)i * b->size == off)) {
+      if (smi_likely(!(next & 0x101) && i * b->size == off)) {
         b->gens[i] = (uint8_t)next;
         ((smi_free_t *)p)->next = b->free;
         b->free = (smi_free_t *)p;

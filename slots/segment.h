@@ -72,7 +72,8 @@ typedef struct smi_block_s {
   uint8_t *gens;           /* one generation per slot: odd = live */
   struct sm_arena_s *owner;/* the arena whose thread frees here without atomics (or NULL) */
   uint32_t used;           /* live slots, +1 while the block is its bin's current block */
-  uint32_t size;           /* slot size */
+  uint32_t pad_;
+  size_t size;             /* slot size (a full word: the free path multiplies by it in memory) */
   /* warm: slow paths */
   uint32_t nslots;         /* slots in the block */
   uint32_t bump;           /* slots below bump have been handed out at least once */
@@ -120,6 +121,9 @@ extern smi_segslot_t smi_segtab[SMI_SEG_IDS];
 static inline unsigned smi_map_of(uintptr_t u) {
   return u < ((uintptr_t)1 << SMI_ADDR_BITS) ? smi_segmap[u >> SMI_SEG_SHIFT] : SMI_MAP_NONE;
 }
+/* The fast-path form: no range check. An address past the user address space
+ * makes it read outside the map, which faults (it never returns a segment). */
+static inline unsigned smi_map_of_unchecked(uintptr_t u) { return smi_segmap[u >> SMI_SEG_SHIFT]; }
 static inline smi_segment_t *smi_segment_at(uintptr_t u) { return (smi_segment_t *)(u & ~(uintptr_t)SMI_SEG_MASK); }
 static inline smi_block_t *smi_block_at(smi_segment_t *seg, uintptr_t u) {
   return seg->page_block[(u >> SMI_PAGE_SHIFT) & (SMI_PAGES_PER_SEG - 1)];
