@@ -60,9 +60,9 @@ size_t smi_block_collect(smi_block_t *b) {
   smi_free_t *p = (smi_free_t *)atomic_exchange_explicit(&b->remote, 0, memory_order_acquire);
   size_t n = 0;
   while (p) {
-    smi_free_t *next = p->next;
-    uint32_t i = smi_slot_index(b, (uintptr_t)p);
-    if (b->gens[i] == 0) b->retired++; /* its generation wrapped: out of service */
+    uintptr_t link = (uintptr_t)p->next;
+    smi_free_t *next = (smi_free_t *)(link & ~(uintptr_t)1);
+    if (link & 1) b->retired++; /* its generation wrapped: out of service */
     else {
       p->next = b->free;
       b->free = p;
@@ -86,21 +86,30 @@ static bool has_room(smi_block_t *b) {
   return b->free || b->bump < b->nslots || (b->retired && b->used == 0);
 }
 
-/* Another block for class cls: one of the arena's own, else from the pool. */
-static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
-  smi_block_t *b;
-  smi_lock(&a->lock);
-  if (atomic_exchange_explicit(&a->remote_full, 0, memory_order_acquire)) {
-    /* Other threads freed into full blocks: bring those with room back. */
-    for (smi_block_t *f = a->full.head, *next; f; f = next) {
-      next = f->next;
-      if (atomic_load_explicit(&f->remote, memory_order_relaxed) && smi_block_collect(f) && has_room(f)) {
+/* Full blocks that other threads freed into come back to the avail lists
+ * (under a->lock). */
+static void revisit(sm_arena_t *a) {
+  smi_block_t *f = atomic_exchange_explicit(&a->revisit, NULL, memory_order_acquire);
+  while (f) {
+    smi_block_t *next = f->revisit_next;
+    atomic_store_explicit(&f->queued, 0, memory_order_release);
+    if (f->arena == a && f->owner == full_tag(a) && atomic_load_explicit(&f->remote, memory_order_relaxed)) {
+      smi_block_collect(f);
+      if (has_room(f)) {
         smi_blist_remove(&a->full, f);
         f->owner = owner_of(a);
         smi_blist_push(&a->avail[f->cls], f);
       }
     }
+    f = next;
   }
+}
+
+/* Another block for class cls: one of the arena's own, else from the pool. */
+static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
+  smi_block_t *b;
+  smi_lock(&a->lock);
+  revisit(a);
   while ((b = a->avail[cls].head) != NULL) {
     smi_blist_remove(&a->avail[cls], b);
     if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
@@ -204,7 +213,11 @@ void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
 
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
 void smi_arena_upkeep(sm_arena_t *a) {
+  uint64_t now = smi_now_ms();
+  if (now - a->last_upkeep_ms < smi_opt.purge_delay_ms / 4 + 1) return;
+  a->last_upkeep_ms = now;
   smi_lock(&a->lock);
+  revisit(a);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     for (smi_block_t *b = a->avail[cls].head, *next; b; b = next) {
       next = b->next;
@@ -231,6 +244,7 @@ static void leave(smi_block_t *b) {
 
 void smi_arena_abandon_all(sm_arena_t *a) {
   smi_lock(&a->lock);
+  revisit(a);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = a->current[cls];
     if (b != &smi_block_empty) {

@@ -39,16 +39,24 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
   if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
 }
 
-/* Pushes an already freed slot onto the block's remote list. */
-static void remote_push(smi_block_t *b, void *p) {
+/* Pushes an already freed slot onto the block's remote list; a slot whose
+ * generation wrapped is marked (bit 0 of its link) so the owner retires it. */
+static void remote_push(smi_block_t *b, void *p, bool wrapped) {
   uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
-    ((smi_free_t *)p)->next = (smi_free_t *)head;
+    ((smi_free_t *)p)->next = (smi_free_t *)(head | wrapped);
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_release,
                                                   memory_order_relaxed));
   uintptr_t owner = (uintptr_t)__atomic_load_n(&b->owner, __ATOMIC_RELAXED);
-  if (owner & 1) /* a full block: tell its arena to look at it again */
-    atomic_store_explicit(&((sm_arena_t *)(owner & ~(uintptr_t)1))->remote_full, 1, memory_order_release);
+  if ((owner & 1) && !atomic_exchange_explicit(&b->queued, 1, memory_order_acq_rel)) {
+    /* A full block: put it on its arena's revisit stack, once. */
+    sm_arena_t *a = (sm_arena_t *)(owner & ~(uintptr_t)1);
+    smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
+    do {
+      b->revisit_next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release,
+                                                    memory_order_relaxed));
+  }
 }
 
 /* Frees slot i of b from a thread that does not own the block. The generation
@@ -67,7 +75,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   }
   sm_arena_t *a = b->arena;
   if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
-  remote_push(b, p);
+  remote_push(b, p, g == 255);
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
 }
 
@@ -152,7 +160,7 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
       }
       b->used--;
     } else {
-      remote_push(b, p); /* the owner (or the dismantler) sorts it out */
+      remote_push(b, p, gen == 255); /* the owner (or the dismantler) sorts it out */
     }
   }
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);

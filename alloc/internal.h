@@ -56,7 +56,8 @@ struct sm_arena_s {
   /* the byte cap: while limit != 0 every allocation and free takes the slow path */
   size_t limit;
   _Atomic size_t limited_bytes;
-  _Atomic int remote_full;              /* another thread freed into a full block */
+  _Atomic(smi_block_t *) revisit;       /* full blocks other threads freed into */
+  uint64_t last_upkeep_ms;
   uint32_t slow_calls;                  /* generic-path calls, for periodic upkeep */
   sm_arena_t *next_free;                /* meta free list */
 };

@@ -58,6 +58,8 @@ sm_arena_t *sm_arena_parent(sm_arena_t *a) {
  * generation table, then the blocks go to the dismantle queue. */
 static void close_one(sm_arena_t *a) {
   smi_lock(&a->lock);
+  for (smi_block_t *f = atomic_exchange(&a->revisit, NULL); f; f = f->revisit_next)
+    atomic_store(&f->queued, 0);
   atomic_store_explicit(&a->state, SMI_ARENA_CLOSED, memory_order_release);
   for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
   smi_blist_t doomed = {NULL};
@@ -192,6 +194,8 @@ int sm_arena_steal(sm_arena_t *a, sm_arena_t *new_parent) {
 /* Moves every block and large object of src into dst (both locked). */
 static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
   sm_arena_t *owner = dst->limit ? NULL : dst;
+  for (smi_block_t *f = atomic_exchange(&src->revisit, NULL); f; f = f->revisit_next)
+    atomic_store(&f->queued, 0);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = src->current[cls];
     if (b != &smi_block_empty) {

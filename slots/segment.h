@@ -87,6 +87,8 @@ typedef struct smi_block_s {
   _Atomic uint32_t inflight;   /* remote frees under way into a closable block */
   struct sm_arena_s *arena;    /* the arena the block belongs to */
   struct smi_block_s *next, *prev; /* links in an arena's bin or in the pool */
+  struct smi_block_s *revisit_next; /* link in its arena's revisit stack */
+  _Atomic uint8_t queued;          /* on its arena's revisit stack */
   uint64_t empty_since;        /* when it was last seen empty (ms), for the purge delay */
 } smi_block_t;
 
