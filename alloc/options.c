@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "slots/os.h"
 
 smi_options_t smi_opt = {
   .abort_on_error = true,
@@ -40,6 +41,7 @@ void smi_options_load(void) {
   long delay = read_num("SLOTMALLOC_PURGE_DELAY_MS", 250);
   smi_opt.purge_delay_ms = delay < 0 ? 0 : (uint32_t)delay;
   smi_opt.numa = read_num("SLOTMALLOC_NUMA", 0) != 0;
+  smi_os_numa_local = smi_opt.numa;
   long cache = read_num("SLOTMALLOC_LARGE_CACHE_MB", 64);
   smi_opt.large_cache = cache < 0 ? 0 : (size_t)cache << 20;
 }

@@ -25,6 +25,10 @@ void smi_os_shrink(void *p, size_t old_size, size_t new_size);
  * keeping its pages (no copy); NULL if the OS refuses. */
 void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset);
 
+/* When set, new segments prefer the NUMA node of the CPU that maps them
+ * (mbind MPOL_PREFERRED); set from the SLOTMALLOC_NUMA option. */
+extern bool smi_os_numa_local;
+
 /* Bytes mapped and not decommitted, as the allocator counts them, and their peak. */
 size_t smi_os_committed(void);
 size_t smi_os_committed_peak(void);

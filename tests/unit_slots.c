@@ -1,0 +1,151 @@
+/* unit_slots.c: unit tests of the slots/ layer (size classes, generation
+ * sweeps, segments and block geometry, large segments), linked with the static
+ * library so the internal functions are reachable. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "slots/generation.h"
+#include "slots/os.h"
+#include "slots/segment.h"
+#include "slots/size_class.h"
+
+/* Every class is a multiple of 16, classes grow, and the class of a size is
+ * the smallest class that holds it. */
+Test(size_class, classes_are_ordered_multiples_of_16) {
+  for (unsigned c = 0; c < SMI_CLASSES; c++) {
+    cr_assert_eq(smi_class_size[c] % 16, 0, "class %u size %u", c, smi_class_size[c]);
+    if (c) cr_assert_gt(smi_class_size[c], smi_class_size[c - 1]);
+  }
+  cr_assert_eq(smi_class_size[SMI_CLASSES - 1], SMI_SMALL_MAX);
+}
+
+Test(size_class, class_of_is_the_smallest_that_fits) {
+  for (size_t n = 1; n <= SMI_SMALL_MAX; n += (n < 4096 ? 1 : 37)) {
+    unsigned c = smi_class_of(n);
+    cr_assert_lt(c, SMI_CLASSES);
+    cr_assert_geq(smi_class_size[c], n, "size %zu got class %u (%u)", n, c, smi_class_size[c]);
+    if (c) cr_assert_lt(smi_class_size[c - 1], n, "size %zu: class %u would do", n, c - 1);
+  }
+  cr_assert_eq(smi_class_of(SMI_SMALL_MAX), SMI_CLASSES - 1);
+}
+
+/* Internal waste is at most 12.5% above 128 bytes (16-byte steps below). */
+Test(size_class, waste_is_bounded) {
+  for (size_t n = 129; n <= SMI_SMALL_MAX; n++) {
+    uint32_t s = smi_class_size[smi_class_of(n)];
+    cr_assert_leq((double)(s - n) / (double)n, 0.125, "size %zu -> %u", n, s);
+  }
+  for (size_t n = 1; n <= 128; n++) cr_assert_lt(smi_class_size[smi_class_of(n)] - n, 16u);
+}
+
+/* The vectorized sweep equals the scalar rule: odd -> odd + 1, even unchanged. */
+Test(generation, close_sweep_matches_scalar_rule) {
+  enum { N = 4096 + 16 };
+  static uint8_t g[N] __attribute__((aligned(16))), ref[N];
+  srand(7);
+  size_t live = 0;
+  for (size_t i = 0; i < N; i++) {
+    g[i] = (uint8_t)rand();
+    ref[i] = g[i] & 1 ? (uint8_t)(g[i] + 1) : g[i];
+    live += g[i] & 1;
+  }
+  cr_assert_eq(smi_gens_count_live(g, N), live);
+  cr_assert_eq(smi_gens_close(g, N), live);
+  cr_assert_eq(memcmp(g, ref, N), 0);
+  cr_assert_eq(smi_gens_count_live(g, N), 0);
+}
+
+Test(generation, table_length_is_padded) {
+  for (size_t n = 0; n < 100; n++) {
+    size_t len = smi_gens_len(n);
+    cr_assert_eq(len % 16, 0);
+    cr_assert_gt(len, n); /* one spare byte past the last slot */
+  }
+}
+
+/* A new segment is registered in both maps, and every block of every class
+ * is cut so that the generation table, the slots and the span do not overlap,
+ * slots are aligned to the largest power of two of their size (up to 64 KiB),
+ * and the slot index of every slot start is exact. */
+Test(segment, blocks_are_cut_consistently) {
+  for (unsigned kind = 0; kind < SMI_KINDS_OF_BLOCKS; kind++) {
+    smi_segment_t *seg = smi_segment_new(kind);
+    cr_assert_not_null(seg);
+    cr_assert_eq(smi_map_of((uintptr_t)seg), SMI_MAP_SLOTS);
+    cr_assert_eq(atomic_load(&smi_segtab[seg->id].seg), seg);
+    cr_assert_eq(smi_block_of((char *)seg + 100), smi_block_of((char *)seg)); /* header page */
+    smi_block_t *b = &seg->blocks[0];
+    for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+      if (smi_kind_of_class(cls) != kind) continue;
+      cr_assert(smi_block_format(b, cls));
+      uint8_t *base = smi_block_base(b);
+      cr_assert_eq(b->gens, base);
+      cr_assert_geq(b->start, base + smi_gens_len(b->nslots));
+      cr_assert_leq(b->start + (size_t)b->nslots * b->size, base + smi_block_span(b));
+      cr_assert_geq(b->nslots, 7u);
+      size_t align = b->size & -b->size;
+      if (align > SMI_PAGE_SIZE) align = SMI_PAGE_SIZE;
+      cr_assert_eq((uintptr_t)b->start % align, 0, "class %u", cls);
+      for (uint32_t i = 0; i < b->nslots; i++) {
+        uint8_t *p = smi_slot_addr(b, i);
+        cr_assert_eq(smi_slot_index(b, (uintptr_t)p), i);
+        cr_assert_eq(smi_block_of(p), b);
+      }
+    }
+  }
+}
+
+/* Re-cutting a block for another class advances its epoch and zeroes its table. */
+Test(segment, reformat_advances_epoch) {
+  smi_segment_t *seg = smi_segment_new(SMI_KIND_SMALL);
+  smi_block_t *b = &seg->blocks[3];
+  cr_assert(smi_block_format(b, 0));
+  uint32_t e = atomic_load(&b->epoch);
+  memset(b->gens, 0x55, smi_gens_len(b->nslots));
+  cr_assert(smi_block_format(b, 5));
+  cr_assert_eq(atomic_load(&b->epoch), e + 1);
+  cr_assert_eq(smi_gens_count_live(b->gens, smi_gens_len(b->nslots)), 0);
+}
+
+/* Extending hands out never-used slots in address order, a page at a time. */
+Test(segment, extend_builds_an_in_place_freelist) {
+  smi_segment_t *seg = smi_segment_new(SMI_KIND_SMALL);
+  smi_block_t *b = &seg->blocks[1];
+  cr_assert(smi_block_format(b, 1)); /* 32-byte slots */
+  cr_assert(smi_block_extend(b));
+  size_t n = 0;
+  for (smi_free_t *f = b->free; f; f = f->next, n++) cr_assert_eq((uint8_t *)f, smi_slot_addr(b, (uint32_t)n));
+  cr_assert_eq(n, 4096 / 32);
+  while (smi_block_extend(b)) {
+  }
+  cr_assert_eq(b->bump, b->nslots);
+}
+
+/* A large segment: header 4 MiB-aligned, object aligned as asked, the map says
+ * where the header is, and unmapping forgets it. */
+Test(segment, large_segments_map_and_unmap) {
+  size_t aligns[] = {16, 4096, 65536, (size_t)4 << 20, (size_t)8 << 20};
+  for (size_t k = 0; k < sizeof aligns / sizeof *aligns; k++) {
+    smi_segment_t *seg = smi_large_new((size_t)5 << 20, aligns[k]);
+    cr_assert_not_null(seg);
+    cr_assert_eq((uintptr_t)seg % SMI_SEG_SIZE, 0);
+    cr_assert_eq((uintptr_t)seg->large_obj % aligns[k], 0);
+    cr_assert_geq(seg->large_size, (size_t)5 << 20);
+    unsigned m = smi_map_of((uintptr_t)seg->large_obj);
+    cr_assert(m == SMI_MAP_LARGE || m == SMI_MAP_LARGE_BACK);
+    cr_assert_eq(smi_map_of((uintptr_t)seg->large_obj + ((size_t)4 << 20) + 4096), SMI_MAP_INTERIOR);
+    memset(seg->large_obj, 1, (size_t)5 << 20);
+    uintptr_t obj = (uintptr_t)seg->large_obj;
+    smi_large_unmap(seg);
+    cr_assert_eq(smi_map_of(obj), SMI_MAP_NONE);
+  }
+}
+
+/* Addresses outside the user address space are never ours. */
+Test(segment, map_rejects_foreign_addresses) {
+  int local;
+  cr_assert_eq(smi_map_of((uintptr_t)&local), SMI_MAP_NONE);
+  cr_assert_eq(smi_map_of(~(uintptr_t)0), SMI_MAP_NONE);
+  cr_assert_eq(smi_map_of((uintptr_t)1 << 47), SMI_MAP_NONE);
+}
