@@ -117,6 +117,8 @@ void smi_heap_fork_prepare(void) {
   smi_lock(&smi_orphans.lock);
   each_arena_lock(smi_orphans.first_child, true);
   smi_lock(smi_pool_lock());
+  smi_lock(smi_large_cache_lock());
+  smi_lock(smi_meta_lock());
   smi_lock(smi_segment_lock());
 }
 
@@ -129,6 +131,8 @@ static void each_arena_unlock(sm_arena_t *a) {
 
 void smi_heap_fork_parent(void) {
   smi_unlock(smi_segment_lock());
+  smi_unlock(smi_meta_lock());
+  smi_unlock(smi_large_cache_lock());
   smi_unlock(smi_pool_lock());
   each_arena_unlock(smi_orphans.first_child);
   smi_unlock(&smi_orphans.lock);

@@ -163,6 +163,7 @@ bool smi_large_free_if_live(smi_segment_t *seg);
 void *smi_large_realloc(smi_segment_t *seg, void *p, size_t size);
 smi_segment_t *smi_large_of(const void *p); /* the large segment whose object starts at p, or NULL */
 void smi_large_cache_upkeep(bool force);
+smi_lock_t *smi_large_cache_lock(void);
 void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg);    /* under a->lock */
 void smi_large_list_remove(sm_arena_t *a, smi_segment_t *seg); /* under a->lock */
 
@@ -196,5 +197,6 @@ void smi_stats_at_exit(void);
 /* meta.c: memory for arena and heap structs (never from the arenas themselves) */
 void *smi_meta_alloc(size_t size);
 void smi_meta_free(void *p, size_t size);
+smi_lock_t *smi_meta_lock(void);
 
 #endif

@@ -10,7 +10,9 @@
 static smi_lock_t cache_lock = SMI_LOCK_INIT;
 static smi_segment_t *cache;   /* linked through large_next */
 static size_t cache_bytes;
-static uint64_t cache_stamp;   /* large_prev is unused while cached: the time goes in map order */
+static uint64_t cache_stamp;   /* when the last object entered the cache */
+
+smi_lock_t *smi_large_cache_lock(void) { return &cache_lock; }
 
 void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg) {
   seg->large_prev = NULL;

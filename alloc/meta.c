@@ -16,6 +16,8 @@ static struct {
 } pools[META_SIZES];
 static char *chunk_cur, *chunk_end;
 
+smi_lock_t *smi_meta_lock(void) { return &meta_lock; }
+
 void *smi_meta_alloc(size_t size) {
   size = (size + 63) & ~(size_t)63;
   void *p = NULL;
