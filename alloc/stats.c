@@ -4,10 +4,13 @@
 #include <string.h>
 
 #include "internal.h"
+#include "slots/generation.h"
 #include "slots/os.h"
 
-static void count_block(const smi_block_t *b, uint32_t pin, sm_stats_t *s) {
-  uint32_t live = b->used - pin;
+/* Live slots are those with an odd generation: exact at any moment, remote
+ * frees not yet collected included, and counted 16 at a time. */
+static void count_block(const smi_block_t *b, sm_stats_t *s) {
+  size_t live = smi_gens_count_live(b->gens, smi_gens_len(b->nslots));
   s->objects_live += live;
   s->bytes_live += (size_t)live * b->size;
   s->blocks++;
@@ -17,10 +20,10 @@ static void count_block(const smi_block_t *b, uint32_t pin, sm_stats_t *s) {
 static void count_arena(sm_arena_t *a, sm_stats_t *s) {
   smi_lock(&a->lock);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    if (a->current[cls] != &smi_block_empty) count_block(a->current[cls], 1, s);
-    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) count_block(b, 0, s);
+    if (a->current[cls] != &smi_block_empty) count_block(a->current[cls], s);
+    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) count_block(b, s);
   }
-  for (smi_block_t *b = a->full.head; b; b = b->next) count_block(b, 0, s);
+  for (smi_block_t *b = a->full.head; b; b = b->next) count_block(b, s);
   for (smi_segment_t *g = a->large; g; g = g->large_next) {
     s->objects_live++;
     s->large_objects++;
@@ -47,9 +50,6 @@ void sm_arena_stats(sm_arena_t *a, sm_stats_t *out) {
     count_subtree(&smi_orphans, out);
   }
   smi_unlock(&smi_tree_lock);
-  if (!a) {
-    out->blocks += smi_pool_blocks();
-  }
   out->bytes_committed = smi_os_committed();
   out->bytes_peak = smi_os_committed_peak();
 }

@@ -251,15 +251,19 @@ int sm_arena_merge(sm_arena_t *dst, sm_arena_t *src) {
   return 0;
 }
 
+static size_t block_bytes(const smi_block_t *b) {
+  return smi_gens_count_live(b->gens, smi_gens_len(b->nslots)) * b->size;
+}
+
 /* Bytes live in the arena's own objects (slot sizes), under a->lock. */
 static size_t own_bytes(sm_arena_t *a) {
   size_t bytes = 0;
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = a->current[cls];
-    if (b != &smi_block_empty) bytes += (size_t)(b->used - 1) * b->size;
-    for (b = a->avail[cls].head; b; b = b->next) bytes += (size_t)b->used * b->size;
+    if (b != &smi_block_empty) bytes += block_bytes(b);
+    for (b = a->avail[cls].head; b; b = b->next) bytes += block_bytes(b);
   }
-  for (smi_block_t *b = a->full.head; b; b = b->next) bytes += (size_t)b->used * b->size;
+  for (smi_block_t *b = a->full.head; b; b = b->next) bytes += block_bytes(b);
   for (smi_segment_t *s = a->large; s; s = s->large_next) bytes += s->large_size;
   return bytes;
 }
@@ -267,12 +271,6 @@ static size_t own_bytes(sm_arena_t *a) {
 int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
   if (!a || a->type != SMI_ARENA_USER || smi_arena_is_closed(a)) return EINVAL;
   smi_lock(&a->lock);
-  /* Remote frees not collected yet still count as live here: collect first. */
-  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    if (a->current[cls] != &smi_block_empty) smi_block_collect(a->current[cls]);
-    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) smi_block_collect(b);
-  }
-  for (smi_block_t *b = a->full.head; b; b = b->next) smi_block_collect(b);
   atomic_store(&a->limited_bytes, own_bytes(a));
   a->limit = bytes;
   sm_arena_t *owner = bytes ? NULL : a;
