@@ -8,8 +8,11 @@
 
 #define ALL_EMPTY(n) [0 ... (n) - 1] = &smi_block_empty
 smi_block_t smi_block_empty;
-sm_arena_t smi_arena_empty = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .type = SMI_ARENA_NONE};
-sm_arena_t smi_orphans;
+sm_arena_t smi_arena_empty = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)},
+                              .type = SMI_ARENA_NONE};
+/* Statically complete, so statistics can be read before anything is allocated. */
+sm_arena_t smi_orphans = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)},
+                          .type = SMI_ARENA_ORPHANS, .refs = 1};
 
 void smi_arena_init(sm_arena_t *a, uint8_t type) {
   for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
@@ -176,6 +179,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     return NULL;
   }
   if (smi_unlikely((++a->slow_calls & 255) == 0)) smi_arena_upkeep(a);
+  if (smi_unlikely(smi_dismantle_waiting())) smi_dismantle(SMI_DISMANTLE_BATCH);
   unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size, align) : SMI_CLASSES;
   size_t usable = cls < SMI_CLASSES ? smi_class_size[cls] : size;
   if (smi_unlikely(a->limit)) {

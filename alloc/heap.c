@@ -26,7 +26,6 @@ static void process_init(void) {
     return;
   }
   smi_options_load();
-  smi_arena_init(&smi_orphans, SMI_ARENA_ORPHANS);
   pthread_key_create(&heap_key, heap_done);
   atomic_store(&process_state, 2);
   /* These may allocate: they run after the state is ready. */

@@ -150,6 +150,9 @@ void smi_pool_upkeep(bool force);           /* purge empty blocks past the delay
 void smi_dismantle_push(smi_block_t *b);    /* blocks of closed arenas */
 void smi_dismantle_push_large(smi_segment_t *seg);
 size_t smi_dismantle(size_t budget);
+bool smi_dismantle_waiting(void);
+#define SMI_DISMANTLE_BATCH 4    /* blocks dismantled at each allocation slow path */
+#define SMI_DISMANTLE_ON_CLOSE 64 /* blocks dismantled by sm_arena_close itself */
 smi_lock_t *smi_pool_lock(void);
 uint64_t smi_now_ms(void);
 size_t smi_pool_blocks(void);

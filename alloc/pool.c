@@ -10,7 +10,8 @@
 static smi_lock_t pool_lock = SMI_LOCK_INIT;
 static smi_blist_t empty[SMI_KINDS_OF_BLOCKS];
 static size_t empty_count;
-static smi_blist_t abandoned[SMI_CLASSES];
+static smi_blist_t abandoned[SMI_CLASSES];      /* may have room: adopt these first */
+static smi_blist_t abandoned_full[SMI_CLASSES]; /* had no room when last looked at */
 static smi_blist_t dismantle_blocks;
 static smi_segment_t *dismantle_large;
 static uint64_t last_purge_ms;
@@ -44,30 +45,26 @@ static smi_block_t *adopt(unsigned cls) {
       continue;
     }
     if (b->free || b->bump < b->nslots) return b;
-    smi_blist_push(&abandoned[cls], b); /* still full: leave it at the head... */
-    if (b->next) { /* ...or rather behind the others */
-      smi_blist_remove(&abandoned[cls], b);
-      smi_block_t *tail = abandoned[cls].head;
-      while (tail->next) tail = tail->next;
-      tail->next = b;
-      b->prev = tail;
-    }
+    smi_blist_push(&abandoned_full[cls], b); /* upkeep looks at it again */
   }
   return NULL;
 }
 
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
-  (void)a;
   unsigned kind = smi_kind_of_class(cls);
+  /* Only a thread's root arena adopts: its objects share no lifetime with an
+   * arena that can be closed. */
+  bool may_adopt = a->type == SMI_ARENA_ROOT;
   for (;;) {
     smi_lock(&pool_lock);
-    smi_block_t *b = adopt(cls);
+    smi_block_t *b = may_adopt ? adopt(cls) : NULL;
     if (b) {
       smi_unlock(&pool_lock);
       return b;
     }
-    /* Prefer an empty block already cut for this class. */
-    for (smi_block_t *e = empty[kind].head; e; e = e->next) {
+    /* Prefer an empty block already cut for this class, among the most recent few. */
+    int look = 0;
+    for (smi_block_t *e = empty[kind].head; e && look < 8; e = e->next, look++) {
       if (ready_for(e, cls)) {
         b = e;
         break;
@@ -135,6 +132,12 @@ void smi_pool_upkeep(bool force) {
   smi_lock(&pool_lock);
   last_purge_ms = now;
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    for (smi_block_t *b = abandoned_full[cls].head, *next; b; b = next) {
+      next = b->next;
+      if (!atomic_load_explicit(&b->remote, memory_order_relaxed)) continue;
+      smi_blist_remove(&abandoned_full[cls], b); /* freed into: worth another look */
+      smi_blist_push(&abandoned[cls], b);
+    }
     for (smi_block_t *b = abandoned[cls].head, *next; b; b = next) {
       next = b->next;
       if (!atomic_load_explicit(&b->remote, memory_order_relaxed)) continue;
@@ -160,10 +163,15 @@ void smi_pool_upkeep(bool force) {
 
 /* ---- the dismantle queue ------------------------------------------------------ */
 
+static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
+
+bool smi_dismantle_waiting(void) { return atomic_load_explicit(&dismantle_pending, memory_order_relaxed) != 0; }
+
 void smi_dismantle_push(smi_block_t *b) {
   smi_lock(&pool_lock);
   smi_blist_push(&dismantle_blocks, b);
   smi_unlock(&pool_lock);
+  atomic_fetch_add_explicit(&dismantle_pending, 1, memory_order_relaxed);
 }
 
 void smi_dismantle_push_large(smi_segment_t *seg) {
@@ -171,6 +179,7 @@ void smi_dismantle_push_large(smi_segment_t *seg) {
   seg->large_next = dismantle_large;
   dismantle_large = seg;
   smi_unlock(&pool_lock);
+  atomic_fetch_add_explicit(&dismantle_pending, 1, memory_order_relaxed);
 }
 
 /* One unit is one block or one large object. */
@@ -198,6 +207,7 @@ size_t smi_dismantle(size_t budget) {
     } else {
       smi_large_free_dead(seg);
     }
+    atomic_fetch_sub_explicit(&dismantle_pending, 1, memory_order_relaxed);
     done++;
   }
   return done;

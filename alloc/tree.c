@@ -121,7 +121,7 @@ void sm_arena_close(sm_arena_t *a) {
   if (atomic_load(&a->state) == SMI_ARENA_OPEN) close_subtree(a);
   smi_unlock(&smi_tree_lock);
   if (smi_tls_cur == a) smi_tls_cur = smi_root_arena();
-  smi_dismantle(4); /* a first small batch; the rest at later slow paths or sm_collect */
+  smi_dismantle(SMI_DISMANTLE_ON_CLOSE); /* a first batch; the rest at later slow paths or sm_collect */
 }
 
 void sm_arena_retain(sm_arena_t *a) {

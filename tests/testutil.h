@@ -1,0 +1,248 @@
+/* testutil.h: small helpers shared by the slotmalloc tests (header only).
+ *
+ *   tu_hide / tu_opaque  values the compiler cannot see through (no folding,
+ *                        no malloc/free pair elision, no size warnings)
+ *   tu_rng_*             a tiny deterministic PRNG (xorshift64*)
+ *   tu_fill / tu_check   a per-object 64-bit pattern written over a whole object
+ *   tu_run               fork + exec a program with its own environment, capture
+ *                        stdout and stderr through pipes, kill it after a deadline
+ *   tu_env_make          a copy of environ with variables removed and added
+ */
+#ifndef SLOTMALLOC_TESTUTIL_H
+#define SLOTMALLOC_TESTUTIL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* ---- values the optimiser cannot see through -------------------------------- */
+static inline size_t tu_hide(size_t x) {
+  __asm__ volatile("" : "+r"(x));
+  return x;
+}
+static inline void *tu_opaque(void *p) {
+  __asm__ volatile("" : "+r"(p) : : "memory");
+  return p;
+}
+
+/* ---- deterministic PRNG ------------------------------------------------------ */
+typedef struct { uint64_t s; } tu_rng_t;
+static inline uint64_t tu_rng_next(tu_rng_t *r) {
+  uint64_t x = r->s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  r->s = x;
+  return x * 0x2545F4914F6CDD1DULL;
+}
+static inline tu_rng_t tu_rng(uint64_t seed) {
+  tu_rng_t r = {seed * 0x9E3779B97F4A7C15ULL + 0x1234567ULL};
+  if (r.s == 0) r.s = 1;
+  return r;
+}
+/* uniform in [lo, hi] */
+static inline size_t tu_rng_range(tu_rng_t *r, size_t lo, size_t hi) {
+  return lo + (size_t)(tu_rng_next(r) % (uint64_t)(hi - lo + 1));
+}
+
+/* ---- patterns ------------------------------------------------------------------ */
+/* The 64-bit word at word index k of the object with this seed. */
+static inline uint64_t tu_pattern_word(uint64_t seed, size_t k) {
+  uint64_t x = seed ^ ((uint64_t)k * 0x9E3779B97F4A7C15ULL);
+  x ^= x >> 29;
+  return x;
+}
+/* Fills n bytes at p with the pattern of seed. */
+static inline void tu_fill(void *p, size_t n, uint64_t seed) {
+  unsigned char *b = (unsigned char *)p;
+  size_t k = 0;
+  for (; (k + 1) * 8 <= n; k++) {
+    uint64_t w = tu_pattern_word(seed, k);
+    memcpy(b + k * 8, &w, 8);
+  }
+  uint64_t w = tu_pattern_word(seed, k);
+  memcpy(b + k * 8, &w, n - k * 8);
+}
+/* Returns the offset of the first byte of p[0..n) that differs from the pattern
+ * of seed, or SIZE_MAX when all match. */
+static inline size_t tu_check(const void *p, size_t n, uint64_t seed) {
+  const unsigned char *b = (const unsigned char *)p;
+  size_t k = 0;
+  for (; (k + 1) * 8 <= n; k++) {
+    uint64_t w = tu_pattern_word(seed, k), got;
+    memcpy(&got, b + k * 8, 8);
+    if (got != w) {
+      for (size_t i = 0; i < 8; i++)
+        if (((const unsigned char *)&got)[i] != ((const unsigned char *)&w)[i]) return k * 8 + i;
+    }
+  }
+  uint64_t w = tu_pattern_word(seed, k);
+  for (size_t i = 0; k * 8 + i < n; i++)
+    if (b[k * 8 + i] != ((const unsigned char *)&w)[i]) return k * 8 + i;
+  return SIZE_MAX;
+}
+/* 1 when all n bytes at p are zero. */
+static inline int tu_all_zero(const void *p, size_t n) {
+  const unsigned char *b = (const unsigned char *)p;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, b + i, 8);
+    if (w) return 0;
+  }
+  for (; i < n; i++)
+    if (b[i]) return 0;
+  return 1;
+}
+
+/* ---- environment ---------------------------------------------------------------- */
+/* A malloc'd copy of environ without the variables named in unset (NULL-ended,
+ * may be NULL) and with the "NAME=VALUE" strings of set (NULL-ended, may be NULL)
+ * added (replacing any variable of that name). Leaks by design (tests are short). */
+static inline char **tu_env_make(const char *const *unset, const char *const *set) {
+  size_t n = 0, m = 0;
+  while (environ[n]) n++;
+  while (set && set[m]) m++;
+  char **env = (char **)calloc(n + m + 1, sizeof(char *));
+  size_t out = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *e = environ[i];
+    const char *eq = strchr(e, '=');
+    size_t len = eq ? (size_t)(eq - e) : strlen(e);
+    int drop = 0;
+    for (size_t u = 0; unset && unset[u] && !drop; u++)
+      drop = strlen(unset[u]) == len && memcmp(unset[u], e, len) == 0;
+    for (size_t s = 0; s < m && !drop; s++) {
+      const char *seq = strchr(set[s], '=');
+      drop = seq && (size_t)(seq - set[s]) == len && memcmp(set[s], e, len) == 0;
+    }
+    if (!drop) env[out++] = (char *)e;
+  }
+  for (size_t s = 0; s < m; s++) env[out++] = (char *)set[s];
+  env[out] = NULL;
+  return env;
+}
+
+/* ---- running a program -------------------------------------------------------------- */
+typedef struct {
+  int status;      /* waitpid status (valid when !timed_out) */
+  int timed_out;   /* 1: killed at the deadline */
+  char *out;       /* stdout, NUL-terminated */
+  size_t out_len;
+  char *err;       /* stderr, NUL-terminated */
+  size_t err_len;
+} tu_proc_t;
+
+static inline void tu_proc_free(tu_proc_t *r) {
+  free(r->out);
+  free(r->err);
+  r->out = r->err = NULL;
+}
+
+static inline void tu_append(char **buf, size_t *len, size_t *cap, const char *src, size_t n) {
+  if (*len + n + 1 > *cap) {
+    size_t c = *cap ? *cap : 4096;
+    while (*len + n + 1 > c) c *= 2;
+    *buf = (char *)realloc(*buf, c);
+    *cap = c;
+  }
+  memcpy(*buf + *len, src, n);
+  *len += n;
+  (*buf)[*len] = 0;
+}
+
+static inline double tu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Runs argv[0] (a path) with argv and envp (NULL: environ) in cwd (NULL: here),
+ * stdin from stdin_path (NULL: /dev/null). The child leads its own process group,
+ * which is killed whole after timeout_s seconds. Returns 0, or -1 if the fork or
+ * the pipes failed (an exec failure shows as exit status 127). */
+static inline int tu_run(char *const argv[], char *const envp[], const char *cwd,
+                         const char *stdin_path, double timeout_s, tu_proc_t *r) {
+  memset(r, 0, sizeof *r);
+  int po[2], pe[2];
+  if (pipe2(po, O_CLOEXEC) != 0) return -1;
+  if (pipe2(pe, O_CLOEXEC) != 0) return -1;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    setpgid(0, 0);
+    int in = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY);
+    if (in < 0) _exit(126);
+    dup2(in, 0);
+    dup2(po[1], 1);
+    dup2(pe[1], 2);
+    if (cwd && chdir(cwd) != 0) _exit(126);
+    execve(argv[0], argv, envp ? envp : environ);
+    _exit(127);
+  }
+  setpgid(pid, pid); /* also here, so the group exists before any kill */
+  close(po[1]);
+  close(pe[1]);
+  size_t cap_o = 0, cap_e = 0;
+  tu_append(&r->out, &r->out_len, &cap_o, "", 0);
+  tu_append(&r->err, &r->err_len, &cap_e, "", 0);
+  struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+  int open_fds = 2;
+  double deadline = tu_now() + timeout_s;
+  char buf[65536];
+  while (open_fds > 0) {
+    double left = deadline - tu_now();
+    if (left <= 0) {
+      r->timed_out = 1;
+      kill(-pid, SIGKILL);
+      kill(pid, SIGKILL);
+      break;
+    }
+    int rc = poll(fds, 2, (int)(left * 1000) + 1);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) break;
+    for (int i = 0; i < 2; i++) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        if (i == 0) tu_append(&r->out, &r->out_len, &cap_o, buf, (size_t)n);
+        else tu_append(&r->err, &r->err_len, &cap_e, buf, (size_t)n);
+      } else if (n == 0 || (n < 0 && errno != EINTR)) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        open_fds--;
+      }
+    }
+  }
+  for (int i = 0; i < 2; i++)
+    if (fds[i].fd >= 0) close(fds[i].fd);
+  while (waitpid(pid, &r->status, 0) < 0 && errno == EINTR) {}
+  return 0;
+}
+
+/* A human-readable description of a waitpid status, in a static buffer. */
+static inline const char *tu_status_str(const tu_proc_t *r) {
+  static __thread char s[64];
+  if (r->timed_out) snprintf(s, sizeof s, "timed out (killed)");
+  else if (WIFEXITED(r->status)) snprintf(s, sizeof s, "exit %d", WEXITSTATUS(r->status));
+  else if (WIFSIGNALED(r->status)) snprintf(s, sizeof s, "signal %d (%s)", WTERMSIG(r->status), strsignal(WTERMSIG(r->status)));
+  else snprintf(s, sizeof s, "status 0x%x", r->status);
+  return s;
+}
+
+#endif /* SLOTMALLOC_TESTUTIL_H */
