@@ -43,34 +43,32 @@ sm_handle_t sm_handle_of(const void *p) {
   return with_parity(smi_large_tag(seg) << H_GEN_SHIFT | ((uint64_t)seg->id << H_ID_SHIFT));
 }
 
-/* The block and slot a small-object handle names, if it is live now. */
-static void *deref_small(smi_segment_t *seg, sm_handle_t h, smi_block_t **bp, uint32_t *ip) {
-  uint32_t bi = (uint32_t)(h >> H_BLOCK_SHIFT) & 63;
-  if (bi >= seg->nblocks) return NULL;
-  smi_block_t *b = &seg->blocks[bi];
+/* The block and slot a small-object handle names, if it is live now. The
+ * generation is read before the epoch: a generation of a later incarnation of
+ * the block is always seen with that incarnation's epoch, which the handle
+ * does not carry. A block index past the segment's blocks reads a zeroed
+ * descriptor (nslots 0) in the header page. */
+static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *seg, sm_handle_t h,
+                                                              smi_block_t **bp, uint32_t *ip) {
+  smi_block_t *b = &seg->blocks[(h >> H_BLOCK_SHIFT) & 63];
   uint32_t i = (uint32_t)(h >> H_SLOT_SHIFT) & 4095;
-  /* Read like a sequence lock: nslots is 0 and the epoch moves while the block is re-cut. */
-  uint32_t n1 = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
-  uint32_t e1 = atomic_load_explicit(&b->epoch, memory_order_acquire);
-  if (i >= n1 || (e1 & H_EPOCH_MASK) != ((h >> H_EPOCH_SHIFT) & H_EPOCH_MASK)) return NULL;
+  if (i >= atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire)) return NULL;
   uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE);
-  uint8_t *p = b->start + (size_t)i * b->size;
-  atomic_thread_fence(memory_order_acquire);
-  uint32_t n2 = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_relaxed);
-  uint32_t e2 = atomic_load_explicit(&b->epoch, memory_order_relaxed);
-  if (!(g & 1) || g != (uint8_t)(h >> H_GEN_SHIFT) || n1 != n2 || e1 != e2) return NULL;
+  uint32_t e = atomic_load_explicit(&b->epoch, memory_order_acquire);
+  uint64_t want = ((uint64_t)(e & H_EPOCH_MASK) << 8) | g;
+  if ((g & 1) == 0 || want != ((h >> H_GEN_SHIFT) & ((H_EPOCH_MASK << 8) | 255))) return NULL;
   if (bp) *bp = b;
   if (ip) *ip = i;
-  return p;
+  return b->start + (size_t)i * b->size;
 }
 
-void *sm_deref(sm_handle_t h) {
+/* Parity by popcnt where the CPU has it (chosen once, at load time). */
+__attribute__((target_clones("popcnt", "default"))) void *sm_deref(sm_handle_t h) {
   if (!__builtin_parityll(h)) return NULL;
-  uint32_t id = (uint32_t)(h >> H_ID_SHIFT);
-  smi_segslot_t *slot = &smi_segtab[id];
+  smi_segslot_t *slot = &smi_segtab[h >> H_ID_SHIFT];
   smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
   if (!seg) return NULL;
-  if (slot->is_large) {
+  if (smi_unlikely(slot->is_large)) {
     /* Only the table is read: the segment may be unmapped at any moment. */
     uint64_t tag = atomic_load_explicit(&slot->large_tag, memory_order_acquire);
     uint64_t want = (h >> H_GEN_SHIFT) & ((H_EPOCH_MASK << 8) | 255);

@@ -72,25 +72,28 @@ typedef struct smi_block_s {
   uint8_t *gens;           /* one generation per slot: odd = live */
   struct sm_arena_s *owner;/* the arena whose thread frees here without atomics (or NULL) */
   uint32_t used;           /* live slots, +1 while the block is its bin's current block */
-  uint32_t pad_;
+  uint32_t nslots;         /* slots in the block (0 while it is being cut) */
   size_t size;             /* slot size (a full word: the free path multiplies by it in memory) */
   /* warm: slow paths */
-  uint32_t nslots;         /* slots in the block */
   uint32_t bump;           /* slots below bump have been handed out at least once */
   uint32_t retired;        /* slots whose generation wrapped: out of service until reset */
   uint8_t cls;             /* size class */
   uint8_t kind;            /* SMI_KIND_* of its segment */
   uint8_t flags;           /* SMI_BLOCK_* */
   uint8_t index;           /* position in its segment */
-  _Atomic(uintptr_t) remote;   /* slots freed by other threads (in-place list) */
+  _Atomic uint8_t queued;  /* on its arena's revisit stack */
   _Atomic uint32_t epoch;      /* incarnation, advanced on reset; every handle carries it */
   _Atomic uint32_t inflight;   /* remote frees under way into a closable block */
+  _Atomic(uintptr_t) remote;   /* slots freed by other threads (in-place list) */
   struct sm_arena_s *arena;    /* the arena the block belongs to */
   struct smi_block_s *next, *prev; /* links in an arena's bin or in the pool */
   struct smi_block_s *revisit_next; /* link in its arena's revisit stack */
-  _Atomic uint8_t queued;          /* on its arena's revisit stack */
   uint64_t empty_since;        /* when it was last seen empty (ms), for the purge delay */
 } smi_block_t;
+/* A power of two, so a handle finds its block with a shift. The header page
+ * holds 63 of them whatever the kind, zeroed when unused: a handle naming a
+ * block past nblocks reads nslots 0 there. */
+_Static_assert(sizeof(smi_block_t) == 128, "smi_block_t is 128 bytes");
 
 typedef struct smi_segment_s {
   uint32_t id;             /* index in smi_segtab */
@@ -113,9 +116,10 @@ typedef struct smi_segslot_s {
   _Atomic uint64_t large_tag;   /* LARGE: (epoch << 8 | gen) while the object is live, else 0 */
   _Atomic(uint8_t *) large_obj; /* LARGE: the object */
   uint32_t incarnation;         /* advanced each time the id is given to a new large segment */
-  uint8_t is_large;             /* the id belongs to large segments (fixed once taken) */
-  uint32_t next_free;           /* free-id list */
+  uint32_t next_free : 24;      /* free-id list */
+  uint32_t is_large : 8;        /* the id belongs to large segments (fixed once taken) */
 } smi_segslot_t;
+_Static_assert(sizeof(smi_segslot_t) == 32, "smi_segslot_t is 32 bytes");
 
 extern uint8_t smi_segmap[SMI_SEGMAP_LEN];
 extern smi_segslot_t smi_segtab[SMI_SEG_IDS];
