@@ -122,6 +122,9 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
   }
   smi_unlock(&a->lock);
   if (!b) b = smi_pool_take(a, cls);
+  if (b && b->used == 0 && b->retired > b->nslots / 8 && smi_block_format(b, cls)) {
+    /* Empty, with many slots retired by generation wrap: re-cut it now. */
+  }
   if (b) {
     b->arena = a;
     b->owner = owner_of(a);

@@ -112,7 +112,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   /* Publish the geometry with nslots last: a lock-free reader checks nslots. */
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_release);
   b->gens = base;
-  memset(b->gens, 0, smi_gens_len(n));
+  smi_gens_fresh(b->gens, smi_gens_len(n));
   b->start = start;
   b->size = size;
   b->magic = (((uint64_t)1 << SMI_MAGIC_SHIFT) + size - 1) / size;
