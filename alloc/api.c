@@ -85,7 +85,12 @@ void *sm_realloc(void *p, size_t size) {
     }
     old = seg->large_size;
     if (size > SMI_SMALL_MAX && size <= PTRDIFF_MAX) {
-      void *q = smi_large_realloc(seg, p, size);
+      bool dead;
+      void *q = smi_large_realloc(seg, size, &dead);
+      if (dead) {
+        smi_report(SMI_ERR_DOUBLE_FREE, p, 0);
+        return NULL;
+      }
       if (q) return q;
     }
   }

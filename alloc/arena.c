@@ -138,7 +138,16 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
 static void retire_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
   smi_lock(&a->lock);
   b->used--;
-  b->owner = full_tag(a);
+  __atomic_store_n(&b->owner, full_tag(a), __ATOMIC_SEQ_CST);
+  /* A remote free that saw the untagged owner did not queue the block: check. */
+  if (atomic_load_explicit(&b->remote, memory_order_seq_cst) &&
+      !atomic_exchange_explicit(&b->queued, 1, memory_order_acq_rel)) {
+    smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
+    do {
+      b->revisit_next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release,
+                                                    memory_order_relaxed));
+  }
   smi_blist_push(&a->full, b);
   set_current(a, cls, &smi_block_empty);
   smi_unlock(&a->lock);
@@ -243,7 +252,7 @@ void smi_arena_upkeep(sm_arena_t *a) {
 /* A block leaves an arena whose thread ends: back to the pool if empty, else
  * abandoned with its objects (frees into it then take the atomic path). */
 static void leave(smi_block_t *b) {
-  b->owner = NULL;
+  __atomic_store_n(&b->owner, NULL, __ATOMIC_SEQ_CST);
   smi_block_collect(b);
   if (b->used == 0) smi_pool_give(b);
   else smi_pool_abandon(b);
@@ -269,16 +278,17 @@ void smi_arena_abandon_all(sm_arena_t *a) {
     smi_blist_remove(&a->full, b);
     leave(b);
   }
+  /* Large objects outlive the thread in the orphans arena; both locks are held
+   * so a free under way finds each one in exactly one list. */
   smi_segment_t *large = a->large;
   a->large = NULL;
-  smi_unlock(&a->lock);
-  /* Large objects outlive the thread in the orphans arena. */
   smi_lock(&smi_orphans.lock);
   while (large) {
     smi_segment_t *next = large->large_next;
-    large->large_arena = &smi_orphans;
+    __atomic_store_n(&large->large_arena, &smi_orphans, __ATOMIC_RELEASE);
     smi_large_list_add(&smi_orphans, large);
     large = next;
   }
   smi_unlock(&smi_orphans.lock);
+  smi_unlock(&a->lock);
 }

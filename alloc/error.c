@@ -61,7 +61,7 @@ void smi_report(int kind, const void *p, size_t size) {
     n += put_str(line + n, " (size ");
     n += put_dec(line + n, size);
     n += put_str(line + n, ")");
-  } else if (kind != SMI_ERR_CORRUPT) {
+  } else if (kind == SMI_ERR_INVALID_FREE || kind == SMI_ERR_INVALID_REALLOC) {
     n += put_str(line + n, " (not a live object of slotmalloc)");
   }
   line[n++] = '\n';

@@ -45,9 +45,9 @@ static void remote_push(smi_block_t *b, void *p, bool wrapped) {
   uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
     ((smi_free_t *)p)->next = (smi_free_t *)(head | wrapped);
-  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_release,
+  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_seq_cst,
                                                   memory_order_relaxed));
-  uintptr_t owner = (uintptr_t)__atomic_load_n(&b->owner, __ATOMIC_RELAXED);
+  uintptr_t owner = (uintptr_t)__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
   if ((owner & 1) && !atomic_exchange_explicit(&b->queued, 1, memory_order_acq_rel)) {
     /* A full block: put it on its arena's revisit stack, once. */
     sm_arena_t *a = (sm_arena_t *)(owner & ~(uintptr_t)1);
@@ -79,14 +79,19 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
 }
 
-/* The first local free into a full block makes it available again. */
-static void unfull(smi_block_t *b) {
-  sm_arena_t *a = b->arena;
+/* The first local free into a full block makes it available again; false if
+ * the block left the arena meanwhile (closed, merged): then it is not ours. */
+static bool unfull(smi_block_t *b, sm_arena_t *a) {
   smi_lock(&a->lock);
+  if (b->owner != (sm_arena_t *)((uintptr_t)a | 1)) {
+    smi_unlock(&a->lock);
+    return false;
+  }
   smi_blist_remove(&a->full, b);
   b->owner = a->limit ? NULL : a;
   smi_blist_push(&a->avail[b->cls], b);
   smi_unlock(&a->lock);
+  return true;
 }
 
 void smi_free_slow(void *p) {
@@ -104,8 +109,7 @@ void smi_free_slow(void *p) {
       sm_arena_t *cur = smi_tls_cur;
       if (owner == cur) {
         free_local(b, i, p);
-      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1)) {
-        if (b->gens[i] & 1) unfull(b);
+      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && (b->gens[i] & 1) && unfull(b, cur)) {
         free_local(b, i, p);
       } else {
         free_remote(b, i, p);
@@ -142,27 +146,15 @@ sm_arena_t *smi_owner_arena(const void *p) {
 }
 
 bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
-  bool user = b->flags & SMI_BLOCK_USER;
-  if (user) atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
+  /* The caller validated the handle inside smi_hfree_begin/end, so the block
+   * cannot be re-cut before the exchange below. */
   uint8_t expect = gen;
   bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_ACQ_REL,
                                          __ATOMIC_RELAXED);
   if (won) {
-    sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_ACQUIRE);
-    sm_arena_t *cur = smi_tls_cur;
     sm_arena_t *a = b->arena;
     if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
-    if (owner == cur && !user) { /* our own block: straight onto its lists */
-      if (gen == 255) b->retired++;
-      else {
-        ((smi_free_t *)p)->next = b->free;
-        b->free = (smi_free_t *)p;
-      }
-      b->used--;
-    } else {
-      remote_push(b, p, gen == 255); /* the owner (or the dismantler) sorts it out */
-    }
+    remote_push(b, p, gen == 255); /* the owner (or the dismantler) sorts it out */
   }
-  if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
   return won;
 }

@@ -85,17 +85,19 @@ int sm_hfree(sm_handle_t h) {
   smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
   if (!seg) return ESTALE;
   if (slot->is_large) {
-    void *p = sm_deref(h);
-    if (!p) return ESTALE;
-    smi_segment_t *ls = smi_large_of(p);
-    if (!ls) return ESTALE;
-    return smi_large_free_if_live(ls) ? 0 : ESTALE;
+    if ((h >> H_SLOT_SHIFT) & 0x3ffff) return ESTALE;
+    return smi_large_hfree(id, (h >> H_GEN_SHIFT) & ((H_EPOCH_MASK << 8) | 255)) ? 0 : ESTALE;
   }
-  smi_block_t *b;
+  /* Announce the free before validating: a block is not re-cut (nor
+   * dismantled) while a free is under way in it, so what is validated is what
+   * is freed. */
+  smi_block_t *b = &seg->blocks[(h >> H_BLOCK_SHIFT) & 63];
+  atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
   uint32_t i;
-  void *p = deref_small(seg, h, &b, &i);
-  if (!p) return ESTALE;
-  return smi_slot_free_checked(b, i, p, (uint8_t)(h >> H_GEN_SHIFT)) ? 0 : ESTALE;
+  void *p = deref_small(seg, h, NULL, &i);
+  int err = p && smi_slot_free_checked(b, i, p, (uint8_t)(h >> H_GEN_SHIFT)) ? 0 : ESTALE;
+  atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+  return err;
 }
 
 sm_handle_t sm_halloc(size_t size) {

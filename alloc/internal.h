@@ -108,14 +108,17 @@ static inline void smi_free(void *p) {
     if (smi_likely(b->owner == smi_tls_cur)) {
       uintptr_t off = u - (uintptr_t)b->start;
       size_t i = (size_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
-      unsigned next = (unsigned)b->gens[i] + 1;
-      /* next must be even (the slot was live) and not 256 (wrap); p must be a slot start */
-      if (smi_likely(!(next & 0x101) && i * b->size == off)) {
-        b->gens[i] = (uint8_t)next;
-        ((smi_free_t *)p)->next = b->free;
-        b->free = (smi_free_t *)p;
-        b->used--;
-        return;
+      /* p must start a slot (then i <= nslots: gens[nslots] is the spare byte);
+       * next must be even (the slot was live) and not 256 (the wrap) */
+      if (smi_likely(i * b->size == off)) {
+        unsigned next = (unsigned)b->gens[i] + 1;
+        if (smi_likely(!(next & 0x101))) {
+          b->gens[i] = (uint8_t)next;
+          ((smi_free_t *)p)->next = b->free;
+          b->free = (smi_free_t *)p;
+          b->used--;
+          return;
+        }
       }
     }
   }
@@ -156,6 +159,7 @@ bool smi_dismantle_waiting(void);
 smi_lock_t *smi_pool_lock(void);
 uint64_t smi_now_ms(void);
 size_t smi_pool_blocks(void);
+void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics */
 
 /* large.c */
 void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero);
@@ -163,7 +167,9 @@ void smi_large_free(smi_segment_t *seg, void *p);
 void smi_large_free_dead(smi_segment_t *seg);  /* killed already: cache or unmap */
 bool smi_large_try_kill(smi_segment_t *seg);   /* live -> dead, once; under its arena's lock */
 bool smi_large_free_if_live(smi_segment_t *seg);
-void *smi_large_realloc(smi_segment_t *seg, void *p, size_t size);
+/* Resizes a live large object; *dead when it was freed or closed meanwhile. */
+void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead);
+bool smi_large_hfree(uint32_t id, uint64_t tag); /* frees it if tag is still its live tag */
 smi_segment_t *smi_large_of(const void *p); /* the large segment whose object starts at p, or NULL */
 void smi_large_cache_upkeep(bool force);
 smi_lock_t *smi_large_cache_lock(void);

@@ -38,11 +38,47 @@ smi_segment_t *smi_large_of(const void *p) {
   return seg->large_obj == (const uint8_t *)p ? seg : NULL;
 }
 
-bool smi_large_try_kill(smi_segment_t *seg) {
-  uint8_t live = 1;
-  if (!__atomic_compare_exchange_n(&seg->large_gen, &live, 2, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-    return false;
-  smi_large_kill(seg);
+/* The one way a large object dies: its tag in smi_segtab goes from live to 0,
+ * once. Whoever wins that exchange owns the segment's disposal. */
+static bool kill_tag(smi_segment_t *seg, uint64_t tag) {
+  if (!tag || !atomic_compare_exchange_strong(&smi_segtab[seg->id].large_tag, &tag, 0)) return false;
+  seg->large_gen = 2;
+  return true;
+}
+
+bool smi_large_try_kill(smi_segment_t *seg) { return kill_tag(seg, smi_large_tag(seg)); }
+
+/* Locks the arena the large object belongs to (it may move under a merge or a
+ * thread exit meanwhile); NULL if it belongs to none (closed). */
+static sm_arena_t *lock_owner(smi_segment_t *seg) {
+  for (;;) {
+    sm_arena_t *a = __atomic_load_n(&seg->large_arena, __ATOMIC_ACQUIRE);
+    if (!a) return NULL;
+    smi_lock(&a->lock);
+    if (seg->large_arena == a) return a;
+    smi_unlock(&a->lock);
+  }
+}
+
+/* After the kill: out of its arena's list, then cached or unmapped. */
+static void dispose(smi_segment_t *seg) {
+  sm_arena_t *a = lock_owner(seg);
+  if (a) {
+    smi_large_list_remove(a, seg);
+    seg->large_arena = NULL;
+    smi_unlock(&a->lock);
+    if (a->limit) atomic_fetch_sub(&a->limited_bytes, seg->large_size);
+  }
+  smi_large_free_dead(seg);
+}
+
+bool smi_large_hfree(uint32_t id, uint64_t tag) {
+  smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);
+  if (!seg || !atomic_compare_exchange_strong(&smi_segtab[id].large_tag, &tag, 0)) return false;
+  /* Ours now: nobody else disposes of it, so its header stays mapped. */
+  seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);
+  seg->large_gen = 2;
+  dispose(seg);
   return true;
 }
 
@@ -85,6 +121,7 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   smi_lock(&a->lock);
   smi_large_list_add(a, seg);
   smi_unlock(&a->lock);
+  if (a->limit) atomic_fetch_add(&a->limited_bytes, seg->large_size - size); /* charged size before */
   return seg->large_obj;
 }
 
@@ -106,36 +143,29 @@ void smi_large_free_dead(smi_segment_t *seg) {
 }
 
 bool smi_large_free_if_live(smi_segment_t *seg) {
-  for (;;) {
-    sm_arena_t *a = seg->large_arena;
-    if (!a) return false;
-    smi_lock(&a->lock);
-    if (seg->large_arena != a) {
-      smi_unlock(&a->lock);
-      continue;
-    }
-    if (!smi_large_try_kill(seg)) {
-      smi_unlock(&a->lock);
-      return false;
-    }
-    smi_large_list_remove(a, seg);
-    smi_unlock(&a->lock);
-    if (a->limit) atomic_fetch_sub(&a->limited_bytes, seg->large_size);
-    smi_large_free_dead(seg);
-    return true;
-  }
+  if (!smi_large_try_kill(seg)) return false;
+  dispose(seg);
+  return true;
 }
 
 void smi_large_free(smi_segment_t *seg, void *p) {
   if (!smi_large_free_if_live(seg)) smi_report(SMI_ERR_DOUBLE_FREE, p, seg->large_size);
 }
 
-void *smi_large_realloc(smi_segment_t *seg, void *p, size_t size) {
-  (void)p;
-  sm_arena_t *a = seg->large_arena;
-  smi_lock(&a->lock);
-  uint8_t *before = seg->large_obj;
+void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
+  *dead = false;
+  sm_arena_t *a = lock_owner(seg);
+  if (!a || seg->large_gen != 1) { /* closed or freed meanwhile */
+    if (a) smi_unlock(&a->lock);
+    *dead = true;
+    return NULL;
+  }
   size_t old_size = seg->large_size;
+  if (a->limit && size > old_size && atomic_load(&a->limited_bytes) + (size - old_size) > a->limit) {
+    smi_unlock(&a->lock);
+    return NULL;
+  }
+  uint8_t *before = seg->large_obj;
   smi_segment_t *moved = seg;
   void *q = smi_large_resize(&moved, size);
   if (q && moved != seg) {

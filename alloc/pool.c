@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "slots/generation.h"
 #include "slots/os.h"
 
 static smi_lock_t pool_lock = SMI_LOCK_INIT;
@@ -115,6 +116,22 @@ void smi_pool_abandon(smi_block_t *b) {
   smi_unlock(&pool_lock);
 }
 
+/* Adds the blocks abandoned by exited threads (their objects are live). */
+void smi_pool_count_abandoned(sm_stats_t *s) {
+  smi_lock(&pool_lock);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    for (int full = 0; full < 2; full++) {
+      for (smi_block_t *b = (full ? abandoned_full : abandoned)[cls].head; b; b = b->next) {
+        size_t live = smi_gens_count_live(b->gens, smi_gens_len(b->nslots));
+        s->objects_live += live;
+        s->bytes_live += live * b->size;
+        s->blocks++;
+      }
+    }
+  }
+  smi_unlock(&pool_lock);
+}
+
 size_t smi_pool_blocks(void) {
   smi_lock(&pool_lock);
   size_t n = empty_count;
@@ -192,15 +209,26 @@ size_t smi_dismantle(size_t budget) {
     if (b) smi_blist_remove(&dismantle_blocks, b);
     else if ((seg = dismantle_large) != NULL) dismantle_large = seg->large_next;
     if (b && atomic_load_explicit(&b->inflight, memory_order_acquire)) {
-      /* A free into it is under way on another thread: later. */
-      smi_blist_push(&dismantle_blocks, b);
+      /* A free into it is under way on another thread: later, behind the others. */
+      smi_block_t *tail = dismantle_blocks.head;
+      if (!tail) {
+        smi_blist_push(&dismantle_blocks, b);
+        smi_unlock(&pool_lock);
+        break; /* it is the only one left */
+      }
+      while (tail->next) tail = tail->next;
+      tail->next = b;
+      b->prev = tail;
+      b->next = NULL;
       smi_unlock(&pool_lock);
-      break;
+      done++;
+      continue;
     }
     smi_unlock(&pool_lock);
     if (!b && !seg) break;
     if (b) {
       atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
+      atomic_store_explicit(&b->queued, 0, memory_order_relaxed);
       b->free = NULL;
       b->used = 0;
       smi_pool_give(b);

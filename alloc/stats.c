@@ -50,6 +50,7 @@ void sm_arena_stats(sm_arena_t *a, sm_stats_t *out) {
     count_subtree(&smi_orphans, out);
   }
   smi_unlock(&smi_tree_lock);
+  if (!a) smi_pool_count_abandoned(out);
   out->bytes_committed = smi_os_committed();
   out->bytes_peak = smi_os_committed_peak();
 }

@@ -54,12 +54,20 @@ sm_arena_t *sm_arena_parent(sm_arena_t *a) {
   return p;
 }
 
+/* Empties an arena's revisit stack (its blocks are leaving it). */
+static void drain_revisit(sm_arena_t *a) {
+  smi_block_t *f = atomic_exchange(&a->revisit, NULL);
+  while (f) {
+    smi_block_t *next = f->revisit_next; /* read before the flag lets it be pushed again */
+    atomic_store(&f->queued, 0);
+    f = next;
+  }
+}
+
 /* Invalidates every object of one arena: a vectorized sweep over each block's
  * generation table, then the blocks go to the dismantle queue. */
 static void close_one(sm_arena_t *a) {
   smi_lock(&a->lock);
-  for (smi_block_t *f = atomic_exchange(&a->revisit, NULL); f; f = f->revisit_next)
-    atomic_store(&f->queued, 0);
   atomic_store_explicit(&a->state, SMI_ARENA_CLOSED, memory_order_release);
   for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
   smi_blist_t doomed = {NULL};
@@ -78,11 +86,12 @@ static void close_one(sm_arena_t *a) {
     smi_blist_push(&doomed, b);
   }
   for (b = doomed.head; b; b = b->next) {
-    __atomic_store_n(&b->owner, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->owner, NULL, __ATOMIC_SEQ_CST);
     b->flags |= SMI_BLOCK_CLOSED;
     smi_gens_close(b->gens, smi_gens_len(b->nslots));
     __atomic_store_n(&b->arena, NULL, __ATOMIC_RELEASE);
   }
+  drain_revisit(a); /* after the owners are cleared: nothing is pushed here any more */
   smi_segment_t *large = a->large, *dead = NULL;
   a->large = NULL;
   while (large) {
@@ -91,6 +100,8 @@ static void close_one(sm_arena_t *a) {
       large->large_arena = NULL;
       large->large_next = dead;
       dead = large;
+    } else {
+      smi_large_list_add(a, large); /* killed by a free under way: it unlinks itself */
     }
     large = next;
   }
@@ -164,6 +175,16 @@ void *sm_arena_promote(void *p) {
     errno = EINVAL;
     return NULL;
   }
+  /* Only the calling thread may allocate in an arena it did not enter, unless
+   * that arena is a user arena (one allocating thread at a time, the caller's
+   * business): an object promoted into a root arena (another thread's, or the
+   * orphans') goes to the calling thread's root, which outlives any user arena
+   * just the same. */
+  if (parent->type != SMI_ARENA_USER) parent = smi_root_arena();
+  if (!parent) {
+    errno = ENOMEM;
+    return NULL;
+  }
   size_t size = smi_usable_size(p);
   void *q = smi_arena_alloc(parent, size, 16, false);
   if (!q) return NULL;
@@ -191,11 +212,27 @@ int sm_arena_steal(sm_arena_t *a, sm_arena_t *new_parent) {
   return err;
 }
 
+static size_t block_bytes(const smi_block_t *b) {
+  return smi_gens_count_live(b->gens, smi_gens_len(b->nslots)) * b->size;
+}
+
+/* Bytes live in the arena's own objects (slot sizes), under a->lock. */
+static size_t own_bytes(sm_arena_t *a) {
+  size_t bytes = 0;
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    smi_block_t *b = a->current[cls];
+    if (b != &smi_block_empty) bytes += block_bytes(b);
+    for (b = a->avail[cls].head; b; b = b->next) bytes += block_bytes(b);
+  }
+  for (smi_block_t *b = a->full.head; b; b = b->next) bytes += block_bytes(b);
+  for (smi_segment_t *s = a->large; s; s = s->large_next) bytes += s->large_size;
+  return bytes;
+}
+
 /* Moves every block and large object of src into dst (both locked). */
 static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
   sm_arena_t *owner = dst->limit ? NULL : dst;
-  for (smi_block_t *f = atomic_exchange(&src->revisit, NULL); f; f = f->revisit_next)
-    atomic_store(&f->queued, 0);
+  drain_revisit(src);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = src->current[cls];
     if (b != &smi_block_empty) {
@@ -235,8 +272,8 @@ int sm_arena_merge(sm_arena_t *dst, sm_arena_t *src) {
   }
   smi_lock(&dst->lock);
   smi_lock(&src->lock);
+  if (dst->limit) atomic_fetch_add(&dst->limited_bytes, src->limit ? atomic_load(&src->limited_bytes) : own_bytes(src));
   move_blocks(dst, src);
-  if (dst->limit) atomic_fetch_add(&dst->limited_bytes, atomic_load(&src->limited_bytes));
   atomic_store(&src->state, SMI_ARENA_MERGED);
   smi_unlock(&src->lock);
   smi_unlock(&dst->lock);
@@ -249,23 +286,6 @@ int sm_arena_merge(sm_arena_t *dst, sm_arena_t *src) {
   smi_unlock(&smi_tree_lock);
   if (smi_tls_cur == src) smi_tls_cur = dst;
   return 0;
-}
-
-static size_t block_bytes(const smi_block_t *b) {
-  return smi_gens_count_live(b->gens, smi_gens_len(b->nslots)) * b->size;
-}
-
-/* Bytes live in the arena's own objects (slot sizes), under a->lock. */
-static size_t own_bytes(sm_arena_t *a) {
-  size_t bytes = 0;
-  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    smi_block_t *b = a->current[cls];
-    if (b != &smi_block_empty) bytes += block_bytes(b);
-    for (b = a->avail[cls].head; b; b = b->next) bytes += block_bytes(b);
-  }
-  for (smi_block_t *b = a->full.head; b; b = b->next) bytes += block_bytes(b);
-  for (smi_segment_t *s = a->large; s; s = s->large_next) bytes += s->large_size;
-  return bytes;
 }
 
 int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {

@@ -85,8 +85,10 @@ SM_API sm_arena_t *sm_arena_of(const void *p);
  * returns the previously entered arena (NULL: the root arena). */
 SM_API sm_arena_t *sm_arena_enter(sm_arena_t *a);
 /* Moves the object into its arena's parent and returns its new address (the
- * old one is freed); NULL with errno set if p is not live or has no parent
- * arena (objects of a root arena stay where they are and p is returned). */
+ * old one is freed, its handle goes stale); NULL with errno set if p is not
+ * live. Objects of a root arena stay where they are and p is returned. When the
+ * parent is a root arena, the object goes to the calling thread's root arena
+ * (another thread's root never allocates from this thread). */
 SM_API void *sm_arena_promote(void *p);
 /* Moves arena a (with its subtree) under new_parent. 0, or EINVAL for a cycle,
  * a closed arena or a root arena. */

@@ -1,6 +1,7 @@
 /* segment.c: segments, block formatting and large segments (see segment.h). */
 #include "segment.h"
 
+#include <sched.h>
 #include <string.h>
 
 #include "generation.h"
@@ -87,15 +88,20 @@ smi_segment_t *smi_segment_new(unsigned kind) {
 
 bool smi_block_format(smi_block_t *b, unsigned cls) {
   uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
+  /* Hide the slots (nslots 0), then wait for frees that started before: a
+   * handle validated by one of them must still name this incarnation. */
+  if ((b->flags & SMI_BLOCK_FORMATTED) && epoch + 1 >= SMI_EPOCH_LIMIT) {
+    b->flags |= SMI_BLOCK_RETIRED; /* its incarnations are used up: it stays as it is */
+    return false;
+  }
+  uint32_t old_n = b->nslots;
+  atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_seq_cst);
+  while (atomic_load_explicit(&b->inflight, memory_order_seq_cst)) sched_yield();
   if (b->flags & SMI_BLOCK_FORMATTED) {
     /* Slots were handed out before: a new incarnation makes old handles stale. */
-    if (epoch + 1 >= SMI_EPOCH_LIMIT) {
-      b->flags |= SMI_BLOCK_RETIRED;
-      return false;
-    }
     /* Zero the old table before the epoch moves, so no reader ever pairs the
      * new epoch with an old generation. */
-    memset(b->gens, 0, smi_gens_len(b->nslots));
+    memset(b->gens, 0, smi_gens_len(old_n));
     atomic_store_explicit(&b->epoch, epoch + 1, memory_order_release);
   }
   uint8_t *base = smi_block_base(b);
