@@ -144,6 +144,7 @@ void smi_heap_fork_parent(void) {
 
 void smi_heap_fork_child(void) {
   smi_heap_fork_parent();
+  smi_segment_after_fork_child();
   /* Only this thread lives on: the other heaps' blocks become orphans. */
   smi_heap_t *h = heaps;
   while (h) {

@@ -41,6 +41,15 @@ static void id_give_back(uint32_t id) {
   smi_unlock(&ids_lock);
 }
 
+void smi_segment_after_fork_child(void) {
+  /* Frees that were under way on threads the child does not have never end. */
+  for (uint32_t id = 1; id < ids_next; id++) {
+    smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
+    if (!seg || smi_segtab[id].is_large) continue;
+    for (uint32_t i = 0; i < seg->nblocks; i++) atomic_store(&seg->blocks[i].inflight, 0);
+  }
+}
+
 static const struct {
   uint32_t nblocks;
   size_t span;

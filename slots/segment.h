@@ -155,6 +155,8 @@ static inline smi_block_t *smi_block_of(const void *p) {
 /* A fresh segment of slot blocks of one kind, zeroed, registered in both maps;
  * its blocks are unformatted. NULL if the OS refuses memory or ids run out. */
 smi_segment_t *smi_segment_new(unsigned kind);
+/* In a fork child: forgets the frees under way on threads that are gone. */
+void smi_segment_after_fork_child(void);
 /* Block memory: where the block starts and how long it is. */
 uint8_t *smi_block_base(const smi_block_t *b);
 size_t smi_block_span(const smi_block_t *b);
