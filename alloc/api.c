@@ -67,7 +67,7 @@ void *sm_realloc(void *p, size_t size) {
     return NULL;
   }
   uintptr_t u = (uintptr_t)p;
-  size_t old;
+  size_t old, want = size;
   if (smi_map_of(u) == SMI_MAP_SLOTS) {
     smi_block_t *b = smi_block_at(smi_segment_at(u), u);
     uint32_t i;
@@ -77,6 +77,12 @@ void *sm_realloc(void *p, size_t size) {
     }
     old = b->size;
     if (size <= old && (size > old / 2 || old <= 64)) return p; /* fits, and not much too big */
+    /* Growth by small steps (appends): take a quarter more, so the object
+     * moves about half as often as the 8 classes per doubling would make it. */
+    if (size > old && size - old < old / 4 && old >= 256) {
+      want = old + old / 4;
+      if (want > SMI_SMALL_MAX && size <= SMI_SMALL_MAX) want = SMI_SMALL_MAX;
+    }
   } else {
     smi_segment_t *seg = smi_large_of(p);
     if (!seg || seg->large_gen != 1) {
@@ -94,7 +100,8 @@ void *sm_realloc(void *p, size_t size) {
       if (q) return q;
     }
   }
-  void *q = smi_malloc(size);
+  void *q = smi_malloc(want);
+  if (!q && want != size) q = smi_malloc(size);
   if (!q) return NULL; /* errno is ENOMEM; p is untouched */
   memcpy(q, p, old < size ? old : size);
   smi_free(p);

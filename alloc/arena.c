@@ -32,13 +32,25 @@ void smi_blist_push(smi_blist_t *l, smi_block_t *b) {
   b->prev = NULL;
   b->next = l->head;
   if (l->head) l->head->prev = b;
+  else l->tail = b;
   l->head = b;
+}
+
+/* Appends b: a block that just got room back waits behind the others, so it
+ * gathers more frees before it is used again. */
+void smi_blist_push_tail(smi_blist_t *l, smi_block_t *b) {
+  b->next = NULL;
+  b->prev = l->tail;
+  if (l->tail) l->tail->next = b;
+  else l->head = b;
+  l->tail = b;
 }
 
 void smi_blist_remove(smi_blist_t *l, smi_block_t *b) {
   if (b->prev) b->prev->next = b->next;
   else l->head = b->next;
   if (b->next) b->next->prev = b->prev;
+  else l->tail = b->prev;
   b->next = b->prev = NULL;
 }
 
@@ -86,7 +98,9 @@ static inline void *pop(smi_block_t *b) {
 }
 
 static bool has_room(smi_block_t *b) {
-  return b->free || b->bump < b->nslots || (b->retired && b->used == 0);
+  if (b->retired && b->used == 0) return true; /* re-cut when taken */
+  if (smi_block_draining(b)) return false;     /* wait until it is empty */
+  return b->free || b->bump < b->nslots;
 }
 
 /* Full blocks that other threads freed into come back to the avail lists
@@ -101,7 +115,7 @@ static void revisit(sm_arena_t *a) {
       if (has_room(f)) {
         smi_blist_remove(&a->full, f);
         f->owner = owner_of(a);
-        smi_blist_push(&a->avail[f->cls], f);
+        smi_blist_push_tail(&a->avail[f->cls], f);
       }
     }
     f = next;
@@ -159,7 +173,7 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
     if (b != &smi_block_empty) {
       if (b->free) return pop(b);
       if (atomic_load_explicit(&b->remote, memory_order_relaxed) && smi_block_collect(b)) continue;
-      if (smi_block_extend(b)) continue;
+      if (!smi_block_draining(b) && smi_block_extend(b)) continue;
       if (b->retired && b->used == 1 && smi_block_format(b, cls)) {
         b->used = 1; /* formatting cleared the pin */
         continue;

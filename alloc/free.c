@@ -89,7 +89,7 @@ static bool unfull(smi_block_t *b, sm_arena_t *a) {
   }
   smi_blist_remove(&a->full, b);
   b->owner = a->limit ? NULL : a;
-  smi_blist_push(&a->avail[b->cls], b);
+  smi_blist_push_tail(&a->avail[b->cls], b);
   smi_unlock(&a->lock);
   return true;
 }
@@ -109,6 +109,9 @@ void smi_free_slow(void *p) {
       sm_arena_t *cur = smi_tls_cur;
       if (owner == cur) {
         free_local(b, i, p);
+      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && smi_block_draining(b) && b->used > 1 &&
+                 !(b->flags & SMI_BLOCK_USER)) {
+        free_local(b, i, p); /* a draining block comes back with its last object (a root's: never closed) */
       } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && (b->gens[i] & 1) && unfull(b, cur)) {
         free_local(b, i, p);
       } else {

@@ -35,7 +35,7 @@ typedef struct smi_heap_s smi_heap_t;
 
 /* A list of blocks (doubly linked through block.next/prev). */
 typedef struct {
-  smi_block_t *head;
+  smi_block_t *head, *tail;
 } smi_blist_t;
 
 struct sm_arena_s {
@@ -125,6 +125,10 @@ static inline void smi_free(void *p) {
   smi_free_slow(p);
 }
 
+/* A block a quarter of whose slots wrapped their generation takes no new
+ * allocations: it drains until empty, then is re-cut under a new epoch. */
+static inline bool smi_block_draining(const smi_block_t *b) { return (size_t)b->retired * 4 >= b->nslots; }
+
 /* ---- slow paths, by file ---------------------------------------------------- */
 
 /* heap.c */
@@ -136,6 +140,7 @@ void smi_heap_fork_child(void);
 
 /* arena.c */
 void smi_blist_push(smi_blist_t *l, smi_block_t *b);
+void smi_blist_push_tail(smi_blist_t *l, smi_block_t *b);
 void smi_blist_remove(smi_blist_t *l, smi_block_t *b);
 void smi_arena_init(sm_arena_t *a, uint8_t type);
 void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);

@@ -92,8 +92,10 @@ static smi_segment_t *cache_take(size_t size, size_t align) {
     smi_segment_t *c = *s;
     size_t off = (size_t)(c->large_obj - (uint8_t *)c);
     size_t room = c->map_size - off;
-    if (room < size || room / 2 > size + SMI_OS_PAGE || ((uintptr_t)c->large_obj & (align - 1))) continue;
-    if (!best || (*best)->map_size > c->map_size) best = s;
+    if ((uintptr_t)c->large_obj & (align - 1)) continue;
+    /* the best fit among those big enough, else the biggest (resized after) */
+    size_t broom = best ? (*best)->map_size - (size_t)((*best)->large_obj - (uint8_t *)*best) : 0;
+    if (!best || (room >= size ? (broom < size || room < broom) : (broom < size && room > broom))) best = s;
   }
   smi_segment_t *c = NULL;
   if (best) {
@@ -108,6 +110,13 @@ static smi_segment_t *cache_take(size_t size, size_t align) {
 void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (align < 16) align = 16;
   smi_segment_t *seg = cache_take(size, align);
+  if (seg) {
+    size_t room = seg->map_size - (size_t)(seg->large_obj - (uint8_t *)seg);
+    if ((room < size || room / 2 > size + SMI_OS_PAGE) && !smi_large_resize(&seg, size)) {
+      smi_large_unmap(seg);
+      seg = NULL;
+    }
+  }
   if (seg) {
     smi_large_revive(seg, size);
     size_t off = (size_t)(seg->large_obj - (uint8_t *)seg);
@@ -127,7 +136,7 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
 
 void smi_large_free_dead(smi_segment_t *seg) {
   seg->large_arena = NULL;
-  if (seg->map_size <= smi_opt.large_cache / 4) {
+  if (seg->map_size <= smi_opt.large_cache / 2) {
     smi_lock(&cache_lock);
     if (cache_bytes + seg->map_size <= smi_opt.large_cache) {
       seg->large_next = cache;

@@ -51,6 +51,23 @@ static smi_block_t *adopt(unsigned cls) {
   return NULL;
 }
 
+/* Before a new segment is mapped: the oldest empty blocks of the other kinds
+ * give their memory back, about as much as the new segment will use, so that
+ * a shift of sizes from one kind to another does not add up in RSS. */
+static void purge_other_kinds(unsigned kind, size_t want) {
+  size_t done = 0;
+  smi_lock(&pool_lock);
+  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS && done < want; k++) {
+    if (k == kind) continue;
+    for (smi_block_t *b = empty[k].tail; b && done < want; b = b->prev) {
+      if (b->flags & SMI_BLOCK_DECOMMITTED) continue;
+      smi_block_decommit(b);
+      done += smi_block_span(b);
+    }
+  }
+  smi_unlock(&pool_lock);
+}
+
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
   unsigned kind = smi_kind_of_class(cls);
   /* Only a thread's root arena adopts: its objects share no lifetime with an
@@ -78,6 +95,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
     }
     smi_unlock(&pool_lock);
     if (!b) {
+      purge_other_kinds(kind, SMI_SEG_SIZE);
       smi_segment_t *seg = smi_segment_new(kind);
       if (!seg) return NULL;
       smi_lock(&pool_lock);
@@ -210,17 +228,10 @@ size_t smi_dismantle(size_t budget) {
     else if ((seg = dismantle_large) != NULL) dismantle_large = seg->large_next;
     if (b && atomic_load_explicit(&b->inflight, memory_order_acquire)) {
       /* A free into it is under way on another thread: later, behind the others. */
-      smi_block_t *tail = dismantle_blocks.head;
-      if (!tail) {
-        smi_blist_push(&dismantle_blocks, b);
-        smi_unlock(&pool_lock);
-        break; /* it is the only one left */
-      }
-      while (tail->next) tail = tail->next;
-      tail->next = b;
-      b->prev = tail;
-      b->next = NULL;
+      bool alone = !dismantle_blocks.head;
+      smi_blist_push_tail(&dismantle_blocks, b);
       smi_unlock(&pool_lock);
+      if (alone) break; /* it is the only one left */
       done++;
       continue;
     }
