@@ -825,9 +825,19 @@ def machine_meta(args, duration):
     env = [f"{k}={v}" for k, v in sorted(os.environ.items())
            if k.startswith(("MALLOC_", "MIMALLOC_", "SLOTMALLOC_", "TCMALLOC_", "JE_", "GLIBC_TUNABLES"))
            and k != "LD_PRELOAD"]
+    topology = "unknown (perf/bench/topology.c needs hwloc)"
+    topo_bin = os.path.join(args.build_dir, "perf", "topology")
+    if os.path.exists(topo_bin):
+        try:
+            t = subprocess.run([topo_bin], capture_output=True, text=True, timeout=30)
+            if t.returncode == 0 and t.stdout.strip():
+                topology = t.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
     return [
         ("date", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),
         ("machine", f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}"),
+        ("topology (hwloc)", topology),
         ("commit", rev),
         ("mode", f"{'quick' if args.quick else 'full'}, {args.reps} reps, {args.threads} threads, "
                  f"run took {duration / 60:.1f} min"),

@@ -11,6 +11,8 @@
 #include <criterion/criterion.h>
 #include <slotmalloc.h>
 
+#include "testutil.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -28,23 +30,11 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x5107a11cULL;
+static tu_rng_t rng = {0x5107a11cULL};
 
-static uint64_t rng_next(void) /* splitmix64 */
-{
-  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return tu_rng_next(&rng); }
 
-/* p, hidden from the compiler, so that using it after free is not flagged or folded. */
-static inline void *opaque(const void *p)
-{
-  uintptr_t v = (uintptr_t)p;
-  __asm__ volatile("" : "+r"(v));
-  return (void *)v;
-}
+#define opaque(p) tu_opaque((void *)(p))
 
 static uint8_t pattern_byte(uint8_t tag, size_t i)
 {
@@ -511,7 +501,7 @@ Test(close, rounds_do_not_grow_committed)
   void **ps = malloc(OBJS * sizeof *ps);
   cr_assert_not_null(ps);
   for (int r = 0; r < ROUNDS; r++) {
-    rng_state = 42; /* the same workload every round */
+    rng = tu_rng(42); /* the same workload every round */
     sm_arena_t *a = sm_arena_new(NULL);
     cr_assert_not_null(a);
     for (size_t i = 0; i < OBJS; i++) {

@@ -12,6 +12,8 @@
 #include <criterion/criterion.h>
 #include <slotmalloc.h>
 
+#include "testutil.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -26,23 +28,11 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x4a4e444cULL;
+static tu_rng_t rng = {0x4a4e444cULL};
 
-static uint64_t rng_next(void) /* splitmix64 */
-{
-  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return tu_rng_next(&rng); }
 
-/* p, hidden from the compiler, so that using it after free is not flagged or folded. */
-static inline void *opaque(const void *p)
-{
-  uintptr_t v = (uintptr_t)p;
-  __asm__ volatile("" : "+r"(v));
-  return (void *)v;
-}
+#define opaque(p) tu_opaque((void *)(p))
 
 /* Sizes 1 B .. max: 1, 8, then around every power of two from 16 on. */
 static size_t make_sizes(size_t *out, size_t max)
@@ -337,7 +327,7 @@ Test(handle, random_values_deref_null)
     live[i] = i % 2 ? malloc(s) : sm_arena_malloc(a, s);
     cr_assert_not_null(live[i]);
   }
-  rng_state = 0x00c0ffee;
+  rng = tu_rng(0x00c0ffee);
   struct probe pr = {0};
   for (size_t i = 0; i < 1000000; i++)
     probe_value(&pr, rng_next());
@@ -405,7 +395,7 @@ Test(handle, forged_generations_deref_null)
   /* Values that differ from the live handle only in those bits name the same slot at another
    * generation: none is live, so all deref to NULL. */
   struct probe strict = {0};
-  rng_state = 0xf0f0;
+  rng = tu_rng(0xf0f0);
   for (int i = 0; i < 200000; i++) {
     uint64_t v = (live & ~gmask) | (rng_next() & gmask);
     if (v != live)
