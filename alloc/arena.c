@@ -136,9 +136,9 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
   }
   smi_unlock(&a->lock);
   if (!b) b = smi_pool_take(a, cls);
-  if (b && b->used == 0 && b->retired > b->nslots / 8 && smi_block_format(b, cls)) {
-    /* Empty, with many slots retired by generation wrap: re-cut it now. */
-  }
+  /* Empty, with many slots retired by generation wrap: re-cut it now (if its
+   * epochs are used up it stays as it is, retired slots and all). */
+  if (b && b->used == 0 && b->retired > b->nslots / 8) smi_block_format(b, cls);
   if (b) {
     b->arena = a;
     b->owner = owner_of(a);
@@ -204,7 +204,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     errno = ENOMEM;
     return NULL;
   }
-  if (smi_unlikely((++a->slow_calls & 255) == 0)) smi_arena_upkeep(a);
+  if (smi_unlikely((++a->slow_calls & 255) == 0)) smi_arena_upkeep(a, false);
   if (smi_unlikely(smi_dismantle_waiting())) smi_dismantle(SMI_DISMANTLE_BATCH);
   unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size, align) : SMI_CLASSES;
   size_t usable = cls < SMI_CLASSES ? smi_class_size[cls] : size;
@@ -242,9 +242,9 @@ void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
 /* ---- upkeep and thread exit ------------------------------------------------- */
 
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
-void smi_arena_upkeep(sm_arena_t *a) {
+void smi_arena_upkeep(sm_arena_t *a, bool force) {
   uint64_t now = smi_now_ms();
-  if (now - a->last_upkeep_ms < smi_opt.purge_delay_ms / 4 + 1) return;
+  if (!force && now - a->last_upkeep_ms < smi_opt.purge_delay_ms / 4 + 1) return;
   a->last_upkeep_ms = now;
   smi_lock(&a->lock);
   revisit(a);

@@ -148,7 +148,7 @@ void smi_arena_block_add(sm_arena_t *a, smi_block_t *b);   /* under a->lock */
 void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */
 size_t smi_block_collect(smi_block_t *b);                   /* remote frees -> freelist */
 bool smi_arena_is_closed(const sm_arena_t *a);
-void smi_arena_upkeep(sm_arena_t *a);
+void smi_arena_upkeep(sm_arena_t *a, bool force); /* empty blocks back to the pool */
 
 /* pool.c */
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);

@@ -1,6 +1,7 @@
 /* options.c: runtime options from SLOTMALLOC_* environment variables, read
  * without allocating (getenv only scans environ). Read at the first heap set-up;
  * read again later if the environment was not there yet (very early preload). */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -44,4 +45,13 @@ void smi_options_load(void) {
   smi_os_numa_local = smi_opt.numa;
   long cache = read_num("SLOTMALLOC_LARGE_CACHE_MB", 64);
   smi_opt.large_cache = cache < 0 ? 0 : (size_t)cache << 20;
+  if (smi_opt.verbose) {
+    char line[256];
+    snprintf(line, sizeof line,
+             "slotmalloc: options abort_on_error=%d stats=%d verbose=%d purge_delay_ms=%u large_cache_mb=%zu "
+             "numa=%d\n",
+             smi_opt.abort_on_error, smi_opt.stats, smi_opt.verbose, smi_opt.purge_delay_ms,
+             smi_opt.large_cache >> 20, smi_opt.numa);
+    smi_message(line);
+  }
 }

@@ -2,6 +2,7 @@
  * given back to the OS after the purge delay); blocks abandoned by exited
  * threads wait for a thread to adopt them; blocks of closed arenas wait in the
  * dismantle queue, worked in small batches. */
+#include <stdio.h>
 #include <time.h>
 
 #include "internal.h"
@@ -97,6 +98,12 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
     if (!b) {
       purge_other_kinds(kind, SMI_SEG_SIZE);
       smi_segment_t *seg = smi_segment_new(kind);
+      if (smi_opt.verbose >= 2) {
+        char line[128];
+        snprintf(line, sizeof line, "slotmalloc: new segment %p (kind %u) for size class %u%s\n", (void *)seg,
+                 kind, smi_class_size[cls], seg ? "" : ": the OS refused");
+        smi_message(line);
+      }
       if (!seg) return NULL;
       smi_lock(&pool_lock);
       for (uint32_t i = seg->nblocks; i-- > 1;) {
@@ -186,13 +193,21 @@ void smi_pool_upkeep(bool force) {
       }
     }
   }
+  size_t purged = 0;
   for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
     for (smi_block_t *b = empty[k].head; b; b = b->next) {
-      if (!(b->flags & SMI_BLOCK_DECOMMITTED) && (force || now - b->empty_since >= delay))
+      if (!(b->flags & SMI_BLOCK_DECOMMITTED) && (force || now - b->empty_since >= delay)) {
         smi_block_decommit(b);
+        purged += smi_block_span(b);
+      }
     }
   }
   smi_unlock(&pool_lock);
+  if (purged && smi_opt.verbose >= 2) {
+    char line[96];
+    snprintf(line, sizeof line, "slotmalloc: %zu KiB of empty blocks given back to the OS\n", purged >> 10);
+    smi_message(line);
+  }
   smi_large_cache_upkeep(force);
 }
 

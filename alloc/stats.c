@@ -84,7 +84,7 @@ size_t sm_stats_json(sm_arena_t *a, char *buf, size_t size) {
 }
 
 void smi_stats_at_exit(void) {
-  if (!smi_opt.stats) return;
+  if (!smi_opt.stats && !smi_opt.verbose) return;
   char text[1024];
   sm_stats_text(NULL, text, sizeof text);
   smi_message(text);

@@ -314,7 +314,7 @@ size_t sm_collect(size_t budget) {
   size_t done = smi_dismantle(budget);
   if (budget == SIZE_MAX) {
     sm_arena_t *a = smi_tls_cur;
-    if (a != &smi_arena_empty) smi_arena_upkeep(a);
+    if (a != &smi_arena_empty) smi_arena_upkeep(a, true);
     smi_pool_upkeep(true);
   }
   return done;

@@ -5,6 +5,7 @@
  * constructor. The __libc_* names are aliases, so glibc-internal callers and
  * programs that call them directly land here too. */
 #include <errno.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,6 +53,18 @@ SM_EXPORT void *pvalloc(size_t size) {
   }
   size_t rounded = (size + page - 1) & ~(page - 1);
   return sm_aligned_alloc(page, rounded ? rounded : page);
+}
+
+/* malloc_trim gives back what can be given back now: the deferred dismantling
+ * of closed arenas, empty blocks and cached large objects (the pad is not
+ * needed). Returns 1 if memory was released, as glibc does. */
+SM_EXPORT int malloc_trim(size_t pad) {
+  (void)pad;
+  sm_stats_t before, after;
+  sm_arena_stats(NULL, &before);
+  sm_collect(SIZE_MAX);
+  sm_arena_stats(NULL, &after);
+  return after.bytes_committed < before.bytes_committed;
 }
 
 /* C23 sized frees: the size is not needed, the slot knows it. */
