@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <malloc.h>
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -725,4 +726,27 @@ Test(malloc, libc_internal_names_are_ours) {
   p[2] = __libc_realloc(p[2], 5000);
   cr_assert_not_null(p[2]);
   for (int i = 0; i < 4; i++) (i % 2 ? free : __libc_free)(p[i]);
+}
+
+/* malloc_trim gives memory back at once: after 20,000 objects and a large one
+ * are freed, it reports a release and the committed bytes go down. */
+Test(malloc, malloc_trim_releases_memory) {
+  enum { N = 20000 };
+  static void *v[N];
+  for (int i = 0; i < N; i++) {
+    v[i] = malloc(200);
+    cr_assert_not_null(v[i]);
+    memset(v[i], 1, 200);
+  }
+  void *big = malloc((size_t)6 << 20);
+  cr_assert_not_null(big);
+  memset(big, 1, (size_t)6 << 20);
+  for (int i = 0; i < N; i++) free(v[i]);
+  free(big);
+  sm_stats_t before, after;
+  sm_arena_stats(NULL, &before);
+  cr_assert_eq(malloc_trim(0), 1, "malloc_trim released nothing");
+  sm_arena_stats(NULL, &after);
+  cr_assert_lt(after.bytes_committed + ((size_t)4 << 20), before.bytes_committed,
+               "committed %zu before malloc_trim, %zu after", before.bytes_committed, after.bytes_committed);
 }

@@ -375,6 +375,28 @@ Test(preload, stats_prove_preload, .timeout = 120) {
   }
 }
 
+/* SLOTMALLOC_VERBOSE=1 prints the options in force once, at start-up, then the
+ * statistics at exit; SLOTMALLOC_VERBOSE=2 also reports every segment mapped. */
+Test(preload, verbose_levels, .timeout = 120) {
+  const char *sh = need_prog("bash");
+  char *argv[] = {(char *)sh, "-c", "i=0; while [ $i -lt 3000 ]; do v=\"$v$i\"; i=$((i+1)); done; echo ${#v}", NULL};
+  const char *v1[] = {"SLOTMALLOC_VERBOSE=1", NULL};
+  const char *v2[] = {"SLOTMALLOC_VERBOSE=2", NULL};
+  tu_proc_t one, two;
+  run_one(argv, v1, 1, "/", NULL, &one);
+  run_one(argv, v2, 1, "/", NULL, &two);
+  cr_assert(WIFEXITED(one.status) && WEXITSTATUS(one.status) == 0, "bash failed: %s", one.err);
+  const char *opt = strstr(one.err, "slotmalloc: options abort_on_error=1 stats=0 verbose=1 purge_delay_ms=250");
+  cr_assert_not_null(opt, "no options line with SLOTMALLOC_VERBOSE=1:\n%.2000s", one.err);
+  cr_assert_null(strstr(opt + 1, "slotmalloc: options"), "the options line was printed twice");
+  cr_assert_not_null(strstr(one.err, "slotmalloc stats (process)"), "no statistics at exit:\n%.2000s", one.err);
+  cr_assert_null(strstr(one.err, "new segment"), "level 1 reported segments");
+  cr_assert_not_null(strstr(two.err, "slotmalloc: new segment 0x"), "level 2 reported no segment:\n%.2000s",
+                     two.err);
+  tu_proc_free(&one);
+  tu_proc_free(&two);
+}
+
 /* ---- the static build ------------------------------------------------------------------- */
 #ifdef SM_STATIC_PROG
 /* static_prog (linked with libslotmalloc.a, no LD_PRELOAD) exits 0, and with
