@@ -144,7 +144,6 @@ void smi_blist_push_tail(smi_blist_t *l, smi_block_t *b);
 void smi_blist_remove(smi_blist_t *l, smi_block_t *b);
 void smi_arena_init(sm_arena_t *a, uint8_t type);
 void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);
-void smi_arena_block_add(sm_arena_t *a, smi_block_t *b);   /* under a->lock */
 void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */
 size_t smi_block_collect(smi_block_t *b);                   /* remote frees -> freelist */
 bool smi_arena_is_closed(const sm_arena_t *a);
@@ -163,7 +162,6 @@ bool smi_dismantle_waiting(void);
 #define SMI_DISMANTLE_ON_CLOSE 64 /* blocks dismantled by sm_arena_close itself */
 smi_lock_t *smi_pool_lock(void);
 uint64_t smi_now_ms(void);
-size_t smi_pool_blocks(void);
 void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics */
 
 /* large.c */

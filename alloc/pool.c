@@ -11,7 +11,6 @@
 
 static smi_lock_t pool_lock = SMI_LOCK_INIT;
 static smi_blist_t empty[SMI_KINDS_OF_BLOCKS];
-static size_t empty_count;
 static smi_blist_t abandoned[SMI_CLASSES];      /* may have room: adopt these first */
 static smi_blist_t abandoned_full[SMI_CLASSES]; /* had no room when last looked at */
 static smi_blist_t dismantle_blocks;
@@ -43,7 +42,6 @@ static smi_block_t *adopt(unsigned cls) {
       b->arena = NULL;
       b->empty_since = smi_now_ms();
       smi_blist_push(&empty[b->kind], b);
-      empty_count++;
       continue;
     }
     if (b->free || b->bump < b->nslots) return b;
@@ -90,10 +88,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       }
     }
     if (!b) b = empty[kind].head;
-    if (b) {
-      smi_blist_remove(&empty[kind], b);
-      empty_count--;
-    }
+    if (b) smi_blist_remove(&empty[kind], b);
     smi_unlock(&pool_lock);
     if (!b) {
       purge_other_kinds(kind, SMI_SEG_SIZE);
@@ -109,7 +104,6 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       for (uint32_t i = seg->nblocks; i-- > 1;) {
         seg->blocks[i].empty_since = smi_now_ms();
         smi_blist_push(&empty[kind], &seg->blocks[i]);
-        empty_count++;
       }
       smi_unlock(&pool_lock);
       b = &seg->blocks[0];
@@ -129,7 +123,6 @@ void smi_pool_give(smi_block_t *b) {
   b->empty_since = smi_now_ms();
   smi_lock(&pool_lock);
   smi_blist_push(&empty[b->kind], b);
-  empty_count++;
   smi_unlock(&pool_lock);
 }
 
@@ -157,13 +150,6 @@ void smi_pool_count_abandoned(sm_stats_t *s) {
   smi_unlock(&pool_lock);
 }
 
-size_t smi_pool_blocks(void) {
-  smi_lock(&pool_lock);
-  size_t n = empty_count;
-  smi_unlock(&pool_lock);
-  return n;
-}
-
 /* Gives the memory of blocks empty for longer than the purge delay back to the
  * OS; also collects abandoned blocks that other threads emptied. Runs at most
  * every quarter delay unless forced. */
@@ -189,7 +175,6 @@ void smi_pool_upkeep(bool force) {
         b->arena = NULL;
         b->empty_since = now;
         smi_blist_push(&empty[b->kind], b);
-        empty_count++;
       }
     }
   }
