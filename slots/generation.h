@@ -10,9 +10,9 @@
 /* Advances every live (odd) generation, making its slot free and every handle
  * of it stale: the sweep behind closing an arena. Returns the live slots seen. */
 size_t smi_gens_close(uint8_t *gens, size_t n);
-/* Fills a fresh table: slot i starts at generation 2i (mod 256), so the slots
- * of a block reach the wrap (and retire) at different times, not all in the
- * same round of reuse. */
+/* Fills a fresh table: slot i starts at generation 2i mod 64, so the slots of
+ * a block reach the wrap (and retire) spread over 32 rounds of reuse, not all
+ * in the same round, and none before its 96th allocation. */
 void smi_gens_fresh(uint8_t *gens, size_t n);
 /* Counts the live (odd) generations. */
 size_t smi_gens_count_live(const uint8_t *gens, size_t n);
