@@ -220,6 +220,19 @@ Test(preload, sqlite3, .timeout = 400, .fini = cleanup_tmpdirs) {
   compare_runs("sqlite3", argv, NULL, a, b, script, 2000);
 }
 
+/* The same sqlite3 job with the options at their edges (NUMA-local segments,
+ * no purge delay, no large-object cache): the same output. */
+Test(preload, sqlite3_with_options, .timeout = 400, .fini = cleanup_tmpdirs) {
+  const char *sq = need_prog("sqlite3");
+  char *a = make_tmpdir(), *b = make_tmpdir();
+  write_file(a, "script.sql", SQL_SCRIPT, sizeof SQL_SCRIPT - 1);
+  char script[PATH_MAX];
+  snprintf(script, sizeof script, "%s/script.sql", a);
+  char *argv[] = {(char *)sq, "-batch", "test.db", NULL};
+  const char *set[] = {"SLOTMALLOC_NUMA=1", "SLOTMALLOC_PURGE_DELAY_MS=0", "SLOTMALLOC_LARGE_CACHE_MB=0", NULL};
+  compare_runs("sqlite3 (options)", argv, set, a, b, script, 2000);
+}
+
 /* ---- git ---------------------------------------------------------------------------- */
 static const char GIT_SCRIPT[] =
     "set -e\n"
