@@ -25,10 +25,11 @@ uint64_t smi_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* A block can serve class cls as it is, or must be formatted first. */
+/* A block can serve class cls as it is (or reopened after its arena closed)
+ * without a new incarnation; otherwise it must be cut again. */
 static bool ready_for(const smi_block_t *b, unsigned cls) {
-  return (b->flags & SMI_BLOCK_FORMATTED) && b->cls == cls && !b->retired && b->used == 0 &&
-         !(b->flags & (SMI_BLOCK_DECOMMITTED | SMI_BLOCK_CLOSED));
+  if (!(b->flags & SMI_BLOCK_FORMATTED) || b->cls != cls || (b->flags & SMI_BLOCK_DECOMMITTED)) return false;
+  return (b->flags & SMI_BLOCK_CLOSED) || (!b->retired && b->used == 0);
 }
 
 static smi_block_t *adopt(unsigned cls) {
@@ -108,7 +109,10 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       smi_unlock(&pool_lock);
       b = &seg->blocks[0];
     }
-    if (ready_for(b, cls)) return b;
+    if (ready_for(b, cls)) {
+      if (b->flags & SMI_BLOCK_CLOSED) smi_block_reopen(b);
+      return b;
+    }
     if (b->flags & SMI_BLOCK_DECOMMITTED) smi_os_account_recommit(smi_block_span(b));
     if (smi_block_format(b, cls)) return b;
     /* Its epochs are used up: it stays out of service for good. */

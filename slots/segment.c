@@ -142,6 +142,24 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   return true;
 }
 
+void smi_block_reopen(smi_block_t *b) {
+  b->free = NULL;
+  b->used = 0;
+  b->retired = 0;
+  atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
+  /* Slots below bump, in descending order so that allocation ascends. */
+  for (uint32_t i = b->bump; i-- > 0;) {
+    if (b->gens[i] == 0) {
+      b->retired++;
+      continue;
+    }
+    smi_free_t *f = (smi_free_t *)smi_slot_addr(b, i);
+    f->next = b->free;
+    b->free = f;
+  }
+  b->flags &= (uint8_t)~SMI_BLOCK_CLOSED;
+}
+
 bool smi_block_extend(smi_block_t *b) {
   uint32_t left = b->nslots - b->bump;
   if (!left) return false;

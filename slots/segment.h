@@ -164,6 +164,11 @@ size_t smi_block_span(const smi_block_t *b);
  * Advances the block's epoch when it held slots before. false if the block's
  * epochs are used up (it is then marked retired). */
 bool smi_block_format(smi_block_t *b, unsigned cls);
+/* Makes a block of a closed arena serve its class again without a new
+ * incarnation (so closing arenas does not use up epochs): the close sweep left
+ * every generation even, and they go on from there; a slot handed out before
+ * whose generation reads 0 wrapped, and retires. */
+void smi_block_reopen(smi_block_t *b);
 /* Moves up to a page worth of never-used slots onto the freelist; false if none are left. */
 bool smi_block_extend(smi_block_t *b);
 /* Gives the block's slot memory back to the OS (the generation table too). */

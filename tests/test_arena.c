@@ -1171,3 +1171,26 @@ Test(stats, text_and_json)
   }
   drop(a);
 }
+
+/* Arenas closed and made again 300 times reuse the same blocks (reopened
+ * without a new epoch): no handle of any earlier round ever derefs again. */
+Test(close, reused_blocks_keep_old_handles_stale)
+{
+  enum { ROUNDS = 300, PER = 64 };
+  static sm_handle_t old[ROUNDS * PER];
+  size_t n = 0;
+  for (int r = 0; r < ROUNDS; r++) {
+    sm_arena_t *a = sm_arena_new(NULL);
+    cr_assert_not_null(a);
+    for (int i = 0; i < PER; i++) {
+      sm_handle_t h = sm_arena_halloc(a, 32);
+      cr_assert_neq(h, 0);
+      old[n++] = h;
+    }
+    sm_arena_close(a);
+    sm_arena_release(a);
+    sm_collect(SIZE_MAX);
+    for (size_t k = 0; k < n; k++)
+      cr_assert_null(sm_deref(old[k]), "round %d: handle %zu of an earlier round derefs again", r, k);
+  }
+}

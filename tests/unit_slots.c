@@ -149,3 +149,36 @@ Test(segment, map_rejects_foreign_addresses) {
   cr_assert_eq(smi_map_of(~(uintptr_t)0), SMI_MAP_NONE);
   cr_assert_eq(smi_map_of((uintptr_t)1 << 47), SMI_MAP_NONE);
 }
+
+/* A block of a closed arena reopens for its class without a new epoch: its
+ * generations go on from the close sweep; a slot whose generation wrapped
+ * (reads 0) retires, every other slot handed out before is free again. */
+Test(segment, reopen_keeps_epoch_and_retires_wrapped_slots) {
+  smi_segment_t *seg = smi_segment_new(SMI_KIND_SMALL);
+  smi_block_t *b = &seg->blocks[2];
+  cr_assert(smi_block_format(b, 1)); /* 32-byte slots */
+  cr_assert(smi_block_extend(b));    /* 128 slots handed to the freelist */
+  uint32_t epoch = atomic_load(&b->epoch);
+  b->gens[5] = 255;  /* live, about to wrap */
+  b->gens[7] = 13;   /* live */
+  b->gens[9] = 40;   /* free */
+  size_t fresh_zero = 0;
+  for (uint32_t i = 0; i < b->bump; i++) fresh_zero += b->gens[i] == 0;
+  cr_assert_eq(smi_gens_close(b->gens, smi_gens_len(b->nslots)), 2);
+  b->flags |= SMI_BLOCK_CLOSED;
+  smi_block_reopen(b);
+  cr_assert_eq(atomic_load(&b->epoch), epoch, "reopening used an epoch");
+  cr_assert_eq(b->gens[5], 0);
+  cr_assert_eq(b->gens[7], 14);
+  cr_assert_eq(b->retired, fresh_zero + 1);
+  size_t n = 0;
+  uint8_t *last = NULL;
+  for (smi_free_t *f = b->free; f; f = f->next, n++) {
+    uint32_t i = smi_slot_index(b, (uintptr_t)f);
+    cr_assert_neq(b->gens[i], 0, "slot %u with generation 0 is free", i);
+    cr_assert_gt((uint8_t *)f, last, "the freelist is not in address order");
+    last = (uint8_t *)f;
+  }
+  cr_assert_eq(n, b->bump - b->retired);
+  cr_assert_eq(b->flags & SMI_BLOCK_CLOSED, 0);
+}
