@@ -103,6 +103,15 @@ static bool has_room(smi_block_t *b) {
   return b->free || b->bump < b->nslots;
 }
 
+void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
+  if (atomic_exchange_explicit(&b->queued, 1, memory_order_acq_rel)) return; /* on a stack already */
+  smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
+  do {
+    b->revisit_next = top;
+  } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release,
+                                                  memory_order_relaxed));
+}
+
 /* Full blocks that other threads freed into come back to the avail lists
  * (under a->lock). */
 static void revisit(sm_arena_t *a) {
@@ -154,14 +163,7 @@ static void retire_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
   b->used--;
   __atomic_store_n(&b->owner, full_tag(a), __ATOMIC_SEQ_CST);
   /* A remote free that saw the untagged owner did not queue the block: check. */
-  if (atomic_load_explicit(&b->remote, memory_order_seq_cst) &&
-      !atomic_exchange_explicit(&b->queued, 1, memory_order_acq_rel)) {
-    smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
-    do {
-      b->revisit_next = top;
-    } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release,
-                                                    memory_order_relaxed));
-  }
+  if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
   smi_blist_push(&a->full, b);
   set_current(a, cls, &smi_block_empty);
   smi_unlock(&a->lock);

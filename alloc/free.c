@@ -48,15 +48,7 @@ static void remote_push(smi_block_t *b, void *p, bool wrapped) {
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_seq_cst,
                                                   memory_order_relaxed));
   uintptr_t owner = (uintptr_t)__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
-  if ((owner & 1) && !atomic_exchange_explicit(&b->queued, 1, memory_order_acq_rel)) {
-    /* A full block: put it on its arena's revisit stack, once. */
-    sm_arena_t *a = (sm_arena_t *)(owner & ~(uintptr_t)1);
-    smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
-    do {
-      b->revisit_next = top;
-    } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release,
-                                                    memory_order_relaxed));
-  }
+  if (owner & 1) smi_revisit_push((sm_arena_t *)(owner & ~(uintptr_t)1), b); /* a full block */
 }
 
 /* Frees slot i of b from a thread that does not own the block. The generation
