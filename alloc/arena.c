@@ -60,7 +60,7 @@ static inline sm_arena_t *owner_of(sm_arena_t *a) { return a->limit ? NULL : a; 
 static inline sm_arena_t *full_tag(sm_arena_t *a) { return (sm_arena_t *)((uintptr_t)a | 1); }
 
 /* Points every direct slot of class cls at b (the class's current block). */
-static void set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
+void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
   a->current[cls] = b;
   uint32_t size = smi_class_size[cls];
   if (size > SMI_DIRECT_MAX) return;
@@ -165,7 +165,7 @@ static void retire_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
   /* A remote free that saw the untagged owner did not queue the block: check. */
   if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
   smi_blist_push(&a->full, b);
-  set_current(a, cls, &smi_block_empty);
+  smi_arena_set_current(a, cls, &smi_block_empty);
   smi_unlock(&a->lock);
 }
 
@@ -185,7 +185,7 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
     b = next_block(a, cls);
     if (!b) return NULL;
     smi_lock(&a->lock);
-    set_current(a, cls, b);
+    smi_arena_set_current(a, cls, b);
     smi_unlock(&a->lock);
   }
 }
@@ -281,7 +281,7 @@ void smi_arena_abandon_all(sm_arena_t *a) {
     smi_block_t *b = a->current[cls];
     if (b != &smi_block_empty) {
       b->used--;
-      set_current(a, cls, &smi_block_empty);
+      smi_arena_set_current(a, cls, &smi_block_empty);
       leave(b);
     }
     while ((b = a->avail[cls].head) != NULL) {

@@ -144,6 +144,9 @@ void smi_blist_push_tail(smi_blist_t *l, smi_block_t *b);
 void smi_blist_remove(smi_blist_t *l, smi_block_t *b);
 /* Puts a full block on its arena's revisit stack (once: its queued flag). */
 void smi_revisit_push(sm_arena_t *a, smi_block_t *b);
+/* Makes b the current block of cls, and the direct slots follow (empty ones
+ * while the arena has a cap). Under a->lock. */
+void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b);
 void smi_arena_init(sm_arena_t *a, uint8_t type);
 void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);
 void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */

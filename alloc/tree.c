@@ -298,13 +298,7 @@ int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
     smi_block_t *cur = a->current[cls];
     if (cur != &smi_block_empty) cur->owner = owner;
     for (smi_block_t *b = a->avail[cls].head; b; b = b->next) b->owner = owner;
-    uint32_t size = smi_class_size[cls];
-    if (size <= SMI_DIRECT_MAX) {
-      for (size_t i = size >> 4; smi_direct_class[i] == cls; i--) {
-        a->direct[i] = bytes ? &smi_block_empty : cur;
-        if (i == 0) break;
-      }
-    }
+    smi_arena_set_current(a, cls, cur);
   }
   smi_unlock(&a->lock);
   return 0;
