@@ -201,7 +201,7 @@ typedef struct {
   bool abort_on_error; /* SLOTMALLOC_ABORT_ON_ERROR (default 1) */
   bool stats;          /* SLOTMALLOC_STATS: print statistics at exit */
   int verbose;         /* SLOTMALLOC_VERBOSE */
-  uint32_t purge_delay_ms; /* SLOTMALLOC_PURGE_DELAY_MS (default 250) */
+  uint32_t purge_delay_ms; /* SLOTMALLOC_PURGE_DELAY_MS (default 100) */
   bool numa;           /* SLOTMALLOC_NUMA (default 0): bind new segments to the thread's node */
   size_t large_cache;  /* SLOTMALLOC_LARGE_CACHE_MB (default 64) */
 } smi_options_t;

@@ -11,7 +11,7 @@ smi_options_t smi_opt = {
   .abort_on_error = true,
   .stats = false,
   .verbose = 0,
-  .purge_delay_ms = 250,
+  .purge_delay_ms = 100,
   .numa = false,
   .large_cache = (size_t)64 << 20,
 };
@@ -39,7 +39,7 @@ void smi_options_load(void) {
   smi_opt.abort_on_error = read_num("SLOTMALLOC_ABORT_ON_ERROR", 1) != 0;
   smi_opt.stats = read_num("SLOTMALLOC_STATS", 0) != 0;
   smi_opt.verbose = (int)read_num("SLOTMALLOC_VERBOSE", 0);
-  long delay = read_num("SLOTMALLOC_PURGE_DELAY_MS", 250);
+  long delay = read_num("SLOTMALLOC_PURGE_DELAY_MS", 100);
   smi_opt.purge_delay_ms = delay < 0 ? 0 : (uint32_t)delay;
   smi_opt.numa = read_num("SLOTMALLOC_NUMA", 0) != 0;
   smi_os_numa_local = smi_opt.numa;
