@@ -13,7 +13,7 @@ set -u
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-packages=(cmake gcc make libcriterion-dev libhwloc-dev pkg-config python3 sqlite3 git)
+packages=(cmake gcc make libcriterion-dev libhwloc-dev pkg-config python3 sqlite3 git valgrind)
 
 # ---- dependencies ------------------------------------------------------------------
 missing=()
