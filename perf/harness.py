@@ -455,6 +455,13 @@ class Report:
     def failed(self, w, a):
         return any(not r.ok for r in self.runs.get((w, a), []))
 
+    def cell_stat(self, w, a, metric):
+        """The statistics of one table cell, or None and what the cell says instead."""
+        if (w, a) not in self.runs:
+            return None, "n/a"
+        s = self.stat(w, a, metric)
+        return (s, "") if s is not None else (None, "FAIL")
+
     def stat(self, w, a, metric):
         rs = self.ok_runs(w, a)
         if not rs or self.failed(w, a):
@@ -516,12 +523,9 @@ class Report:
             for w in mw:
                 cells = []
                 for a in allocs:
-                    if (w.name, a.name) not in self.runs:
-                        cells.append("n/a")
-                        continue
-                    s = self.stat(w.name, a.name, metric)
+                    s, missing = self.cell_stat(w.name, a.name, metric)
                     if s is None:
-                        cells.append("FAIL")
+                        cells.append(missing)
                         continue
                     v = fmt_mib(s["median"]) if metric == "rss" else fmt_secs(s["median"])
                     spread = (s["max"] - s["min"]) / 2 / s["median"] * 100 if s["median"] else 0
@@ -639,12 +643,9 @@ class Report:
             for w in mw:
                 cells = []
                 for a in allocs:
-                    if (w.name, a.name) not in self.runs:
-                        cells.append("n/a")
-                        continue
-                    s = self.stat(w.name, a.name, metric)
+                    s, missing = self.cell_stat(w.name, a.name, metric)
                     if s is None:
-                        cells.append("**FAIL**")
+                        cells.append("**FAIL**" if missing == "FAIL" else missing)
                         continue
                     f = fmt_mib if metric == "rss" else fmt_secs
                     r = self.ratio(w.name, a.name, metric)

@@ -208,29 +208,27 @@ static const char SQL_SCRIPT[] =
     "SELECT name FROM t WHERE name LIKE 'NAME-0001%' ORDER BY name;\n"
     "PRAGMA integrity_check;\n";
 
-/* sqlite3: 50k rows inserted through a recursive CTE into a file database,
- * indexes, GROUP BY / ORDER BY / JOIN queries, UPDATE, DELETE, VACUUM. */
-Test(preload, sqlite3, .timeout = 400, .fini = cleanup_tmpdirs) {
+/* Runs the sqlite3 job (script from a file, database in each run's own
+ * folder) plain and preloaded, with the environment set, and compares. */
+static void sqlite3_job(const char *what, const char *const *set) {
   const char *sq = need_prog("sqlite3");
   char *a = make_tmpdir(), *b = make_tmpdir();
   write_file(a, "script.sql", SQL_SCRIPT, sizeof SQL_SCRIPT - 1);
   char script[PATH_MAX];
   snprintf(script, sizeof script, "%s/script.sql", a);
   char *argv[] = {(char *)sq, "-batch", "test.db", NULL};
-  compare_runs("sqlite3", argv, NULL, a, b, script, 2000);
+  compare_runs(what, argv, set, a, b, script, 2000);
 }
+
+/* sqlite3: 50k rows inserted through a recursive CTE into a file database,
+ * indexes, GROUP BY / ORDER BY / JOIN queries, UPDATE, DELETE, VACUUM. */
+Test(preload, sqlite3, .timeout = 400, .fini = cleanup_tmpdirs) { sqlite3_job("sqlite3", NULL); }
 
 /* The same sqlite3 job with the options at their edges (NUMA-local segments,
  * no purge delay, no large-object cache): the same output. */
 Test(preload, sqlite3_with_options, .timeout = 400, .fini = cleanup_tmpdirs) {
-  const char *sq = need_prog("sqlite3");
-  char *a = make_tmpdir(), *b = make_tmpdir();
-  write_file(a, "script.sql", SQL_SCRIPT, sizeof SQL_SCRIPT - 1);
-  char script[PATH_MAX];
-  snprintf(script, sizeof script, "%s/script.sql", a);
-  char *argv[] = {(char *)sq, "-batch", "test.db", NULL};
   const char *set[] = {"SLOTMALLOC_NUMA=1", "SLOTMALLOC_PURGE_DELAY_MS=0", "SLOTMALLOC_LARGE_CACHE_MB=0", NULL};
-  compare_runs("sqlite3 (options)", argv, set, a, b, script, 2000);
+  sqlite3_job("sqlite3 (options)", set);
 }
 
 /* ---- git ---------------------------------------------------------------------------- */
