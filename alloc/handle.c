@@ -63,7 +63,7 @@ static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *se
 }
 
 /* Parity by popcnt where the CPU has it (chosen once, at load time). */
-__attribute__((target_clones("popcnt", "default"))) void *sm_deref(sm_handle_t h) {
+void *sm_deref(sm_handle_t h) {
   if (!__builtin_parityll(h)) return NULL;
   smi_segslot_t *slot = &smi_segtab[h >> H_ID_SHIFT];
   smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
