@@ -54,6 +54,40 @@ void smi_blist_remove(smi_blist_t *l, smi_block_t *b) {
   b->next = b->prev = NULL;
 }
 
+/* Rebuilds the back links and the tail from the forward links, which every
+ * list operation keeps a chain of real blocks at every instant; cuts the
+ * chain after most blocks (a cycle left by a half-done change). */
+static void blist_repair(smi_blist_t *l, size_t most) {
+  smi_block_t *prev = NULL;
+  for (smi_block_t *b = l->head; b; prev = b, b = b->next) {
+    if (!most--) {
+      if (prev) prev->next = NULL;
+      else l->head = NULL;
+      break;
+    }
+    b->prev = prev;
+  }
+  l->tail = prev;
+}
+
+void smi_arena_after_fork(sm_arena_t *a, bool *mine) {
+  if (!smi_lock_orphaned(&a->lock, mine)) return;
+  size_t most = (size_t)smi_segment_ids_used() * SMI_PAGES_PER_SEG;
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) blist_repair(&a->avail[cls], most);
+  blist_repair(&a->full, most);
+  smi_segment_t *prev = NULL;
+  for (smi_segment_t *g = a->large; g; prev = g, g = g->large_next) {
+    if (!most--) {
+      if (prev) prev->large_next = NULL;
+      else a->large = NULL;
+      break;
+    }
+    g->large_prev = prev;
+  }
+  /* The direct slots follow the current blocks again. */
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) smi_arena_set_current(a, cls, a->current[cls]);
+}
+
 /* The owner value of an arena's blocks: frees from the thread allocating in
  * the arena skip atomics; a capped arena counts every free, so it has none. */
 static inline sm_arena_t *owner_of(sm_arena_t *a) { return a->limit ? NULL : a; }

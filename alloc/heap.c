@@ -1,7 +1,8 @@
 /* heap.c: thread heaps. Each thread gets a root arena on its first allocation;
  * at thread exit its empty blocks go back to the pool and blocks that still
  * hold objects are abandoned to the pool, where other threads adopt them.
- * Also the process set-up (options, exit statistics) and fork handling. */
+ * Also the process set-up (options, exit statistics); fork.c has the fork
+ * policy, and this file the walk over heaps and arenas it needs. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@ static void process_init(void) {
   pthread_key_create(&heap_key, heap_done);
   atomic_store(&process_state, 2);
   /* These may allocate: they run after the state is ready. */
-  pthread_atfork(smi_heap_fork_prepare, smi_heap_fork_parent, smi_heap_fork_child);
+  pthread_atfork(NULL, NULL, smi_fork_child); /* no prepare handler: see fork.c */
   atexit(at_exit);
 }
 
@@ -94,58 +95,49 @@ static void heap_done(void *arg) {
   smi_meta_free(h, sizeof *h);
 }
 
-/* ---- fork: every lock is taken before fork and given back after, so the
- * child finds consistent structures; the child then abandons the heaps of the
- * threads it does not have, so their objects can still be freed. */
+/* ---- fork (alloc/fork.c has the policy) ------------------------------------- */
 
-static void each_arena_lock(sm_arena_t *a, bool take) {
-  for (; a; a = a->next_sibling) {
-    if (take) smi_lock(&a->lock);
-    each_arena_lock(a->first_child, take);
+#define FORK_WALK_MAX ((size_t)1 << 22) /* arenas and heaps a child visits at most */
+
+/* Repairs one arena and its subtree in a fork child; relink: the tree lock was
+ * orphaned, so the back links and parents are rebuilt from the forward ones
+ * (which every tree change keeps a valid chain). */
+static void after_fork_subtree(sm_arena_t *a, bool relink, bool *mine, size_t *budget) {
+  smi_arena_after_fork(a, mine);
+  sm_arena_t *prev = NULL;
+  for (sm_arena_t *c = a->first_child; c; prev = c, c = c->next_sibling) {
+    if (!*budget || c == a) { /* a cycle left by a half-done change: cut it */
+      if (prev) prev->next_sibling = NULL;
+      else a->first_child = NULL;
+      break;
+    }
+    --*budget;
+    if (relink) {
+      c->prev_sibling = prev;
+      c->parent = a;
+    }
+    after_fork_subtree(c, relink, mine, budget);
   }
 }
 
-extern smi_lock_t *smi_segment_lock(void);
-
-void smi_heap_fork_prepare(void) {
-  smi_lock(&smi_tree_lock);
-  for (smi_heap_t *h = heaps; h; h = h->next) {
-    smi_lock(&h->root.lock);
-    each_arena_lock(h->root.first_child, true);
+void smi_heap_after_fork(bool *mine) {
+  bool relink = smi_lock_orphaned(&smi_tree_lock, mine);
+  size_t budget = FORK_WALK_MAX;
+  smi_heap_t *prev = NULL;
+  for (smi_heap_t *h = heaps; h; prev = h, h = h->next) {
+    if (!budget) {
+      if (prev) prev->next = NULL;
+      else heaps = NULL;
+      break;
+    }
+    --budget;
+    if (relink) h->prev = prev;
+    after_fork_subtree(&h->root, relink, mine, &budget);
   }
-  smi_lock(&smi_orphans.lock);
-  each_arena_lock(smi_orphans.first_child, true);
-  smi_lock(smi_pool_lock());
-  smi_lock(smi_large_cache_lock());
-  smi_lock(smi_meta_lock());
-  smi_lock(smi_segment_lock());
+  after_fork_subtree(&smi_orphans, relink, mine, &budget);
 }
 
-static void each_arena_unlock(sm_arena_t *a) {
-  for (; a; a = a->next_sibling) {
-    smi_unlock(&a->lock);
-    each_arena_unlock(a->first_child);
-  }
-}
-
-void smi_heap_fork_parent(void) {
-  smi_unlock(smi_segment_lock());
-  smi_unlock(smi_meta_lock());
-  smi_unlock(smi_large_cache_lock());
-  smi_unlock(smi_pool_lock());
-  each_arena_unlock(smi_orphans.first_child);
-  smi_unlock(&smi_orphans.lock);
-  for (smi_heap_t *h = heaps; h; h = h->next) {
-    each_arena_unlock(h->root.first_child);
-    smi_unlock(&h->root.lock);
-  }
-  smi_unlock(&smi_tree_lock);
-}
-
-void smi_heap_fork_child(void) {
-  smi_heap_fork_parent();
-  smi_segment_after_fork_child();
-  /* Only this thread lives on: the other heaps' blocks become orphans. */
+void smi_heap_retire_others(void) {
   smi_heap_t *h = heaps;
   while (h) {
     smi_heap_t *next = h->next;

@@ -136,9 +136,11 @@ static inline bool smi_block_draining(const smi_block_t *b) { return (size_t)b->
 /* heap.c */
 sm_arena_t *smi_heap_init(void);           /* this thread's root arena, made on first use */
 sm_arena_t *smi_root_arena(void);
-void smi_heap_fork_prepare(void);
-void smi_heap_fork_parent(void);
-void smi_heap_fork_child(void);
+void smi_heap_after_fork(bool *mine);      /* fork child: every heap and arena repaired */
+void smi_heap_retire_others(void);          /* fork child: the other threads' heaps retired */
+
+/* fork.c */
+void smi_fork_child(void);                  /* the pthread_atfork child handler */
 
 /* arena.c */
 void smi_blist_push(smi_blist_t *l, smi_block_t *b);
@@ -155,6 +157,8 @@ void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */
 size_t smi_block_collect(smi_block_t *b);                   /* remote frees -> freelist */
 bool smi_arena_is_closed(const sm_arena_t *a);
 void smi_arena_upkeep(sm_arena_t *a, bool force); /* empty blocks back to the pool */
+/* In a fork child: repairs a's lists if a thread the child does not have held its lock. */
+void smi_arena_after_fork(sm_arena_t *a, bool *mine);
 
 /* pool.c */
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);
@@ -167,7 +171,7 @@ size_t smi_dismantle(size_t budget);
 bool smi_dismantle_waiting(void);
 #define SMI_DISMANTLE_BATCH 4    /* blocks dismantled at each allocation slow path */
 #define SMI_DISMANTLE_ON_CLOSE 64 /* blocks dismantled by sm_arena_close itself */
-smi_lock_t *smi_pool_lock(void);
+void smi_pool_after_fork(bool *mine);
 uint64_t smi_now_ms(void);
 void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics */
 
@@ -182,7 +186,7 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead);
 bool smi_large_hfree(uint32_t id, uint64_t tag); /* frees it if tag is still its live tag */
 smi_segment_t *smi_large_of(const void *p); /* the large segment whose object starts at p, or NULL */
 void smi_large_cache_upkeep(bool force);
-smi_lock_t *smi_large_cache_lock(void);
+void smi_large_after_fork(bool *mine);
 void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg);    /* under a->lock */
 void smi_large_list_remove(sm_arena_t *a, smi_segment_t *seg); /* under a->lock */
 
@@ -216,6 +220,6 @@ void smi_stats_at_exit(void);
 /* meta.c: memory for arena and heap structs (never from the arenas themselves) */
 void *smi_meta_alloc(size_t size);
 void smi_meta_free(void *p, size_t size);
-smi_lock_t *smi_meta_lock(void);
+void smi_meta_after_fork(bool *mine);
 
 #endif

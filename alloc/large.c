@@ -12,7 +12,13 @@ static smi_segment_t *cache;   /* linked through large_next */
 static size_t cache_bytes;
 static uint64_t cache_stamp;   /* when the last object entered the cache */
 
-smi_lock_t *smi_large_cache_lock(void) { return &cache_lock; }
+/* In a fork child: if a thread the child does not have was changing the
+ * cache, forget it (its segments stay mapped, unused). */
+void smi_large_after_fork(bool *mine) {
+  if (!smi_lock_orphaned(&cache_lock, mine)) return;
+  cache = NULL;
+  cache_bytes = 0;
+}
 
 void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg) {
   seg->large_prev = NULL;

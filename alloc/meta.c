@@ -16,7 +16,13 @@ static struct {
 } pools[META_SIZES];
 static char *chunk_cur, *chunk_end;
 
-smi_lock_t *smi_meta_lock(void) { return &meta_lock; }
+/* In a fork child: a thread the child does not have may have been half way
+ * through a pop or a new chunk: start afresh (what was free stays unused). */
+void smi_meta_after_fork(bool *mine) {
+  if (!smi_lock_orphaned(&meta_lock, mine)) return;
+  for (int i = 0; i < META_SIZES; i++) pools[i].free = NULL;
+  chunk_cur = chunk_end = NULL;
+}
 
 void *smi_meta_alloc(size_t size) {
   size = (size + 63) & ~(size_t)63;

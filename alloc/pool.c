@@ -17,7 +17,23 @@ static smi_blist_t dismantle_blocks;
 static smi_segment_t *dismantle_large;
 static uint64_t last_purge_ms;
 
-smi_lock_t *smi_pool_lock(void) { return &pool_lock; }
+static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
+
+/* In a fork child: if a thread the child does not have was changing the pool,
+ * its lists are forgotten: their blocks stay out of use in the child (blocks
+ * with live objects can still be freed into), which is safe whatever state
+ * the lists were left in. */
+void smi_pool_after_fork(bool *mine) {
+  if (!smi_lock_orphaned(&pool_lock, mine)) return;
+  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) empty[k] = (smi_blist_t){NULL, NULL};
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    abandoned[cls] = (smi_blist_t){NULL, NULL};
+    abandoned_full[cls] = (smi_blist_t){NULL, NULL};
+  }
+  dismantle_blocks = (smi_blist_t){NULL, NULL};
+  dismantle_large = NULL;
+  atomic_store_explicit(&dismantle_pending, 0, memory_order_relaxed);
+}
 
 uint64_t smi_now_ms(void) {
   struct timespec ts;
@@ -201,8 +217,6 @@ void smi_pool_upkeep(bool force) {
 }
 
 /* ---- the dismantle queue ------------------------------------------------------ */
-
-static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
 
 bool smi_dismantle_waiting(void) { return atomic_load_explicit(&dismantle_pending, memory_order_relaxed) != 0; }
 

@@ -15,14 +15,16 @@ static smi_lock_t ids_lock = SMI_LOCK_INIT;
 static uint32_t ids_next = 1; /* id 0 is never used, so handle 0 is never valid */
 static uint32_t ids_free;     /* stack of released ids (large segments) */
 
-smi_lock_t *smi_segment_lock(void) { return &ids_lock; }
-
-/* Ids are taken under ids_lock. A released id is reused with a new incarnation,
- * unless its incarnations are used up: then it is never reused. */
-static uint32_t id_take(void) {
+/* Ids are taken under ids_lock. An id released by a large segment is reused
+ * only by another large segment, with a new incarnation (unless its
+ * incarnations are used up: then it is never reused). A slot segment always
+ * takes a fresh id: whether an id names a large object or slot blocks is
+ * fixed for the id's life, so a stale large handle can never be read as a
+ * handle of a slot, nor the reverse. */
+static uint32_t id_take(bool large) {
   uint32_t id = 0;
   smi_lock(&ids_lock);
-  if (ids_free) {
+  if (large && ids_free) {
     id = ids_free;
     ids_free = smi_segtab[id].next_free;
   } else if (ids_next < SMI_SEG_IDS) {
@@ -41,7 +43,12 @@ static void id_give_back(uint32_t id) {
   smi_unlock(&ids_lock);
 }
 
-void smi_segment_after_fork_child(void) {
+uint32_t smi_segment_ids_used(void) { return ids_next; }
+
+void smi_segment_after_fork(bool *mine) {
+  /* A pop from the free-id stack may be half done: forget the stack (its ids
+   * are not reused in the child). */
+  if (smi_lock_orphaned(&ids_lock, mine)) ids_free = 0;
   /* Frees that were under way on threads the child does not have never end. */
   for (uint32_t id = 1; id < ids_next; id++) {
     smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
@@ -71,7 +78,7 @@ uint8_t *smi_block_base(const smi_block_t *b) {
 size_t smi_block_span(const smi_block_t *b) { return kinds[b->kind].span; }
 
 smi_segment_t *smi_segment_new(unsigned kind) {
-  uint32_t id = id_take();
+  uint32_t id = id_take(false);
   if (!id) return NULL;
   smi_segment_t *seg = smi_os_map_aligned(SMI_SEG_SIZE, SMI_SEG_SIZE);
   if (!seg) {
@@ -220,7 +227,7 @@ smi_segment_t *smi_large_new(size_t size, size_t align) {
   smi_segment_t *seg = align > SMI_SEG_SIZE ? smi_os_map_offset_aligned(map, align, off)
                                             : smi_os_map_aligned(map, SMI_SEG_SIZE);
   if (!seg) return NULL;
-  uint32_t id = id_take();
+  uint32_t id = id_take(true);
   if (!id) {
     smi_os_unmap(seg, map);
     return NULL;
@@ -251,7 +258,7 @@ void smi_large_revive(smi_segment_t *seg, size_t size) {
   if (slot->incarnation + 1 < SMI_EPOCH_LIMIT) slot->incarnation++;
   else {
     /* The id's incarnations are used up: take a fresh id. */
-    uint32_t id = id_take();
+    uint32_t id = id_take(true);
     if (id) {
       atomic_store_explicit(&slot->seg, NULL, memory_order_release);
       seg->id = id;

@@ -155,8 +155,11 @@ static inline smi_block_t *smi_block_of(const void *p) {
 /* A fresh segment of slot blocks of one kind, zeroed, registered in both maps;
  * its blocks are unformatted. NULL if the OS refuses memory or ids run out. */
 smi_segment_t *smi_segment_new(unsigned kind);
-/* In a fork child: forgets the frees under way on threads that are gone. */
-void smi_segment_after_fork_child(void);
+/* In a fork child (alloc/fork.c): repairs the id stack if a thread the child
+ * does not have held its lock, and forgets the frees under way on such threads. */
+void smi_segment_after_fork(bool *mine);
+/* Ids handed out so far (every segment's id is below it). */
+uint32_t smi_segment_ids_used(void);
 /* Block memory: where the block starts and how long it is. */
 uint8_t *smi_block_base(const smi_block_t *b);
 size_t smi_block_span(const smi_block_t *b);

@@ -1,0 +1,34 @@
+/* fork.c: what a fork child does to the allocator.
+ *
+ * No lock is taken before fork. glibc runs pthread_atfork prepare handlers
+ * before it takes its stdio list lock, and stdio calls malloc while holding
+ * FILE locks, so allocator locks held across fork invert the lock order and
+ * deadlock (glibc bug 19431); and a fork from a signal handler that
+ * interrupted malloc would wait forever for a lock of its own thread.
+ *
+ * Instead the child repairs, with only the forking thread running. A lock
+ * found held in the child was held at the instant of fork:
+ *  - by a thread the child does not have: its critical section never ends and
+ *    may be half done. The lock is freed and what it guards is repaired: lists
+ *    are rebuilt from their forward links (every list change keeps them a
+ *    chain of real blocks), or forgotten where that is simpler and safe (the
+ *    pool, the large cache, free ids: their memory stays unused in the child).
+ *  - by the forking thread itself (fork from a signal handler inside the
+ *    allocator): that code resumes when the handler returns and finishes its
+ *    critical section, so the child leaves it alone and does no more.
+ * Then the heaps of the threads the child does not have are retired, as at
+ * thread exit: their empty blocks go to the pool, blocks with live objects are
+ * abandoned for adoption, and their objects can be freed by the child.
+ * Frees that were under way on vanished threads are forgotten. */
+#include "internal.h"
+
+void smi_fork_child(void) {
+  bool mine = false;
+  smi_segment_after_fork(&mine);
+  smi_meta_after_fork(&mine);
+  smi_large_after_fork(&mine);
+  smi_pool_after_fork(&mine);
+  smi_heap_after_fork(&mine);
+  if (mine) return; /* forked inside the allocator: the interrupted code finishes */
+  smi_heap_retire_others();
+}
