@@ -243,24 +243,34 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (smi_unlikely((++a->slow_calls & 255) == 0)) smi_arena_upkeep(a, false);
   if (smi_unlikely(smi_dismantle_waiting())) smi_dismantle(SMI_DISMANTLE_BATCH);
   unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size, align) : SMI_CLASSES;
-  size_t usable = cls < SMI_CLASSES ? smi_class_size[cls] : size;
-  if (smi_unlikely(a->limit)) {
-    size_t now = atomic_fetch_add(&a->limited_bytes, usable) + usable;
-    if (now > a->limit) {
-      atomic_fetch_sub(&a->limited_bytes, usable);
-      errno = ENOMEM;
-      return NULL;
-    }
+  if (cls == SMI_CLASSES) {
+    void *p = smi_large_malloc(a, size, align, zero); /* charges the cap itself */
+    if (!p) errno = ENOMEM;
+    return p;
   }
-  void *p = cls < SMI_CLASSES ? alloc_from_class(a, cls) : smi_large_malloc(a, size, align, zero);
-  if (smi_unlikely(!p)) {
-    if (a->limit) atomic_fetch_sub(&a->limited_bytes, usable);
+  size_t usable = smi_class_size[cls];
+  if (smi_unlikely(a->limit) && !smi_arena_charge(a, usable)) {
     errno = ENOMEM;
     return NULL;
   }
-  if (zero && cls < SMI_CLASSES) memset(p, 0, usable);
+  void *p = alloc_from_class(a, cls);
+  if (smi_unlikely(!p)) {
+    if (a->limit) smi_arena_uncharge(a, usable);
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (zero) memset(p, 0, usable);
   return p;
 }
+
+bool smi_arena_charge(sm_arena_t *a, size_t bytes) {
+  size_t now = atomic_fetch_add(&a->limited_bytes, bytes) + bytes;
+  if (now <= a->limit) return true;
+  atomic_fetch_sub(&a->limited_bytes, bytes);
+  return false;
+}
+
+void smi_arena_uncharge(sm_arena_t *a, size_t bytes) { atomic_fetch_sub(&a->limited_bytes, bytes); }
 
 void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
   if (smi_unlikely(a == &smi_arena_empty)) {

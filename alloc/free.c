@@ -3,6 +3,7 @@
  * into a full block, large objects, generation wrap, and every kind of misuse,
  * which it reports without touching any object. */
 #include "internal.h"
+#include "slots/generation.h"
 
 /* The slot of u in b, if u is the start of a slot (live or not). */
 static bool slot_of(const smi_block_t *b, uintptr_t u, uint32_t *index) {
@@ -19,11 +20,21 @@ bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
   return slot_of(b, u, index) && (__atomic_load_n(&b->gens[*index], __ATOMIC_ACQUIRE) & 1);
 }
 
+/* A free of slot i, whose generation g is even (not live): a double free if
+ * the slot was handed out since its block was cut, an invalid free if it never
+ * was (its generation is still the fresh one; a slot retired by the wrap reads
+ * 0, so a fresh 0 counts as handed out while the block has retired slots). */
+static void report_not_live(const smi_block_t *b, uint32_t i, void *p, uint8_t g) {
+  bool never = i >= b->bump || (g == smi_gen_fresh(i) && !(g == 0 && b->retired));
+  if (never) smi_report(SMI_ERR_INVALID_FREE, p, 0);
+  else smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
+}
+
 /* Frees slot i of b on the thread that owns the block (no atomics). */
 static void free_local(smi_block_t *b, uint32_t i, void *p) {
   uint8_t g = b->gens[i];
   if (!(g & 1)) {
-    smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
+    report_not_live(b, i, p, g);
     return;
   }
   sm_arena_t *a = b->arena;
@@ -62,7 +73,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   if (!(g & 1)) {
     __atomic_fetch_sub(&b->gens[i], 1, __ATOMIC_RELAXED);
     if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
-    smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
+    report_not_live(b, i, p, g);
     return;
   }
   sm_arena_t *a = b->arena;

@@ -153,6 +153,9 @@ void smi_revisit_push(sm_arena_t *a, smi_block_t *b);
 void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b);
 void smi_arena_init(sm_arena_t *a, uint8_t type);
 void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);
+/* The byte cap (a->limit != 0): counts bytes in; false, counting nothing, past the cap. */
+bool smi_arena_charge(sm_arena_t *a, size_t bytes);
+void smi_arena_uncharge(sm_arena_t *a, size_t bytes);
 void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */
 size_t smi_block_collect(smi_block_t *b);                   /* remote frees -> freelist */
 bool smi_arena_is_closed(const sm_arena_t *a);

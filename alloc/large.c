@@ -115,8 +115,11 @@ static smi_segment_t *cache_take(size_t size, size_t align) {
 
 void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (align < 16) align = 16;
+  if (size == 0) size = 1; /* the object starts inside its mapping, not at its end */
   smi_segment_t *seg = cache_take(size, align);
   if (seg) {
+    /* The object is aligned to align already; a resize that moves it must keep that. */
+    if (align > seg->large_align) seg->large_align = align;
     size_t room = seg->map_size - (size_t)(seg->large_obj - (uint8_t *)seg);
     if ((room < size || room / 2 > size + SMI_OS_PAGE) && !smi_large_resize(&seg, size)) {
       smi_large_unmap(seg);
@@ -132,11 +135,15 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     seg = smi_large_new(size, align);
     if (!seg) return NULL;
   }
+  if (a->limit && !smi_arena_charge(a, seg->large_size)) { /* the cap counts the whole mapping */
+    smi_large_kill(seg);
+    smi_large_free_dead(seg);
+    return NULL;
+  }
   seg->large_arena = a;
   smi_lock(&a->lock);
   smi_large_list_add(a, seg);
   smi_unlock(&a->lock);
-  if (a->limit) atomic_fetch_add(&a->limited_bytes, seg->large_size - size); /* charged size before */
   return seg->large_obj;
 }
 
@@ -175,8 +182,7 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     *dead = true;
     return NULL;
   }
-  size_t old_size = seg->large_size;
-  if (a->limit && size > old_size && atomic_load(&a->limited_bytes) + (size - old_size) > a->limit) {
+  if (a->limit) { /* the caller moves it instead, charging the cap exactly */
     smi_unlock(&a->lock);
     return NULL;
   }
@@ -193,10 +199,6 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     smi_large_revive(moved, size);
   }
   smi_unlock(&a->lock);
-  if (q && a->limit) {
-    atomic_fetch_add(&a->limited_bytes, moved->large_size);
-    atomic_fetch_sub(&a->limited_bytes, old_size);
-  }
   return q;
 }
 

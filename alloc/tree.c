@@ -186,7 +186,9 @@ void *sm_arena_promote(void *p) {
     return NULL;
   }
   size_t size = smi_usable_size(p);
-  void *q = smi_arena_alloc(parent, size, 16, false);
+  smi_segment_t *large = smi_large_of(p);
+  /* A slot's class keeps its alignment; a large object carries the one it was asked for. */
+  void *q = smi_arena_alloc(parent, size, large ? large->large_align : 16, false);
   if (!q) return NULL;
   memcpy(q, p, size);
   smi_free(p);

@@ -26,9 +26,11 @@ SM_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
 SM_EXPORT void *aligned_alloc(size_t alignment, size_t size) { return sm_aligned_alloc(alignment, size); }
 SM_EXPORT size_t malloc_usable_size(void *p) { return sm_usable_size(p); }
 
-/* memalign rounds a non-power-of-two alignment up, as glibc does. */
+/* memalign rounds a non-power-of-two alignment up, as glibc does; only an
+ * alignment that cannot be rounded up (past SIZE_MAX/2 + 1) is EINVAL, and one
+ * that cannot be satisfied is ENOMEM (glibc's malloc/tst-malloc-too-large). */
 SM_EXPORT void *memalign(size_t alignment, size_t size) {
-  if (alignment > ((size_t)1 << 62)) {
+  if (alignment > SIZE_MAX / 2 + 1) {
     errno = EINVAL;
     return NULL;
   }

@@ -204,6 +204,24 @@ static void case_sm_invalid_free_interior(void) {
   sm_free(tu_opaque(p + 32));
 }
 
+/* a slot start of a fresh block that was never handed out: not an object, so
+ * an invalid free (not a double free); freed from another arena's thread
+ * (the remote path) and from the thread allocating there (the local path) */
+static void unused_slot(int local) {
+  sm_arena_t *a = sm_arena_new(NULL); /* its own fresh blocks */
+  if (!a) abort();
+  sm_arena_t *prev = local ? sm_arena_enter(a) : NULL;
+  char *p = local ? malloc(16) : sm_arena_malloc(a, 16);
+  if (!p) abort();
+  witness_add(p, 16);
+  make_witnesses(8);
+  announce(p + 16 * 50);
+  free(tu_opaque(p + 16 * 50));
+  if (local) sm_arena_enter(prev);
+}
+static void case_invalid_free_unused_slot(void) { unused_slot(0); }
+static void case_invalid_free_unused_slot_local(void) { unused_slot(1); }
+
 /* --- invalid reallocs --- */
 static void case_invalid_realloc_interior(void) {
   char *p = malloc(64);
@@ -273,6 +291,8 @@ static const misuse_case_t CASES[] = {
     {"invalid_free_mmap", case_invalid_free_mmap, "invalid free", NULL},
     {"invalid_free_wild", case_invalid_free_wild, "invalid free", NULL},
     {"sm_invalid_free_interior", case_sm_invalid_free_interior, "invalid free", NULL},
+    {"invalid_free_unused_slot", case_invalid_free_unused_slot, "invalid free", NULL},
+    {"invalid_free_unused_slot_local", case_invalid_free_unused_slot_local, "invalid free", NULL},
     {"invalid_realloc_interior", case_invalid_realloc_interior, "invalid realloc", NULL},
     {"invalid_realloc_stack", case_invalid_realloc_stack, "invalid realloc", NULL},
     {"invalid_realloc_global", case_invalid_realloc_global, "invalid realloc", NULL},
@@ -426,6 +446,8 @@ MISUSE_TESTS(invalid_free_global)
 MISUSE_TESTS(invalid_free_mmap)
 MISUSE_TESTS(invalid_free_wild)
 MISUSE_TESTS(sm_invalid_free_interior)
+MISUSE_TESTS(invalid_free_unused_slot)
+MISUSE_TESTS(invalid_free_unused_slot_local)
 MISUSE_TESTS(invalid_realloc_interior)
 MISUSE_TESTS(invalid_realloc_stack)
 MISUSE_TESTS(invalid_realloc_global)
@@ -437,7 +459,7 @@ Test(misuse_abort, explicit_abort_option, .timeout = 90) { expect_abort("double_
 
 /* Every case of the table has its pair of tests above (a guard against a case
  * added to the table and forgotten). */
-Test(misuse, table_complete) { cr_assert_eq(NCASES, 24, "update MISUSE_TESTS when adding cases"); }
+Test(misuse, table_complete) { cr_assert_eq(NCASES, 26, "update MISUSE_TESTS when adding cases"); }
 
 static void no_core(void) {
   struct rlimit r = {0, 0};
