@@ -3,6 +3,7 @@
  * into a full block, large objects, generation wrap, and every kind of misuse,
  * which it reports without touching any object. */
 #include "internal.h"
+#include "check.h"
 #include "slots/generation.h"
 
 /* The slot of u in b, if u is the start of a slot (live or not). */
@@ -63,21 +64,34 @@ static void remote_push(smi_block_t *b, void *p, bool wrapped) {
 }
 
 /* Frees slot i of b from a thread that does not own the block. The generation
- * moves atomically, so a racing double free is seen by one of the two; frees
- * into blocks of user arenas announce themselves (inflight) so that a block of
- * a closed arena is not reused under their feet. */
+ * moves by compare-and-swap, so of two racing frees one wins and the other is
+ * reported. A free into a user arena's block announces itself (inflight)
+ * before it reads the block's arena: closing and merging clear or change that
+ * arena and then wait for the announced frees, so a free either sees the
+ * arena closing (the object is dead: a double free) or finishes before the
+ * close sweeps the generations and before the arena struct can be recycled. */
 static void free_remote(smi_block_t *b, uint32_t i, void *p) {
-  bool user = b->flags & SMI_BLOCK_USER;
-  if (user) atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
-  uint8_t g = __atomic_fetch_add(&b->gens[i], 1, __ATOMIC_ACQ_REL);
-  if (!(g & 1)) {
-    __atomic_fetch_sub(&b->gens[i], 1, __ATOMIC_RELAXED);
-    if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
-    report_not_live(b, i, p, g);
-    return;
+  bool user = __atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_USER;
+  sm_arena_t *a = NULL;
+  if (user) {
+    atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
+    a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
+    if (!a) { /* its arena is closing or closed */
+      atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+      smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
+      return;
+    }
   }
-  sm_arena_t *a = b->arena;
-  if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
+  uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
+  do {
+    if (!(g & 1)) {
+      if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+      report_not_live(b, i, p, g);
+      return;
+    }
+  } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED));
+  if (a && a->limit) smi_arena_uncharge(a, b->size);
   remote_push(b, p, g == 255);
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
 }
@@ -112,6 +126,7 @@ void smi_free_slow(void *p) {
       sm_arena_t *cur = smi_tls_cur;
       if (owner == cur) {
         free_local(b, i, p);
+        smi_check_block(b, cur->current[b->cls] == b);
       } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && smi_block_draining(b) && b->used > 1 &&
                  !(b->flags & SMI_BLOCK_USER)) {
         free_local(b, i, p); /* a draining block comes back with its last object (a root's: never closed) */
@@ -152,14 +167,17 @@ sm_arena_t *smi_owner_arena(const void *p) {
 }
 
 bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
-  /* The caller validated the handle inside smi_hfree_begin/end, so the block
-   * cannot be re-cut before the exchange below. */
+  /* The caller (sm_hfree) announced the free in b->inflight before validating
+   * the handle, so the block is not re-cut, closed or merged away before the
+   * exchange below, and its arena struct stays valid. */
+  bool user = __atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_USER;
+  sm_arena_t *a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
+  if (user && !a) return false; /* its arena is closing: the object is dead */
   uint8_t expect = gen;
   bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_ACQ_REL,
                                          __ATOMIC_RELAXED);
   if (won) {
-    sm_arena_t *a = b->arena;
-    if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
+    if (user && a->limit) smi_arena_uncharge(a, b->size);
     remote_push(b, p, gen == 255); /* the owner (or the dismantler) sorts it out */
   }
   return won;

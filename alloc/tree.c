@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "check.h"
 #include "slots/generation.h"
 
 static void link_child(sm_arena_t *parent, sm_arena_t *a) {
@@ -68,6 +69,7 @@ static void drain_revisit(sm_arena_t *a) {
  * generation table, then the blocks go to the dismantle queue. */
 static void close_one(sm_arena_t *a) {
   smi_lock(&a->lock);
+  smi_check_arena(a, smi_tls_cur == a);
   atomic_store_explicit(&a->state, SMI_ARENA_CLOSED, memory_order_release);
   for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
   smi_blist_t doomed = {NULL};
@@ -85,11 +87,17 @@ static void close_one(sm_arena_t *a) {
     smi_blist_remove(&a->full, b);
     smi_blist_push(&doomed, b);
   }
+  /* First every block says its arena is gone (frees starting from now report a
+   * double free), then the frees already under way end, then the sweep: no
+   * other thread writes a generation of these blocks while it runs. */
   for (b = doomed.head; b; b = b->next) {
+    __atomic_store_n(&b->arena, NULL, __ATOMIC_SEQ_CST);
     __atomic_store_n(&b->owner, NULL, __ATOMIC_SEQ_CST);
-    b->flags |= SMI_BLOCK_CLOSED;
+    __atomic_store_n(&b->flags, b->flags | SMI_BLOCK_CLOSED, __ATOMIC_RELEASE);
+  }
+  for (b = doomed.head; b; b = b->next) {
+    smi_block_wait_frees(b);
     smi_gens_close(b->gens, smi_gens_len(b->nslots));
-    __atomic_store_n(&b->arena, NULL, __ATOMIC_RELEASE);
   }
   drain_revisit(a); /* after the owners are cleared: nothing is pushed here any more */
   smi_segment_t *large = a->large, *dead = NULL;
@@ -245,7 +253,8 @@ static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
     while ((b = src->avail[cls].head) != NULL) {
       smi_blist_remove(&src->avail[cls], b);
       b->owner = owner;
-      b->arena = dst;
+      __atomic_store_n(&b->arena, dst, __ATOMIC_SEQ_CST);
+      smi_block_wait_frees(b); /* frees that read src end before src can be released */
       smi_blist_push(&dst->avail[cls], b);
     }
   }
@@ -254,7 +263,8 @@ static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
   while ((b = src->full.head) != NULL) {
     smi_blist_remove(&src->full, b);
     b->owner = (sm_arena_t *)((uintptr_t)dst | 1);
-    b->arena = dst;
+    __atomic_store_n(&b->arena, dst, __ATOMIC_SEQ_CST);
+    smi_block_wait_frees(b);
     smi_blist_push(&dst->full, b);
   }
   while (src->large) {

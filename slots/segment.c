@@ -112,7 +112,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   }
   uint32_t old_n = b->nslots;
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_seq_cst);
-  while (atomic_load_explicit(&b->inflight, memory_order_seq_cst)) sched_yield();
+  smi_block_wait_frees(b);
   if (b->flags & SMI_BLOCK_FORMATTED) {
     /* Slots were handed out before: a new incarnation makes old handles stale. */
     /* Zero the old table before the epoch moves, so no reader ever pairs the
@@ -165,6 +165,10 @@ void smi_block_reopen(smi_block_t *b) {
     b->free = f;
   }
   b->flags &= (uint8_t)~SMI_BLOCK_CLOSED;
+}
+
+void smi_block_wait_frees(smi_block_t *b) {
+  while (atomic_load_explicit(&b->inflight, memory_order_seq_cst)) sched_yield();
 }
 
 bool smi_block_extend(smi_block_t *b) {

@@ -172,6 +172,10 @@ bool smi_block_format(smi_block_t *b, unsigned cls);
  * every generation even, and they go on from there; a slot handed out before
  * whose generation reads 0 wrapped, and retires. */
 void smi_block_reopen(smi_block_t *b);
+/* Waits until no free announced in b->inflight (frees into user arenas'
+ * blocks, sm_hfree) is under way: they all started before the caller's last
+ * change of the block, so they saw it or finished before it mattered. */
+void smi_block_wait_frees(smi_block_t *b);
 /* Moves up to a page worth of never-used slots onto the freelist; false if none are left. */
 bool smi_block_extend(smi_block_t *b);
 /* Gives the block's slot memory back to the OS (the generation table too). */
