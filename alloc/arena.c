@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "check.h"
 #include "slots/generation.h"
 
 #define ALL_EMPTY(n) [0 ... (n) - 1] = &smi_block_empty
@@ -220,6 +221,7 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
     if (!b) return NULL;
     smi_lock(&a->lock);
     smi_arena_set_current(a, cls, b);
+    smi_check_class(a, cls);
     smi_unlock(&a->lock);
   }
 }
@@ -294,6 +296,7 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
   a->last_upkeep_ms = now;
   smi_lock(&a->lock);
   revisit(a);
+  smi_check_arena(a, true);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     for (smi_block_t *b = a->avail[cls].head, *next; b; b = next) {
       next = b->next;

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "check.h"
 #include "slots/generation.h"
 #include "slots/os.h"
 
@@ -91,6 +92,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
   bool may_adopt = a->type == SMI_ARENA_ROOT;
   for (;;) {
     smi_lock(&pool_lock);
+    smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, false);
     smi_block_t *b = may_adopt ? adopt(cls) : NULL;
     if (b) {
       smi_unlock(&pool_lock);
@@ -137,6 +139,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
 }
 
 void smi_pool_give(smi_block_t *b) {
+  smi_check_block(b, 0);
   b->owner = NULL;
   b->flags &= (uint8_t)~SMI_BLOCK_USER;
   b->arena = NULL;
@@ -179,6 +182,7 @@ void smi_pool_upkeep(bool force) {
   if (!force && now - last_purge_ms < delay / 4 + 1) return;
   smi_lock(&pool_lock);
   last_purge_ms = now;
+  smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, true);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     for (smi_block_t *b = abandoned_full[cls].head, *next; b; b = next) {
       next = b->next;
