@@ -128,7 +128,8 @@ static inline void *pop(smi_block_t *b) {
   smi_free_t *p = b->free;
   b->free = p->next;
   b->used++;
-  b->gens[smi_slot_index(b, (uintptr_t)p)]++;
+  uint8_t *g = &b->gens[smi_slot_index(b, (uintptr_t)p)];
+  __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE);
   return p;
 }
 
@@ -158,7 +159,7 @@ static void revisit(sm_arena_t *a) {
       smi_block_collect(f);
       if (has_room(f)) {
         smi_blist_remove(&a->full, f);
-        f->owner = owner_of(a);
+        __atomic_store_n(&f->owner, owner_of(a), __ATOMIC_RELEASE);
         smi_blist_push_tail(&a->avail[f->cls], f);
       }
     }
@@ -175,7 +176,7 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
     smi_blist_remove(&a->avail[cls], b);
     if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
     if (has_room(b)) break;
-    b->owner = full_tag(a);
+    __atomic_store_n(&b->owner, full_tag(a), __ATOMIC_SEQ_CST);
     smi_blist_push(&a->full, b);
   }
   smi_unlock(&a->lock);
@@ -184,9 +185,10 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
    * epochs are used up it stays as it is, retired slots and all). */
   if (b && b->used == 0 && b->retired > b->nslots / 8) smi_block_format(b, cls);
   if (b) {
-    b->arena = a;
-    b->owner = owner_of(a);
-    if (a->type == SMI_ARENA_USER) b->flags |= SMI_BLOCK_USER;
+    __atomic_store_n(&b->arena, a, __ATOMIC_RELEASE);
+    __atomic_store_n(&b->owner, owner_of(a), __ATOMIC_RELEASE);
+    if (a->type == SMI_ARENA_USER)
+      __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) | SMI_BLOCK_USER), __ATOMIC_RELEASE);
     b->used++; /* the pin of the current block */
   }
   return b;

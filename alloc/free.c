@@ -33,17 +33,17 @@ static void report_not_live(const smi_block_t *b, uint32_t i, void *p, uint8_t g
 
 /* Frees slot i of b on the thread that owns the block (no atomics). */
 static void free_local(smi_block_t *b, uint32_t i, void *p) {
-  uint8_t g = b->gens[i];
+  uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
   if (!(g & 1)) {
     report_not_live(b, i, p, g);
     return;
   }
   sm_arena_t *a = b->arena;
   if (g == 255) { /* the generation would wrap: retire the slot until the block resets */
-    b->gens[i] = 0;
+    __atomic_store_n(&b->gens[i], 0, __ATOMIC_RELEASE);
     b->retired++;
   } else {
-    b->gens[i] = (uint8_t)(g + 1);
+    __atomic_store_n(&b->gens[i], (uint8_t)(g + 1), __ATOMIC_RELEASE);
     ((smi_free_t *)p)->next = b->free;
     b->free = (smi_free_t *)p;
   }
@@ -105,7 +105,7 @@ static bool unfull(smi_block_t *b, sm_arena_t *a) {
     return false;
   }
   smi_blist_remove(&a->full, b);
-  b->owner = a->limit ? NULL : a;
+  __atomic_store_n(&b->owner, a->limit ? NULL : a, __ATOMIC_RELEASE);
   smi_blist_push_tail(&a->avail[b->cls], b);
   smi_unlock(&a->lock);
   return true;
@@ -130,7 +130,7 @@ void smi_free_slow(void *p) {
       } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && smi_block_draining(b) && b->used > 1 &&
                  !(b->flags & SMI_BLOCK_USER)) {
         free_local(b, i, p); /* a draining block comes back with its last object (a root's: never closed) */
-      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && (b->gens[i] & 1) && unfull(b, cur)) {
+      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && (__atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE) & 1) && unfull(b, cur)) {
         free_local(b, i, p);
       } else {
         free_remote(b, i, p);

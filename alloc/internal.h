@@ -92,7 +92,8 @@ static inline void *smi_malloc(size_t size) {
     if (smi_likely(p != NULL)) {
       b->free = p->next;
       b->used++;
-      b->gens[smi_slot_index(b, (uintptr_t)p)]++; /* even (free) -> odd (live) */
+      uint8_t *g = &b->gens[smi_slot_index(b, (uintptr_t)p)];
+      __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE); /* even (free) -> odd (live) */
       return p;
     }
   }
@@ -107,15 +108,15 @@ static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p;
   if (smi_likely(smi_map_of_unchecked(u) == SMI_MAP_SLOTS)) {
     smi_block_t *b = smi_block_at(smi_segment_at(u), u);
-    if (smi_likely(b->owner == smi_tls_cur)) {
+    if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
       uintptr_t off = u - (uintptr_t)b->start;
       size_t i = (size_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
       /* p must start a slot (then i <= nslots: gens[nslots] is the spare byte);
        * next must be even (the slot was live) and not 256 (the wrap) */
       if (smi_likely(i * b->size == off)) {
-        unsigned next = (unsigned)b->gens[i] + 1;
+        unsigned next = (unsigned)__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED) + 1;
         if (smi_likely(!(next & 0x101))) {
-          b->gens[i] = (uint8_t)next;
+          __atomic_store_n(&b->gens[i], (uint8_t)next, __ATOMIC_RELEASE);
           ((smi_free_t *)p)->next = b->free;
           b->free = (smi_free_t *)p;
           b->used--;
@@ -168,6 +169,10 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);
 void smi_pool_give(smi_block_t *b);         /* an empty block, back to the pool */
 void smi_pool_abandon(smi_block_t *b);      /* a block with live objects, left by its thread */
 void smi_pool_upkeep(bool force);           /* purge empty blocks past the delay */
+/* Before answering ENOMEM (and for malloc_trim): a's empty blocks go to the
+ * pool, the dismantle queue is finished, every empty block and cached large
+ * object goes back to the OS, and so do whole empty segments. */
+void smi_pool_reclaim(sm_arena_t *a);
 void smi_dismantle_push(smi_block_t *b);    /* blocks of closed arenas */
 void smi_dismantle_push_large(smi_segment_t *seg);
 size_t smi_dismantle(size_t budget);

@@ -48,7 +48,7 @@ smi_segment_t *smi_large_of(const void *p) {
  * once. Whoever wins that exchange owns the segment's disposal. */
 static bool kill_tag(smi_segment_t *seg, uint64_t tag) {
   if (!tag || !atomic_compare_exchange_strong(&smi_segtab[seg->id].large_tag, &tag, 0)) return false;
-  seg->large_gen = 2;
+  __atomic_store_n(&seg->large_gen, 2, __ATOMIC_RELAXED);
   return true;
 }
 
@@ -83,7 +83,7 @@ bool smi_large_hfree(uint32_t id, uint64_t tag) {
   if (!seg || !atomic_compare_exchange_strong(&smi_segtab[id].large_tag, &tag, 0)) return false;
   /* Ours now: nobody else disposes of it, so its header stays mapped. */
   seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);
-  seg->large_gen = 2;
+  __atomic_store_n(&seg->large_gen, 2, __ATOMIC_RELAXED);
   dispose(seg);
   return true;
 }
@@ -133,6 +133,10 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     if (zero) memset(seg->large_obj, 0, size);
   } else {
     seg = smi_large_new(size, align);
+    if (!seg) { /* before ENOMEM: give back everything empty, then try again */
+      smi_pool_reclaim(a);
+      seg = smi_large_new(size, align);
+    }
     if (!seg) return NULL;
   }
   if (a->limit && !smi_arena_charge(a, seg->large_size)) { /* the cap counts the whole mapping */

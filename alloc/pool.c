@@ -14,6 +14,7 @@ static smi_lock_t pool_lock = SMI_LOCK_INIT;
 static smi_blist_t empty[SMI_KINDS_OF_BLOCKS];
 static smi_blist_t abandoned[SMI_CLASSES];      /* may have room: adopt these first */
 static smi_blist_t abandoned_full[SMI_CLASSES]; /* had no room when last looked at */
+static smi_segment_t *released[SMI_KINDS_OF_BLOCKS]; /* given back to the OS (linked through large_next) */
 static smi_blist_t dismantle_blocks;
 static smi_segment_t *dismantle_large;
 static uint64_t last_purge_ms;
@@ -26,7 +27,10 @@ static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
  * the lists were left in. */
 void smi_pool_after_fork(bool *mine) {
   if (!smi_lock_orphaned(&pool_lock, mine)) return;
-  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) empty[k] = (smi_blist_t){NULL, NULL};
+  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
+    empty[k] = (smi_blist_t){NULL, NULL};
+    released[k] = NULL;
+  }
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     abandoned[cls] = (smi_blist_t){NULL, NULL};
     abandoned_full[cls] = (smi_blist_t){NULL, NULL};
@@ -40,6 +44,17 @@ uint64_t smi_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The empty lists also count, per segment, the blocks waiting there: a
+ * segment whose blocks all wait can be given back whole. */
+static void empty_push(smi_block_t *b) {
+  smi_blist_push(&empty[b->kind], b);
+  smi_segment_at((uintptr_t)b)->pooled++;
+}
+static void empty_remove(smi_block_t *b) {
+  smi_blist_remove(&empty[b->kind], b);
+  smi_segment_at((uintptr_t)b)->pooled--;
 }
 
 /* A block can serve class cls as it is (or reopened after its arena closed)
@@ -59,7 +74,7 @@ static smi_block_t *adopt(unsigned cls) {
     if (b->used == 0) { /* everything was freed: an empty block */
       b->arena = NULL;
       b->empty_since = smi_now_ms();
-      smi_blist_push(&empty[b->kind], b);
+      empty_push(b);
       continue;
     }
     if (b->free || b->bump < b->nslots) return b;
@@ -85,11 +100,54 @@ static void purge_other_kinds(unsigned kind, size_t want) {
   smi_unlock(&pool_lock);
 }
 
+/* Segments whose blocks all wait empty in the pool go back to the OS, their
+ * address space included (smi_segment_release); under pool_lock. */
+static void release_empty_segments(void) {
+  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
+    for (smi_block_t *b = empty[k].head; b;) {
+      smi_segment_t *seg = smi_segment_at((uintptr_t)b);
+      if (seg->pooled != seg->nblocks) {
+        b = b->next;
+        continue;
+      }
+      for (uint32_t i = 0; i < seg->nblocks; i++) empty_remove(&seg->blocks[i]);
+      smi_segment_release(seg);
+      seg->large_next = released[k];
+      released[k] = seg;
+      b = empty[k].head; /* its blocks left the list: start again */
+    }
+  }
+}
+
+/* A released segment of this kind mapped again (its blocks then wait in the
+ * pool, but the first, returned); NULL if none could be. Under pool_lock. */
+static smi_block_t *reacquire(unsigned kind) {
+  for (smi_segment_t **s = &released[kind]; *s; s = &(*s)->large_next) {
+    smi_segment_t *seg = *s;
+    if (!smi_segment_reacquire(seg)) continue; /* another mapping took part of its range */
+    *s = seg->large_next;
+    seg->large_next = NULL;
+    for (uint32_t i = seg->nblocks; i-- > 1;) empty_push(&seg->blocks[i]);
+    return &seg->blocks[0];
+  }
+  return NULL;
+}
+
+void smi_pool_reclaim(sm_arena_t *a) {
+  if (a && a != &smi_arena_empty) smi_arena_upkeep(a, true); /* the arena's empty blocks to the pool */
+  smi_dismantle(SIZE_MAX);
+  smi_pool_upkeep(true); /* every empty block decommitted, the large cache unmapped */
+  smi_lock(&pool_lock);
+  release_empty_segments();
+  smi_unlock(&pool_lock);
+}
+
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
   unsigned kind = smi_kind_of_class(cls);
   /* Only a thread's root arena adopts: its objects share no lifetime with an
    * arena that can be closed. */
   bool may_adopt = a->type == SMI_ARENA_ROOT;
+  bool reclaimed = false;
   for (;;) {
     smi_lock(&pool_lock);
     smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, false);
@@ -107,7 +165,8 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       }
     }
     if (!b) b = empty[kind].head;
-    if (b) smi_blist_remove(&empty[kind], b);
+    if (b) empty_remove(b);
+    else b = reacquire(kind);
     smi_unlock(&pool_lock);
     if (!b) {
       purge_other_kinds(kind, SMI_SEG_SIZE);
@@ -118,11 +177,16 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
                  kind, smi_class_size[cls], seg ? "" : ": the OS refused");
         smi_message(line);
       }
+      if (!seg && !reclaimed) { /* before ENOMEM: everything empty goes back, then again */
+        reclaimed = true;
+        smi_pool_reclaim(a);
+        continue;
+      }
       if (!seg) return NULL;
       smi_lock(&pool_lock);
       for (uint32_t i = seg->nblocks; i-- > 1;) {
         seg->blocks[i].empty_since = smi_now_ms();
-        smi_blist_push(&empty[kind], &seg->blocks[i]);
+        empty_push(&seg->blocks[i]);
       }
       smi_unlock(&pool_lock);
       b = &seg->blocks[0];
@@ -140,12 +204,12 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
 
 void smi_pool_give(smi_block_t *b) {
   smi_check_block(b, 0);
-  b->owner = NULL;
-  b->flags &= (uint8_t)~SMI_BLOCK_USER;
-  b->arena = NULL;
+  __atomic_store_n(&b->owner, NULL, __ATOMIC_RELEASE);
+  __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) & ~SMI_BLOCK_USER), __ATOMIC_RELEASE);
+  __atomic_store_n(&b->arena, NULL, __ATOMIC_RELEASE);
   b->empty_since = smi_now_ms();
   smi_lock(&pool_lock);
-  smi_blist_push(&empty[b->kind], b);
+  empty_push(b);
   smi_unlock(&pool_lock);
 }
 
@@ -198,7 +262,7 @@ void smi_pool_upkeep(bool force) {
         smi_blist_remove(&abandoned[cls], b);
         b->arena = NULL;
         b->empty_since = now;
-        smi_blist_push(&empty[b->kind], b);
+        empty_push(b);
       }
     }
   }

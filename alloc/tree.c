@@ -318,10 +318,6 @@ int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
 
 size_t sm_collect(size_t budget) {
   size_t done = smi_dismantle(budget);
-  if (budget == SIZE_MAX) {
-    sm_arena_t *a = smi_tls_cur;
-    if (a != &smi_arena_empty) smi_arena_upkeep(a, true);
-    smi_pool_upkeep(true);
-  }
+  if (budget == SIZE_MAX) smi_pool_reclaim(smi_tls_cur);
   return done;
 }

@@ -69,6 +69,19 @@ void smi_os_decommit(void *p, size_t size) {
   account(-(ptrdiff_t)size);
 }
 
+void smi_os_release(void *p, size_t size) {
+  if (size) munmap(p, size);
+}
+
+bool smi_os_reacquire(void *p, size_t size) {
+  if (!size) return true;
+  void *q = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+                 -1, 0);
+  if (q == p) return true;
+  if (q != MAP_FAILED) munmap(q, size); /* a kernel without MAP_FIXED_NOREPLACE placed it elsewhere */
+  return false;
+}
+
 bool smi_os_grow_in_place(void *p, size_t old_size, size_t new_size) {
   void *q = mremap(p, old_size, new_size, 0);
   if (q == MAP_FAILED) return false;

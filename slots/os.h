@@ -17,6 +17,12 @@ void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset);
 void smi_os_unmap(void *p, size_t size);
 /* Gives the physical pages back; the range stays mapped and reads as zero. */
 void smi_os_decommit(void *p, size_t size);
+/* Unmaps memory already decommitted (not counted as committed any more). */
+void smi_os_release(void *p, size_t size);
+/* Maps [p, p+size) again after smi_os_release, only if nothing else took that
+ * range meanwhile; the memory reads as zero and is not counted as committed
+ * until it is (smi_os_account_recommit). */
+bool smi_os_reacquire(void *p, size_t size);
 /* Grows a mapping in place (no move); false if the pages after it are taken. */
 bool smi_os_grow_in_place(void *p, size_t old_size, size_t new_size);
 /* Shrinks a mapping in place. */

@@ -194,6 +194,32 @@ void smi_block_decommit(smi_block_t *b) {
   b->flags |= SMI_BLOCK_DECOMMITTED;
 }
 
+/* The part of a block's span past its first page: what a release unmaps. */
+static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b) + SMI_OS_PAGE; }
+static size_t block_tail_len(const smi_block_t *b) { return smi_block_span(b) - SMI_OS_PAGE; }
+
+void smi_segment_release(smi_segment_t *seg) {
+  for (uint32_t i = 0; i < seg->nblocks; i++) {
+    smi_block_t *b = &seg->blocks[i];
+    atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_seq_cst);
+    smi_block_wait_frees(b);
+    smi_block_decommit(b);
+    smi_os_release(block_tail(b), block_tail_len(b));
+  }
+  /* a medium segment's tail past its last block is never used */
+  uint8_t *end = smi_block_base(&seg->blocks[seg->nblocks - 1]) + smi_block_span(&seg->blocks[0]);
+  smi_os_release(end, (size_t)((uint8_t *)seg + SMI_SEG_SIZE - end));
+}
+
+bool smi_segment_reacquire(smi_segment_t *seg) {
+  for (uint32_t i = 0; i < seg->nblocks; i++) {
+    if (smi_os_reacquire(block_tail(&seg->blocks[i]), block_tail_len(&seg->blocks[i]))) continue;
+    while (i-- > 0) smi_os_release(block_tail(&seg->blocks[i]), block_tail_len(&seg->blocks[i]));
+    return false;
+  }
+  return true;
+}
+
 /* ---- large segments ----------------------------------------------------- */
 
 #define LARGE_HEADER ((size_t)4096)

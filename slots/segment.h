@@ -100,7 +100,7 @@ typedef struct smi_segment_s {
   uint8_t kind;            /* SMI_KIND_* */
   uint8_t nblocks;
   uint8_t large_gen;       /* LARGE: generation of the one object (odd = live) */
-  uint8_t large_pad[1];
+  uint8_t pooled;          /* slot segments: blocks waiting empty in the pool (alloc/pool.c) */
   size_t map_size;         /* bytes mapped from the segment start */
   size_t large_size;       /* LARGE: usable bytes of the object */
   uint8_t *large_obj;      /* LARGE: the object */
@@ -180,6 +180,15 @@ void smi_block_wait_frees(smi_block_t *b);
 bool smi_block_extend(smi_block_t *b);
 /* Gives the block's slot memory back to the OS (the generation table too). */
 void smi_block_decommit(smi_block_t *b);
+/* Gives a segment whose blocks are all empty and out of use back to the OS,
+ * all but its header and each block's first page (where its generations are,
+ * so that a stale handle still reads them, as zero): the address space goes
+ * back too, which an address-space limit needs. Its blocks hold no slots
+ * (nslots 0) until smi_segment_reacquire; their epochs go on. */
+void smi_segment_release(smi_segment_t *seg);
+/* Maps a released segment's blocks again; false if another mapping took part
+ * of the range meanwhile (the segment then stays released). */
+bool smi_segment_reacquire(smi_segment_t *seg);
 
 /* A large segment holding one object of size bytes whose address is a multiple
  * of align; its generation is made live. NULL if the OS refuses. */
@@ -196,7 +205,7 @@ void smi_large_kill(smi_segment_t *seg);
 void *smi_large_resize(smi_segment_t **segp, size_t size);
 /* The handle tag a live large object carries. */
 static inline uint64_t smi_large_tag(const smi_segment_t *seg) {
-  return ((uint64_t)smi_segtab[seg->id].incarnation << 8) | seg->large_gen;
+  return ((uint64_t)smi_segtab[seg->id].incarnation << 8) | __atomic_load_n(&seg->large_gen, __ATOMIC_RELAXED);
 }
 
 #endif
