@@ -91,7 +91,7 @@ bool smi_large_hfree(uint32_t id, uint64_t tag) {
 /* A cached segment that fits size bytes at alignment align without wasting
  * more than half of it. */
 static smi_segment_t *cache_take(size_t size, size_t align) {
-  if (!cache) return NULL;
+  if (!__atomic_load_n(&cache, __ATOMIC_RELAXED)) return NULL;
   smi_lock(&cache_lock);
   smi_segment_t **best = NULL;
   for (smi_segment_t **s = &cache; *s; s = &(*s)->large_next) {
@@ -106,7 +106,7 @@ static smi_segment_t *cache_take(size_t size, size_t align) {
   smi_segment_t *c = NULL;
   if (best) {
     c = *best;
-    *best = c->large_next;
+    __atomic_store_n(best, c->large_next, __ATOMIC_RELAXED);
     cache_bytes -= c->map_size;
   }
   smi_unlock(&cache_lock);
@@ -157,9 +157,9 @@ void smi_large_free_dead(smi_segment_t *seg) {
     smi_lock(&cache_lock);
     if (cache_bytes + seg->map_size <= smi_opt.large_cache) {
       seg->large_next = cache;
-      cache = seg;
+      __atomic_store_n(&cache, seg, __ATOMIC_RELAXED);
       cache_bytes += seg->map_size;
-      cache_stamp = smi_now_ms();
+      __atomic_store_n(&cache_stamp, smi_now_ms(), __ATOMIC_RELAXED);
       seg = NULL;
     }
     smi_unlock(&cache_lock);
@@ -208,10 +208,12 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
 
 void smi_large_cache_upkeep(bool force) {
   uint64_t now = smi_now_ms();
-  if (!cache || (!force && now - cache_stamp < smi_opt.purge_delay_ms)) return;
+  if (!__atomic_load_n(&cache, __ATOMIC_RELAXED) ||
+      (!force && now - __atomic_load_n(&cache_stamp, __ATOMIC_RELAXED) < smi_opt.purge_delay_ms))
+    return;
   smi_lock(&cache_lock);
   smi_segment_t *all = cache;
-  cache = NULL;
+  __atomic_store_n(&cache, NULL, __ATOMIC_RELAXED);
   cache_bytes = 0;
   smi_unlock(&cache_lock);
   while (all) {
