@@ -233,8 +233,8 @@ static int fork_storm(void *arg) {
   }
   s.max_forks = 1000;
   s.min_forks = 50;
-  s.until = tu_now() + 10;
-  wd_phase("fork storm: counter 0 = children checked, counter 2 = allocations");
+  s.until = tu_now() + 8;
+  wd_phase("fork storm: counter 0 = children checked, 1 = us in fork(), 2 = allocations, 3 = us waiting for children");
   pthread_t a[STORM_ALLOCATORS], f[STORM_FORKERS];
   for (int i = 0; i < STORM_ALLOCATORS; i++)
     if (pthread_create(&a[i], NULL, storm_allocator, &s) != 0) return wd_fail("pthread_create failed");
@@ -263,11 +263,11 @@ static int fork_storm(void *arg) {
 
 /* Threads allocate and free (a quarter of the objects go through a shared
  * array and are freed by another thread) while 2 threads fork up to 1000
- * times each (at least 50; past that, for 10 s at most). Every child checks
+ * times each (at least 50; past that, for 8 s at most). Every child checks
  * the objects made before the threads started and those in transit (made by
  * threads it does not have), frees them, allocates, checks and frees, grows a
  * block by realloc, and exits 0. */
-Test(stress, fork_storm, .timeout = 120) { WD_RUN("fork_storm", 40, fork_storm, NULL); }
+Test(stress, fork_storm, .timeout = 120) { WD_RUN("fork_storm", 20, fork_storm, NULL); }
 
 /* ==== 2. fork while other threads use stdio ======================================= */
 enum { STDIO_READERS = 2, STDIO_WRITERS = 2, STDIO_FORKERS = 2, LONG_LINE = 50000 };
@@ -381,7 +381,7 @@ static int fork_while_stdio(void *arg) {
   stdio_t *s = arg;
   s->max_forks = 500;
   s->min_forks = 30;
-  s->until = tu_now() + 8;
+  s->until = tu_now() + 6;
   wd_phase("fork with stdio: counter 0 = children checked, 1 = getlines, 2 = writer rounds");
   pthread_t rd[STDIO_READERS], wr[STDIO_WRITERS], fl, fk[STDIO_FORKERS];
   for (int i = 0; i < STDIO_READERS; i++)
@@ -403,7 +403,7 @@ static int fork_while_stdio(void *arg) {
 }
 
 /* The project's bug 4 (glibc bug 19431's situation): 2 threads fork up to 500
- * times each (at least 30; past that for 8 s at most) while 2 threads read a
+ * times each (at least 30; past that for 6 s at most) while 2 threads read a
  * 50000-byte line with getline (fopen/rewind/fclose), 2 threads write files
  * with fprintf and build strings with open_memstream, and 1 thread calls
  * fflush(NULL) in a loop. stdio calls malloc with FILE locks held, and fork
@@ -428,7 +428,7 @@ Test(stress, fork_while_stdio, .timeout = 120) {
     close(o);
   }
   char msg[1600];
-  int rc = wd_run("fork_while_stdio", 40, fork_while_stdio, &s, msg, sizeof msg);
+  int rc = wd_run("fork_while_stdio", 20, fork_while_stdio, &s, msg, sizeof msg);
   unlink(s.in_path);
   for (int i = 0; i < STDIO_WRITERS; i++) unlink(s.out_path[i]);
   cr_assert_eq(rc, 0, "%s", msg);
@@ -492,7 +492,7 @@ static int fork_in_signal_handler(void *arg) {
   static unsigned char *objs[OBJS];
   static size_t sizes[OBJS];
   tu_rng_t r = tu_rng(2);
-  double until = tu_now() + 12;
+  double until = tu_now() + 8;
   long it = 0;
   int err = 0;
   while (handled_in_alloc < WANT_IN_ALLOC && !handler_error) {
@@ -546,10 +546,10 @@ static int fork_in_signal_handler(void *arg) {
  * frees and mallocs random sizes up to 70000 bytes while another process
  * sends SIGUSR1 as fast as the loop lets it; the handler forks, the child
  * _exits(0), the handler waits for it. Runs until 1500 signals arrived inside
- * free/malloc (or, past 100, 12 s). fork must not wait for a lock that the
+ * free/malloc (or, past 100, 8 s). fork must not wait for a lock that the
  * interrupted malloc holds. */
 Test(stress, fork_in_signal_handler, .timeout = 120) {
-  WD_RUN("fork_in_signal_handler", 30, fork_in_signal_handler, NULL);
+  WD_RUN("fork_in_signal_handler", 20, fork_in_signal_handler, NULL);
 }
 
 /* ==== 4. thread-exit churn ========================================================= */
@@ -645,7 +645,7 @@ static int thread_exit_churn(void *arg) {
  * leaving 12 objects of its own (every 16th thread one of 16-64 KiB).
  * Contents are checked; RSS after 20000 threads stays within 2x (+16 MiB) of
  * RSS after 4000. */
-Test(stress, thread_exit_churn, .timeout = 120) { WD_RUN("thread_exit_churn", 60, thread_exit_churn, NULL); }
+Test(stress, thread_exit_churn, .timeout = 120) { WD_RUN("thread_exit_churn", 30, thread_exit_churn, NULL); }
 
 /* ==== 5. out of memory under RLIMIT_AS ============================================= */
 #define OOM_HEADROOM ((size_t)256 << 20)
@@ -738,7 +738,7 @@ static int oom_malloc(void *arg) {
  * 3000 B, 100 KB, 1 MiB and 16 MiB objects, each until NULL (errno ENOMEM,
  * no crash), all checked and freed before the next size; twice. Every size
  * gets at least one object after the previous size's memory was freed. */
-Test(stress, oom_malloc_until_null, .timeout = 120) { WD_RUN("oom_malloc_until_null", 60, oom_malloc, NULL); }
+Test(stress, oom_malloc_until_null, .timeout = 120) { WD_RUN("oom_malloc_until_null", 30, oom_malloc, NULL); }
 
 static int oom_realloc(void *arg) {
   (void)arg;
@@ -789,7 +789,7 @@ static int oom_realloc(void *arg) {
  * realloc (x2 below 64 KiB, then x1.5) from 24 B, 5000 B and 300 KB until
  * realloc fails: NULL with ENOMEM, the old block intact (contents checked at
  * every step); it can still be shrunk and freed, and half its size malloc'd. */
-Test(stress, oom_realloc_growth, .timeout = 120) { WD_RUN("oom_realloc_growth", 60, oom_realloc, NULL); }
+Test(stress, oom_realloc_growth, .timeout = 120) { WD_RUN("oom_realloc_growth", 30, oom_realloc, NULL); }
 
 static int oom_calloc(void *arg) {
   (void)arg;
@@ -814,7 +814,7 @@ static int oom_calloc(void *arg) {
  * n = 72, 40000, 256 KiB and 4 MiB until NULL (ENOMEM); every block is zero
  * (first page and last bytes checked), and is dirtied before it is freed, so
  * the second round sees calloc zero reused memory. */
-Test(stress, oom_calloc_until_null, .timeout = 120) { WD_RUN("oom_calloc_until_null", 60, oom_calloc, NULL); }
+Test(stress, oom_calloc_until_null, .timeout = 120) { WD_RUN("oom_calloc_until_null", 30, oom_calloc, NULL); }
 
 /* The project's bug 6: fill the address space with 64-byte objects until
  * malloc fails, free them all (then malloc_trim(0) when trim), and larger
@@ -856,12 +856,12 @@ static int small_fill_trim(void *arg) { (void)arg; return small_fill_then_larger
  * freed, malloc(1000), malloc(20000), malloc(100000) and malloc(8 MiB) all
  * succeed (the freed memory is usable by other sizes). */
 Test(stress, oom_small_fill_then_larger, .timeout = 120) {
-  WD_RUN("oom_small_fill_then_larger", 60, small_fill_no_trim, NULL);
+  WD_RUN("oom_small_fill_then_larger", 30, small_fill_no_trim, NULL);
 }
 
 /* The same, with malloc_trim(0) after the frees. */
 Test(stress, oom_small_fill_then_larger_after_trim, .timeout = 120) {
-  WD_RUN("oom_small_fill_then_larger_after_trim", 60, small_fill_trim, NULL);
+  WD_RUN("oom_small_fill_then_larger_after_trim", 30, small_fill_trim, NULL);
 }
 
 /* ==== 6. long random churn, RSS bounded ============================================ */
@@ -934,4 +934,4 @@ static int long_churn(void *arg) {
  * 500000 replacements (trimmed, so the purge delay's timing does not count);
  * RSS at the end, untrimmed, grew by at most 3x the live bytes + 4 MiB over
  * RSS before the test. */
-Test(stress, long_churn_rss_bounded, .timeout = 120) { WD_RUN("long_churn_rss_bounded", 60, long_churn, NULL); }
+Test(stress, long_churn_rss_bounded, .timeout = 120) { WD_RUN("long_churn_rss_bounded", 30, long_churn, NULL); }
