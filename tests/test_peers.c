@@ -237,7 +237,7 @@ static int too_large(void *arg) {
  * 1..8 factors), and in memalign, posix_memalign and aligned_alloc with every
  * power-of-two alignment up to 2^63 (an alignment of 2^63 is valid: ENOMEM,
  * not EINVAL; the project's bug 8), valloc and pvalloc. */
-Test(peers, glibc_malloc_too_large, .timeout = 120) { WD_RUN("glibc_malloc_too_large", 60, too_large, NULL); }
+Test(peers, glibc_malloc_too_large, .timeout = 120) { WD_RUN("glibc_malloc_too_large", 30, too_large, NULL); }
 
 /* ==== glibc tst-memalign ========================================================= */
 static int memalign_case(void *arg) {
@@ -578,4 +578,4 @@ static int mimalloc_stress(void *arg) {
  * each, half as many kept to the end), objects swapped through a shared array
  * of 1000 so other threads (and threads of later rounds) free them; contents
  * checked at every free. */
-Test(peers, mimalloc_stress, .timeout = 120) { WD_RUN("mimalloc_stress", 40, mimalloc_stress, NULL); }
+Test(peers, mimalloc_stress, .timeout = 120) { WD_RUN("mimalloc_stress", 30, mimalloc_stress, NULL); }
