@@ -81,6 +81,10 @@ SMI_COLD static void fail(const char *where, const char *kind, const void *obj, 
 
 #define MAX_SLOTS 4096 /* more than any block holds (64 KiB of 16-byte slots) */
 
+/* Set in a fork child that retired another thread's heap (see check.h). */
+static bool counts_loose;
+void smi_check_forked_now(void) { counts_loose = true; }
+
 /* An arena closing on another thread sweeps the generations without touching
  * the counts: a block closed while it was checked is not reported. */
 static bool closed_meanwhile(const smi_block_t *b) {
@@ -166,6 +170,7 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
    * generation (other threads' frees only lower the count meanwhile). */
   size_t all = smi_gens_count_live(b->gens, smi_gens_len(n));
   if (all > live) BLOCK_FAIL("live generations past the slots (spare byte, padding)", b->gens, true, all, live);
+  if (counts_loose) return; /* a fork child: a vanished thread may have left them half-updated */
   if (loose0 < retired) BLOCK_FAIL("retired count above the slots at generation 0 on no list", NULL, true, retired, loose0);
   size_t want = (size_t)pin + live + nremote + (loose - retired);
   if (used != want) BLOCK_FAIL("used disagrees with the slots (used vs pin + live + remote + in flight)", NULL, true, used, want);
@@ -220,6 +225,19 @@ static void walk(const walk_t *w, const smi_blist_t *l, size_t most, bool whole,
 
 static size_t blocks_there_are(void) { return (size_t)smi_segment_ids_used() * SMI_PAGES_PER_SEG; }
 
+/* The contents passes (every block's freelist and counts) of smi_check_arena
+ * and smi_check_pool run at most every CONTENTS_EVERY_MS per process: forced
+ * upkeep runs at every sm_collect and before every ENOMEM, which a program
+ * may hit in a loop. The structure checks run every time. */
+#define CONTENTS_EVERY_MS 5
+static bool contents_due(_Atomic uint64_t *last) {
+  uint64_t now = smi_now_ms() + CONTENTS_EVERY_MS; /* + : the first call is always due */
+  if (now - atomic_load_explicit(last, memory_order_relaxed) < CONTENTS_EVERY_MS) return false;
+  atomic_store_explicit(last, now, memory_order_relaxed);
+  return true;
+}
+static _Atomic uint64_t arena_contents_last, pool_contents_last;
+
 /* ---- arenas ----------------------------------------------------------------- */
 
 typedef struct {
@@ -272,6 +290,7 @@ static void check_current(const walk_t *w, const sm_arena_t *a, unsigned cls, bo
 
 void smi_check_arena_at(const sm_arena_t *a, bool contents, const char *where) {
   if (a == &smi_arena_empty) return;
+  if (contents) contents = contents_due(&arena_contents_last);
   size_t most = blocks_there_are();
   walk_t w = {.where = where, .owner = a, .list = "current"};
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
@@ -313,6 +332,8 @@ static void visit_pool_block(const walk_t *w, const smi_block_t *b, const void *
     if (b->owner || b->arena) list_fail(w, b, "empty block still has an owner or an arena");
     if (b->used) list_fail(w, b, "empty block has used != 0");
     if (b->flags & SMI_BLOCK_USER) list_fail(w, b, "empty block keeps the user flag");
+    const smi_segment_t *seg = smi_segment_at((uintptr_t)b);
+    if (!seg->pooled || seg->pooled > seg->nblocks) list_fail(w, b, "its segment's pooled count is out of range");
     if (pw->contents && (b->flags & SMI_BLOCK_FORMATTED) && !(b->flags & SMI_BLOCK_DECOMMITTED))
       smi_check_block_at(b, 0, w->where);
   } else if (pw->which == 1) {
@@ -331,13 +352,25 @@ static void visit_pool_block(const walk_t *w, const smi_block_t *b, const void *
 void smi_check_pool_at(const smi_blist_t *empty, const smi_blist_t *abandoned, const smi_blist_t *abandoned_full,
                        const smi_blist_t *dismantle, bool full, const char *where) {
   size_t most = full ? blocks_there_are() : CLASS_WALK;
+  bool contents = full && contents_due(&pool_contents_last);
   walk_t w = {.where = where, .owner = NULL, .list = "pool empty list"};
   for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
-    pool_walk_t pw = {.which = 0, .key = k, .contents = full};
+    pool_walk_t pw = {.which = 0, .key = k, .contents = contents};
     walk(&w, &empty[k], most, full, visit_pool_block, &pw);
   }
+  if (full) { /* each segment counts its blocks on the empty lists (pooled): the sums agree */
+    size_t listed = 0, counted = 0;
+    for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
+      for (const smi_block_t *b = empty[k].head; b; b = b->next) listed++;
+    for (uint32_t id = 1; id < smi_segment_ids_used(); id++) {
+      smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);
+      if (seg && !smi_segtab[id].is_large) counted += seg->pooled;
+    }
+    if (listed != counted)
+      fail(where, "pool", empty, "blocks on the empty lists vs the segments' pooled counts", NULL, true, listed, counted);
+  }
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    pool_walk_t pw = {.which = 1, .key = cls, .contents = full};
+    pool_walk_t pw = {.which = 1, .key = cls, .contents = contents};
     w.list = "pool abandoned list";
     walk(&w, &abandoned[cls], most, full, visit_pool_block, &pw);
     w.list = "pool abandoned-full list";
