@@ -55,6 +55,12 @@ void smi_blist_remove(smi_blist_t *l, smi_block_t *b) {
   b->next = b->prev = NULL;
 }
 
+static bool blist_holds(const smi_blist_t *l, const smi_block_t *b) {
+  for (const smi_block_t *x = l->head; x; x = x->next)
+    if (x == b) return true;
+  return false;
+}
+
 /* Rebuilds the back links and the tail from the forward links, which every
  * list operation keeps a chain of real blocks at every instant; cuts the
  * chain after most blocks (a cycle left by a half-done change). */
@@ -85,8 +91,15 @@ void smi_arena_after_fork(sm_arena_t *a, bool *mine) {
     }
     g->large_prev = prev;
   }
-  /* The direct slots follow the current blocks again. */
-  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) smi_arena_set_current(a, cls, a->current[cls]);
+  /* A block both current and on a list was on its way to the list (its pin
+   * already dropped): the list keeps it. The direct slots follow the current
+   * blocks again. */
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    smi_block_t *cur = a->current[cls];
+    if (cur != &smi_block_empty && (blist_holds(&a->full, cur) || blist_holds(&a->avail[cls], cur)))
+      cur = &smi_block_empty;
+    smi_arena_set_current(a, cls, cur);
+  }
 }
 
 /* The owner value of an arena's blocks: frees from the thread allocating in

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "check.h"
 
 __thread sm_arena_t *smi_tls_cur = &smi_arena_empty;
 __thread smi_heap_t *smi_tls_heap;
@@ -142,6 +143,7 @@ void smi_heap_retire_others(void) {
   while (h) {
     smi_heap_t *next = h->next;
     if (h != smi_tls_heap) {
+      smi_check_forked(); /* its thread may have stopped mid-update: see check.h */
       h->done = true;
       heap_retire(h);
     }

@@ -38,6 +38,11 @@ void smi_pool_after_fork(bool *mine) {
   dismantle_blocks = (smi_blist_t){NULL, NULL};
   dismantle_large = NULL;
   atomic_store_explicit(&dismantle_pending, 0, memory_order_relaxed);
+  /* No block waits in the pool any more: no segment may be released whole. */
+  for (uint32_t id = 1; id < smi_segment_ids_used(); id++) {
+    smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
+    if (seg && !smi_segtab[id].is_large) seg->pooled = 0;
+  }
 }
 
 uint64_t smi_now_ms(void) {
