@@ -80,7 +80,8 @@ static void dispose(smi_segment_t *seg) {
 
 bool smi_large_hfree(uint32_t id, uint64_t tag) {
   smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);
-  if (!seg || !atomic_compare_exchange_strong(&smi_segtab[id].large_tag, &tag, 0)) return false;
+  /* tag 0 is a dead object's: a forged handle carrying it must not match */
+  if (!seg || !tag || !atomic_compare_exchange_strong(&smi_segtab[id].large_tag, &tag, 0)) return false;
   /* Ours now: nobody else disposes of it, so its header stays mapped. */
   seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);
   __atomic_store_n(&seg->large_gen, 2, __ATOMIC_RELAXED);

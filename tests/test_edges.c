@@ -204,3 +204,27 @@ Test(edges, arena_limit_counts_what_objects_occupy, .timeout = 60) {
     }
   }
 }
+
+/* sm_hfree of a forged handle whose generation and epoch are 0, naming the
+ * segment id of a freed (cached) large object, matched the dead object's tag
+ * (0) and freed the segment a second time: the cache then held it twice and
+ * two live objects shared memory. */
+Test(edges, hfree_forged_handle_of_dead_large_object) {
+  for (int round = 0; round < 4; round++) {
+    void *p = sm_malloc(1 * MiB);
+    sm_handle_t h = sm_handle_of(p);
+    cr_assert_neq(h, 0);
+    sm_free(p); /* into the large cache */
+    sm_handle_t forged = h >> 44 << 44; /* the same segment id, every other field 0 */
+    if (!__builtin_parityll(forged)) forged |= 1;
+    cr_assert_eq(sm_hfree(forged), ESTALE, "a forged handle freed a dead large object");
+    cr_assert_null(sm_deref(forged));
+    char *a = sm_malloc(1 * MiB), *b = sm_malloc(1 * MiB);
+    cr_assert(a && b && a != b, "two live objects share memory: %p %p", (void *)a, (void *)b);
+    memset(a, 1, 1 * MiB);
+    memset(b, 2, 1 * MiB);
+    cr_assert_eq(a[1 * MiB - 1], 1);
+    sm_free(a);
+    sm_free(b);
+  }
+}
