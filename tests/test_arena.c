@@ -25,16 +25,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define KiB ((size_t)1024)
-#define MiB (1024 * KiB)
-
 /* ---- helpers ---------------------------------------------------------------- */
 
+/* The file's random stream: this state as is (not through tu_rng's seed mixing). */
 static tu_rng_t rng = {0x5107a11cULL};
-
-static uint64_t rng_next(void) { return tu_rng_next(&rng); }
-
-#define opaque(p) tu_opaque((void *)(p))
 
 static uint8_t pattern_byte(uint8_t tag, size_t i)
 {
@@ -58,39 +52,14 @@ static size_t check(const void *p, size_t n, uint8_t tag)
   return SIZE_MAX;
 }
 
-/* Sizes 1 B .. 8 MiB: 1, 8, then around every power of two from 16 on. */
-static size_t make_sizes(size_t *out, size_t max)
-{
-  size_t n = 0;
-  out[n++] = 1;
-  out[n++] = 8;
-  for (size_t s = 16; s <= max; s *= 2) {
-    if (s > 16)
-      out[n++] = s - 1;
-    out[n++] = s;
-    if (s + 1 <= max)
-      out[n++] = s + 1;
-    if (s + s / 2 <= max)
-      out[n++] = s + s / 2;
-  }
-  return n;
-}
-#define MAX_SIZES 128
 
 static sm_arena_t *root_arena(void)
 {
   sm_arena_t *probe = sm_arena_new(NULL);
   cr_assert_not_null(probe, "sm_arena_new(NULL) failed");
   sm_arena_t *root = sm_arena_parent(probe);
-  sm_arena_close(probe);
-  sm_arena_release(probe);
+  tu_arena_drop(probe);
   return root;
-}
-
-static void drop(sm_arena_t *a)
-{
-  sm_arena_close(a);
-  sm_arena_release(a);
 }
 
 /* One object of a test population: where it is, its size, handle and pattern. */
@@ -116,16 +85,16 @@ static void bag_fill(struct bag *b, sm_arena_t *a, size_t n)
   b->o = calloc(n, sizeof *b->o);
   cr_assert_not_null(b->o);
   for (size_t i = 0; i < n; i++) {
-    size_t size = 16 + rng_next() % 2033;
+    size_t size = 16 + tu_rng_next(&rng) % 2033;
     if (i % 100 == 50)
-      size = 16 * KiB + rng_next() % (100 * KiB);
+      size = 16 * KiB + tu_rng_next(&rng) % (100 * KiB);
     if (i == 1)
       size = 256 * KiB + 16;
     if (i == 2)
       size = 4 * MiB + 512 * KiB;
     struct obj *o = &b->o[i];
     o->size = size;
-    o->tag = (uint8_t)rng_next();
+    o->tag = (uint8_t)tu_rng_next(&rng);
     if (a == NULL) {
       o->p = malloc(size);
       cr_assert_not_null(o->p, "malloc(%zu) failed", size);
@@ -214,17 +183,17 @@ Test(arena, new_nests_under_thread_root)
   cr_assert_not_null(c);
   cr_assert_eq(sm_arena_parent(c), a, "sm_arena_new(a) does not nest under a");
   cr_assert_eq(sm_arena_parent(sm_arena_parent(c)), root);
-  drop(c);
-  drop(b);
-  drop(a);
+  tu_arena_drop(c);
+  tu_arena_drop(b);
+  tu_arena_drop(a);
 }
 
 /* sm_arena_malloc gives writable, 16-aligned, non-overlapping objects of every size in a. */
 Test(arena, malloc_every_size_is_in_arena)
 {
-  size_t sizes[MAX_SIZES];
-  size_t n = make_sizes(sizes, 8 * MiB);
-  void *ps[MAX_SIZES];
+  size_t sizes[TU_MAX_SIZES];
+  size_t n = tu_make_sizes(sizes, 8 * MiB);
+  void *ps[TU_MAX_SIZES];
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   for (size_t i = 0; i < n; i++) {
@@ -244,14 +213,14 @@ Test(arena, malloc_every_size_is_in_arena)
   }
   for (size_t i = 0; i < n; i++)
     free(ps[i]);
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* sm_arena_calloc zeroes every size, even over reused dirty memory; overflow is ENOMEM. */
 Test(arena, calloc_zeroes_every_size)
 {
-  size_t sizes[MAX_SIZES];
-  size_t n = make_sizes(sizes, 8 * MiB);
+  size_t sizes[TU_MAX_SIZES];
+  size_t n = tu_make_sizes(sizes, 8 * MiB);
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   for (size_t i = 0; i < n; i++) {
@@ -276,7 +245,7 @@ Test(arena, calloc_zeroes_every_size)
   void *over = sm_arena_calloc(a, SIZE_MAX / 2, 3);
   cr_assert_null(over, "sm_arena_calloc with count*size overflow succeeded");
   cr_assert_eq(errno, ENOMEM, "count*size overflow: errno %d, want ENOMEM", errno);
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* sm_arena_aligned_alloc honours every power-of-two alignment up to 4 MiB; others are EINVAL. */
@@ -312,7 +281,7 @@ Test(arena, aligned_alloc_honours_alignment)
   errno = 0;
   cr_assert_null(sm_arena_aligned_alloc(a, 0, 64), "alignment 0 accepted");
   cr_assert_eq(errno, EINVAL, "alignment 0: errno %d, want EINVAL", errno);
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* Objects of plain malloc/calloc/realloc/aligned_alloc/posix_memalign are in the root arena. */
@@ -320,8 +289,8 @@ Test(arena, of_plain_malloc_is_root)
 {
   sm_arena_t *root = root_arena();
   cr_assert_not_null(root);
-  size_t sizes[MAX_SIZES];
-  size_t n = make_sizes(sizes, 8 * MiB);
+  size_t sizes[TU_MAX_SIZES];
+  size_t n = tu_make_sizes(sizes, 8 * MiB);
   for (size_t i = 0; i < n; i++) {
     void *p = malloc(sizes[i]);
     cr_assert_not_null(p);
@@ -365,8 +334,8 @@ Test(arena, of_non_objects_is_null)
   munmap(foreign, 1 * MiB);
   cr_assert_null(sm_arena_of(foreign), "unmapped address has an arena");
 
-  size_t sizes[MAX_SIZES];
-  size_t n = make_sizes(sizes, 8 * MiB);
+  size_t sizes[TU_MAX_SIZES];
+  size_t n = tu_make_sizes(sizes, 8 * MiB);
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   for (size_t i = 0; i < n; i++) {
@@ -383,13 +352,13 @@ Test(arena, of_non_objects_is_null)
         cr_assert_null(sm_arena_of(p + offs[k]), "interior pointer p+%zu of a %zu B object (%s)",
                        offs[k], s, plain ? "malloc" : "arena");
       }
-      void *stale = opaque(p);
+      void *stale = tu_opaque(p);
       free(p);
       cr_assert_null(sm_arena_of(stale), "freed %zu B object (%s) still has an arena",
                      s, plain ? "malloc" : "arena");
     }
   }
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* ---- close -------------------------------------------------------------------- */
@@ -459,7 +428,7 @@ Test(close, subtree_stale_at_return_others_untouched)
     bag_free(&kept[i]);
   bag_free(&more);
   for (int i = (int)(sizeof all / sizeof all[0]) - 1; i >= 0; i--)
-    drop(all[i]);
+    tu_arena_drop(all[i]);
 }
 
 /* Closing twice (and closing children of a closed arena) is harmless; the thread goes on. */
@@ -490,7 +459,7 @@ Test(close, twice_is_harmless)
   cr_assert_not_null(p);
   cr_assert_eq(sm_arena_of(p), b);
   cr_assert_null(sm_deref(ha), "stale handle came back after new allocations");
-  drop(b);
+  tu_arena_drop(b);
 }
 
 /* Build/close/collect rounds of 100k objects do not grow committed memory (last <= 2x second). */
@@ -505,7 +474,7 @@ Test(close, rounds_do_not_grow_committed)
     sm_arena_t *a = sm_arena_new(NULL);
     cr_assert_not_null(a);
     for (size_t i = 0; i < OBJS; i++) {
-      size_t s = 16 + rng_next() % 497;
+      size_t s = 16 + tu_rng_next(&rng) % 497;
       ps[i] = sm_arena_malloc(a, s);
       cr_assert_not_null(ps[i], "round %d: allocation %zu failed", r, i);
       memset(ps[i], (int)i, 16);
@@ -517,8 +486,7 @@ Test(close, rounds_do_not_grow_committed)
     sm_stats_t st;
     sm_arena_stats(NULL, &st);
     committed[r] = st.bytes_committed;
-    sm_arena_close(a);
-    sm_arena_release(a);
+    tu_arena_drop(a);
     sm_collect(SIZE_MAX);
   }
   free(ps);
@@ -608,8 +576,7 @@ static void run_child(void (*fn)(void *), void *arg, struct child_out *out)
   }
   out->err[len] = 0;
   close(fds[0]);
-  while (waitpid(pid, &out->status, 0) < 0 && errno == EINTR) {
-  }
+  tu_waitpid(pid, &out->status);
 }
 
 /* The address in the line starting with prefix, or 0 if there is no such line. */
@@ -659,7 +626,7 @@ static void assert_free_after_close_aborts(size_t size)
                 size, out.err);
   cr_assert_eq(addr, (uintptr_t)p, "reported address %#lx, freed %p (size %zu)",
                (unsigned long)addr, p, size);
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* free() of a small object of a closed arena aborts with "slotmalloc: double free of 0x...". */
@@ -760,10 +727,10 @@ Test(enter, plain_malloc_follows_entered_arena)
 
   sm_handle_t ha = sm_handle_of(pa), hb = sm_handle_of(pb);
   cr_assert(ha && hb);
-  drop(b);
+  tu_arena_drop(b);
   cr_assert_null(sm_deref(hb), "object malloc'd in entered b survived closing b");
   cr_assert_eq(sm_deref(ha), pa);
-  drop(a);
+  tu_arena_drop(a);
   cr_assert_null(sm_deref(ha), "object malloc'd in entered a survived closing a");
   cr_assert_eq(sm_arena_of(pr), root);
   free(pr);
@@ -809,8 +776,8 @@ Test(promote, moves_object_to_parent)
   cr_assert_not_null(twice);
   cr_assert_eq(sm_arena_of(twice), P);
 
-  drop(G);
-  drop(C);
+  tu_arena_drop(G);
+  tu_arena_drop(C);
   for (size_t i = 0; i < NS; i++) {
     cr_assert_eq(sm_arena_of(moved[i]), P, "promoted %zu B object died with its old arena",
                  sizes[i]);
@@ -820,7 +787,7 @@ Test(promote, moves_object_to_parent)
   }
   cr_assert_eq(check(twice, 200, 99), SIZE_MAX);
   sm_handle_t ht = sm_handle_of(twice);
-  drop(P);
+  tu_arena_drop(P);
   cr_assert_null(sm_deref(ht), "promoted object outlived the parent");
 }
 
@@ -836,12 +803,12 @@ Test(promote, root_object_stays_freed_object_fails)
   sm_arena_t *a = sm_arena_new(NULL);
   void *q = sm_arena_malloc(a, 64);
   cr_assert_not_null(q);
-  void *stale = opaque(q);
+  void *stale = tu_opaque(q);
   free(q);
   errno = 0;
   cr_assert_null(sm_arena_promote(stale), "promote of a freed object succeeded");
   cr_assert_neq(errno, 0, "promote of a freed object left errno 0");
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* ---- steal ---------------------------------------------------------------------- */
@@ -861,11 +828,11 @@ Test(steal, moves_subtree_to_new_parent)
   cr_assert_eq(sm_arena_steal(c, other), 0, "sm_arena_steal failed");
   cr_assert_eq(sm_arena_parent(c), other, "after steal, the parent is not the new one");
   cr_assert_eq(sm_arena_parent(gc), c, "steal changed the grandchild's parent");
-  drop(old);
+  tu_arena_drop(old);
   bag_assert_stale(&bold, "the old parent's own objects");
   bag_assert_intact(&bc, c, "stolen arena after its old parent closed");
   bag_assert_intact(&bgc, gc, "stolen arena's child after the old parent closed");
-  drop(other);
+  tu_arena_drop(other);
   bag_assert_stale(&bc, "stolen arena after its new parent closed");
   bag_assert_stale(&bgc, "stolen arena's child after its new parent closed");
   sm_arena_release(gc);
@@ -899,7 +866,7 @@ Test(steal, cycle_root_closed_are_einval)
   cr_assert_eq(sm_arena_parent(c), a);
   sm_arena_release(c);
   sm_arena_release(b);
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* ---- merge ---------------------------------------------------------------------- */
@@ -926,13 +893,13 @@ Test(merge, src_objects_join_dst)
   struct bag more;
   bag_fill(&more, dst, 300);
   bag_assert_intact(&bs, dst, "merged objects after new allocations in dst");
-  drop(dst);
+  tu_arena_drop(dst);
   bag_assert_stale(&bs, "merged objects after dst closed");
   bag_assert_stale(&bd, "dst's objects after dst closed");
   bag_assert_stale(&bsc, "src's child's objects after dst closed");
   bag_assert_stale(&more, "dst's new objects after dst closed");
   sm_arena_release(sc);
-  drop(P);
+  tu_arena_drop(P);
   bag_free(&bd);
   bag_free(&bs);
   bag_free(&bsc);
@@ -952,7 +919,7 @@ Test(merge, child_into_parent)
   sm_stats_t st;
   sm_arena_stats(P, &st);
   cr_assert_geq(st.objects_live, b.n, "parent stats miss merged objects");
-  drop(P);
+  tu_arena_drop(P);
   bag_assert_stale(&b, "merged objects after the parent closed");
   bag_free(&b);
 }
@@ -966,7 +933,7 @@ Test(merge, invalid_is_einval)
   cr_assert_eq(sm_arena_merge(a, a), EINVAL, "merging an arena into itself was accepted");
   cr_assert_eq(sm_arena_merge(a, sm_arena_parent(a)), EINVAL, "merging a root away was accepted");
   cr_assert_not_null(sm_deref(h), "a failed merge killed an object");
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* ---- set_limit ------------------------------------------------------------------ */
@@ -1027,8 +994,8 @@ Test(limit, caps_live_bytes)
   cr_assert_not_null(big, "1 MiB refused after removing the limit");
   for (int i = 0; i < 500; i++)
     cr_assert_not_null(sm_arena_malloc(a, 1 * KiB), "allocation %d refused with no limit", i);
-  drop(c);
-  drop(a);
+  tu_arena_drop(c);
+  tu_arena_drop(a);
 }
 
 /* A single allocation bigger than the limit fails at once; a fitting one succeeds. */
@@ -1044,7 +1011,7 @@ Test(limit, single_allocation_past_limit)
   cr_assert_null(sm_arena_malloc(a, 5 * MiB), "5 MiB passed a 64 KiB limit");
   cr_assert_eq(errno, ENOMEM);
   cr_assert_not_null(sm_arena_malloc(a, 32 * KiB), "32 KiB refused under a 64 KiB limit");
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* ---- statistics ----------------------------------------------------------------- */
@@ -1125,10 +1092,10 @@ Test(stats, counts_and_rolls_up)
                st.objects_live);
   for (int k = 0; k < 4; k++)
     free(ps[k]);
-  drop(g);
-  drop(c2);
-  drop(c1);
-  drop(a);
+  tu_arena_drop(g);
+  tu_arena_drop(c2);
+  tu_arena_drop(c1);
+  tu_arena_drop(a);
 }
 
 /* sm_stats_text and sm_stats_json write non-empty text; the JSON is an object with bytes_live. */
@@ -1169,7 +1136,7 @@ Test(stats, text_and_json)
     cr_assert_geq(need, sizeof small, "needed length %zu for a truncated write", need);
     cr_assert_lt(strlen(small), sizeof small, "truncated output not NUL-terminated");
   }
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* Arenas closed and made again 300 times reuse the same blocks (reopened
@@ -1187,8 +1154,7 @@ Test(close, reused_blocks_keep_old_handles_stale)
       cr_assert_neq(h, 0);
       old[n++] = h;
     }
-    sm_arena_close(a);
-    sm_arena_release(a);
+    tu_arena_drop(a);
     sm_collect(SIZE_MAX);
     for (size_t k = 0; k < n; k++)
       cr_assert_null(sm_deref(old[k]), "round %d: handle %zu of an earlier round derefs again", r, k);

@@ -20,30 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KiB ((size_t)1024)
-#define MiB (1024 * KiB)
+#include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-static uint64_t mix64(uint64_t z) /* splitmix64 step */
-{
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-static uint64_t rng_next(uint64_t *state)
-{
-  *state += 0x9e3779b97f4a7c15ULL;
-  return mix64(*state);
-}
-
-static void drop(sm_arena_t *a)
-{
-  sm_arena_close(a);
-  sm_arena_release(a);
-}
 
 static size_t count_live(const sm_handle_t *hs, size_t n)
 {
@@ -94,8 +73,9 @@ Test(threads, hfree_racing_close)
   for (int r = 0; r < ROUNDS; r++) {
     sm_arena_t *a = sm_arena_new(NULL);
     cr_assert_not_null(a);
+    tu_rng_t sizes = tu_rng((uint64_t)r);
     for (size_t i = 0; i < N; i++) {
-      size_t s = 16 + (mix64(i + (size_t)r * N) % 1500);
+      size_t s = tu_rng_range(&sizes, 16, 1515);
       if (i % 5000 == 17)
         s = 64 * KiB + i % 4096;
       if (i % 40000 == 4999)
@@ -217,7 +197,7 @@ Test(threads, created_here_closed_elsewhere)
   fill_handles(b, hs, XN);
   cr_assert_eq(count_zero(hs, XN), 0);
   cr_assert_eq(count_live(hs, XN), XN);
-  drop(b);
+  tu_arena_drop(b);
   cr_assert_eq(sm_hfree(keep), 0);
 }
 
@@ -260,7 +240,7 @@ Test(threads, created_elsewhere_closed_here)
   bool made_ok = c.a != NULL && c.zero_handles == 0;
   size_t live_before = made_ok ? count_live(hs, XN) : 0;
   if (made_ok)
-    drop(c.a);
+    tu_arena_drop(c.a);
   size_t live_after = count_live(hs, XN);
   pthread_barrier_wait(&closed);
   pthread_join(t, NULL);
@@ -289,7 +269,7 @@ Test(threads, creator_exits_then_closed_here)
   cr_assert_not_null(c.a);
   cr_assert_eq(c.zero_handles, 0);
   cr_assert_eq(count_live(hs, XN), XN, "objects of an exited thread's arena died with it");
-  drop(c.a);
+  tu_arena_drop(c.a);
   cr_assert_eq(count_live(hs, XN), 0, "objects survive closing an exited thread's arena");
   sm_collect(SIZE_MAX);
   cr_assert_eq(count_live(hs, XN), 0);
@@ -355,7 +335,7 @@ struct table {
 
 struct reader {
   struct table *tb;
-  uint64_t seed;
+  tu_rng_t rng;
   size_t iters, validated, bad_content, bad_other_address, stale_live;
   uint64_t bad_h;
 };
@@ -368,7 +348,7 @@ static void *reader_main(void *argp)
     return NULL;
   while (!atomic_load_explicit(&r->tb->done, memory_order_acquire) || r->iters < READER_MIN) {
     r->iters++;
-    size_t i = rng_next(&r->seed) % TABLE;
+    size_t i = tu_rng_range(&r->rng, 0, TABLE - 1);
     uint64_t h = atomic_load_explicit(&r->tb->h[i], memory_order_acquire);
     /* The owner freed seen[i] before publishing h: it must be stale now. */
     if (seen[i] != 0 && seen[i] != h && sm_deref(seen[i]) != NULL)
@@ -401,58 +381,54 @@ static void *owner_alloc(sm_arena_t *a, size_t size)
   return a ? sm_arena_malloc(a, size) : malloc(size);
 }
 
-/* The owner (this thread) replaces random objects: free, allocate (often the same slot),
- * write the head, publish the handle. Readers must never see a stale or reused slot. */
-static void deref_while_owner_frees(bool in_arena)
+/* The owner's side of the table: the objects behind it and the random stream. */
+struct owner {
+  sm_arena_t *a; /* NULL: plain malloc */
+  struct table *tb;
+  void **ptr; /* ptr[i]: the object whose handle is in tb->h[i] */
+  tu_rng_t rng;
+};
+
+/* Allocates an object of 16 .. 160 bytes, writes its head and publishes its handle in
+ * slot i. Returns the object, or NULL if the allocation failed. */
+static struct head *owner_publish(struct owner *o, size_t i)
 {
-  enum { OWNER_ITERS = 300000 };
-  static struct table tb;
-  static void *ptr[TABLE];
-  sm_arena_t *a = in_arena ? sm_arena_new(NULL) : NULL;
-  if (in_arena)
-    cr_assert_not_null(a);
-  uint64_t seed = 12345;
-  for (size_t i = 0; i < TABLE; i++) {
-    size_t s = sizeof(struct head) + (rng_next(&seed) % 4) * 48;
-    struct head *p = owner_alloc(a, s);
-    cr_assert_not_null(p);
-    uint64_t h = sm_handle_of(p);
-    cr_assert_neq(h, 0);
-    __atomic_store_n(&p->magic, MAGIC, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->self, h, __ATOMIC_RELAXED);
-    ptr[i] = p;
-    atomic_store_explicit(&tb.h[i], h, memory_order_release);
-  }
-  atomic_store(&tb.done, false);
-  struct reader rd[NREADERS];
-  pthread_t t[NREADERS];
-  for (int k = 0; k < NREADERS; k++) {
-    rd[k] = (struct reader){.tb = &tb, .seed = 1000 + (uint64_t)k};
-    cr_assert_eq(pthread_create(&t[k], NULL, reader_main, &rd[k]), 0);
-  }
-  size_t owner_stale_live = 0, owner_fail = 0;
-  for (size_t it = 0; it < OWNER_ITERS; it++) {
-    size_t i = rng_next(&seed) % TABLE;
-    uint64_t old = atomic_load_explicit(&tb.h[i], memory_order_relaxed);
+  size_t s = sizeof(struct head) + tu_rng_range(&o->rng, 0, 3) * 48;
+  struct head *p = owner_alloc(o->a, s);
+  if (!p)
+    return NULL;
+  uint64_t h = sm_handle_of(p);
+  __atomic_store_n(&p->magic, MAGIC, __ATOMIC_RELAXED);
+  __atomic_store_n(&p->self, h, __ATOMIC_RELAXED);
+  o->ptr[i] = p;
+  atomic_store_explicit(&o->tb->h[i], h, memory_order_release);
+  return p;
+}
+
+/* iters times: frees a random slot's object (by free or sm_hfree, in turn), checks its
+ * handle is stale at once, publishes a new object there. Counts into *stale_live the
+ * freed handles that still deref'd, into *fail the frees and allocations that failed. */
+static void owner_replace_objects(struct owner *o, size_t iters, size_t *stale_live, size_t *fail)
+{
+  for (size_t it = 0; it < iters; it++) {
+    size_t i = tu_rng_range(&o->rng, 0, TABLE - 1);
+    uint64_t old = atomic_load_explicit(&o->tb->h[i], memory_order_relaxed);
     if (it % 2)
-      free(ptr[i]);
+      free(o->ptr[i]);
     else if (sm_hfree(old) != 0)
-      owner_fail++;
+      (*fail)++;
     if (sm_deref(old) != NULL)
-      owner_stale_live++;
-    size_t s = sizeof(struct head) + (rng_next(&seed) % 4) * 48;
-    struct head *p = owner_alloc(a, s);
-    if (!p) {
-      owner_fail++;
+      (*stale_live)++;
+    if (!owner_publish(o, i)) {
+      (*fail)++;
       break;
     }
-    uint64_t h = sm_handle_of(p);
-    __atomic_store_n(&p->magic, MAGIC, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->self, h, __ATOMIC_RELAXED);
-    ptr[i] = p;
-    atomic_store_explicit(&tb.h[i], h, memory_order_release);
   }
-  atomic_store_explicit(&tb.done, true, memory_order_release);
+}
+
+/* Joins the readers and checks what they saw: only live objects with their own bytes. */
+static void join_readers_assert_no_stale_reads(struct reader *rd, pthread_t *t)
+{
   size_t iters = 0, validated = 0, bad_content = 0, bad_addr = 0, stale_live = 0;
   uint64_t bad_h = 0;
   for (int k = 0; k < NREADERS; k++) {
@@ -465,9 +441,6 @@ static void deref_while_owner_frees(bool in_arena)
     if (rd[k].bad_content)
       bad_h = rd[k].bad_h;
   }
-  cr_assert_eq(owner_fail, 0, "the owner's own free/alloc failed %zu times", owner_fail);
-  cr_assert_eq(owner_stale_live, 0, "a freed object's handle derefs in its owner (%zu times)",
-               owner_stale_live);
   cr_assert_geq(iters, (size_t)NREADERS * READER_MIN, "readers did not run");
   cr_assert_gt(validated, 0, "no reader ever saw a live object");
   cr_assert_eq(bad_content, 0,
@@ -476,12 +449,43 @@ static void deref_while_owner_frees(bool in_arena)
   cr_assert_eq(bad_addr, 0, "one handle deref'd to two different addresses %zu times", bad_addr);
   cr_assert_eq(stale_live, 0, "%zu handles deref'd after the owner freed them and published a new one",
                stale_live);
+}
+
+/* The owner (this thread) replaces random objects: free, allocate (often the same slot),
+ * write the head, publish the handle. Readers must never see a stale or reused slot. */
+static void deref_while_owner_frees(bool in_arena)
+{
+  enum { OWNER_ITERS = 300000 };
+  static struct table tb;
+  static void *ptr[TABLE];
+  struct owner o = {.a = in_arena ? sm_arena_new(NULL) : NULL, .tb = &tb, .ptr = ptr, .rng = tu_rng(12345)};
+  if (in_arena)
+    cr_assert_not_null(o.a);
+  for (size_t i = 0; i < TABLE; i++) {
+    struct head *p = owner_publish(&o, i);
+    cr_assert_not_null(p);
+    cr_assert_neq(atomic_load(&tb.h[i]), 0);
+  }
+  atomic_store(&tb.done, false);
+  struct reader rd[NREADERS];
+  pthread_t t[NREADERS];
+  for (int k = 0; k < NREADERS; k++) {
+    rd[k] = (struct reader){.tb = &tb, .rng = tu_rng(1000 + (uint64_t)k)};
+    cr_assert_eq(pthread_create(&t[k], NULL, reader_main, &rd[k]), 0);
+  }
+  size_t owner_stale_live = 0, owner_fail = 0;
+  owner_replace_objects(&o, OWNER_ITERS, &owner_stale_live, &owner_fail);
+  atomic_store_explicit(&tb.done, true, memory_order_release);
+  join_readers_assert_no_stale_reads(rd, t);
+  cr_assert_eq(owner_fail, 0, "the owner's own free/alloc failed %zu times", owner_fail);
+  cr_assert_eq(owner_stale_live, 0, "a freed object's handle derefs in its owner (%zu times)",
+               owner_stale_live);
   for (size_t i = 0; i < TABLE; i++) {
     uint64_t h = atomic_load(&tb.h[i]);
     cr_assert_eq(sm_deref(h), ptr[i]);
   }
   if (in_arena) {
-    drop(a);
+    tu_arena_drop(o.a);
     size_t live = 0;
     for (size_t i = 0; i < TABLE; i++)
       live += sm_deref(atomic_load(&tb.h[i])) != NULL;
@@ -517,7 +521,7 @@ static void *peek_main(void *argp)
   sm_arena_t *probe = sm_arena_new(NULL);
   pk->root = probe ? sm_arena_parent(probe) : NULL;
   if (probe)
-    drop(probe);
+    tu_arena_drop(probe);
   void *p = malloc(32);
   pk->of_malloc = sm_arena_of(p);
   free(p);
@@ -547,7 +551,7 @@ Test(threads, enter_is_per_thread)
   cr_assert_eq(pk.of_malloc, pk.root, "another thread's malloc went to %p, not its root %p",
                (void *)pk.of_malloc, (void *)pk.root);
   free(mine);
-  drop(a);
+  tu_arena_drop(a);
 }
 
 struct remote {
@@ -623,7 +627,7 @@ Test(threads, remote_frees_while_owner_allocates)
   sm_stats_t st;
   sm_arena_stats(a, &st);
   cr_assert_geq(st.objects_live, M + N);
-  drop(a);
+  tu_arena_drop(a);
   cr_assert_eq(count_live(hq, M), 0, "objects survive the close");
   free(ps);
   free(hs);

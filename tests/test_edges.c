@@ -14,9 +14,6 @@
 #include "slotmalloc.h"
 #include "testutil.h"
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
 static void assert_handle_works(void *p, const char *what) {
   sm_handle_t h = sm_handle_of(p);
   cr_assert_neq(h, 0, "%s: no handle for a live object", what);

@@ -23,41 +23,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define KiB ((size_t)1024)
-#define MiB (1024 * KiB)
-
 /* ---- helpers ---------------------------------------------------------------- */
 
+/* The file's random stream: this state as is (not through tu_rng's seed mixing). */
 static tu_rng_t rng = {0x4a4e444cULL};
-
-static uint64_t rng_next(void) { return tu_rng_next(&rng); }
-
-#define opaque(p) tu_opaque((void *)(p))
-
-/* Sizes 1 B .. max: 1, 8, then around every power of two from 16 on. */
-static size_t make_sizes(size_t *out, size_t max)
-{
-  size_t n = 0;
-  out[n++] = 1;
-  out[n++] = 8;
-  for (size_t s = 16; s <= max; s *= 2) {
-    if (s > 16)
-      out[n++] = s - 1;
-    out[n++] = s;
-    if (s + 1 <= max)
-      out[n++] = s + 1;
-    if (s + s / 2 <= max)
-      out[n++] = s + s / 2;
-  }
-  return n;
-}
-#define MAX_SIZES 128
-
-static void drop(sm_arena_t *a)
-{
-  sm_arena_close(a);
-  sm_arena_release(a);
-}
 
 /* The outcome of sm_deref on a value that should name nothing (or exactly a live object). */
 struct probe {
@@ -90,12 +59,12 @@ static int cmp_u64(const void *a, const void *b)
 /* sm_halloc/sm_arena_halloc give handles that deref to writable objects of the size. */
 Test(handle, halloc_deref_writable)
 {
-  size_t sizes[MAX_SIZES];
-  size_t n = make_sizes(sizes, 8 * MiB);
+  size_t sizes[TU_MAX_SIZES];
+  size_t n = tu_make_sizes(sizes, 8 * MiB);
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   sm_arena_t *root = sm_arena_parent(a);
-  sm_handle_t hs[2 * MAX_SIZES];
+  sm_handle_t hs[2 * TU_MAX_SIZES];
   for (size_t i = 0; i < n; i++) {
     for (int in_arena = 0; in_arena < 2; in_arena++) {
       size_t s = sizes[i];
@@ -121,7 +90,7 @@ Test(handle, halloc_deref_writable)
       cr_assert_eq(p[sizes[i] - 1], (unsigned char)(i + 1), "object of %zu B overwritten",
                    sizes[i]);
     }
-  uint64_t sorted[2 * MAX_SIZES];
+  uint64_t sorted[2 * TU_MAX_SIZES];
   memcpy(sorted, hs, 2 * n * sizeof hs[0]);
   qsort(sorted, 2 * n, sizeof sorted[0], cmp_u64);
   for (size_t i = 1; i < 2 * n; i++)
@@ -129,7 +98,7 @@ Test(handle, halloc_deref_writable)
                   (unsigned long long)sorted[i]);
   for (size_t i = 0; i < n; i++)
     cr_assert_eq(sm_hfree(hs[2 * i]), 0);
-  drop(a);
+  tu_arena_drop(a);
   for (size_t i = 0; i < 2 * n; i++)
     cr_assert_null(sm_deref(hs[i]));
 }
@@ -137,8 +106,8 @@ Test(handle, halloc_deref_writable)
 /* sm_handle_of works for malloc'd objects of every size (and aligned ones); free makes it stale. */
 Test(handle, handle_of_malloc_every_size)
 {
-  size_t sizes[MAX_SIZES];
-  size_t n = make_sizes(sizes, 8 * MiB);
+  size_t sizes[TU_MAX_SIZES];
+  size_t n = tu_make_sizes(sizes, 8 * MiB);
   for (size_t i = 0; i < n; i++) {
     size_t s = sizes[i];
     void *kinds[3];
@@ -151,7 +120,7 @@ Test(handle, handle_of_malloc_every_size)
       sm_handle_t h = sm_handle_of(p);
       cr_assert_neq(h, 0, "no handle for a %zu B object (kind %d)", s, k);
       cr_assert_eq(sm_deref(h), p, "handle of a %zu B object (kind %d) derefs elsewhere", s, k);
-      void *stale = opaque(p);
+      void *stale = tu_opaque(p);
       free(p);
       cr_assert_null(sm_deref(h), "handle of a freed %zu B object (kind %d) still derefs", s, k);
       cr_assert_eq(sm_handle_of(stale), 0, "a freed %zu B object still has a handle", s);
@@ -252,7 +221,7 @@ Test(handle, hfree_of_malloc_object)
   cr_assert_neq(h, 0);
   cr_assert_eq(sm_hfree(h), 0);
   cr_assert_null(sm_deref(h));
-  cr_assert_null(sm_arena_of(opaque(p)), "object freed by sm_hfree still has an arena");
+  cr_assert_null(sm_arena_of(tu_opaque(p)), "object freed by sm_hfree still has an arena");
 }
 
 /* ---- values that name nothing ------------------------------------------------- */
@@ -260,9 +229,9 @@ Test(handle, hfree_of_malloc_object)
 /* Every single-bit flip of a valid handle derefs to NULL, for many handles of many sizes. */
 Test(handle, single_bit_flips_deref_null)
 {
-  size_t sizes[MAX_SIZES];
-  size_t n = make_sizes(sizes, 8 * MiB);
-  enum { PER = 6, CAP = MAX_SIZES * PER + 64 };
+  size_t sizes[TU_MAX_SIZES];
+  size_t n = tu_make_sizes(sizes, 8 * MiB);
+  enum { PER = 6, CAP = TU_MAX_SIZES * PER + 64 };
   static sm_handle_t hs[CAP];
   static void *ps[CAP];
   size_t nh = 0;
@@ -310,7 +279,7 @@ Test(handle, single_bit_flips_deref_null)
     cr_assert_eq(sm_deref(hs[i]), ps[i]);
   for (size_t i = 0; i < nh; i++)
     cr_assert_eq(sm_hfree(hs[i]), 0);
-  drop(a);
+  tu_arena_drop(a);
 }
 
 /* 1,000,000 random 64-bit values (fixed seed) all deref to NULL, with a populated heap. */
@@ -321,16 +290,16 @@ Test(handle, random_values_deref_null)
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   for (size_t i = 0; i < LIVE; i++) {
-    size_t s = 16 + rng_next() % 4000;
+    size_t s = 16 + tu_rng_next(&rng) % 4000;
     if (i % 1000 == 0)
-      s = 200 * KiB + rng_next() % (5 * MiB);
+      s = 200 * KiB + tu_rng_next(&rng) % (5 * MiB);
     live[i] = i % 2 ? malloc(s) : sm_arena_malloc(a, s);
     cr_assert_not_null(live[i]);
   }
   rng = tu_rng(0x00c0ffee);
   struct probe pr = {0};
   for (size_t i = 0; i < 1000000; i++)
-    probe_value(&pr, rng_next());
+    probe_value(&pr, tu_rng_next(&rng));
   cr_assert_eq(pr.not_exact, 0,
                "%zu random values deref to memory that is not the live object they name",
                pr.not_exact);
@@ -338,30 +307,38 @@ Test(handle, random_values_deref_null)
                pr.non_null, pr.tried, (unsigned long long)pr.first_bad);
   for (size_t i = 0; i < LIVE; i++)
     free(live[i]);
-  drop(a);
+  tu_arena_drop(a);
 }
 
-/* Values forged from a valid handle by changing its generation bits deref to NULL. */
-Test(handle, forged_generations_deref_null)
+/* One 64 B slot through several lives: the handles of its earlier lives and of the live one. */
+enum { SLOT_LIVES = 64, SLOT_REUSE_TRIES = 4096 };
+struct slot_lives {
+  void *slot; /* the slot's address, the same in every life */
+  sm_handle_t olds[SLOT_LIVES];
+  size_t nold;
+  sm_handle_t live; /* the handle of the current life; free(slot) ends it */
+};
+
+/* Frees the slot's object and allocates 64 B objects until the slot comes back, up to
+ * SLOT_LIVES times, keeping the handle of each earlier life. Asserts the slot came back at
+ * least once, each time under a new handle. */
+static void slot_lives_make(struct slot_lives *sl)
 {
-  /* Reuse one slot CHAIN times, keeping the handle of each earlier life. */
-  enum { CHAIN = 64, TRIES = 4096 };
-  static void *held[TRIES];
-  sm_handle_t olds[CHAIN];
-  size_t nold = 0;
+  static void *held[SLOT_REUSE_TRIES];
   void *cur = malloc(64);
   cr_assert_not_null(cur);
-  void *slot = cur;
+  sl->slot = cur;
+  sl->nold = 0;
   sm_handle_t h = sm_handle_of(cur);
   cr_assert_neq(h, 0);
-  while (nold < CHAIN) {
+  while (sl->nold < SLOT_LIVES) {
     free(cur);
     void *got = NULL;
     size_t nheld = 0;
-    for (size_t t = 0; t < TRIES; t++) {
+    for (size_t t = 0; t < SLOT_REUSE_TRIES; t++) {
       void *q = malloc(64);
       cr_assert_not_null(q);
-      if (q == slot) {
+      if (q == sl->slot) {
         got = q;
         break;
       }
@@ -374,35 +351,33 @@ Test(handle, forged_generations_deref_null)
     sm_handle_t hn = sm_handle_of(got);
     cr_assert_neq(hn, 0);
     cr_assert_neq(hn, h, "the slot's new life has its old handle");
-    olds[nold++] = h;
+    sl->olds[sl->nold++] = h;
     cur = got;
     h = hn;
   }
-  cr_assert_gt(nold, 0, "a freed 64 B slot was not reused within %d allocations", TRIES);
-  sm_handle_t live = h;
-  cr_assert_eq(sm_deref(live), slot);
+  cr_assert_gt(sl->nold, 0, "a freed 64 B slot was not reused within %d allocations", SLOT_REUSE_TRIES);
+  sl->live = h;
+  cr_assert_eq(sm_deref(sl->live), sl->slot);
+}
 
-  /* The stale handles of the slot's earlier lives: NULL. */
-  for (size_t i = 0; i < nold; i++)
-    cr_assert_null(sm_deref(olds[i]), "stale handle of the slot's life %zu derefs", i);
+/* The stale handles of the slot's earlier lives deref to NULL. */
+static void assert_earlier_lives_deref_null(const struct slot_lives *sl)
+{
+  for (size_t i = 0; i < sl->nold; i++)
+    cr_assert_null(sm_deref(sl->olds[i]), "stale handle of the slot's life %zu derefs", i);
+}
 
-  /* gmask: the bits that differ between lives of this one slot (generation and checks). */
-  uint64_t gmask = 0;
-  for (size_t i = 0; i < nold; i++)
-    gmask |= olds[i] ^ live;
-  cr_assert_neq(gmask, 0);
-
-  /* Values that differ from the live handle only in those bits name the same slot at another
-   * generation: none is live, so all deref to NULL. */
-  struct probe strict = {0};
+/* Probes values that differ from live only in the bits of gmask: random ones, and the
+ * generations ahead of and behind the live one, counted from each bit of the mask
+ * (whichever is the generation field's low end). */
+static void probe_other_generations(struct probe *pr, uint64_t live, uint64_t gmask)
+{
   rng = tu_rng(0xf0f0);
   for (int i = 0; i < 200000; i++) {
-    uint64_t v = (live & ~gmask) | (rng_next() & gmask);
+    uint64_t v = (live & ~gmask) | (tu_rng_next(&rng) & gmask);
     if (v != live)
-      probe_value(&strict, v);
+      probe_value(pr, v);
   }
-  /* Generations ahead of and behind the live one, counted from the mask's low bit and from
-   * each bit of the mask (whichever is the generation field's low end). */
   for (int lo = 0; lo < 64; lo++) {
     if (!(gmask >> lo & 1))
       continue;
@@ -410,28 +385,55 @@ Test(handle, forged_generations_deref_null)
       uint64_t up = (live & ~gmask) | ((live + (k << lo)) & gmask);
       uint64_t down = (live & ~gmask) | ((live - (k << lo)) & gmask);
       if (up != live)
-        probe_value(&strict, up);
+        probe_value(pr, up);
       if (down != live)
-        probe_value(&strict, down);
+        probe_value(pr, down);
     }
   }
+}
+
+/* Values that differ from the live handle only in the bits that change between lives of
+ * its slot (generation and checks) name the slot at another generation: none is live, so
+ * all deref to NULL. */
+static void assert_other_generations_deref_null(const struct slot_lives *sl)
+{
+  uint64_t gmask = 0;
+  for (size_t i = 0; i < sl->nold; i++)
+    gmask |= sl->olds[i] ^ sl->live;
+  cr_assert_neq(gmask, 0);
+  struct probe strict = {0};
+  probe_other_generations(&strict, sl->live, gmask);
   cr_assert_eq(strict.non_null, 0,
                "%zu of %zu values forged from a live handle's generation bits deref (first %#llx, "
                "live %#llx, mask %#llx)",
                strict.non_null, strict.tried, (unsigned long long)strict.first_bad,
-               (unsigned long long)live, (unsigned long long)gmask);
+               (unsigned long long)sl->live, (unsigned long long)gmask);
+}
 
-  /* Small additions at every bit position (any field): NULL, or exactly a live object. */
+/* Small additions to the live handle at every bit position (any field): NULL, or exactly
+ * a live object. */
+static void assert_small_offsets_deref_exact_or_null(const struct slot_lives *sl)
+{
   struct probe loose = {0};
   for (int b = 0; b < 64; b++)
     for (uint64_t k = 1; k <= 64; k++) {
-      probe_value(&loose, live + (k << b));
-      probe_value(&loose, live - (k << b));
+      probe_value(&loose, sl->live + (k << b));
+      probe_value(&loose, sl->live - (k << b));
     }
   cr_assert_eq(loose.not_exact, 0, "%zu forged values deref to memory they do not name",
                loose.not_exact);
-  cr_assert_eq(sm_deref(live), slot, "the live handle stopped working");
-  free(cur);
+}
+
+/* Values forged from a valid handle by changing its generation bits deref to NULL. */
+Test(handle, forged_generations_deref_null)
+{
+  struct slot_lives sl;
+  slot_lives_make(&sl);
+  assert_earlier_lives_deref_null(&sl);
+  assert_other_generations_deref_null(&sl);
+  assert_small_offsets_deref_exact_or_null(&sl);
+  cr_assert_eq(sm_deref(sl.live), sl.slot, "the live handle stopped working");
+  free(sl.slot);
 }
 
 /* Handles of a closed, collected arena's recycled blocks stay stale; forged mixes deref NULL. */
@@ -445,7 +447,7 @@ Test(handle, recycled_block_handles_stale)
     first[i] = sm_arena_halloc(a1, 48);
     cr_assert_neq(first[i], 0);
   }
-  drop(a1);
+  tu_arena_drop(a1);
   sm_collect(SIZE_MAX);
   sm_arena_t *a2 = sm_arena_new(NULL);
   cr_assert_not_null(a2);
@@ -463,13 +465,13 @@ Test(handle, recycled_block_handles_stale)
   for (size_t i = 0; i < N; i++) {
     uint64_t d = first[i] ^ second[i];
     for (int k = 0; k < 8; k++) {
-      uint64_t v = second[i] ^ (rng_next() & d);
+      uint64_t v = second[i] ^ (tu_rng_next(&rng) & d);
       if (v != second[i])
         probe_value(&pr, v);
     }
   }
   cr_assert_eq(pr.not_exact, 0, "%zu mixed values deref to memory they do not name", pr.not_exact);
-  drop(a2);
+  tu_arena_drop(a2);
   for (size_t i = 0; i < N; i++)
     cr_assert_null(sm_deref(second[i]));
 }
@@ -573,7 +575,7 @@ Test(handle, deref_never_faults_on_unmapped)
   cr_assert_not_null(keep_p);
   for (int i = 0; i < NL; i++)
     cr_assert_eq(sm_hfree(large_h[i]), 0);
-  drop(a);
+  tu_arena_drop(a);
   sm_collect(SIZE_MAX);
 
   size_t live = 0;

@@ -22,8 +22,6 @@
  * weak here so a missing cfree fails one test instead of the whole build. */
 extern void cfree(void *) __attribute__((weak));
 
-#define MiB ((size_t)1 << 20)
-#define KiB ((size_t)1 << 10)
 #define HUGE_SIZE ((size_t)PTRDIFF_MAX + 1)
 
 /* ---- the two faces of the same allocator -------------------------------------- */
@@ -612,6 +610,103 @@ Test(malloc, standard_names_are_ours) {
   }
 }
 
+/* ---- pattern test ---------------------------------------------------------------- */
+/* N objects of one ops_t, each filled (all usable bytes) with the pattern of its own seed. */
+typedef struct {
+  const ops_t *o;
+  tu_rng_t r;
+  size_t count;
+  void **p;       /* NULL: slot empty */
+  size_t *n;      /* usable size */
+  uint64_t *seed;
+  uint64_t next_seed;
+} patterned_t;
+
+/* A random size: mostly small (up to 256, 0 included), some medium, a few up to 2 MiB. */
+static size_t pattern_rand_size(tu_rng_t *r) {
+  unsigned pick = (unsigned)tu_rng_range(r, 0, 999);
+  if (pick < 700) return tu_rng_range(r, 0, 256);
+  if (pick < 920) return tu_rng_range(r, 257, 8192);
+  if (pick < 990) return tu_rng_range(r, 8193, 256 * 1024);
+  return tu_rng_range(r, 256 * 1024, 2 * MiB);
+}
+
+/* q becomes object i, filled over its usable size with a fresh seed's pattern. */
+static void pattern_take(patterned_t *t, size_t i, void *q) {
+  t->p[i] = q;
+  t->n[i] = t->o->usable(q);
+  t->seed[i] = t->next_seed++;
+  tu_fill(q, t->n[i], t->seed[i]);
+}
+
+/* All objects live at once, then freed in random order, each pattern checked just before
+ * its free. */
+static void pattern_all_live_then_freed_in_random_order(patterned_t *t) {
+  const ops_t *o = t->o;
+  size_t *order = calloc(t->count, sizeof *order);
+  cr_assert_not_null(order);
+  for (size_t i = 0; i < t->count; i++) {
+    size_t s = pattern_rand_size(&t->r);
+    void *q = o->alloc(s);
+    cr_assert_not_null(q, "[%s] malloc(%zu) failed", o->name, s);
+    pattern_take(t, i, q);
+    cr_assert_geq(t->n[i], s);
+    order[i] = i;
+  }
+  for (size_t i = t->count - 1; i > 0; i--) {
+    size_t j = tu_rng_range(&t->r, 0, i), k = order[i];
+    order[i] = order[j];
+    order[j] = k;
+  }
+  for (size_t k = 0; k < t->count; k++) {
+    size_t i = order[k];
+    size_t off = tu_check(t->p[i], t->n[i], t->seed[i]);
+    cr_assert_eq(off, SIZE_MAX, "[%s] object %zu (%p, usable %zu) clobbered at offset %zu before its free",
+                 o->name, i, t->p[i], t->n[i], off);
+    o->release(t->p[i]);
+    t->p[i] = NULL;
+  }
+  free(order);
+}
+
+/* steps random operations on random slots: a live object is checked, then grown or shrunk
+ * by realloc (which must keep the bytes both sizes hold) or freed; an empty slot gets a new
+ * object from malloc or calloc. Then every live object is checked and freed. */
+static void pattern_churn_keeps_contents(patterned_t *t, size_t steps) {
+  const ops_t *o = t->o;
+  for (size_t step = 0; step < steps; step++) {
+    size_t i = tu_rng_range(&t->r, 0, t->count - 1);
+    if (!t->p[i]) {
+      size_t s = pattern_rand_size(&t->r);
+      void *q = tu_rng_range(&t->r, 0, 4) == 0 ? o->zalloc(1, s) : o->alloc(s);
+      cr_assert_not_null(q, "[%s] allocation of %zu failed", o->name, s);
+      pattern_take(t, i, q);
+      continue;
+    }
+    size_t off = tu_check(t->p[i], t->n[i], t->seed[i]);
+    cr_assert_eq(off, SIZE_MAX, "[%s] churn step %zu: object %zu (%p, usable %zu) clobbered at offset %zu",
+                 o->name, step, i, t->p[i], t->n[i], off);
+    if (tu_rng_range(&t->r, 0, 2) == 0) {
+      size_t s = pattern_rand_size(&t->r) + 1; /* realloc(p, 0) would free */
+      void *q = o->resize(t->p[i], s);
+      cr_assert_not_null(q, "[%s] realloc(%zu) failed", o->name, s);
+      size_t keep = s < t->n[i] ? s : t->n[i];
+      off = tu_check(q, keep, t->seed[i]);
+      cr_assert_eq(off, SIZE_MAX, "[%s] realloc to %zu lost byte %zu", o->name, s, off);
+      pattern_take(t, i, q);
+    } else {
+      o->release(t->p[i]);
+      t->p[i] = NULL;
+    }
+  }
+  for (size_t i = 0; i < t->count; i++) {
+    if (!t->p[i]) continue;
+    size_t off = tu_check(t->p[i], t->n[i], t->seed[i]);
+    cr_assert_eq(off, SIZE_MAX, "[%s] final check: object %zu clobbered at offset %zu", o->name, i, off);
+    o->release(t->p[i]);
+  }
+}
+
 /* Pattern test: thousands of random sizes are allocated and each filled (all
  * usable bytes) with its own pattern; then freed in random order with a check
  * before each free; then a random churn of malloc/realloc/free. A clobbered
@@ -619,86 +714,16 @@ Test(malloc, standard_names_are_ours) {
 Test(malloc, random_pattern_no_overlap, .timeout = 180) {
   enum { N = 6000, CHURN = 40000 };
   FOR_OPS(o) {
-    tu_rng_t r = tu_rng(o == &SM ? 7 : 3);
-    void **p = calloc(N, sizeof *p);
-    size_t *n = calloc(N, sizeof *n);
-    uint64_t *seed = calloc(N, sizeof *seed);
-    size_t *order = calloc(N, sizeof *order);
-    uint64_t next_seed = 1;
-#define RAND_SIZE()                                                               \
-  ({                                                                              \
-    unsigned pick_ = (unsigned)tu_rng_range(&r, 0, 999);                          \
-    pick_ < 700 ? tu_rng_range(&r, 0, 256)                                        \
-    : pick_ < 920 ? tu_rng_range(&r, 257, 8192)                                   \
-    : pick_ < 990 ? tu_rng_range(&r, 8193, 256 * 1024)                            \
-                  : tu_rng_range(&r, 256 * 1024, 2 * MiB);                        \
-  })
-    /* phase 1: all live, freed in random order */
-    for (size_t i = 0; i < N; i++) {
-      size_t s = RAND_SIZE();
-      p[i] = o->alloc(s);
-      cr_assert_not_null(p[i], "[%s] malloc(%zu) failed", o->name, s);
-      n[i] = o->usable(p[i]);
-      cr_assert_geq(n[i], s);
-      seed[i] = next_seed++;
-      tu_fill(p[i], n[i], seed[i]);
-      order[i] = i;
-    }
-    for (size_t i = N - 1; i > 0; i--) {
-      size_t j = tu_rng_range(&r, 0, i), t = order[i];
-      order[i] = order[j];
-      order[j] = t;
-    }
-    for (size_t k = 0; k < N; k++) {
-      size_t i = order[k];
-      size_t off = tu_check(p[i], n[i], seed[i]);
-      cr_assert_eq(off, SIZE_MAX, "[%s] object %zu (%p, usable %zu) clobbered at offset %zu before its free",
-                   o->name, i, p[i], n[i], off);
-      o->release(p[i]);
-      p[i] = NULL;
-    }
-    /* phase 2: churn */
-    for (size_t step = 0; step < CHURN; step++) {
-      size_t i = tu_rng_range(&r, 0, N - 1);
-      if (p[i]) {
-        size_t off = tu_check(p[i], n[i], seed[i]);
-        cr_assert_eq(off, SIZE_MAX, "[%s] churn step %zu: object %zu (%p, usable %zu) clobbered at offset %zu",
-                     o->name, step, i, p[i], n[i], off);
-        if (tu_rng_range(&r, 0, 2) == 0) {
-          size_t s = RAND_SIZE() + 1; /* realloc(p, 0) would free */
-          void *q = o->resize(p[i], s);
-          cr_assert_not_null(q, "[%s] realloc(%zu) failed", o->name, s);
-          size_t keep = s < n[i] ? s : n[i];
-          off = tu_check(q, keep, seed[i]);
-          cr_assert_eq(off, SIZE_MAX, "[%s] realloc to %zu lost byte %zu", o->name, s, off);
-          p[i] = q;
-          n[i] = o->usable(q);
-          seed[i] = next_seed++;
-          tu_fill(q, n[i], seed[i]);
-        } else {
-          o->release(p[i]);
-          p[i] = NULL;
-        }
-      } else {
-        size_t s = RAND_SIZE();
-        p[i] = tu_rng_range(&r, 0, 4) == 0 ? o->zalloc(1, s) : o->alloc(s);
-        cr_assert_not_null(p[i], "[%s] allocation of %zu failed", o->name, s);
-        n[i] = o->usable(p[i]);
-        seed[i] = next_seed++;
-        tu_fill(p[i], n[i], seed[i]);
-      }
-    }
-    for (size_t i = 0; i < N; i++) {
-      if (!p[i]) continue;
-      size_t off = tu_check(p[i], n[i], seed[i]);
-      cr_assert_eq(off, SIZE_MAX, "[%s] final check: object %zu clobbered at offset %zu", o->name, i, off);
-      o->release(p[i]);
-    }
-#undef RAND_SIZE
-    free(p);
-    free(n);
-    free(seed);
-    free(order);
+    patterned_t t = {.o = o, .r = tu_rng(o == &SM ? 7 : 3), .count = N, .next_seed = 1};
+    t.p = calloc(N, sizeof *t.p);
+    t.n = calloc(N, sizeof *t.n);
+    t.seed = calloc(N, sizeof *t.seed);
+    cr_assert(t.p && t.n && t.seed);
+    pattern_all_live_then_freed_in_random_order(&t);
+    pattern_churn_keeps_contents(&t, CHURN);
+    free(t.p);
+    free(t.n);
+    free(t.seed);
   }
 }
 

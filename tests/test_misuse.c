@@ -31,8 +31,6 @@
 #include "slotmalloc.h"
 #include "testutil.h"
 
-#define MiB ((size_t)1 << 20)
-
 /* ==== the child side ======================================================= */
 
 enum { MAXW = 128 };

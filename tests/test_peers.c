@@ -26,9 +26,6 @@
 /* glibc's tests expect these answers; the compiler must not know the sizes */
 #pragma GCC diagnostic ignored "-Walloc-size-larger-than="
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
 /* ==== glibc tst-malloc-thread-exit ================================================ */
 /* Outer threads start and join rounds of inner threads at a barrier: half of
  * them allocate before the barrier and free after it, half allocate and free

@@ -42,23 +42,14 @@
 #include "testutil.h"
 #include "watchdog.h"
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
 /* ---- checked objects ------------------------------------------------------------ */
-/* An object: {seed, size} then the pattern of seed. */
-typedef struct {
-  uint64_t seed;
-  uint64_t size;
-} obj_t;
+/* A checked object (tu_obj_t) from malloc. */
+typedef tu_obj_t obj_t;
 
 static obj_t *obj_new(size_t size, uint64_t seed) {
   if (size < sizeof(obj_t)) size = sizeof(obj_t);
   obj_t *o = malloc(size);
-  if (!o) return NULL;
-  o->seed = seed;
-  o->size = size;
-  tu_fill(o + 1, size - sizeof *o, seed);
+  if (o) tu_obj_init(o, size, seed);
   return o;
 }
 
@@ -70,10 +61,10 @@ static const char *obj_bad(const obj_t *o, uint64_t seed) {
              (unsigned long long)o->seed, (unsigned long long)seed);
     return why;
   }
-  size_t off = tu_check(o + 1, o->size - sizeof *o, seed);
+  size_t off = tu_obj_check(o, seed);
   if (off != SIZE_MAX) {
     snprintf(why, sizeof why, "object %p of %llu bytes clobbered at offset %zu", (const void *)o,
-             (unsigned long long)o->size, off + sizeof *o);
+             (unsigned long long)o->size, off);
     return why;
   }
   return NULL;
@@ -88,22 +79,6 @@ static size_t mixed_size(tu_rng_t *r) {
   if (pick < 800) return tu_rng_range(r, 1, 256);
   if (pick < 985) return tu_rng_range(r, 257, 16384);
   return tu_rng_range(r, 16385, 300000);
-}
-
-static int wait_child(pid_t pid, int *status) {
-  int rc;
-  while ((rc = waitpid(pid, status, 0)) < 0 && errno == EINTR) {}
-  return rc;
-}
-
-static const char *status_str(int st) {
-  static __thread char s[96];
-  if (WIFEXITED(st)) snprintf(s, sizeof s, "exit %d", WEXITSTATUS(st));
-  else if (WIFSIGNALED(st))
-    snprintf(s, sizeof s, "signal %d (%s)%s", WTERMSIG(st), strsignal(WTERMSIG(st)),
-             WTERMSIG(st) == SIGALRM ? ": the child hung (alarm)" : "");
-  else snprintf(s, sizeof s, "status %#x", st);
-  return s;
 }
 
 /* ==== 1. fork storm ================================================================ */
@@ -211,12 +186,12 @@ static void *storm_forker(void *arg) {
     if (pid == 0) _exit(storm_child(s));
     double t1 = tu_now();
     int st = 0;
-    if (wait_child(pid, &st) < 0) return (void *)(intptr_t)wd_fail("fork_storm: waitpid: %s", strerror(errno));
+    if (tu_waitpid(pid, &st) < 0) return (void *)(intptr_t)wd_fail("fork_storm: waitpid: %s", strerror(errno));
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
       return (void *)(intptr_t)wd_fail("fork_storm: child %d: %s (10: object made before the threads clobbered, "
                                        "11: object in transit clobbered, 12: allocation failed, 13: child's own "
                                        "object clobbered, 14: realloc failed)",
-                                       f, status_str(st));
+                                       f, tu_wait_status_str(st));
     wd_count(0, 1);
     wd_count(1, (long)((t1 - t0) * 1e6));
     wd_count(3, (long)((tu_now() - t1) * 1e6));
@@ -367,11 +342,11 @@ static void *stdio_forker(void *arg) {
     if (pid < 0) return (void *)(intptr_t)wd_fail("fork_while_stdio: fork failed: %s", strerror(errno));
     if (pid == 0) _exit(stdio_child());
     int st = 0;
-    if (wait_child(pid, &st) < 0) return (void *)(intptr_t)wd_fail("fork_while_stdio: waitpid: %s", strerror(errno));
+    if (tu_waitpid(pid, &st) < 0) return (void *)(intptr_t)wd_fail("fork_while_stdio: waitpid: %s", strerror(errno));
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
       return (void *)(intptr_t)wd_fail("fork_while_stdio: child %d: %s (12: allocation failed, 13: object "
                                        "clobbered, 14/15: open_memstream failed in the child)",
-                                       f, status_str(st));
+                                       f, tu_wait_status_str(st));
     wd_count(0, 1);
   }
   return NULL;
@@ -456,8 +431,7 @@ static void fork_handler(int signo) {
     handler_error = 1;
   } else {
     int st = 0;
-    pid_t w;
-    while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR) {}
+    pid_t w = tu_waitpid(pid, &st);
     if (w != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
       handler_error = 2;
       handler_status = st;
@@ -529,7 +503,7 @@ static int fork_in_signal_handler(void *arg) {
   atomic_store(&sig_sh->quit, 1);
   kill(sender, SIGKILL);
   int st;
-  wait_child(sender, &st);
+  tu_waitpid(sender, &st);
   for (int i = 0; i < OBJS; i++) free(objs[i]);
   fprintf(stderr, "fork_in_signal_handler: %d signals handled, %d of them inside malloc/free, %ld iterations\n",
           (int)handled, (int)handled_in_alloc, it);
@@ -537,7 +511,7 @@ static int fork_in_signal_handler(void *arg) {
   if (err == 2) return wd_fail("fork_in_signal_handler: malloc failed (errno %d)", errno);
   if (handler_error == 1) return wd_fail("fork_in_signal_handler: fork in the handler failed");
   if (handler_error == 2)
-    return wd_fail("fork_in_signal_handler: the handler's child ended with %s", status_str(handler_status));
+    return wd_fail("fork_in_signal_handler: the handler's child ended with %s", tu_wait_status_str(handler_status));
   if (handled_in_alloc == 0) return wd_fail("fork_in_signal_handler: no signal arrived inside malloc/free");
   return 0;
 }
@@ -626,12 +600,12 @@ static int thread_exit_churn(void *arg) {
         }
     for (int i = 0; i < TE_AT_ONCE; i++) memcpy(prev[i], args[cur][i].give, sizeof prev[i]);
     cur ^= 1;
-    if (base + TE_AT_ONCE == TE_WARM) rss_warm = wd_rss();
-    if (wd_rss() > ((size_t)2 << 30)) return wd_fail("thread_exit_churn: RSS passed 2 GiB after %d threads", base);
+    if (base + TE_AT_ONCE == TE_WARM) rss_warm = tu_rss_bytes();
+    if (tu_rss_bytes() > ((size_t)2 << 30)) return wd_fail("thread_exit_churn: RSS passed 2 GiB after %d threads", base);
   }
   for (int i = 0; i < TE_AT_ONCE; i++)
     for (int k = 0; k < TE_OBJS; k++) free(prev[i][k]);
-  size_t rss_end = wd_rss();
+  size_t rss_end = tu_rss_bytes();
   fprintf(stderr, "thread_exit_churn: RSS after %d threads %zu KiB, after %d threads %zu KiB\n", TE_WARM,
           rss_warm >> 10, TE_TOTAL, rss_end >> 10);
   if (rss_end > 2 * rss_warm + 16 * MiB)
@@ -653,7 +627,7 @@ Test(stress, thread_exit_churn, .timeout = 120) { WD_RUN("thread_exit_churn", 30
 
 static int limit_as(void) {
   struct rlimit rl;
-  rl.rlim_cur = rl.rlim_max = wd_vmsize() + OOM_HEADROOM;
+  rl.rlim_cur = rl.rlim_max = tu_vmsize_bytes() + OOM_HEADROOM;
   if (setrlimit(RLIMIT_AS, &rl) != 0) return wd_fail("setrlimit(RLIMIT_AS): %s", strerror(errno));
   return 0;
 }
@@ -878,7 +852,7 @@ static int long_churn(void *arg) {
   static uint64_t seeds[LIVE];
   tu_rng_t r = tu_rng(6);
   size_t live_bytes = 0, rss_warm = 0, rss_warm_raw = 0, live_warm = 0;
-  size_t rss_base = wd_rss();
+  size_t rss_base = tu_rss_bytes();
   wd_phase("long churn: counter 0 = operations");
   for (int i = 0; i < LIVE; i++) {
     seeds[i] = (uint64_t)i;
@@ -902,15 +876,15 @@ static int long_churn(void *arg) {
     live_bytes += live[k]->size;
     if (op % 65536 == 0) wd_count(0, 65536);
     if (op == WARM) {
-      rss_warm_raw = wd_rss();
+      rss_warm_raw = tu_rss_bytes();
       malloc_trim(0);
-      rss_warm = wd_rss();
+      rss_warm = tu_rss_bytes();
       live_warm = live_bytes;
     }
   }
-  size_t rss_end_raw = wd_rss();
+  size_t rss_end_raw = tu_rss_bytes();
   malloc_trim(0);
-  size_t rss_end = wd_rss();
+  size_t rss_end = tu_rss_bytes();
   for (int i = 0; i < LIVE; i++) {
     const char *bad = obj_bad(live[i], seeds[i]);
     if (bad) return wd_fail("long_churn: at the end: %s", bad);

@@ -20,7 +20,6 @@
 #include "slotmalloc.h"
 #include "testutil.h"
 
-#define MiB ((size_t)1 << 20)
 /* No test here needs more than a few hundred MiB: past this RSS a loop stops
  * and the test fails, rather than let a leaking allocator eat the machine. */
 #define MEM_GUARD ((size_t)3 << 30)
@@ -34,37 +33,14 @@ static size_t rand_size(tu_rng_t *r) {
   return tu_rng_range(r, 300000, 3 * MiB);
 }
 
-/* An object whose first 16 bytes say who made it; the rest is a pattern. */
-typedef struct {
-  uint64_t seed;
-  uint64_t size;
-} obj_head_t;
-
+/* A checked object (tu_obj_t) from malloc or sm_malloc. */
 static void *obj_new(size_t size, uint64_t seed, int use_sm) {
-  if (size < sizeof(obj_head_t)) size = sizeof(obj_head_t);
-  obj_head_t *h = use_sm ? sm_malloc(size) : malloc(size);
-  if (!h) return NULL;
-  h->seed = seed;
-  h->size = size;
-  tu_fill(h + 1, size - sizeof *h, seed);
-  return h;
-}
-/* SIZE_MAX when intact, else the offset of the first bad byte. */
-static size_t obj_check(const void *p, uint64_t seed) {
-  const obj_head_t *h = p;
-  if (h->seed != seed) return 0;
-  return tu_check(h + 1, h->size - sizeof *h, seed);
+  if (size < sizeof(tu_obj_t)) size = sizeof(tu_obj_t);
+  void *p = use_sm ? sm_malloc(size) : malloc(size);
+  if (p) tu_obj_init(p, size, seed);
+  return p;
 }
 
-static size_t rss_bytes(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long size = 0, res = 0;
-  if (f) {
-    if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
-    fclose(f);
-  }
-  return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
-}
 static size_t committed_bytes(void) {
   sm_stats_t s;
   memset(&s, 0, sizeof s);
@@ -89,7 +65,7 @@ static void *churn_thread(void *arg) {
   for (int it = 0; it < a->iters; it++) {
     size_t i = tu_rng_range(&r, 0, LIVE - 1);
     if (live[i]) {
-      size_t off = obj_check(live[i], seeds[i]);
+      size_t off = tu_obj_check(live[i], seeds[i]);
       if (off != SIZE_MAX) {
         snprintf(a->err, sizeof a->err, "thread %d: object %p clobbered at offset %zu", a->id, live[i], off);
         return NULL;
@@ -107,7 +83,7 @@ static void *churn_thread(void *arg) {
   }
   for (int i = 0; i < LIVE; i++) {
     if (!live[i]) continue;
-    if (obj_check(live[i], seeds[i]) != SIZE_MAX) {
+    if (tu_obj_check(live[i], seeds[i]) != SIZE_MAX) {
       snprintf(a->err, sizeof a->err, "thread %d: object clobbered at the end", a->id);
       return NULL;
     }
@@ -191,22 +167,22 @@ static void *consumer(void *arg) {
   pc_arg_t *a = arg;
   tu_rng_t r = tu_rng(999 + (uint64_t)a->id);
   for (;;) {
-    obj_head_t *h = q_pop(a->q);
+    tu_obj_t *h = q_pop(a->q);
     if (h == NULL) return NULL; /* end marker */
     uint64_t seed = h->seed;
-    size_t off = obj_check(h, seed);
+    size_t off = tu_obj_check(h, seed);
     if (off != SIZE_MAX && !a->err[0])
       snprintf(a->err, sizeof a->err, "consumer %d: object %p (seed %#llx) clobbered at offset %zu", a->id,
                (void *)h, (unsigned long long)seed, off);
     if (tu_rng_range(&r, 0, 7) == 0) {
       /* realloc of an object another thread allocated */
       size_t keep = h->size;
-      obj_head_t *g = realloc(h, keep + tu_rng_range(&r, 1, 5000));
+      tu_obj_t *g = realloc(h, keep + tu_rng_range(&r, 1, 5000));
       if (!g) {
         snprintf(a->err, sizeof a->err, "consumer %d: realloc failed", a->id);
         return NULL;
       }
-      if (obj_check(g, seed) != SIZE_MAX && !a->err[0])
+      if (tu_obj_check(g, seed) != SIZE_MAX && !a->err[0])
         snprintf(a->err, sizeof a->err, "consumer %d: realloc of a remote object lost contents", a->id);
       h = g;
     }
@@ -285,7 +261,7 @@ static void *freer_thread(void *arg) {
   for (int o = 0; o < f->nowners; o++) {
     owner_arg_t *a = &f->owners[o];
     for (int i = f->part; i < a->n; i += f->parts) {
-      size_t off = obj_check(a->objs[i], a->seeds[i]);
+      size_t off = tu_obj_check(a->objs[i], a->seeds[i]);
       if (off != SIZE_MAX && !f->err[0])
         snprintf(f->err, sizeof f->err, "object %d of exited owner %d clobbered at offset %zu", i, o, off);
       free(a->objs[i]);
@@ -318,7 +294,7 @@ Test(threads, exited_owner_objects_freed_no_growth, .timeout = 240) {
     for (int i = 0; i < OWNERS; i++) pthread_join(t[i], NULL);
     for (int i = 0; i < OWNERS; i++) cr_assert_eq(own[i].err[0], 0, "round %d: %s", round, own[i].err);
     com_live[round] = committed_bytes();
-    rss_live[round] = rss_bytes();
+    rss_live[round] = tu_rss_bytes();
     cr_assert_leq(rss_live[round], MEM_GUARD, "round %d: RSS passed %zu MiB", round, MEM_GUARD >> 20);
     /* the owners are gone: other threads free their objects */
     pthread_t ft[FREERS];
@@ -333,7 +309,7 @@ Test(threads, exited_owner_objects_freed_no_growth, .timeout = 240) {
     for (int i = 0; i < 1000; i++) free(malloc((size_t)(i % 300) + 1));
     sm_collect(SIZE_MAX);
     com_end[round] = committed_bytes();
-    rss_end[round] = rss_bytes();
+    rss_end[round] = tu_rss_bytes();
   }
   cr_log_info("committed (live / end) round 2: %zu / %zu, round 10: %zu / %zu", com_live[2], com_end[2],
               com_live[10], com_end[10]);
@@ -398,7 +374,7 @@ Test(threads, many_short_lived_threads, .timeout = 180) {
       }
     }
     if (base + AT_ONCE == 400) com400 = committed_bytes();
-    cr_assert_leq(rss_bytes(), MEM_GUARD, "RSS passed %zu MiB after %d threads", MEM_GUARD >> 20, base + AT_ONCE);
+    cr_assert_leq(tu_rss_bytes(), MEM_GUARD, "RSS passed %zu MiB after %d threads", MEM_GUARD >> 20, base + AT_ONCE);
   }
   size_t com_end = committed_bytes();
   cr_log_info("committed after 400 threads %zu, after %d threads %zu", com400, TOTAL, com_end);
@@ -414,8 +390,7 @@ static int arena_cycle(tu_rng_t *r) {
   if (!ar) return -1;
   for (int i = 0; i < 40; i++)
     if (!sm_arena_malloc(ar, rand_size(r) % 3000 + 1)) return -1;
-  sm_arena_close(ar);
-  sm_arena_release(ar);
+  tu_arena_drop(ar);
   sm_collect(SIZE_MAX);
   return 0;
 }
@@ -469,7 +444,7 @@ Test(threads, closed_arenas_memory_bounded, .timeout = 240) {
     for (int i = 0; i < T; i++) pthread_join(t[i], NULL);
     for (int i = 0; i < T; i++) cr_assert_eq(a[i].failed, 0, "round %d: an arena allocation failed", round);
     com[round] = committed_bytes();
-    cr_assert_leq(rss_bytes(), MEM_GUARD, "round %d: RSS passed %zu MiB", round, MEM_GUARD >> 20);
+    cr_assert_leq(tu_rss_bytes(), MEM_GUARD, "round %d: RSS passed %zu MiB", round, MEM_GUARD >> 20);
     cr_assert_leq(com[round], cap, "after %d closed arenas %zu bytes are committed (round 0: %zu): closed arenas' "
                   "memory is not given back without sm_collect", (round + 1) * T * CYCLES, com[round], com[0]);
   }
@@ -502,7 +477,7 @@ static void *keep_thread(void *arg) {
   }
   for (int i = 0; i < 128; i++) free(tmp[i]);
   for (int i = 0; i < 64; i++)
-    if (!a->keep[i] || obj_check(a->keep[i], keep_seed(a->id, i)) != SIZE_MAX) a->clobbered_before_exit++;
+    if (!a->keep[i] || tu_obj_check(a->keep[i], keep_seed(a->id, i)) != SIZE_MAX) a->clobbered_before_exit++;
   return NULL; /* exits with its 64 objects live, while the others still collect */
 }
 
@@ -527,10 +502,10 @@ Test(threads, exited_thread_objects_survive_collect, .timeout = 180) {
                    round, i, a[i].clobbered_before_exit);
       int bad = 0, first = -1;
       for (int k = 0; k < 64; k++)
-        if (obj_check(a[i].keep[k], keep_seed(i, k)) != SIZE_MAX && bad++ == 0) first = k;
+        if (tu_obj_check(a[i].keep[k], keep_seed(i, k)) != SIZE_MAX && bad++ == 0) first = k;
       cr_assert_eq(bad, 0, "round %d: %d of 64 live objects of exited thread %d clobbered (first: #%d at %p, now "
                    "reads size %llu)", round, bad, i, first, first >= 0 ? a[i].keep[first] : NULL,
-                   first >= 0 ? (unsigned long long)((obj_head_t *)a[i].keep[first])->size : 0ULL);
+                   first >= 0 ? (unsigned long long)((tu_obj_t *)a[i].keep[first])->size : 0ULL);
       for (int k = 0; k < 64; k++) free(a[i].keep[k]);
     }
   }
@@ -562,7 +537,7 @@ static void *bg_thread(void *arg) {
                                                                               : malloc(rand_size(&r));
     if (++it % 64 == 0) {
       arena_cycle(&r); /* arena locks and dismantling are in flight at fork too */
-      if (rss_bytes() > MEM_GUARD) { /* never eat the machine, whatever the allocator does */
+      if (tu_rss_bytes() > MEM_GUARD) { /* never eat the machine, whatever the allocator does */
         a->ran_away = 1;
         break;
       }
@@ -589,12 +564,12 @@ static int fork_child(bg_arg_t *bg, void **mine, int nmine) {
   /* objects made before the fork, by this thread and by threads that do not
    * exist in the child: intact and freeable */
   for (int i = 0; i < nmine; i++) {
-    if (obj_check(mine[i], persist_seed(-1, i)) != SIZE_MAX) return 10;
+    if (tu_obj_check(mine[i], persist_seed(-1, i)) != SIZE_MAX) return 10;
     free(mine[i]);
   }
   for (int t = 0; t < BG; t++)
     for (int i = 0; i < PERSIST; i++) {
-      if (obj_check(bg[t].persist[i], persist_seed(t, i)) != SIZE_MAX) return 11;
+      if (tu_obj_check(bg[t].persist[i], persist_seed(t, i)) != SIZE_MAX) return 11;
       free(bg[t].persist[i]);
     }
   /* plain churn */
@@ -653,7 +628,7 @@ Test(threads, fork_while_threads_allocate, .timeout = 240) {
       _exit(fork_child(bg, mine, MINE));
     }
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    tu_waitpid(pid, &st);
     cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM), "fork %d: child deadlocked (alarm after 30 s)", f);
     cr_assert(WIFEXITED(st), "fork %d: child killed by signal %d (%s)", f, WTERMSIG(st), strsignal(WTERMSIG(st)));
     cr_assert_eq(WEXITSTATUS(st), 0, "fork %d: child failed with code %d (10/11: pre-fork object clobbered, "
@@ -662,7 +637,7 @@ Test(threads, fork_while_threads_allocate, .timeout = 240) {
   /* the parent's objects, while their threads still run */
   for (int b = 0; b < BG; b++)
     for (int i = 0; i < PERSIST; i++) {
-      size_t off = obj_check(bg[b].persist[i], persist_seed(b, i));
+      size_t off = tu_obj_check(bg[b].persist[i], persist_seed(b, i));
       cr_assert_eq(off, SIZE_MAX, "after the forks, object %d (%p) of running parent thread %d is clobbered at "
                    "offset %zu", i, bg[b].persist[i], b, off);
     }
@@ -672,16 +647,16 @@ Test(threads, fork_while_threads_allocate, .timeout = 240) {
     cr_assert_eq(bg[i].ran_away, 0, "thread %d stopped: RSS passed %zu MiB while allocating in a bounded loop", i,
                  MEM_GUARD >> 20);
   for (int i = 0; i < MINE; i++) {
-    size_t off = obj_check(mine[i], persist_seed(-1, i));
+    size_t off = tu_obj_check(mine[i], persist_seed(-1, i));
     cr_assert_eq(off, SIZE_MAX, "after the forks, main thread object %d (%p) clobbered at offset %zu", i, mine[i], off);
     free(mine[i]);
   }
   for (int b = 0; b < BG; b++)
     for (int i = 0; i < PERSIST; i++) {
-      size_t off = obj_check(bg[b].persist[i], persist_seed(b, i));
+      size_t off = tu_obj_check(bg[b].persist[i], persist_seed(b, i));
       cr_assert_eq(off, SIZE_MAX, "object %d (%p, now reads %llu bytes) of parent thread %d is clobbered at "
                    "offset %zu after that thread exited (see exited_thread_objects_survive_collect)", i,
-                   bg[b].persist[i], (unsigned long long)((obj_head_t *)bg[b].persist[i])->size, b, off);
+                   bg[b].persist[i], (unsigned long long)((tu_obj_t *)bg[b].persist[i])->size, b, off);
       free(bg[b].persist[i]);
     }
 }

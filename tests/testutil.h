@@ -1,9 +1,17 @@
 /* testutil.h: small helpers shared by the slotmalloc tests (header only).
  *
+ *   KiB / MiB            size units (size_t)
  *   tu_hide / tu_opaque  values the compiler cannot see through (no folding,
  *                        no malloc/free pair elision, no size warnings)
  *   tu_rng_*             a tiny deterministic PRNG (xorshift64*)
+ *   tu_make_sizes        the sizes 1 B .. max around every power of two
  *   tu_fill / tu_check   a per-object 64-bit pattern written over a whole object
+ *   tu_obj_*             an object that carries its own seed and size: {seed,
+ *                        size} then the pattern of seed
+ *   tu_arena_drop        close and release an arena
+ *   tu_waitpid           waitpid that retries after EINTR
+ *   tu_wait_status_str   a waitpid status in words
+ *   tu_rss_bytes / tu_vmsize_bytes  this process's resident and mapped sizes
  *   tu_run               fork + exec a program with its own environment, capture
  *                        stdout and stderr through pipes, kill it after a deadline
  *   tu_env_make          a copy of environ with variables removed and added
@@ -27,7 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <slotmalloc.h>
+
 extern char **environ;
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
 
 /* ---- values the optimiser cannot see through -------------------------------- */
 static inline size_t tu_hide(size_t x) {
@@ -57,6 +70,24 @@ static inline tu_rng_t tu_rng(uint64_t seed) {
 /* uniform in [lo, hi] */
 static inline size_t tu_rng_range(tu_rng_t *r, size_t lo, size_t hi) {
   return lo + (size_t)(tu_rng_next(r) % (uint64_t)(hi - lo + 1));
+}
+
+/* ---- size tables ------------------------------------------------------------- */
+/* Sizes 1 B .. max: 1, 8, then around every power of two from 16 on (s - 1, s,
+ * s + 1, 1.5 s). Returns the count written; out needs TU_MAX_SIZES entries for
+ * any max up to 2^40. */
+#define TU_MAX_SIZES 128
+static inline size_t tu_make_sizes(size_t *out, size_t max) {
+  size_t n = 0;
+  out[n++] = 1;
+  out[n++] = 8;
+  for (size_t s = 16; s <= max; s *= 2) {
+    if (s > 16) out[n++] = s - 1;
+    out[n++] = s;
+    if (s + 1 <= max) out[n++] = s + 1;
+    if (s + s / 2 <= max) out[n++] = s + s / 2;
+  }
+  return n;
 }
 
 /* ---- patterns ------------------------------------------------------------------ */
@@ -107,6 +138,67 @@ static inline int tu_all_zero(const void *p, size_t n) {
   for (; i < n; i++)
     if (b[i]) return 0;
   return 1;
+}
+
+/* ---- checked objects ----------------------------------------------------------- */
+/* An object that says who made it: {seed, size}, then the pattern of seed. */
+typedef struct {
+  uint64_t seed;
+  uint64_t size;
+} tu_obj_t;
+
+/* Writes the header and the pattern over the size bytes at p (size at least
+ * sizeof(tu_obj_t)). */
+static inline void tu_obj_init(void *p, size_t size, uint64_t seed) {
+  tu_obj_t *o = (tu_obj_t *)p;
+  o->seed = seed;
+  o->size = size;
+  tu_fill(o + 1, size - sizeof *o, seed);
+}
+/* SIZE_MAX when the object at p still holds what tu_obj_init wrote with seed,
+ * else the offset of the first bad byte from p (0: the header's seed differs). */
+static inline size_t tu_obj_check(const void *p, uint64_t seed) {
+  const tu_obj_t *o = (const tu_obj_t *)p;
+  if (o->seed != seed) return 0;
+  size_t off = tu_check(o + 1, o->size - sizeof *o, seed);
+  return off == SIZE_MAX ? SIZE_MAX : off + sizeof *o;
+}
+
+/* ---- arenas ----------------------------------------------------------------------- */
+/* Closes a (its objects die) and drops this reference. */
+static inline void tu_arena_drop(sm_arena_t *a) {
+  sm_arena_close(a);
+  sm_arena_release(a);
+}
+
+/* ---- processes ---------------------------------------------------------------------- */
+/* waitpid(pid, status, 0), retried after EINTR. */
+static inline pid_t tu_waitpid(pid_t pid, int *status) {
+  pid_t rc;
+  while ((rc = waitpid(pid, status, 0)) < 0 && errno == EINTR) {}
+  return rc;
+}
+
+/* Resident set size in bytes (/proc/self/statm; 0 if unreadable). */
+static inline size_t tu_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, res = 0;
+  if (f) {
+    if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
+    fclose(f);
+  }
+  return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Address-space size in bytes (/proc/self/statm; 0 if unreadable). */
+static inline size_t tu_vmsize_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0;
+  if (f) {
+    if (fscanf(f, "%lu", &size) != 1) size = 0;
+    fclose(f);
+  }
+  return (size_t)size * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 /* ---- environment ---------------------------------------------------------------- */
@@ -231,18 +323,25 @@ static inline int tu_run(char *const argv[], char *const envp[], const char *cwd
   }
   for (int i = 0; i < 2; i++)
     if (fds[i].fd >= 0) close(fds[i].fd);
-  while (waitpid(pid, &r->status, 0) < 0 && errno == EINTR) {}
+  tu_waitpid(pid, &r->status);
   return 0;
 }
 
-/* A human-readable description of a waitpid status, in a static buffer. */
-static inline const char *tu_status_str(const tu_proc_t *r) {
-  static __thread char s[64];
-  if (r->timed_out) snprintf(s, sizeof s, "timed out (killed)");
-  else if (WIFEXITED(r->status)) snprintf(s, sizeof s, "exit %d", WEXITSTATUS(r->status));
-  else if (WIFSIGNALED(r->status)) snprintf(s, sizeof s, "signal %d (%s)", WTERMSIG(r->status), strsignal(WTERMSIG(r->status)));
-  else snprintf(s, sizeof s, "status 0x%x", r->status);
+/* A human-readable description of a waitpid status, in a thread-local buffer.
+ * SIGALRM is the alarm a child sets against its own hang. */
+static inline const char *tu_wait_status_str(int status) {
+  static __thread char s[96];
+  if (WIFEXITED(status)) snprintf(s, sizeof s, "exit %d", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status))
+    snprintf(s, sizeof s, "signal %d (%s)%s", WTERMSIG(status), strsignal(WTERMSIG(status)),
+             WTERMSIG(status) == SIGALRM ? ": the child hung (alarm)" : "");
+  else snprintf(s, sizeof s, "status %#x", status);
   return s;
+}
+
+/* The same for a program run by tu_run, which may also have been killed at its deadline. */
+static inline const char *tu_status_str(const tu_proc_t *r) {
+  return r->timed_out ? "timed out (killed)" : tu_wait_status_str(r->status);
 }
 
 #endif /* SLOTMALLOC_TESTUTIL_H */

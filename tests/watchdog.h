@@ -114,7 +114,7 @@ static inline int wd_run(const char *name, double timeout_s, int (*fn)(void *), 
       timed_out = 1;
       kill(-pid, SIGKILL);
       kill(pid, SIGKILL);
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+      tu_waitpid(pid, &status);
       break;
     }
     struct timespec ts = {0, 10 * 1000 * 1000};
@@ -154,27 +154,5 @@ static inline int wd_run(const char *name, double timeout_s, int (*fn)(void *), 
     int wd_rc_ = wd_run((name), (timeout_s), (fn), (arg), wd_msg_, sizeof wd_msg_); \
     cr_assert_eq(wd_rc_, 0, "%s", wd_msg_);                                 \
   } while (0)
-
-/* Resident set size in bytes (/proc/self/statm). */
-static inline size_t wd_rss(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long size = 0, res = 0;
-  if (f) {
-    if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
-    fclose(f);
-  }
-  return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
-}
-
-/* Address-space size in bytes (/proc/self/statm). */
-static inline size_t wd_vmsize(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long size = 0;
-  if (f) {
-    if (fscanf(f, "%lu", &size) != 1) size = 0;
-    fclose(f);
-  }
-  return (size_t)size * (size_t)sysconf(_SC_PAGESIZE);
-}
 
 #endif /* SLOTMALLOC_WATCHDOG_H */
