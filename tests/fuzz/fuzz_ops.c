@@ -81,6 +81,7 @@ static unsigned long long op_total;   /* operations executed, all inputs */
 static unsigned long op_index;        /* operation number in this input */
 static char op_desc[200];             /* what the current operation is */
 static int saved_stderr = -1;         /* while stderr is captured */
+static bool trace;                    /* FUZZ_TRACE=1: print every operation */
 
 static void restore_stderr(void);
 
@@ -491,7 +492,7 @@ static void sweep(const char *what) {
   }
 }
 
-static size_t arena_bytes(int a) {
+__attribute__((unused)) static size_t arena_bytes(int a) {
   size_t s = 0;
   for (int i = 0; i < nobj; i++)
     if (obj[i].arena == a) s += obj[i].usable;
@@ -1362,6 +1363,7 @@ static void init_once(void) {
   for (int i = 0; i < 8; i++) class_edge[i] = 16u * (i + 1);
   for (int b = 7, k = 8; b <= 17; b++)
     for (int s = 0; s < 8; s++) class_edge[k++] = (1u << b) + (s + 1) * (1u << (b - 3));
+  trace = getenv("FUZZ_TRACE") && strcmp(getenv("FUZZ_TRACE"), "0");
   cap_enabled = !getenv("FUZZ_NO_CAPTURE") || !strcmp(getenv("FUZZ_NO_CAPTURE"), "0");
   if (cap_enabled) {
     char path[256];
@@ -1483,6 +1485,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 30: case 31: op_malloc(op & 1); break;
 #endif
     }
+    if (trace) fprintf(stderr, "op #%lu: %s\n", op_index, op_desc);
     if (op_index % SWEEP_EVERY == 0) sweep(op_desc);
   }
   reset_model();

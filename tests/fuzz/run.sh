@@ -4,6 +4,7 @@
 # multi-threaded one, SECONDS in total (default 120: CI), split 45% / 55%.
 # Exits non-zero on any finding (the crash input is in build-fuzz/artifacts/).
 # A longer run: bash tests/fuzz/run.sh 3600; build only: bash tests/fuzz/run.sh 0
+# FUZZ_CFLAGS adds flags to the target, e.g. FUZZ_CFLAGS=-DKNOWN_BUG_LIMIT=0
 set -u
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -68,7 +69,7 @@ done
 for mode in st mt; do
   threads=1
   [[ $mode == mt ]] && threads=3
-  $CC -std=gnu11 -O1 -g $san -fsanitize=fuzzer -I"$root/include" -Wall -Wextra -DFUZZ_THREADS=$threads \
+  $CC -std=gnu11 -O1 -g $san -fsanitize=fuzzer -I"$root/include" -Wall -Wextra -DFUZZ_THREADS=$threads ${FUZZ_CFLAGS:-} \
     "$here/fuzz_ops.c" "${lib_objs[@]}" -lpthread -o "$out/fuzz_$mode" ||
     { echo "run.sh: build of fuzz_$mode failed" >&2; exit 1; }
 done
