@@ -6,6 +6,7 @@
 #include "internal.h"
 #include "check.h"
 #include "slots/generation.h"
+#include "slots/os.h"
 
 #define ALL_EMPTY(n) [0 ... (n) - 1] = &smi_block_empty
 smi_block_t smi_block_empty;
@@ -27,61 +28,11 @@ bool smi_arena_is_closed(const sm_arena_t *a) {
   return atomic_load_explicit(&a->state, memory_order_acquire) != SMI_ARENA_OPEN;
 }
 
-/* ---- block lists ---------------------------------------------------------- */
-
-void smi_blist_push(smi_blist_t *l, smi_block_t *b) {
-  b->prev = NULL;
-  b->next = l->head;
-  if (l->head) l->head->prev = b;
-  else l->tail = b;
-  l->head = b;
-}
-
-/* Appends b: a block that just got room back waits behind the others, so it
- * gathers more frees before it is used again. */
-void smi_blist_push_tail(smi_blist_t *l, smi_block_t *b) {
-  b->next = NULL;
-  b->prev = l->tail;
-  if (l->tail) l->tail->next = b;
-  else l->head = b;
-  l->tail = b;
-}
-
-void smi_blist_remove(smi_blist_t *l, smi_block_t *b) {
-  if (b->prev) b->prev->next = b->next;
-  else l->head = b->next;
-  if (b->next) b->next->prev = b->prev;
-  else l->tail = b->prev;
-  b->next = b->prev = NULL;
-}
-
-static bool blist_holds(const smi_blist_t *l, const smi_block_t *b) {
-  for (const smi_block_t *x = l->head; x; x = x->next)
-    if (x == b) return true;
-  return false;
-}
-
-/* Rebuilds the back links and the tail from the forward links, which every
- * list operation keeps a chain of real blocks at every instant; cuts the
- * chain after most blocks (a cycle left by a half-done change). */
-static void blist_repair(smi_blist_t *l, size_t most) {
-  smi_block_t *prev = NULL;
-  for (smi_block_t *b = l->head; b; prev = b, b = b->next) {
-    if (!most--) {
-      if (prev) prev->next = NULL;
-      else l->head = NULL;
-      break;
-    }
-    b->prev = prev;
-  }
-  l->tail = prev;
-}
-
 void smi_arena_after_fork(sm_arena_t *a, bool *mine) {
   if (!smi_lock_orphaned(&a->lock, mine)) return;
   size_t most = (size_t)smi_segment_ids_used() * SMI_PAGES_PER_SEG;
-  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) blist_repair(&a->avail[cls], most);
-  blist_repair(&a->full, most);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) smi_blist_repair(&a->avail[cls], most);
+  smi_blist_repair(&a->full, most);
   smi_segment_t *prev = NULL;
   for (smi_segment_t *g = a->large; g; prev = g, g = g->large_next) {
     if (!most--) {
@@ -96,7 +47,7 @@ void smi_arena_after_fork(sm_arena_t *a, bool *mine) {
    * blocks again. */
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *cur = a->current[cls];
-    if (cur != &smi_block_empty && (blist_holds(&a->full, cur) || blist_holds(&a->avail[cls], cur)))
+    if (cur != &smi_block_empty && (smi_blist_holds(&a->full, cur) || smi_blist_holds(&a->avail[cls], cur)))
       cur = &smi_block_empty;
     smi_arena_set_current(a, cls, cur);
   }
@@ -117,24 +68,6 @@ void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
     a->direct[i] = d;
     if (i == 0) break;
   }
-}
-
-size_t smi_block_collect(smi_block_t *b) {
-  smi_free_t *p = (smi_free_t *)atomic_exchange_explicit(&b->remote, 0, memory_order_acquire);
-  size_t n = 0;
-  while (p) {
-    uintptr_t link = (uintptr_t)p->next;
-    smi_free_t *next = (smi_free_t *)(link & ~(uintptr_t)1);
-    if (link & 1) b->retired++; /* its generation wrapped: out of service */
-    else {
-      p->next = b->free;
-      b->free = p;
-    }
-    b->used--;
-    n++;
-    p = next;
-  }
-  return n;
 }
 
 static inline void *pop(smi_block_t *b) {

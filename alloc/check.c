@@ -18,6 +18,7 @@
 
 #include "check.h"
 #include "slots/generation.h"
+#include "slots/os.h"
 
 bool smi_check_enabled(void) { return SMI_DEBUG != 0; }
 

@@ -4,7 +4,7 @@
  *   63..44  segment id (20)      which segment (smi_segtab)
  *   43..38  block (6)            which block of the segment (0 for a large object)
  *   37..26  slot (12)            which slot of the block (0 for a large object)
- *   25..9   epoch (17)           the block's incarnation (a large object: its id's)
+ *   25..9   epoch (17)           the block's epoch (a large object: its id's)
  *    8..1   generation (8)       the slot's generation while live (odd)
  *       0   parity               makes the number of set bits odd
  * The parity bit means that changing any one bit of a valid handle gives an
@@ -44,8 +44,8 @@ sm_handle_t sm_handle_of(const void *p) {
 }
 
 /* The block and slot a small-object handle names, if it is live now. The
- * generation is read before the epoch: a generation of a later incarnation of
- * the block is always seen with that incarnation's epoch, which the handle
+ * generation is read before the epoch: a generation of a later epoch of
+ * the block is always seen with that epoch, which the handle
  * does not carry. A block index past the segment's blocks reads a zeroed
  * descriptor (nslots 0) in the header page. */
 static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *seg, sm_handle_t h,

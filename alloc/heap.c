@@ -1,8 +1,8 @@
 /* heap.c: thread heaps. Each thread gets a root arena on its first allocation;
  * at thread exit its empty blocks go back to the pool and blocks that still
  * hold objects are abandoned to the pool, where other threads adopt them.
- * Also the process set-up (options, exit statistics); fork.c has the fork
- * policy, and this file the walk over heaps and arenas it needs. */
+ * fork.c has the fork policy, and this file the walk over heaps and arenas it
+ * needs; init.c the process start-up. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,33 +13,18 @@
 __thread sm_arena_t *smi_tls_cur = &smi_arena_empty;
 __thread smi_heap_t *smi_tls_heap;
 
-smi_lock_t smi_tree_lock = SMI_LOCK_INIT;
 static smi_heap_t *heaps;          /* live heaps, under smi_tree_lock */
-static pthread_key_t heap_key;
-static _Atomic int process_state;  /* 0 new, 1 setting up, 2 ready */
+static pthread_key_t heap_key;     /* its destructor ends a thread's heap */
 
 static void heap_done(void *arg);
-static void at_exit(void) { smi_stats_at_exit(); }
 
-static void process_init(void) {
-  int expect = 0;
-  if (!atomic_compare_exchange_strong(&process_state, &expect, 1)) {
-    while (atomic_load(&process_state) != 2) sched_yield();
-    return;
-  }
-  smi_options_load();
-  pthread_key_create(&heap_key, heap_done);
-  atomic_store(&process_state, 2);
-  /* These may allocate: they run after the state is ready. */
-  pthread_atfork(NULL, NULL, smi_fork_child); /* no prepare handler: see fork.c */
-  atexit(at_exit);
-}
+void smi_heap_key_create(void) { pthread_key_create(&heap_key, heap_done); }
 
 sm_arena_t *smi_heap_init(void) {
   if (smi_tls_heap && !smi_tls_heap->done) return &smi_tls_heap->root;
-  if (atomic_load_explicit(&process_state, memory_order_acquire) != 2) {
-    process_init();
-    /* process_init may have allocated, and so set up this thread's heap */
+  if (!smi_process_ready()) {
+    smi_process_init();
+    /* the start-up may have allocated, and so set up this thread's heap */
     if (smi_tls_heap && !smi_tls_heap->done) return &smi_tls_heap->root;
   }
   smi_options_load();

@@ -19,8 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blist.h"
 #include "include/slotmalloc.h"
 #include "slots/lock.h"
+#include "slots/large_segment.h"
 #include "slots/segment.h"
 
 #define smi_likely(x) __builtin_expect(!!(x), 1)
@@ -32,11 +34,6 @@ enum { SMI_ARENA_OPEN = 0, SMI_ARENA_CLOSED = 1, SMI_ARENA_MERGED = 2 };
 enum { SMI_ARENA_USER = 0, SMI_ARENA_ROOT = 1, SMI_ARENA_ORPHANS = 2, SMI_ARENA_NONE = 3 };
 
 typedef struct smi_heap_s smi_heap_t;
-
-/* A list of blocks (doubly linked through block.next/prev). */
-typedef struct {
-  smi_block_t *head, *tail;
-} smi_blist_t;
 
 struct sm_arena_s {
   /* hot: read by the allocation fast path */
@@ -134,8 +131,13 @@ static inline bool smi_block_draining(const smi_block_t *b) { return (size_t)b->
 
 /* ---- slow paths, by file ---------------------------------------------------- */
 
+/* init.c: the process start-up, once, at the first allocation of any thread */
+void smi_process_init(void);
+bool smi_process_ready(void);
+
 /* heap.c */
 sm_arena_t *smi_heap_init(void);           /* this thread's root arena, made on first use */
+void smi_heap_key_create(void);            /* the thread-exit hook (at process start-up) */
 sm_arena_t *smi_root_arena(void);
 void smi_heap_after_fork(bool *mine);      /* fork child: every heap and arena repaired */
 void smi_heap_retire_others(void);          /* fork child: the other threads' heaps retired */
@@ -144,9 +146,6 @@ void smi_heap_retire_others(void);          /* fork child: the other threads' he
 void smi_fork_child(void);                  /* the pthread_atfork child handler */
 
 /* arena.c */
-void smi_blist_push(smi_blist_t *l, smi_block_t *b);
-void smi_blist_push_tail(smi_blist_t *l, smi_block_t *b);
-void smi_blist_remove(smi_blist_t *l, smi_block_t *b);
 /* Puts a full block on its arena's revisit stack (once: its queued flag). */
 void smi_revisit_push(sm_arena_t *a, smi_block_t *b);
 /* Makes b the current block of cls, and the direct slots follow (empty ones
@@ -158,7 +157,6 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);
 bool smi_arena_charge(sm_arena_t *a, size_t bytes);
 void smi_arena_uncharge(sm_arena_t *a, size_t bytes);
 void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */
-size_t smi_block_collect(smi_block_t *b);                   /* remote frees -> freelist */
 bool smi_arena_is_closed(const sm_arena_t *a);
 void smi_arena_upkeep(sm_arena_t *a, bool force); /* empty blocks back to the pool */
 /* In a fork child: repairs a's lists if a thread the child does not have held its lock. */
@@ -180,7 +178,6 @@ bool smi_dismantle_waiting(void);
 #define SMI_DISMANTLE_BATCH 4    /* blocks dismantled at each allocation slow path */
 #define SMI_DISMANTLE_ON_CLOSE 64 /* blocks dismantled by sm_arena_close itself */
 void smi_pool_after_fork(bool *mine);
-uint64_t smi_now_ms(void);
 void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics */
 
 /* large.c */

@@ -97,11 +97,10 @@ static smi_segment_t *cache_take(size_t size, size_t align) {
   smi_segment_t **best = NULL;
   for (smi_segment_t **s = &cache; *s; s = &(*s)->large_next) {
     smi_segment_t *c = *s;
-    size_t off = (size_t)(c->large_obj - (uint8_t *)c);
-    size_t room = c->map_size - off;
+    size_t room = smi_large_room(c);
     if ((uintptr_t)c->large_obj & (align - 1)) continue;
     /* the best fit among those big enough, else the biggest (resized after) */
-    size_t broom = best ? (*best)->map_size - (size_t)((*best)->large_obj - (uint8_t *)*best) : 0;
+    size_t broom = best ? smi_large_room(*best) : 0;
     if (!best || (room >= size ? (broom < size || room < broom) : (broom < size && room > broom))) best = s;
   }
   smi_segment_t *c = NULL;
@@ -121,16 +120,15 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (seg) {
     /* The object is aligned to align already; a resize that moves it must keep that. */
     if (align > seg->large_align) seg->large_align = align;
-    size_t room = seg->map_size - (size_t)(seg->large_obj - (uint8_t *)seg);
+    size_t room = smi_large_room(seg);
     if ((room < size || room / 2 > size + SMI_OS_PAGE) && !smi_large_resize(&seg, size)) {
       smi_large_unmap(seg);
       seg = NULL;
     }
   }
   if (seg) {
-    smi_large_revive(seg, size);
-    size_t off = (size_t)(seg->large_obj - (uint8_t *)seg);
-    seg->large_size = seg->map_size - off;
+    smi_large_revive(seg);
+    seg->large_size = smi_large_room(seg);
     if (zero) memset(seg->large_obj, 0, size);
   } else {
     seg = smi_large_new(size, align);
@@ -199,9 +197,9 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     if (moved->large_prev) moved->large_prev->large_next = moved;
     else a->large = moved;
     if (moved->large_next) moved->large_next->large_prev = moved;
-    smi_large_revive(moved, size);
+    smi_large_revive(moved);
   } else if (q && (uint8_t *)q != before) {
-    smi_large_revive(moved, size);
+    smi_large_revive(moved);
   }
   smi_unlock(&a->lock);
   return q;

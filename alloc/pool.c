@@ -3,7 +3,6 @@
  * threads wait for a thread to adopt them; blocks of closed arenas wait in the
  * dismantle queue, worked in small batches. */
 #include <stdio.h>
-#include <time.h>
 
 #include "internal.h"
 #include "check.h"
@@ -45,11 +44,6 @@ void smi_pool_after_fork(bool *mine) {
   }
 }
 
-uint64_t smi_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* The empty lists also count, per segment, the blocks waiting there: a
  * segment whose blocks all wait can be given back whole. */
@@ -63,7 +57,7 @@ static void empty_remove(smi_block_t *b) {
 }
 
 /* A block can serve class cls as it is (or reopened after its arena closed)
- * without a new incarnation; otherwise it must be cut again. */
+ * without a new epoch; otherwise it must be cut again. */
 static bool ready_for(const smi_block_t *b, unsigned cls) {
   if (!(b->flags & SMI_BLOCK_FORMATTED) || b->cls != cls || (b->flags & SMI_BLOCK_DECOMMITTED)) return false;
   return (b->flags & SMI_BLOCK_CLOSED) || (!b->retired && b->used == 0);

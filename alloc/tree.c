@@ -7,6 +7,8 @@
 #include "check.h"
 #include "slots/generation.h"
 
+smi_lock_t smi_tree_lock = SMI_LOCK_INIT;
+
 static void link_child(sm_arena_t *parent, sm_arena_t *a) {
   a->parent = parent;
   a->prev_sibling = NULL;

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 bool smi_os_numa_local;
@@ -34,6 +35,12 @@ static void account(ptrdiff_t delta) {
 size_t smi_os_committed(void) { return atomic_load_explicit(&committed, memory_order_relaxed); }
 size_t smi_os_committed_peak(void) { return atomic_load_explicit(&committed_peak, memory_order_relaxed); }
 void smi_os_account_recommit(size_t size) { account((ptrdiff_t)size); }
+
+uint64_t smi_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static void *map_raw(size_t size) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -41,6 +41,9 @@ size_t smi_os_committed_peak(void);
 /* Account for pages committed again by touching decommitted memory. */
 void smi_os_account_recommit(size_t size);
 
+/* A coarse monotonic clock in milliseconds (for the purge delay). */
+uint64_t smi_now_ms(void);
+
 #define SMI_OS_PAGE ((size_t)4096)
 
 #endif

@@ -16,12 +16,12 @@ static uint32_t ids_next = 1; /* id 0 is never used, so handle 0 is never valid 
 static uint32_t ids_free;     /* stack of released ids (large segments) */
 
 /* Ids are taken under ids_lock. An id released by a large segment is reused
- * only by another large segment, with a new incarnation (unless its
- * incarnations are used up: then it is never reused). A slot segment always
+ * only by another large segment, under a new epoch (unless its epochs are used
+ * up: then it is never reused). A slot segment always
  * takes a fresh id: whether an id names a large object or slot blocks is
  * fixed for the id's life, so a stale large handle can never be read as a
  * handle of a slot, nor the reverse. */
-static uint32_t id_take(bool large) {
+uint32_t smi_id_take(bool large) {
   uint32_t id = 0;
   smi_lock(&ids_lock);
   if (large && ids_free) {
@@ -34,9 +34,9 @@ static uint32_t id_take(bool large) {
   return id;
 }
 
-static void id_give_back(uint32_t id) {
+void smi_id_give_back(uint32_t id) {
   smi_lock(&ids_lock);
-  if (smi_segtab[id].incarnation < SMI_EPOCH_LIMIT) {
+  if (smi_segtab[id].epoch < SMI_EPOCH_LIMIT) {
     smi_segtab[id].next_free = ids_free;
     ids_free = id;
   }
@@ -78,11 +78,11 @@ uint8_t *smi_block_base(const smi_block_t *b) {
 size_t smi_block_span(const smi_block_t *b) { return kinds[b->kind].span; }
 
 smi_segment_t *smi_segment_new(unsigned kind) {
-  uint32_t id = id_take(false);
+  uint32_t id = smi_id_take(false);
   if (!id) return NULL;
   smi_segment_t *seg = smi_os_map_aligned(SMI_SEG_SIZE, SMI_SEG_SIZE);
   if (!seg) {
-    smi_segtab[id].incarnation = SMI_EPOCH_LIMIT; /* not worth keeping */
+    smi_segtab[id].epoch = SMI_EPOCH_LIMIT; /* not worth keeping */
     return NULL;
   }
   seg->id = id;
@@ -105,16 +105,16 @@ smi_segment_t *smi_segment_new(unsigned kind) {
 bool smi_block_format(smi_block_t *b, unsigned cls) {
   uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
   /* Hide the slots (nslots 0), then wait for frees that started before: a
-   * handle validated by one of them must still name this incarnation. */
+   * handle validated by one of them must still name this epoch. */
   if ((b->flags & SMI_BLOCK_FORMATTED) && epoch + 1 >= SMI_EPOCH_LIMIT) {
-    b->flags |= SMI_BLOCK_RETIRED; /* its incarnations are used up: it stays as it is */
+    b->flags |= SMI_BLOCK_RETIRED; /* its epochs are used up: it stays as it is */
     return false;
   }
   uint32_t old_n = b->nslots;
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_seq_cst);
   smi_block_wait_frees(b);
   if (b->flags & SMI_BLOCK_FORMATTED) {
-    /* Slots were handed out before: a new incarnation makes old handles stale. */
+    /* Slots were handed out before: a new epoch makes old handles stale. */
     /* Zero the old table before the epoch moves, so no reader ever pairs the
      * new epoch with an old generation. */
     memset(b->gens, 0, smi_gens_len(old_n));
@@ -165,6 +165,24 @@ void smi_block_reopen(smi_block_t *b) {
     b->free = f;
   }
   b->flags &= (uint8_t)~SMI_BLOCK_CLOSED;
+}
+
+size_t smi_block_collect(smi_block_t *b) {
+  smi_free_t *p = (smi_free_t *)atomic_exchange_explicit(&b->remote, 0, memory_order_acquire);
+  size_t n = 0;
+  while (p) {
+    uintptr_t link = (uintptr_t)p->next;
+    smi_free_t *next = (smi_free_t *)(link & ~(uintptr_t)1);
+    if (link & 1) b->retired++; /* its generation wrapped: out of service */
+    else {
+      p->next = b->free;
+      b->free = p;
+    }
+    b->used--;
+    n++;
+    p = next;
+  }
+  return n;
 }
 
 void smi_block_wait_frees(smi_block_t *b) {
@@ -218,137 +236,4 @@ bool smi_segment_reacquire(smi_segment_t *seg) {
     return false;
   }
   return true;
-}
-
-/* ---- large segments ----------------------------------------------------- */
-
-#define LARGE_HEADER ((size_t)4096)
-
-static size_t large_offset(size_t align) {
-  /* The object follows the header page, at an address that is a multiple of
-   * align; 4 MiB and larger alignments put it one 4 MiB span past the header. */
-  if (align <= LARGE_HEADER) return LARGE_HEADER;
-  if (align < SMI_SEG_SIZE) return align;
-  return SMI_SEG_SIZE;
-}
-
-static void large_map_set(smi_segment_t *seg, uint8_t head) {
-  uintptr_t first = (uintptr_t)seg >> SMI_SEG_SHIFT;
-  uintptr_t last = ((uintptr_t)seg + seg->map_size - 1) >> SMI_SEG_SHIFT;
-  uintptr_t obj = (uintptr_t)seg->large_obj >> SMI_SEG_SHIFT;
-  for (uintptr_t i = last; i > first; i--)
-    __atomic_store_n(&smi_segmap[i], head == SMI_MAP_NONE ? SMI_MAP_NONE
-                                     : (i == obj ? SMI_MAP_LARGE_BACK : SMI_MAP_INTERIOR), __ATOMIC_RELEASE);
-  __atomic_store_n(&smi_segmap[first], head, __ATOMIC_RELEASE);
-}
-
-static void large_publish(smi_segment_t *seg) {
-  smi_segslot_t *slot = &smi_segtab[seg->id];
-  atomic_store_explicit(&slot->large_obj, seg->large_obj, memory_order_relaxed);
-  atomic_store_explicit(&slot->large_tag, smi_large_tag(seg), memory_order_release);
-}
-
-smi_segment_t *smi_large_new(size_t size, size_t align) {
-  if (align < 16) align = 16;
-  size_t off = large_offset(align);
-  if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
-  size_t map = (off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
-  /* Align the header to 4 MiB and, for alignments past 4 MiB, the object to align. */
-  smi_segment_t *seg = align > SMI_SEG_SIZE ? smi_os_map_offset_aligned(map, align, off)
-                                            : smi_os_map_aligned(map, SMI_SEG_SIZE);
-  if (!seg) return NULL;
-  uint32_t id = id_take(true);
-  if (!id) {
-    smi_os_unmap(seg, map);
-    return NULL;
-  }
-  seg->id = id;
-  smi_segtab[id].is_large = 1;
-  seg->kind = SMI_KIND_LARGE;
-  seg->map_size = map;
-  seg->large_obj = (uint8_t *)seg + off;
-  seg->large_size = map - off;
-  seg->large_align = align;
-  smi_segtab[id].incarnation++;
-  seg->large_gen = 1;
-  atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
-  large_publish(seg);
-  large_map_set(seg, SMI_MAP_LARGE);
-  return seg;
-}
-
-void smi_large_kill(smi_segment_t *seg) {
-  atomic_store_explicit(&smi_segtab[seg->id].large_tag, 0, memory_order_release);
-  seg->large_gen = 2;
-}
-
-void smi_large_revive(smi_segment_t *seg, size_t size) {
-  (void)size;
-  smi_segslot_t *slot = &smi_segtab[seg->id];
-  if (slot->incarnation + 1 < SMI_EPOCH_LIMIT) slot->incarnation++;
-  else {
-    /* The id's incarnations are used up: take a fresh id. */
-    uint32_t id = id_take(true);
-    if (id) {
-      atomic_store_explicit(&slot->seg, NULL, memory_order_release);
-      seg->id = id;
-      slot = &smi_segtab[id];
-      slot->is_large = 1;
-      slot->incarnation++;
-      atomic_store_explicit(&slot->seg, seg, memory_order_release);
-    }
-  }
-  seg->large_gen = 1;
-  large_publish(seg);
-}
-
-void smi_large_unmap(smi_segment_t *seg) {
-  uint32_t id = seg->id;
-  smi_large_kill(seg);
-  large_map_set(seg, SMI_MAP_NONE);
-  atomic_store_explicit(&smi_segtab[id].seg, NULL, memory_order_release);
-  smi_os_unmap(seg, seg->map_size);
-  id_give_back(id);
-}
-
-void *smi_large_resize(smi_segment_t **segp, size_t size) {
-  smi_segment_t *seg = *segp;
-  size_t off = (size_t)(seg->large_obj - (uint8_t *)seg);
-  if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
-  size_t map = (off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
-  if (map <= seg->map_size) {
-    if (map < seg->map_size / 2) { /* give back the tail when it is most of it */
-      large_map_set(seg, SMI_MAP_NONE);
-      smi_os_shrink(seg, seg->map_size, map);
-      seg->map_size = map;
-      large_map_set(seg, SMI_MAP_LARGE);
-    }
-    seg->large_size = seg->map_size - off;
-    return seg->large_obj;
-  }
-  /* Grow: in place if the pages after it are free, else move the pages (no copy). */
-  size_t grown = map + map / 4; /* room for the next growth */
-  grown = (grown + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
-  if (smi_os_grow_in_place(seg, seg->map_size, grown) || smi_os_grow_in_place(seg, seg->map_size, grown = map)) {
-    seg->map_size = grown;
-    seg->large_size = grown - off;
-    large_map_set(seg, SMI_MAP_LARGE);
-    return seg->large_obj;
-  }
-  size_t align = seg->large_align > SMI_SEG_SIZE ? seg->large_align : SMI_SEG_SIZE;
-  size_t aoff = seg->large_align > SMI_SEG_SIZE ? off : 0;
-  large_map_set(seg, SMI_MAP_NONE);
-  smi_segment_t *moved = smi_os_move(seg, seg->map_size, grown, align, aoff);
-  if (!moved) {
-    large_map_set(seg, SMI_MAP_LARGE);
-    return NULL;
-  }
-  moved->map_size = grown;
-  moved->large_obj = (uint8_t *)moved + off;
-  moved->large_size = grown - off;
-  atomic_store_explicit(&smi_segtab[moved->id].seg, moved, memory_order_release);
-  large_publish(moved);
-  large_map_set(moved, SMI_MAP_LARGE);
-  *segp = moved;
-  return moved->large_obj;
 }

@@ -82,7 +82,7 @@ typedef struct smi_block_s {
   uint8_t flags;           /* SMI_BLOCK_* */
   uint8_t index;           /* position in its segment */
   _Atomic uint8_t queued;  /* on its arena's revisit stack */
-  _Atomic uint32_t epoch;      /* incarnation, advanced on reset; every handle carries it */
+  _Atomic uint32_t epoch;      /* advanced each time the block is cut anew; every handle carries it */
   _Atomic uint32_t inflight;   /* remote frees under way into a closable block */
   _Atomic(uintptr_t) remote;   /* slots freed by other threads (in-place list) */
   struct sm_arena_s *arena;    /* the arena the block belongs to */
@@ -115,7 +115,7 @@ typedef struct smi_segslot_s {
   _Atomic(smi_segment_t *) seg;
   _Atomic uint64_t large_tag;   /* LARGE: (epoch << 8 | gen) while the object is live, else 0 */
   _Atomic(uint8_t *) large_obj; /* LARGE: the object */
-  uint32_t incarnation;         /* advanced each time the id is given to a new large segment */
+  uint32_t epoch;               /* LARGE: advanced each time the id names a new large object */
   uint32_t next_free : 24;      /* free-id list */
   uint32_t is_large : 8;        /* the id belongs to large segments (fixed once taken) */
 } smi_segslot_t;
@@ -160,6 +160,10 @@ smi_segment_t *smi_segment_new(unsigned kind);
 void smi_segment_after_fork(bool *mine);
 /* Ids handed out so far (every segment's id is below it). */
 uint32_t smi_segment_ids_used(void);
+/* A segment id (0 if they ran out); large: an id a large segment gave back
+ * may be reused (under a new epoch), else a fresh one. */
+uint32_t smi_id_take(bool large);
+void smi_id_give_back(uint32_t id); /* a large segment's id, when it is unmapped */
 /* Block memory: where the block starts and how long it is. */
 uint8_t *smi_block_base(const smi_block_t *b);
 size_t smi_block_span(const smi_block_t *b);
@@ -168,10 +172,13 @@ size_t smi_block_span(const smi_block_t *b);
  * epochs are used up (it is then marked retired). */
 bool smi_block_format(smi_block_t *b, unsigned cls);
 /* Makes a block of a closed arena serve its class again without a new
- * incarnation (so closing arenas does not use up epochs): the close sweep left
+ * epoch (so closing arenas does not use up epochs): the close sweep left
  * every generation even, and they go on from there; a slot handed out before
  * whose generation reads 0 wrapped, and retires. */
 void smi_block_reopen(smi_block_t *b);
+/* The owner takes the slots other threads freed (the remote list) onto the
+ * freelist (a slot marked wrapped retires instead); returns how many. */
+size_t smi_block_collect(smi_block_t *b);
 /* Waits until no free announced in b->inflight (frees into user arenas'
  * blocks, sm_hfree) is under way: they all started before the caller's last
  * change of the block, so they saw it or finished before it mattered. */
@@ -189,23 +196,5 @@ void smi_segment_release(smi_segment_t *seg);
 /* Maps a released segment's blocks again; false if another mapping took part
  * of the range meanwhile (the segment then stays released). */
 bool smi_segment_reacquire(smi_segment_t *seg);
-
-/* A large segment holding one object of size bytes whose address is a multiple
- * of align; its generation is made live. NULL if the OS refuses. */
-smi_segment_t *smi_large_new(size_t size, size_t align);
-/* Ends the large object's life in the maps (handles stale, address not ours),
- * then unmaps it. */
-void smi_large_unmap(smi_segment_t *seg);
-/* Makes a cached large segment hold a new object (a new incarnation). */
-void smi_large_revive(smi_segment_t *seg, size_t size);
-/* Marks the object dead in the maps without unmapping (for the cache). */
-void smi_large_kill(smi_segment_t *seg);
-/* Tries to make the large object size bytes without moving it (or by moving
- * its pages); returns the object's address, or NULL. */
-void *smi_large_resize(smi_segment_t **segp, size_t size);
-/* The handle tag a live large object carries. */
-static inline uint64_t smi_large_tag(const smi_segment_t *seg) {
-  return ((uint64_t)smi_segtab[seg->id].incarnation << 8) | __atomic_load_n(&seg->large_gen, __ATOMIC_RELAXED);
-}
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "slots/generation.h"
 #include "slots/os.h"
+#include "slots/large_segment.h"
 #include "slots/segment.h"
 #include "slots/size_class.h"
 
