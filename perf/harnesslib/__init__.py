@@ -1,0 +1,1 @@
+"""The parts of perf/harness.py, one job per module (perf/README.md lists them)."""

@@ -1,0 +1,71 @@
+"""The markdown report (latest.md): the machine and run, every table, the workloads, the notes."""
+from .tables import api_tables, fmt_metric, fmt_ratio
+
+MAIN_TABLES = (("wall", "Wall time, seconds"), ("cpu", "CPU time (user + system, all threads), seconds"),
+               ("rss", "Peak RSS, MiB"))
+
+
+def table_head(first, names, align="---:"):
+    return [f"| {first} | " + " | ".join(names) + " |", "|---|" + "|".join(align for _ in names) + "|"]
+
+
+def main_cell(res, w, a, metric):
+    """median **×ratio** (min–max), or n/a or **FAIL**."""
+    s, missing = res.cell_stat(w, a, metric)
+    if s is None:
+        return "**FAIL**" if missing == "FAIL" else missing
+    f = fmt_metric(metric)
+    r = res.ratio(w, a, metric)
+    rs = f" **{fmt_ratio(r)}**" if r is not None else ""
+    return f"{f(s['median'])}{rs} ({f(s['min'])}–{f(s['max'])})"
+
+
+def geo_cell(res, a, metric):
+    g, n = res.geo(a, metric)
+    return f"**{fmt_ratio(g)}** ({n} workloads)" if g else "-"
+
+
+def main_table(res, metric, title):
+    allocs = res.main_allocs()
+    out = ["", f"### {title}", ""] + table_head("workload", [a.name for a in allocs])
+    for w in res.main_workloads():
+        out.append(f"| {w.name} | " + " | ".join(main_cell(res, w.name, a.name, metric) for a in allocs) + " |")
+    out.append("| geometric mean | " + " | ".join(geo_cell(res, a, metric) for a in allocs) + " |")
+    return out
+
+
+def callgrind_table(res):
+    allocs, sizes = res.callgrind_allocs()
+    names = [a.name for a in allocs]
+    out = ["", "### Instructions per malloc+free pair (callgrind: (Ir(2N) − Ir(N)) / N, loop included)", ""]
+    out += table_head("size", names)
+    for s in sizes:
+        vals = [res.callgrind.get((n, s)) for n in names]
+        out.append(f"| {s} B | " + " | ".join(f"{v:.1f}" if v is not None else "FAIL" for v in vals) + " |")
+    return out
+
+
+def api_table(title, head, rows):
+    out = ["", f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_markdown(res, meta):
+    """The whole markdown report; meta: [(label, value)] about the machine and the run."""
+    out = ["## slotmalloc perf results", ""]
+    out += [f"- {k}: {v}" for k, v in meta]
+    out.append("")
+    out.append(f"Each cell: median of {res.reps} runs, ×ratio to {res.baseline} (lower is better), "
+               "and (min–max). Interleaved runs on one machine; see perf/README.md.")
+    if res.main_workloads():
+        for metric, title in MAIN_TABLES:
+            out += main_table(res, metric, title)
+    if res.callgrind:
+        out += callgrind_table(res)
+    for title, head, rows in api_tables(res):
+        out += api_table(title, head, rows)
+    out += ["", "### Workloads", ""]
+    out += [f"- `{w.name}`: {w.desc}" for w in res.workloads]
+    if res.notes:
+        out += ["", "### Notes", ""] + [f"- {n}" for n in res.notes]
+    return "\n".join(out) + "\n"

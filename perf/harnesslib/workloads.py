@@ -1,0 +1,185 @@
+"""The workloads: one table, each row saying how to run it and under which allocators."""
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+PERF = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRAMS = os.path.join(PERF, "programs")
+
+
+@dataclass
+class Context:
+    """What the argument builders need: the build folder, the work scale, the allocator."""
+
+    build: str
+    scale: float
+    threads: int
+    quick: bool
+    jobs: str  # where generated inputs (SQL, C files) are kept
+    allocator: object = None
+
+    @property
+    def meter(self):
+        return os.path.join(self.build, "perf", "perf-measure")
+
+    def with_allocator(self, allocator):
+        return Context(self.build, self.scale, self.threads, self.quick, self.jobs, allocator)
+
+    def bin(self, name):
+        """The path of a workload binary: its -smstatic twin under a static allocator."""
+        if self.allocator is not None and self.allocator.static:
+            name += "-smstatic"
+        return os.path.join(self.build, "perf", name)
+
+
+@dataclass
+class Workload:
+    """One workload: how to run it, and under which allocators.
+
+    kind: "bench"   our C program using only malloc/free/realloc/pthreads:
+                    every allocator, the -smstatic binary for slotmalloc-static;
+          "program" a real program from a Debian package: every preload allocator;
+          "api"     uses include/slotmalloc.h: slotmalloc (linked with the shared
+                    library) and slotmalloc-static;
+          "talloc"  the talloc tree: glibc and slotmalloc (preloaded).
+    args(ctx) returns (argv, stdin path or None, extra environment).
+    table: the report table it belongs to: "main", "deref" or "tree".
+    """
+
+    name: str
+    kind: str
+    desc: str
+    args: Callable
+    table: str = "main"
+
+    def allocators(self, allocs):
+        """The allocators of `allocs` this workload runs under."""
+        if self.kind == "bench":
+            return list(allocs)
+        if self.kind == "program":
+            return [a for a in allocs if not a.static]
+        if self.kind == "api":
+            return [a for a in allocs if a.name in ("slotmalloc", "slotmalloc-static")]
+        if self.kind == "talloc":
+            return [a for a in allocs if a.name in ("glibc", "slotmalloc")]
+        raise ValueError(self.kind)
+
+    def preloads(self):
+        """Whether the allocator is preloaded (api workloads link libslotmalloc.so themselves)."""
+        return self.kind != "api"
+
+    def reports_malloc(self):
+        """Whether the program prints the malloc= result line (the real programs do not)."""
+        return self.kind != "program"
+
+    def metrics(self):
+        """The (metric, unit) pairs measured for this workload: see stats.metric_value."""
+        metrics = [("wall", "s"), ("rss", "KiB"), ("cpu", "s")]
+        if self.reports_malloc():
+            metrics.append(("seconds", "s"))
+        if self.table == "deref":
+            metrics += [("ns_handle", "ns"), ("ns_pointer", "ns")]
+        if self.table == "tree" or self.name == "tree-free":
+            metrics += [("build_s", "s"), ("teardown_s", "s"), ("pause_s", "s")]
+        return metrics
+
+
+# ---------------------------------------------------------------- argument builders
+def bench(binary, *extra, threads=False):
+    """One of our C programs (perf/bench) at the run's scale, with -t threads if `threads`."""
+    def args(ctx):
+        argv = [ctx.bin(binary), "-s", str(ctx.scale)] + [str(x) for x in extra]
+        if threads:
+            argv += ["-t", str(ctx.threads)]
+        return argv, None, {}
+    return args
+
+
+def deref_args(mode):
+    """perf/bench/deref.c in mode hot or miss; smaller in quick mode."""
+    def args(ctx):
+        argv = [ctx.bin("deref"), "-o", mode]
+        if ctx.quick:
+            argv += ["-s", str(ctx.scale)] if mode == "hot" else ["-z", "100000", "-n", "1"]
+        return argv, None, {}
+    return args
+
+
+def python_args(ctx):
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+    return [py, os.path.join(PROGRAMS, "pyjob.py"), str(ctx.scale)], None, {"PYTHONMALLOC": "malloc"}
+
+
+def sqlite_args(ctx):
+    rows = max(1000, int(80000 * ctx.scale))
+    path = os.path.join(ctx.jobs, f"sqlite-{rows}.sql")
+    if not os.path.exists(path):
+        with open(os.path.join(PROGRAMS, "sqlite_job.sql")) as f:
+            text = f.read().replace("@ROWS@", str(rows))
+        with open(path, "w") as f:
+            f.write(text)
+    return [shutil.which("sqlite3") or "sqlite3", ":memory:"], path, {}
+
+
+def gcc_args(ctx):
+    funcs = max(2, int(40 * ctx.scale))
+    path = os.path.join(ctx.jobs, f"gcc-{funcs}.c")
+    if not os.path.exists(path):
+        out = subprocess.run([sys.executable, os.path.join(PROGRAMS, "gccjob.py"), str(funcs)],
+                             capture_output=True, text=True, check=True).stdout
+        with open(path, "w") as f:
+            f.write(out)
+    return [shutil.which("gcc") or "gcc", "-O2", "-pipe", "-c", "-o", "/dev/null", path], None, {}
+
+
+# ---------------------------------------------------------------- the table
+WORKLOADS = [
+    Workload("pair-16", "bench", "hot malloc+free pair of 16 B: the thread-local fast path", bench("pair", "-z", 16)),
+    Workload("pair-64", "bench", "hot malloc+free pair of 64 B", bench("pair", "-z", 64)),
+    Workload("pair-256", "bench", "hot malloc+free pair of 256 B", bench("pair", "-z", 256)),
+    Workload("pair-1024", "bench", "hot malloc+free pair of 1 KiB", bench("pair", "-z", 1024)),
+    Workload("pair-8192", "bench", "hot malloc+free pair of 8 KiB (past many allocators' small classes)",
+             bench("pair", "-z", 8192)),
+    Workload("lifo", "bench", "batches of 10,000 small objects (8-256 B) freed last-in first-out",
+             bench("batch", "-o", "lifo")),
+    Workload("fifo", "bench", "the same batches freed first-in first-out (no freshly-freed reuse)",
+             bench("batch", "-o", "fifo")),
+    Workload("churn", "bench", "1 thread: a live set of 50,000 heavy-tailed objects replaced at random",
+             bench("churn", "-t", 1)),
+    Workload("churn-mt", "bench", "the same churn in N threads at once, each with its own live set",
+             bench("churn", threads=True)),
+    Workload("prodcons", "bench", "producer/consumer thread pairs: every object freed by the other thread",
+             bench("prodcons", threads=True)),
+    Workload("server", "bench", "N workers replace random objects and hand 1 in 8 to another worker",
+             bench("server", threads=True)),
+    Workload("falseshare", "bench", "small objects passed between threads, freed, reallocated and written hard",
+             bench("falseshare", threads=True)),
+    Workload("threadlife", "bench", "short-lived threads whose objects outlive them, freed by later threads",
+             bench("threadlife", threads=True)),
+    Workload("realloc", "bench", "1,000 buffers grown by realloc: strings by small appends, vectors by doubling",
+             bench("realloc")),
+    Workload("large", "bench", "8 blocks of 1-32 MiB replaced at random, written page by page",
+             bench("large")),
+    Workload("tree-free", "bench", "a tree of 1,000,000 small objects built, then freed one by one",
+             bench("tree")),
+    Workload("python", "program", "python3 (PYTHONMALLOC=malloc): dicts, sort, JSON round trip, strings",
+             python_args),
+    Workload("sqlite", "program", "sqlite3 in memory: 80,000-row table, indexes, group by, update, delete",
+             sqlite_args),
+    Workload("gcc", "program", "gcc -O2 -c of a generated 800-line C file (the driver, cc1 and as)", gcc_args),
+    Workload("deref-hot", "api", "sm_deref of 8 handles in a loop against a plain pointer load",
+             deref_args("hot"), table="deref"),
+    Workload("deref-miss", "api", "sm_deref of 1,000,000 handles in random order against pointer loads",
+             deref_args("miss"), table="deref"),
+    Workload("tree-arena", "api", "the same tree in 1,111 nested arenas torn down by sm_arena_close of the root",
+             bench("tree-arena"), table="tree"),
+    Workload("tree-talloc", "talloc", "the same tree in talloc contexts torn down by talloc_free of the root",
+             bench("tree-talloc"), table="tree"),
+]
+
+# The rows of the tree table, in this order: workload, and the call that tears the tree down.
+TREE_TEARDOWNS = [("tree-free", "free() one by one"), ("tree-talloc", "talloc_free(root)"),
+                  ("tree-arena", "sm_arena_close(root)")]
