@@ -123,6 +123,8 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
     if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
     if (has_room(b)) break;
     __atomic_store_n(&b->owner, full_tag(a), __ATOMIC_SEQ_CST);
+    /* A remote free that saw the untagged owner did not queue the block: check. */
+    if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
     smi_blist_push(&a->full, b);
   }
   smi_unlock(&a->lock);

@@ -172,12 +172,11 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
    * exchange below, and its arena struct stays valid. */
   bool user = __atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_USER;
   sm_arena_t *a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
-  if (user && !a) return false; /* its arena is closing: the object is dead */
   uint8_t expect = gen;
   bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_ACQ_REL,
                                          __ATOMIC_RELAXED);
   if (won) {
-    if (user && a->limit) smi_arena_uncharge(a, b->size);
+    if (user && a && a->limit) smi_arena_uncharge(a, b->size);
     remote_push(b, p, gen == 255); /* the owner (or the dismantler) sorts it out */
   }
   return won;

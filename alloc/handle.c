@@ -94,7 +94,7 @@ int sm_hfree(sm_handle_t h) {
   smi_block_t *b = &seg->blocks[(h >> H_BLOCK_SHIFT) & 63];
   atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
   uint32_t i;
-  void *p = deref_small(seg, h, NULL, &i);
+  void *p = smi_block_closing(b) ? NULL : deref_small(seg, h, NULL, &i);
   int err = p && smi_slot_free_checked(b, i, p, (uint8_t)(h >> H_GEN_SHIFT)) ? 0 : ESTALE;
   atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
   return err;

@@ -125,6 +125,14 @@ static inline void smi_free(void *p) {
   smi_free_slow(p);
 }
 
+/* A block of a user arena whose arena is closing or closed. Read after the
+ * reader announced itself in b->inflight, it is exact: closing clears the
+ * arena first, then waits for the announced readers, then sweeps. */
+static inline bool smi_block_closing(const smi_block_t *b) {
+  return (__atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_USER) &&
+         !__atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
+}
+
 /* A block a quarter of whose slots wrapped their generation takes no new
  * allocations: it drains until empty, then is re-cut under a new epoch. */
 static inline bool smi_block_draining(const smi_block_t *b) { return (size_t)b->retired * 4 >= b->nslots; }

@@ -74,7 +74,7 @@ static void close_one(sm_arena_t *a) {
   smi_check_arena(a, smi_tls_cur == a);
   atomic_store_explicit(&a->state, SMI_ARENA_CLOSED, memory_order_release);
   for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
-  smi_blist_t doomed = {NULL};
+  smi_blist_t doomed = {NULL, NULL};
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     if (a->current[cls] != &smi_block_empty) smi_blist_push(&doomed, a->current[cls]);
     a->current[cls] = &smi_block_empty;

@@ -17,6 +17,8 @@ void smi_gens_fresh(uint8_t *gens, size_t n);
 /* The generation slot i starts at in a fresh table: a slot whose generation
  * still reads this has not been handed out since its block was cut. */
 static inline uint8_t smi_gen_fresh(size_t i) { return (uint8_t)(2 * (i % 16) + ((i / 16) & 1) * 32); }
+/* Sets every generation to 0 (before a block is cut anew). */
+void smi_gens_clear(uint8_t *gens, size_t n);
 /* Counts the live (odd) generations. */
 size_t smi_gens_count_live(const uint8_t *gens, size_t n);
 /* Table length for n slots: one spare byte past the last slot, padded to 16. */

@@ -2,7 +2,6 @@
 #include "segment.h"
 
 #include <sched.h>
-#include <string.h>
 
 #include "generation.h"
 #include "lock.h"
@@ -117,7 +116,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
     /* Slots were handed out before: a new epoch makes old handles stale. */
     /* Zero the old table before the epoch moves, so no reader ever pairs the
      * new epoch with an old generation. */
-    memset(b->gens, 0, smi_gens_len(old_n));
+    smi_gens_clear(b->gens, smi_gens_len(old_n));
     atomic_store_explicit(&b->epoch, epoch + 1, memory_order_release);
   }
   uint8_t *base = smi_block_base(b);
