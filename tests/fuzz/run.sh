@@ -4,7 +4,7 @@
 # multi-threaded one, SECONDS in total (default 120: CI), split 45% / 55%.
 # Exits non-zero on any finding (the crash input is in build-fuzz/artifacts/).
 # A longer run: bash tests/fuzz/run.sh 3600; build only: bash tests/fuzz/run.sh 0
-# FUZZ_CFLAGS adds flags to the target, e.g. FUZZ_CFLAGS=-DKNOWN_BUG_LIMIT=0
+# FUZZ_CFLAGS adds flags to the target, e.g. FUZZ_CFLAGS=-DFUZZ_THREADS=3
 set -u
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
