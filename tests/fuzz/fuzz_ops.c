@@ -849,7 +849,8 @@ static void op_realloc(void) {
   for_regions(o.req, total, check_cb, c.rp, o.id, &cc);
   /* README: a large object resized by the OS (mremap, even when its pages
    * move) stays in its arena; a copy is made where malloc would. */
-  if (o.req > 262144 && total > 262144 && sm_arena_of(c.rp) == ar[o.arena].a) arena = o.arena;
+  bool was_large = o.usable > 262144 || o.align > 65536; /* a segment of its own */
+  if (was_large && total > 262144 && sm_arena_of(c.rp) == ar[o.arena].a) arena = o.arena;
   add_obj(c.rp, total, 1, arena, false, 0, op_desc);
 }
 
