@@ -22,16 +22,13 @@ void *sm_calloc(size_t count, size_t size) {
   return smi_malloc_generic(smi_tls_cur, total, true);
 }
 
-/* The size an aligned request must get from the arena layer. */
+/* An object of size bytes aligned to alignment (a power of two), in arena a
+ * (NULL: where plain malloc allocates). */
 static void *aligned(sm_arena_t *a, size_t alignment, size_t size) {
   if (alignment <= 16) return a ? smi_arena_alloc(a, size, 16, false) : smi_malloc(size);
-  if (!a) {
-    a = smi_tls_cur;
-    if (a == &smi_arena_empty || smi_arena_is_closed(a)) a = smi_tls_cur = smi_root_arena();
-    if (!a) {
-      errno = ENOMEM;
-      return NULL;
-    }
+  if (!a && !(a = smi_arena_current())) {
+    errno = ENOMEM;
+    return NULL;
   }
   return smi_arena_alloc(a, size, alignment, false);
 }

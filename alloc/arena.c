@@ -8,17 +8,17 @@
 #include "slots/generation.h"
 #include "slots/os.h"
 
-#define ALL_EMPTY(n) [0 ... (n) - 1] = &smi_block_empty
-smi_block_t smi_block_empty;
-sm_arena_t smi_arena_empty = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)},
+#define ALL_EMPTY(n) [0 ... (n) - 1] = &smi_block_none
+smi_block_t smi_block_none;
+sm_arena_t smi_arena_none = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)},
                               .type = SMI_ARENA_NONE};
 /* Statically complete, so statistics can be read before anything is allocated. */
 sm_arena_t smi_orphans = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)},
                           .type = SMI_ARENA_ORPHANS, .refs = 1};
 
 void smi_arena_init(sm_arena_t *a, uint8_t type) {
-  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
-  for (size_t i = 0; i < SMI_CLASSES; i++) a->current[i] = &smi_block_empty;
+  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_none;
+  for (size_t i = 0; i < SMI_CLASSES; i++) a->current[i] = &smi_block_none;
   a->type = type;
   atomic_store(&a->refs, 1);
   atomic_store(&a->state, SMI_ARENA_OPEN);
@@ -47,23 +47,18 @@ void smi_arena_after_fork(sm_arena_t *a, bool *mine) {
    * blocks again. */
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *cur = a->current[cls];
-    if (cur != &smi_block_empty && (smi_blist_holds(&a->full, cur) || smi_blist_holds(&a->avail[cls], cur)))
-      cur = &smi_block_empty;
+    if (cur != &smi_block_none && (smi_blist_holds(&a->full, cur) || smi_blist_holds(&a->avail[cls], cur)))
+      cur = &smi_block_none;
     smi_arena_set_current(a, cls, cur);
   }
 }
-
-/* The owner value of an arena's blocks: frees from the thread allocating in
- * the arena skip atomics; a capped arena counts every free, so it has none. */
-static inline sm_arena_t *owner_of(sm_arena_t *a) { return a->limit ? NULL : a; }
-static inline sm_arena_t *full_tag(sm_arena_t *a) { return (sm_arena_t *)((uintptr_t)a | 1); }
 
 /* Points every direct slot of class cls at b (the class's current block). */
 void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
   a->current[cls] = b;
   uint32_t size = smi_class_size[cls];
   if (size > SMI_DIRECT_MAX) return;
-  smi_block_t *d = a->limit ? &smi_block_empty : b;
+  smi_block_t *d = a->limit ? &smi_block_none : b;
   for (size_t i = size >> 4; smi_direct_class[i] == cls; i--) {
     a->direct[i] = d;
     if (i == 0) break;
@@ -101,11 +96,11 @@ static void revisit(sm_arena_t *a) {
   while (f) {
     smi_block_t *next = f->revisit_next;
     atomic_store_explicit(&f->queued, 0, memory_order_release);
-    if (f->arena == a && f->owner == full_tag(a) && atomic_load_explicit(&f->remote, memory_order_relaxed)) {
+    if (f->arena == a && f->owner == smi_owner_full(a) && atomic_load_explicit(&f->remote, memory_order_relaxed)) {
       smi_block_collect(f);
       if (has_room(f)) {
         smi_blist_remove(&a->full, f);
-        __atomic_store_n(&f->owner, owner_of(a), __ATOMIC_RELEASE);
+        __atomic_store_n(&f->owner, smi_owner_of(a), __ATOMIC_RELEASE);
         smi_blist_push_tail(&a->avail[f->cls], f);
       }
     }
@@ -122,7 +117,7 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
     smi_blist_remove(&a->avail[cls], b);
     if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
     if (has_room(b)) break;
-    __atomic_store_n(&b->owner, full_tag(a), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&b->owner, smi_owner_full(a), __ATOMIC_SEQ_CST);
     /* A remote free that saw the untagged owner did not queue the block: check. */
     if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
     smi_blist_push(&a->full, b);
@@ -134,7 +129,7 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
   if (b && b->used == 0 && b->retired > b->nslots / 8) smi_block_format(b, cls);
   if (b) {
     __atomic_store_n(&b->arena, a, __ATOMIC_RELEASE);
-    __atomic_store_n(&b->owner, owner_of(a), __ATOMIC_RELEASE);
+    __atomic_store_n(&b->owner, smi_owner_of(a), __ATOMIC_RELEASE);
     if (a->type == SMI_ARENA_USER)
       __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) | SMI_BLOCK_USER), __ATOMIC_RELEASE);
     b->used++; /* the pin of the current block */
@@ -143,21 +138,21 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
 }
 
 /* Takes the current block of cls out of service: it has no room left. */
-static void retire_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
+static void current_to_full(sm_arena_t *a, unsigned cls, smi_block_t *b) {
   smi_lock(&a->lock);
   b->used--;
-  __atomic_store_n(&b->owner, full_tag(a), __ATOMIC_SEQ_CST);
+  __atomic_store_n(&b->owner, smi_owner_full(a), __ATOMIC_SEQ_CST);
   /* A remote free that saw the untagged owner did not queue the block: check. */
   if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
   smi_blist_push(&a->full, b);
-  smi_arena_set_current(a, cls, &smi_block_empty);
+  smi_arena_set_current(a, cls, &smi_block_none);
   smi_unlock(&a->lock);
 }
 
 static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
   smi_block_t *b = a->current[cls];
   for (;;) {
-    if (b != &smi_block_empty) {
+    if (b != &smi_block_none) {
       if (b->free) return pop(b);
       if (atomic_load_explicit(&b->remote, memory_order_relaxed) && smi_block_collect(b)) continue;
       if (!smi_block_draining(b) && smi_block_extend(b)) continue;
@@ -165,7 +160,7 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
         b->used = 1; /* formatting cleared the pin */
         continue;
       }
-      retire_current(a, cls, b);
+      current_to_full(a, cls, b);
     }
     b = next_block(a, cls);
     if (!b) return NULL;
@@ -224,15 +219,19 @@ bool smi_arena_charge(sm_arena_t *a, size_t bytes) {
 
 void smi_arena_uncharge(sm_arena_t *a, size_t bytes) { atomic_fetch_sub(&a->limited_bytes, bytes); }
 
+sm_arena_t *smi_arena_current(void) {
+  sm_arena_t *a = smi_tls_cur;
+  if (smi_likely(a != &smi_arena_none && !smi_arena_is_closed(a))) return a;
+  /* the thread's first call (its heap is set up), or the entered arena was closed */
+  a = smi_root_arena();
+  if (a) smi_tls_cur = a;
+  return a;
+}
+
 void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
-  if (smi_unlikely(a == &smi_arena_empty)) {
-    a = smi_heap_init();
-    if (!a) {
-      errno = ENOMEM;
-      return NULL;
-    }
-  } else if (smi_unlikely(smi_arena_is_closed(a))) {
-    a = smi_tls_cur = smi_root_arena(); /* the entered arena was closed: back to the root */
+  if (smi_unlikely(a == &smi_arena_none || smi_arena_is_closed(a)) && !(a = smi_arena_current())) {
+    errno = ENOMEM;
+    return NULL;
   }
   return smi_arena_alloc(a, size, 16, zero);
 }
@@ -276,9 +275,9 @@ void smi_arena_abandon_all(sm_arena_t *a) {
   revisit(a);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = a->current[cls];
-    if (b != &smi_block_empty) {
+    if (b != &smi_block_none) {
       b->used--;
-      smi_arena_set_current(a, cls, &smi_block_empty);
+      smi_arena_set_current(a, cls, &smi_block_none);
       leave(b);
     }
     while ((b = a->avail[cls].head) != NULL) {

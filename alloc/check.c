@@ -109,7 +109,7 @@ static bool slot_at(const smi_block_t *b, uint32_t n, uintptr_t p, uint32_t *ind
 }
 
 void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
-  if (b == &smi_block_empty) return;
+  if (b == &smi_block_none) return;
   uint32_t n = __atomic_load_n(&b->nslots, __ATOMIC_ACQUIRE);
   if (!n) return;                           /* not cut (or being cut) */
   if (b->flags & SMI_BLOCK_CLOSED) return;  /* the close gave up its counts; the dismantler resets them */
@@ -261,10 +261,10 @@ static void visit_arena_block(const walk_t *w, const smi_block_t *b, const void 
   check_member(w, b, a);
   if (aw->cls < SMI_CLASSES) {
     if (b->cls != aw->cls) list_fail(w, b, "block of another size class");
-    if (b->owner != (a->limit ? NULL : a)) list_fail(w, b, "owner tag is not the arena (NULL while capped)");
+    if (b->owner != smi_owner_of(a)) list_fail(w, b, "owner tag is not the arena (NULL while capped)");
   } else {
     if (b->cls >= SMI_CLASSES) list_fail(w, b, "size class out of range");
-    if ((uintptr_t)b->owner != ((uintptr_t)a | 1)) list_fail(w, b, "owner tag is not the arena | 1");
+    if (b->owner != smi_owner_full(a)) list_fail(w, b, "owner tag is not the arena's full tag");
   }
   if (b->cls < SMI_CLASSES && a->current[b->cls] == b) list_fail(w, b, "the current block is on a list too");
   if (aw->contents) smi_check_block_at(b, 0, w->where);
@@ -272,16 +272,16 @@ static void visit_arena_block(const walk_t *w, const smi_block_t *b, const void 
 
 static void check_current(const walk_t *w, const sm_arena_t *a, unsigned cls, bool contents) {
   const smi_block_t *cur = a->current[cls];
-  if (cur != &smi_block_empty) {
+  if (cur != &smi_block_none) {
     if (!is_descriptor(cur)) list_fail(w, cur, "current block is not a block descriptor");
     check_member(w, cur, a);
     if (cur->cls != cls) list_fail(w, cur, "current block of another size class");
-    if (cur->owner != (a->limit ? NULL : a)) list_fail(w, cur, "current block's owner tag is not the arena");
+    if (cur->owner != smi_owner_of(a)) list_fail(w, cur, "current block's owner tag is not the arena");
     if (!cur->used) list_fail(w, cur, "current block not pinned (used 0)");
     if (contents) smi_check_block_at(cur, 1, w->where);
   }
   if (smi_class_size[cls] > SMI_DIRECT_MAX) return;
-  const smi_block_t *want = a->limit ? &smi_block_empty : cur;
+  const smi_block_t *want = a->limit ? &smi_block_none : cur;
   for (size_t i = smi_class_size[cls] >> 4;; i--) {
     if (smi_direct_class[i] != cls) break;
     if (a->direct[i] != want) list_fail(w, a->direct[i], "direct slot does not follow the current block");
@@ -290,7 +290,7 @@ static void check_current(const walk_t *w, const sm_arena_t *a, unsigned cls, bo
 }
 
 void smi_check_arena_at(const sm_arena_t *a, bool contents, const char *where) {
-  if (a == &smi_arena_empty) return;
+  if (a == &smi_arena_none) return;
   if (contents) contents = contents_due(&arena_contents_last);
   size_t most = blocks_there_are();
   walk_t w = {.where = where, .owner = a, .list = "current"};
@@ -309,7 +309,7 @@ void smi_check_arena_at(const sm_arena_t *a, bool contents, const char *where) {
 #define CLASS_WALK 64 /* blocks of the avail list looked at per block switch */
 
 void smi_check_class_at(const sm_arena_t *a, unsigned cls, const char *where) {
-  if (a == &smi_arena_empty) return;
+  if (a == &smi_arena_none) return;
   walk_t w = {.where = where, .owner = a, .list = "current/direct"};
   if (cls >= SMI_CLASSES) list_fail(&w, NULL, "size class out of range");
   check_current(&w, a, cls, true);

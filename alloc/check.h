@@ -39,7 +39,7 @@ void smi_check_arena_at(const sm_arena_t *a, bool contents, const char *where);
 void smi_check_class_at(const sm_arena_t *a, unsigned cls, const char *where);
 void smi_check_pool_at(const smi_blist_t *empty, const smi_blist_t *abandoned, const smi_blist_t *abandoned_full,
                        const smi_blist_t *dismantle, bool full, const char *where);
-/* A fork child retires the heap of a thread it does not have: such a thread
+/* A fork child ends the heap of a thread it does not have: such a thread
  * may have stopped inside an owner-only block operation (a fast path, a
  * collect), leaving used or retired half-updated, so from now on (in this
  * process and its children) the count equations are not checked; the

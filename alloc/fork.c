@@ -16,7 +16,7 @@
  *  - by the forking thread itself (fork from a signal handler inside the
  *    allocator): that code resumes when the handler returns and finishes its
  *    critical section, so the child leaves it alone and does no more.
- * Then the heaps of the threads the child does not have are retired, as at
+ * Then the heaps of the threads the child does not have are ended, as at
  * thread exit: their empty blocks go to the pool, blocks with live objects are
  * abandoned for adoption, and their objects can be freed by the child.
  * Frees that were under way on vanished threads are forgotten. */
@@ -30,5 +30,5 @@ void smi_fork_child(void) {
   smi_pool_after_fork(&mine);
   smi_heap_after_fork(&mine);
   if (mine) return; /* forked inside the allocator: the interrupted code finishes */
-  smi_heap_retire_others();
+  smi_heap_exit_others();
 }

@@ -59,8 +59,8 @@ static void remote_push(smi_block_t *b, void *p, bool wrapped) {
     ((smi_free_t *)p)->next = (smi_free_t *)(head | wrapped);
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_seq_cst,
                                                   memory_order_relaxed));
-  uintptr_t owner = (uintptr_t)__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
-  if (owner & 1) smi_revisit_push((sm_arena_t *)(owner & ~(uintptr_t)1), b); /* a full block */
+  sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
+  if (smi_owner_is_full(owner)) smi_revisit_push(smi_owner_arena(owner), b);
 }
 
 /* Frees slot i of b from a thread that does not own the block. The generation
@@ -100,12 +100,12 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
  * the block left the arena meanwhile (closed, merged): then it is not ours. */
 static bool unfull(smi_block_t *b, sm_arena_t *a) {
   smi_lock(&a->lock);
-  if (b->owner != (sm_arena_t *)((uintptr_t)a | 1)) {
+  if (b->owner != smi_owner_full(a)) {
     smi_unlock(&a->lock);
     return false;
   }
   smi_blist_remove(&a->full, b);
-  __atomic_store_n(&b->owner, a->limit ? NULL : a, __ATOMIC_RELEASE);
+  __atomic_store_n(&b->owner, smi_owner_of(a), __ATOMIC_RELEASE);
   smi_blist_push_tail(&a->avail[b->cls], b);
   smi_unlock(&a->lock);
   return true;
@@ -127,10 +127,11 @@ void smi_free_slow(void *p) {
       if (owner == cur) {
         free_local(b, i, p);
         smi_check_block(b, cur->current[b->cls] == b);
-      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && smi_block_draining(b) && b->used > 1 &&
+      } else if (owner == smi_owner_full(cur) && smi_block_draining(b) && b->used > 1 &&
                  !(b->flags & SMI_BLOCK_USER)) {
         free_local(b, i, p); /* a draining block comes back with its last object (a root's: never closed) */
-      } else if ((uintptr_t)owner == ((uintptr_t)cur | 1) && (__atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE) & 1) && unfull(b, cur)) {
+      } else if (owner == smi_owner_full(cur) && (__atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE) & 1) &&
+                 unfull(b, cur)) {
         free_local(b, i, p);
       } else {
         free_remote(b, i, p);
@@ -155,7 +156,7 @@ size_t smi_usable_size(const void *p) {
   return seg && seg->large_gen == 1 ? seg->large_size : 0;
 }
 
-sm_arena_t *smi_owner_arena(const void *p) {
+sm_arena_t *smi_arena_of_object(const void *p) {
   uintptr_t u = (uintptr_t)p;
   if (smi_map_of(u) == SMI_MAP_SLOTS) {
     smi_block_t *b = smi_block_at(smi_segment_at(u), u);

@@ -17,6 +17,19 @@
 #define H_EPOCH_SHIFT 9
 #define H_GEN_SHIFT 1
 #define H_EPOCH_MASK (((uint64_t)1 << SMI_EPOCH_BITS) - 1)
+#define H_BLOCK_MASK ((uint64_t)63)    /* 6 bits: a segment has at most 63 blocks */
+#define H_SLOT_MASK ((uint64_t)4095)   /* 12 bits: a block has at most 4095 slots */
+/* block and slot together: both 0 in a large object's handle */
+#define H_PLACE_MASK ((H_BLOCK_MASK << (H_BLOCK_SHIFT - H_SLOT_SHIFT)) | H_SLOT_MASK)
+/* epoch and generation together, as a live object's tag (epoch << 8 | generation) */
+#define H_TAG_MASK ((H_EPOCH_MASK << 8) | 255)
+
+/* The fields of a handle. */
+static inline uint32_t h_id(sm_handle_t h) { return (uint32_t)(h >> H_ID_SHIFT); }
+static inline uint32_t h_block(sm_handle_t h) { return (uint32_t)((h >> H_BLOCK_SHIFT) & H_BLOCK_MASK); }
+static inline uint32_t h_slot(sm_handle_t h) { return (uint32_t)((h >> H_SLOT_SHIFT) & H_SLOT_MASK); }
+static inline uint32_t h_place(sm_handle_t h) { return (uint32_t)((h >> H_SLOT_SHIFT) & H_PLACE_MASK); }
+static inline uint64_t h_tag(sm_handle_t h) { return (h >> H_GEN_SHIFT) & H_TAG_MASK; }
 
 static inline sm_handle_t with_parity(uint64_t h) { return h | (uint64_t)!__builtin_parityll(h); }
 
@@ -48,53 +61,49 @@ sm_handle_t sm_handle_of(const void *p) {
  * the block is always seen with that epoch, which the handle
  * does not carry. A block index past the segment's blocks reads a zeroed
  * descriptor (nslots 0) in the header page. */
-static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *seg, sm_handle_t h,
-                                                              smi_block_t **bp, uint32_t *ip) {
-  smi_block_t *b = &seg->blocks[(h >> H_BLOCK_SHIFT) & 63];
-  uint32_t i = (uint32_t)(h >> H_SLOT_SHIFT) & 4095;
+static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *seg, sm_handle_t h, uint32_t *ip) {
+  smi_block_t *b = &seg->blocks[h_block(h)];
+  uint32_t i = h_slot(h);
   if (i >= atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire)) return NULL;
   uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE);
   uint32_t e = atomic_load_explicit(&b->epoch, memory_order_acquire);
   uint64_t want = ((uint64_t)(e & H_EPOCH_MASK) << 8) | g;
-  if ((g & 1) == 0 || want != ((h >> H_GEN_SHIFT) & ((H_EPOCH_MASK << 8) | 255))) return NULL;
-  if (bp) *bp = b;
+  if ((g & 1) == 0 || want != h_tag(h)) return NULL;
   if (ip) *ip = i;
   return b->start + (size_t)i * b->size;
 }
 
-/* Parity by popcnt where the CPU has it (chosen once, at load time). */
 void *sm_deref(sm_handle_t h) {
   if (!__builtin_parityll(h)) return NULL;
-  smi_segslot_t *slot = &smi_segtab[h >> H_ID_SHIFT];
+  smi_segslot_t *slot = &smi_segtab[h_id(h)];
   smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
   if (!seg) return NULL;
   if (smi_unlikely(slot->is_large)) {
     /* Only the table is read: the segment may be unmapped at any moment. */
     uint64_t tag = atomic_load_explicit(&slot->large_tag, memory_order_acquire);
-    uint64_t want = (h >> H_GEN_SHIFT) & ((H_EPOCH_MASK << 8) | 255);
-    if (!tag || tag != want || (h >> H_SLOT_SHIFT) & 0x3ffff) return NULL;
+    if (!tag || tag != h_tag(h) || h_place(h)) return NULL;
     return atomic_load_explicit(&slot->large_obj, memory_order_acquire);
   }
-  return deref_small(seg, h, NULL, NULL);
+  return deref_small(seg, h, NULL);
 }
 
 int sm_hfree(sm_handle_t h) {
   if (!__builtin_parityll(h)) return ESTALE;
-  uint32_t id = (uint32_t)(h >> H_ID_SHIFT);
+  uint32_t id = h_id(h);
   smi_segslot_t *slot = &smi_segtab[id];
   smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
   if (!seg) return ESTALE;
   if (slot->is_large) {
-    if ((h >> H_SLOT_SHIFT) & 0x3ffff) return ESTALE;
-    return smi_large_hfree(id, (h >> H_GEN_SHIFT) & ((H_EPOCH_MASK << 8) | 255)) ? 0 : ESTALE;
+    if (h_place(h)) return ESTALE;
+    return smi_large_hfree(id, h_tag(h)) ? 0 : ESTALE;
   }
   /* Announce the free before validating: a block is not re-cut (nor
    * dismantled) while a free is under way in it, so what is validated is what
    * is freed. */
-  smi_block_t *b = &seg->blocks[(h >> H_BLOCK_SHIFT) & 63];
+  smi_block_t *b = &seg->blocks[h_block(h)];
   atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
   uint32_t i;
-  void *p = smi_block_closing(b) ? NULL : deref_small(seg, h, NULL, &i);
+  void *p = smi_block_closing(b) ? NULL : deref_small(seg, h, &i);
   int err = p && smi_slot_free_checked(b, i, p, (uint8_t)(h >> H_GEN_SHIFT)) ? 0 : ESTALE;
   atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
   return err;

@@ -10,7 +10,7 @@
 #include "internal.h"
 #include "check.h"
 
-__thread sm_arena_t *smi_tls_cur = &smi_arena_empty;
+__thread sm_arena_t *smi_tls_cur = &smi_arena_none;
 __thread smi_heap_t *smi_tls_heap;
 
 static smi_heap_t *heaps;          /* live heaps, under smi_tree_lock */
@@ -50,7 +50,7 @@ sm_arena_t *smi_root_arena(void) {
 }
 
 /* Thread exit: give everything back; children of the root go to the orphans. */
-static void heap_retire(smi_heap_t *h) {
+static void heap_exit(smi_heap_t *h) {
   smi_lock(&smi_tree_lock);
   if (h->prev) h->prev->next = h->next;
   else heaps = h->next;
@@ -74,9 +74,9 @@ static void heap_done(void *arg) {
   smi_heap_t *h = arg;
   if (!h || h->done) return;
   h->done = true;
-  smi_tls_cur = &smi_arena_empty;
+  smi_tls_cur = &smi_arena_none;
   smi_tls_heap = NULL;
-  heap_retire(h);
+  heap_exit(h);
   smi_pool_upkeep(false);
   smi_meta_free(h, sizeof *h);
 }
@@ -123,14 +123,14 @@ void smi_heap_after_fork(bool *mine) {
   after_fork_subtree(&smi_orphans, relink, mine, &budget);
 }
 
-void smi_heap_retire_others(void) {
+void smi_heap_exit_others(void) {
   smi_heap_t *h = heaps;
   while (h) {
     smi_heap_t *next = h->next;
     if (h != smi_tls_heap) {
       smi_check_forked(); /* its thread may have stopped mid-update: see check.h */
       h->done = true;
-      heap_retire(h);
+      heap_exit(h);
     }
     h = next;
   }

@@ -1,15 +1,59 @@
 /* internal.h: the arena layer's types and its fast paths.
  *
+ * Glossary (each word means this and nothing else):
+ *   segment     a 4 MiB-aligned span: a header page of block descriptors, then
+ *               blocks of one kind (slots/segment.h); or one large object
+ *               (slots/large_segment.h). Found by address through the segment
+ *               map, by id through the id table.
+ *   block       a span of a segment cut into slots of one size class, with its
+ *               generation table at its start.
+ *   slot        the place of one object in a block; a free slot's first word
+ *               links to the next free slot (the in-place freelist).
+ *   generation  a slot's 8-bit counter: odd while the slot holds an object.
+ *   epoch       a block's (or a large object id's) counter, advanced each time
+ *               the block is cut anew; handles carry it with the generation.
+ *   class       a slot size (slots/size_class.h).
+ *   arena       a view over a set of blocks and large objects that live and die
+ *               together; arenas form a tree.
+ *   root arena  a thread's own arena, where plain malloc allocates; never closed.
+ *   heap        a thread's state: its root arena and its place in the heap list.
+ *   pool        the process-wide blocks not in any arena: empty ones, abandoned
+ *               ones, and those waiting to be dismantled (pool.c).
+ *   orphans     the arena that keeps the large objects and child arenas of
+ *               exited threads.
+ *   owner       the arena whose thread frees into a block without atomics
+ *               (block.owner); tagged full (smi_owner_full) on the full list.
+ *   remote list a block's atomic list of slots freed by threads that do not own it.
+ *   revisit     an arena's atomic stack of full blocks that other threads freed into.
+ *   abandon     a thread exits: its blocks with live objects go to the pool,
+ *               where another thread adopts them.
+ *   close       an arena's objects all die at once: one vectorized generation sweep.
+ *   dismantle   after a close, giving the blocks back, a few at a time.
+ *   purge       giving an empty block's memory back to the OS after the delay.
+ *   release     giving a whole empty segment back to the OS, address space too.
+ *   retire      only of a slot: its generation wrapped, it is out of service
+ *               until its block is cut anew. A block whose epochs are used up
+ *               is worn out.
+ *   none        the sentinel block (smi_block_none: nothing to give) and arena
+ *               (smi_arena_none: a thread's current arena before its first call).
+ *
+ * Files of this layer include each other's declarations through this header,
+ * which makes one cycle on purpose: the arena layer is one unit whose files
+ * split it by job (allocation, free, tree, pool, large objects, threads, fork),
+ * and each of them calls the others' entry points declared below.
+ *
  * Allocation code overview (fast path inline here, the rest out of line):
- *   smi_malloc(n)                     pop the current block's in-place freelist
- *    -> smi_malloc_generic(a, n)      [arena.c] collect remote frees, extend the block,
- *        -> smi_arena_next_block      switch to another block of the class,
- *            -> smi_pool_take         [pool.c] adopt an abandoned block, reuse an empty one,
- *                -> smi_segment_new   [slots/segment.c] or map a new segment
- *        -> smi_large_malloc          [large.c] objects past the largest class
- *   smi_free(p)                       push onto the block's freelist (owner thread)
- *    -> smi_free_slow(p)              [free.c] full blocks, remote frees, large objects,
- *                                     generation wrap, and every kind of misuse
+ *   smi_malloc(n)                      pop the current block's in-place freelist
+ *    -> smi_malloc_generic(a, n)       [arena.c] the first call of a thread, a closed arena
+ *        -> smi_arena_alloc(a, n, ...) [arena.c] upkeep, dismantling, the byte cap
+ *            -> alloc_from_class       [arena.c] collect remote frees, extend the block,
+ *                -> next_block         [arena.c] another block of the arena's own,
+ *                    -> smi_pool_take  [pool.c] adopt an abandoned block, reuse an empty one,
+ *                        -> smi_segment_new [slots/segment.c] or map a new segment
+ *            -> smi_large_malloc       [large.c] objects past the largest class
+ *   smi_free(p)                        push onto the block's freelist (owner thread)
+ *    -> smi_free_slow(p)               [free.c] full blocks, remote frees, large objects,
+ *                                      generation wrap, and every kind of misuse
  */
 #ifndef SMI_INTERNAL_H
 #define SMI_INTERNAL_H
@@ -22,12 +66,12 @@
 #include "blist.h"
 #include "include/slotmalloc.h"
 #include "slots/lock.h"
+#include "slots/generation.h"
 #include "slots/large_segment.h"
 #include "slots/segment.h"
 
 #define smi_likely(x) __builtin_expect(!!(x), 1)
 #define smi_unlikely(x) __builtin_expect(!!(x), 0)
-#define SMI_NOINLINE __attribute__((noinline))
 #define SMI_COLD __attribute__((cold, noinline))
 
 enum { SMI_ARENA_OPEN = 0, SMI_ARENA_CLOSED = 1, SMI_ARENA_MERGED = 2 };
@@ -65,22 +109,33 @@ struct smi_heap_s {
   bool done;
 };
 
-/* The arena plain malloc allocates in on this thread; &smi_arena_empty until
+/* The arena plain malloc allocates in on this thread; &smi_arena_none until
  * the thread's first allocation. */
 extern __thread sm_arena_t *smi_tls_cur;
 extern __thread smi_heap_t *smi_tls_heap;
-extern sm_arena_t smi_arena_empty;   /* every direct slot -> smi_block_empty */
-extern smi_block_t smi_block_empty;  /* a block with nothing to give */
+extern sm_arena_t smi_arena_none;   /* every direct slot -> smi_block_none */
+extern smi_block_t smi_block_none;  /* a block with nothing to give */
 extern sm_arena_t smi_orphans;       /* blocks and arenas of exited threads */
 extern smi_lock_t smi_tree_lock;     /* the arena tree, the heap list */
+
+/* ---- the owner tag ----------------------------------------------------------
+ * block.owner is the arena whose thread frees into the block without atomics
+ * (NULL: every free takes the atomic path), or that arena tagged with bit 0
+ * while the block sits on the arena's full list (its first free makes it
+ * available again). */
+static inline sm_arena_t *smi_owner_of(sm_arena_t *a) { return a->limit ? NULL : a; } /* a cap counts every free */
+static inline sm_arena_t *smi_owner_full(sm_arena_t *a) { return (sm_arena_t *)((uintptr_t)a | 1); }
+static inline bool smi_owner_is_full(const sm_arena_t *o) { return (uintptr_t)o & 1; }
+static inline sm_arena_t *smi_owner_arena(const sm_arena_t *o) { return (sm_arena_t *)((uintptr_t)o & ~(uintptr_t)1); }
 
 /* ---- fast paths ----------------------------------------------------------- */
 
 void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero);
 void smi_free_slow(void *p);
 
-/* Instruction budget: 20 instructions to the return (x86-64, -O2, shared
- * library), 6 of them for the generation; callgrind counts the pair in perf/. */
+/* The instruction budget of the malloc+free pair is tests/fastpath_budget.txt,
+ * counted by callgrind in the test suite; malloc's share includes finding the
+ * slot's index and advancing its generation. */
 static inline void *smi_malloc(size_t size) {
   sm_arena_t *a = smi_tls_cur;
   if (smi_likely(size <= SMI_DIRECT_MAX)) {
@@ -97,8 +152,8 @@ static inline void *smi_malloc(size_t size) {
   return smi_malloc_generic(a, size, false);
 }
 
-/* Instruction budget: 34 instructions (5 for "ours?", 4 for "a slot start?",
- * 8 for the generation). Everything unusual (another
+/* Its share of the pair's budget (tests/fastpath_budget.txt) goes mostly to the
+ * checks: "ours?", "a slot start?", the generation. Everything unusual (another
  * thread's block, a full block, a large object, a wrapped generation, a
  * double or invalid free) falls to smi_free_slow. */
 static inline void smi_free(void *p) {
@@ -133,6 +188,12 @@ static inline bool smi_block_closing(const smi_block_t *b) {
          !__atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
 }
 
+/* The live objects of a block: its odd generations, counted 16 at a time;
+ * exact at any moment, remote frees not yet collected included. */
+static inline size_t smi_block_live(const smi_block_t *b) {
+  return smi_gens_count_live(b->gens, smi_gens_len(b->nslots));
+}
+
 /* A block a quarter of whose slots wrapped their generation takes no new
  * allocations: it drains until empty, then is re-cut under a new epoch. */
 static inline bool smi_block_draining(const smi_block_t *b) { return (size_t)b->retired * 4 >= b->nslots; }
@@ -148,7 +209,9 @@ sm_arena_t *smi_heap_init(void);           /* this thread's root arena, made on 
 void smi_heap_key_create(void);            /* the thread-exit hook (at process start-up) */
 sm_arena_t *smi_root_arena(void);
 void smi_heap_after_fork(bool *mine);      /* fork child: every heap and arena repaired */
-void smi_heap_retire_others(void);          /* fork child: the other threads' heaps retired */
+/* Calls fn on every live thread's root arena (under smi_tree_lock). */
+void smi_heap_each_root(void (*fn)(sm_arena_t *, sm_stats_t *), sm_stats_t *s);
+void smi_heap_exit_others(void);            /* fork child: the other threads' heaps end as at thread exit */
 
 /* fork.c */
 void smi_fork_child(void);                  /* the pthread_atfork child handler */
@@ -161,6 +224,10 @@ void smi_revisit_push(sm_arena_t *a, smi_block_t *b);
 void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b);
 void smi_arena_init(sm_arena_t *a, uint8_t type);
 void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);
+/* The arena plain malloc allocates in on this thread: the entered one, or the
+ * root (set up at the thread's first call, and again the current one when the
+ * entered arena was closed); NULL when no heap can be set up. */
+sm_arena_t *smi_arena_current(void);
 /* The byte cap (a->limit != 0): counts bytes in; false, counting nothing, past the cap. */
 bool smi_arena_charge(sm_arena_t *a, size_t bytes);
 void smi_arena_uncharge(sm_arena_t *a, size_t bytes);
@@ -208,7 +275,7 @@ bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index);
 size_t smi_usable_size(const void *p);
 /* Frees slot i of b if its generation is still gen (for sm_hfree); false otherwise. */
 bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen);
-sm_arena_t *smi_owner_arena(const void *p);  /* arena of a live object, NULL otherwise */
+sm_arena_t *smi_arena_of_object(const void *p);  /* arena of a live object, NULL otherwise */
 
 /* error.c */
 enum { SMI_ERR_DOUBLE_FREE, SMI_ERR_INVALID_FREE, SMI_ERR_INVALID_REALLOC, SMI_ERR_CORRUPT };

@@ -133,7 +133,7 @@ static smi_block_t *reacquire(unsigned kind) {
 }
 
 void smi_pool_reclaim(sm_arena_t *a) {
-  if (a && a != &smi_arena_empty) smi_arena_upkeep(a, true); /* the arena's empty blocks to the pool */
+  if (a && a != &smi_arena_none) smi_arena_upkeep(a, true); /* the arena's empty blocks to the pool */
   smi_dismantle(SIZE_MAX);
   smi_pool_upkeep(true); /* every empty block decommitted, the large cache unmapped */
   smi_lock(&pool_lock);
@@ -226,7 +226,7 @@ void smi_pool_count_abandoned(sm_stats_t *s) {
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     for (int full = 0; full < 2; full++) {
       for (smi_block_t *b = (full ? abandoned_full : abandoned)[cls].head; b; b = b->next) {
-        size_t live = smi_gens_count_live(b->gens, smi_gens_len(b->nslots));
+        size_t live = smi_block_live(b);
         s->objects_live += live;
         s->bytes_live += live * b->size;
         s->blocks++;

@@ -10,7 +10,7 @@
 /* Live slots are those with an odd generation: exact at any moment, remote
  * frees not yet collected included, and counted 16 at a time. */
 static void count_block(const smi_block_t *b, sm_stats_t *s) {
-  size_t live = smi_gens_count_live(b->gens, smi_gens_len(b->nslots));
+  size_t live = smi_block_live(b);
   s->objects_live += live;
   s->bytes_live += (size_t)live * b->size;
   s->blocks++;
@@ -20,7 +20,7 @@ static void count_block(const smi_block_t *b, sm_stats_t *s) {
 static void count_arena(sm_arena_t *a, sm_stats_t *s) {
   smi_lock(&a->lock);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    if (a->current[cls] != &smi_block_empty) count_block(a->current[cls], s);
+    if (a->current[cls] != &smi_block_none) count_block(a->current[cls], s);
     for (smi_block_t *b = a->avail[cls].head; b; b = b->next) count_block(b, s);
   }
   for (smi_block_t *b = a->full.head; b; b = b->next) count_block(b, s);
@@ -38,7 +38,6 @@ static void count_subtree(sm_arena_t *a, sm_stats_t *s) {
   for (sm_arena_t *c = a->first_child; c; c = c->next_sibling) count_subtree(c, s);
 }
 
-extern void smi_heap_each_root(void (*fn)(sm_arena_t *, sm_stats_t *), sm_stats_t *s);
 
 void sm_arena_stats(sm_arena_t *a, sm_stats_t *out) {
   if (!out) return;

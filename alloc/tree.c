@@ -73,11 +73,11 @@ static void close_one(sm_arena_t *a) {
   smi_lock(&a->lock);
   smi_check_arena(a, smi_tls_cur == a);
   atomic_store_explicit(&a->state, SMI_ARENA_CLOSED, memory_order_release);
-  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_empty;
+  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_none;
   smi_blist_t doomed = {NULL, NULL};
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    if (a->current[cls] != &smi_block_empty) smi_blist_push(&doomed, a->current[cls]);
-    a->current[cls] = &smi_block_empty;
+    if (a->current[cls] != &smi_block_none) smi_blist_push(&doomed, a->current[cls]);
+    a->current[cls] = &smi_block_none;
     smi_block_t *b;
     while ((b = a->avail[cls].head) != NULL) {
       smi_blist_remove(&a->avail[cls], b);
@@ -158,21 +158,21 @@ void sm_arena_release(sm_arena_t *a) {
 }
 
 sm_arena_t *sm_arena_of(const void *p) {
-  sm_arena_t *a = smi_owner_arena(p);
+  sm_arena_t *a = smi_arena_of_object(p);
   return a;
 }
 
 sm_arena_t *sm_arena_enter(sm_arena_t *a) {
   sm_arena_t *root = smi_root_arena();
   sm_arena_t *prev = smi_tls_cur;
-  if (prev == &smi_arena_empty || prev == root) prev = NULL;
+  if (prev == &smi_arena_none || prev == root) prev = NULL;
   if (a && (a->type != SMI_ARENA_USER || smi_arena_is_closed(a))) a = NULL;
   smi_tls_cur = a ? a : root;
   return prev;
 }
 
 void *sm_arena_promote(void *p) {
-  sm_arena_t *a = smi_owner_arena(p);
+  sm_arena_t *a = smi_arena_of_object(p);
   if (!a) {
     errno = EINVAL;
     return NULL;
@@ -225,7 +225,7 @@ int sm_arena_steal(sm_arena_t *a, sm_arena_t *new_parent) {
 }
 
 static size_t block_bytes(const smi_block_t *b) {
-  return smi_gens_count_live(b->gens, smi_gens_len(b->nslots)) * b->size;
+  return smi_block_live(b) * b->size;
 }
 
 /* Bytes live in the arena's own objects (slot sizes), under a->lock. */
@@ -233,7 +233,7 @@ static size_t own_bytes(sm_arena_t *a) {
   size_t bytes = 0;
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = a->current[cls];
-    if (b != &smi_block_empty) bytes += block_bytes(b);
+    if (b != &smi_block_none) bytes += block_bytes(b);
     for (b = a->avail[cls].head; b; b = b->next) bytes += block_bytes(b);
   }
   for (smi_block_t *b = a->full.head; b; b = b->next) bytes += block_bytes(b);
@@ -243,14 +243,14 @@ static size_t own_bytes(sm_arena_t *a) {
 
 /* Moves every block and large object of src into dst (both locked). */
 static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
-  sm_arena_t *owner = dst->limit ? NULL : dst;
+  sm_arena_t *owner = smi_owner_of(dst);
   drain_revisit(src);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = src->current[cls];
-    if (b != &smi_block_empty) {
+    if (b != &smi_block_none) {
       b->used--; /* no longer anyone's current block */
       smi_blist_push(&src->avail[cls], b);
-      src->current[cls] = &smi_block_empty;
+      src->current[cls] = &smi_block_none;
     }
     while ((b = src->avail[cls].head) != NULL) {
       smi_blist_remove(&src->avail[cls], b);
@@ -260,11 +260,11 @@ static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
       smi_blist_push(&dst->avail[cls], b);
     }
   }
-  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) src->direct[i] = &smi_block_empty;
+  for (size_t i = 0; i < SMI_DIRECT_BINS; i++) src->direct[i] = &smi_block_none;
   smi_block_t *b;
   while ((b = src->full.head) != NULL) {
     smi_blist_remove(&src->full, b);
-    b->owner = (sm_arena_t *)((uintptr_t)dst | 1);
+    b->owner = smi_owner_full(dst);
     __atomic_store_n(&b->arena, dst, __ATOMIC_SEQ_CST);
     smi_block_wait_frees(b);
     smi_blist_push(&dst->full, b);
@@ -310,7 +310,7 @@ int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
   sm_arena_t *owner = bytes ? NULL : a;
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *cur = a->current[cls];
-    if (cur != &smi_block_empty) cur->owner = owner;
+    if (cur != &smi_block_none) cur->owner = owner;
     for (smi_block_t *b = a->avail[cls].head; b; b = b->next) b->owner = owner;
     smi_arena_set_current(a, cls, cur);
   }

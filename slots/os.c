@@ -47,17 +47,23 @@ static void *map_raw(size_t size) {
   return p == MAP_FAILED ? NULL : p;
 }
 
-void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset) {
-  if (size > (SIZE_MAX >> 2) || align > (SIZE_MAX >> 2)) return NULL;
-  size_t total = size + align;
-  char *raw = map_raw(total);
-  if (!raw) return NULL;
+/* In a mapping of size + align bytes at raw, keeps the size bytes starting where
+ * (start + offset) is a multiple of align, and unmaps the rest. */
+static char *trim_to_alignment(char *raw, size_t size, size_t align, size_t offset) {
   uintptr_t want = (((uintptr_t)raw + offset + align - 1) & ~(uintptr_t)(align - 1)) - offset;
   size_t head = want - (uintptr_t)raw;
-  size_t tail = total - head - size;
+  size_t tail = align - head;
   if (head) munmap(raw, head);
   if (tail) munmap((char *)want + size, tail);
-  if (smi_os_numa_local) bind_local((void *)want, size);
+  return (char *)want;
+}
+
+void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset) {
+  if (size > (SIZE_MAX >> 2) || align > (SIZE_MAX >> 2)) return NULL;
+  char *raw = map_raw(size + align);
+  if (!raw) return NULL;
+  char *want = trim_to_alignment(raw, size, align, offset);
+  if (smi_os_numa_local) bind_local(want, size);
   account((ptrdiff_t)size);
   return (void *)want;
 }
@@ -104,17 +110,12 @@ void smi_os_shrink(void *p, size_t old_size, size_t new_size) {
 
 void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset) {
   /* Reserve an aligned destination, then let the kernel move the pages there. */
-  size_t total = new_size + align;
-  char *raw = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  char *raw = mmap(NULL, new_size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (raw == MAP_FAILED) return NULL;
-  uintptr_t want = (((uintptr_t)raw + offset + align - 1) & ~(uintptr_t)(align - 1)) - offset;
-  size_t head = want - (uintptr_t)raw;
-  size_t tail = total - head - new_size;
-  if (head) munmap(raw, head);
-  if (tail) munmap((char *)want + new_size, tail);
-  void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)want);
+  char *want = trim_to_alignment(raw, new_size, align, offset);
+  void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, want);
   if (q == MAP_FAILED) {
-    munmap((void *)want, new_size);
+    munmap(want, new_size);
     return NULL;
   }
   account((ptrdiff_t)(new_size - old_size));

@@ -103,12 +103,12 @@ smi_segment_t *smi_segment_new(unsigned kind) {
 
 bool smi_block_format(smi_block_t *b, unsigned cls) {
   uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
-  /* Hide the slots (nslots 0), then wait for frees that started before: a
-   * handle validated by one of them must still name this epoch. */
   if ((b->flags & SMI_BLOCK_FORMATTED) && epoch + 1 >= SMI_EPOCH_LIMIT) {
-    b->flags |= SMI_BLOCK_RETIRED; /* its epochs are used up: it stays as it is */
+    b->flags |= SMI_BLOCK_WORN_OUT; /* its epochs are used up: it stays as it is */
     return false;
   }
+  /* Hide the slots (nslots 0), then wait for frees that started before: a
+   * handle validated by one of them must still name this epoch. */
   uint32_t old_n = b->nslots;
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_seq_cst);
   smi_block_wait_frees(b);
@@ -130,8 +130,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
     start = (uint8_t *)(((uintptr_t)base + smi_gens_len(n) + align - 1) & ~(uintptr_t)(align - 1));
     if (start + n * size <= base + span) break;
   }
-  /* Publish the geometry with nslots last: a lock-free reader checks nslots. */
-  atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_release);
+  /* The geometry, then nslots last (still 0 until then): a lock-free reader checks nslots. */
   b->gens = base;
   smi_gens_fresh(b->gens, smi_gens_len(n));
   b->start = start;

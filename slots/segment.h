@@ -37,7 +37,7 @@ struct sm_arena_s;
 #define SMI_SEG_ID_BITS 20
 #define SMI_SEG_IDS ((size_t)1 << SMI_SEG_ID_BITS)
 #define SMI_EPOCH_BITS 17
-#define SMI_EPOCH_LIMIT (((uint32_t)1 << SMI_EPOCH_BITS) - 1) /* a block reaching it retires */
+#define SMI_EPOCH_LIMIT (((uint32_t)1 << SMI_EPOCH_BITS) - 1) /* a block reaching it is worn out */
 #define SMI_MAGIC_SHIFT 42
 
 /* What smi_segmap says of a 4 MiB span of addresses. */
@@ -53,7 +53,7 @@ enum { SMI_KIND_SMALL, SMI_KIND_MEDIUM, SMI_KIND_BIG, SMI_KIND_LARGE, SMI_KINDS_
 
 enum { /* smi_block_t.flags */
   SMI_BLOCK_FORMATTED = 1, /* cut into slots of block.cls */
-  SMI_BLOCK_RETIRED = 2,   /* its epochs are used up: never handed out again */
+  SMI_BLOCK_WORN_OUT = 2,   /* its epochs are used up: never handed out again */
   SMI_BLOCK_DECOMMITTED = 4, /* its memory was given back to the OS */
   SMI_BLOCK_CLOSED = 8,    /* its arena closed; waiting to be dismantled */
   SMI_BLOCK_USER = 16,     /* belongs to a user arena, which any thread may close */
@@ -169,7 +169,7 @@ uint8_t *smi_block_base(const smi_block_t *b);
 size_t smi_block_span(const smi_block_t *b);
 /* Cuts the block into slots of class cls, generations zero, nothing handed out.
  * Advances the block's epoch when it held slots before. false if the block's
- * epochs are used up (it is then marked retired). */
+ * epochs are used up (it is then marked worn out). */
 bool smi_block_format(smi_block_t *b, unsigned cls);
 /* Makes a block of a closed arena serve its class again without a new
  * epoch (so closing arenas does not use up epochs): the close sweep left
