@@ -8,13 +8,15 @@
 #include "slots/generation.h"
 #include "slots/os.h"
 
-#define ALL_EMPTY(n) [0 ... (n) - 1] = &smi_block_none
+#define ALL_EMPTY(n) [0 ...(n) - 1] = &smi_block_none
 smi_block_t smi_block_none;
-sm_arena_t smi_arena_none = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)},
-                              .type = SMI_ARENA_NONE};
+sm_arena_t smi_arena_none = {
+    .direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)}, .type = SMI_ARENA_NONE};
 /* Statically complete, so statistics can be read before anything is allocated. */
-sm_arena_t smi_orphans = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)}, .current = {ALL_EMPTY(SMI_CLASSES)},
-                          .type = SMI_ARENA_ORPHANS, .refs = 1};
+sm_arena_t smi_orphans = {.direct = {ALL_EMPTY(SMI_DIRECT_BINS)},
+                          .current = {ALL_EMPTY(SMI_CLASSES)},
+                          .type = SMI_ARENA_ORPHANS,
+                          .refs = 1};
 
 void smi_arena_init(sm_arena_t *a, uint8_t type) {
   for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_none;
@@ -85,8 +87,7 @@ void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
   smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
   do {
     b->revisit_next = top;
-  } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release,
-                                                  memory_order_relaxed));
+  } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release, memory_order_relaxed));
 }
 
 /* Full blocks that other threads freed into come back to the avail lists
@@ -131,7 +132,8 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
     __atomic_store_n(&b->arena, a, __ATOMIC_RELEASE);
     __atomic_store_n(&b->owner, smi_owner_of(a), __ATOMIC_RELEASE);
     if (a->type == SMI_ARENA_USER)
-      __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) | SMI_BLOCK_USER), __ATOMIC_RELEASE);
+      __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) | SMI_BLOCK_USER),
+                       __ATOMIC_RELEASE);
     b->used++; /* the pin of the current block */
   }
   return b;

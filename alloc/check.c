@@ -92,10 +92,10 @@ static bool closed_meanwhile(const smi_block_t *b) {
   return __atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_CLOSED;
 }
 
-#define BLOCK_FAIL(what, at, nums, x, y)                                  \
-  do {                                                                    \
+#define BLOCK_FAIL(what, at, nums, x, y)                                     \
+  do {                                                                       \
     if (!closed_meanwhile(b)) fail(where, "block", b, what, at, nums, x, y); \
-    return;                                                               \
+    return;                                                                  \
   } while (0)
 
 /* Is p the start of a slot of b (found by division, not by b->magic)? */
@@ -111,15 +111,18 @@ static bool slot_at(const smi_block_t *b, uint32_t n, uintptr_t p, uint32_t *ind
 void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
   if (b == &smi_block_none) return;
   uint32_t n = __atomic_load_n(&b->nslots, __ATOMIC_ACQUIRE);
-  if (!n) return;                           /* not cut (or being cut) */
-  if (b->flags & SMI_BLOCK_CLOSED) return;  /* the close gave up its counts; the dismantler resets them */
+  if (!n) return;                          /* not cut (or being cut) */
+  if (b->flags & SMI_BLOCK_CLOSED) return; /* the close gave up its counts; the dismantler resets them */
   if (!(b->flags & SMI_BLOCK_FORMATTED)) BLOCK_FAIL("holds slots but is not formatted", NULL, false, 0, 0);
   if (b->flags & SMI_BLOCK_DECOMMITTED) BLOCK_FAIL("in use but decommitted", NULL, false, 0, 0);
   if (n > MAX_SLOTS) BLOCK_FAIL("more slots than a block holds", NULL, true, n, MAX_SLOTS);
   if (b->cls >= SMI_CLASSES) BLOCK_FAIL("size class out of range", NULL, true, b->cls, SMI_CLASSES);
-  if (b->size != smi_class_size[b->cls]) BLOCK_FAIL("slot size is not its class's", NULL, true, b->size, smi_class_size[b->cls]);
-  if (b->kind != smi_kind_of_class(b->cls)) BLOCK_FAIL("kind does not hold its class", NULL, true, b->kind, smi_kind_of_class(b->cls));
-  if (b->magic != (((uint64_t)1 << SMI_MAGIC_SHIFT) + b->size - 1) / b->size) BLOCK_FAIL("magic does not match the slot size", NULL, false, 0, 0);
+  if (b->size != smi_class_size[b->cls])
+    BLOCK_FAIL("slot size is not its class's", NULL, true, b->size, smi_class_size[b->cls]);
+  if (b->kind != smi_kind_of_class(b->cls))
+    BLOCK_FAIL("kind does not hold its class", NULL, true, b->kind, smi_kind_of_class(b->cls));
+  if (b->magic != (((uint64_t)1 << SMI_MAGIC_SHIFT) + b->size - 1) / b->size)
+    BLOCK_FAIL("magic does not match the slot size", NULL, false, 0, 0);
   uint8_t *base = smi_block_base(b);
   if (b->gens != base) BLOCK_FAIL("generation table is not at the block's base", b->gens, false, 0, 0);
   if (b->start < base + smi_gens_len(n) || b->start + (size_t)n * b->size > base + smi_block_span(b))
@@ -142,7 +145,8 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
     uintptr_t link = (uintptr_t)__atomic_load_n(&((smi_free_t *)p)->next, __ATOMIC_RELAXED);
     uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
     if (link & 1 ? g != 0 : (g & 1) || g == 0)
-      BLOCK_FAIL(link & 1 ? "remote slot marked wrapped, generation not 0" : "remote slot generation not even (2..254)",
+      BLOCK_FAIL(link & 1 ? "remote slot marked wrapped, generation not 0"
+                          : "remote slot generation not even (2..254)",
                  (void *)p, true, g, link & 1);
     p = link & ~(uintptr_t)1;
   }
@@ -150,7 +154,8 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
     uintptr_t p = (uintptr_t)f;
     if (!slot_at(b, n, p, &i)) BLOCK_FAIL("freelist link is not a slot start", f, false, 0, 0);
     if (i >= bump) BLOCK_FAIL("freelist holds a slot never handed out (past bump)", f, true, i, bump);
-    if (seen[i / 64] & ((uint64_t)1 << (i % 64))) BLOCK_FAIL("freelist has a cycle or shares a slot with the remote list", f, false, 0, 0);
+    if (seen[i / 64] & ((uint64_t)1 << (i % 64)))
+      BLOCK_FAIL("freelist has a cycle or shares a slot with the remote list", f, false, 0, 0);
     seen[i / 64] |= (uint64_t)1 << (i % 64);
     nfree++;
     if (b->gens[i] & 1) BLOCK_FAIL("free slot has a live (odd) generation", f, true, b->gens[i], i);
@@ -172,9 +177,11 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
   size_t all = smi_gens_count_live(b->gens, smi_gens_len(n));
   if (all > live) BLOCK_FAIL("live generations past the slots (spare byte, padding)", b->gens, true, all, live);
   if (counts_loose) return; /* a fork child: a vanished thread may have left them half-updated */
-  if (loose0 < retired) BLOCK_FAIL("retired count above the slots at generation 0 on no list", NULL, true, retired, loose0);
+  if (loose0 < retired)
+    BLOCK_FAIL("retired count above the slots at generation 0 on no list", NULL, true, retired, loose0);
   size_t want = (size_t)pin + live + nremote + (loose - retired);
-  if (used != want) BLOCK_FAIL("used disagrees with the slots (used vs pin + live + remote + in flight)", NULL, true, used, want);
+  if (used != want)
+    BLOCK_FAIL("used disagrees with the slots (used vs pin + live + remote + in flight)", NULL, true, used, want);
   if (nfree + nremote + live + loose + (n - bump) != n) /* by construction; a guard for the check itself */
     BLOCK_FAIL("slot states do not add up to nslots", NULL, true, nfree + nremote + live + loose + (n - bump), n);
 }
@@ -243,8 +250,8 @@ static _Atomic uint64_t arena_contents_last, pool_contents_last;
 
 typedef struct {
   const sm_arena_t *a;
-  unsigned cls;   /* the avail list's class; SMI_CLASSES for the full list */
-  bool contents;  /* also smi_check_block */
+  unsigned cls;  /* the avail list's class; SMI_CLASSES for the full list */
+  bool contents; /* also smi_check_block */
 } arena_walk_t;
 
 static void check_member(const walk_t *w, const smi_block_t *b, const sm_arena_t *a) {
@@ -252,7 +259,8 @@ static void check_member(const walk_t *w, const smi_block_t *b, const sm_arena_t
   if (b->flags & SMI_BLOCK_CLOSED) list_fail(w, b, "block of an open arena is marked closed");
   if (!(b->flags & SMI_BLOCK_FORMATTED) || !b->nslots) list_fail(w, b, "block is not cut into slots");
   if (b->flags & SMI_BLOCK_DECOMMITTED) list_fail(w, b, "block in use is decommitted");
-  if (a->type == SMI_ARENA_USER && !(b->flags & SMI_BLOCK_USER)) list_fail(w, b, "user arena's block lacks the user flag");
+  if (a->type == SMI_ARENA_USER && !(b->flags & SMI_BLOCK_USER))
+    list_fail(w, b, "user arena's block lacks the user flag");
 }
 
 static void visit_arena_block(const walk_t *w, const smi_block_t *b, const void *arg) {
@@ -368,7 +376,8 @@ void smi_check_pool_at(const smi_blist_t *empty, const smi_blist_t *abandoned, c
       if (seg && !smi_segtab[id].is_large) counted += seg->pooled;
     }
     if (listed != counted)
-      fail(where, "pool", empty, "blocks on the empty lists vs the segments' pooled counts", NULL, true, listed, counted);
+      fail(where, "pool", empty, "blocks on the empty lists vs the segments' pooled counts", NULL, true, listed,
+           counted);
   }
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     pool_walk_t pw = {.which = 1, .key = cls, .contents = contents};

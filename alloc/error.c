@@ -48,10 +48,10 @@ void smi_message(const char *text) {
 
 void smi_report(int kind, const void *p, size_t size) {
   static const char *const what[] = {
-    [SMI_ERR_DOUBLE_FREE] = "double free of ",
-    [SMI_ERR_INVALID_FREE] = "invalid free of ",
-    [SMI_ERR_INVALID_REALLOC] = "invalid realloc of ",
-    [SMI_ERR_CORRUPT] = "corrupted metadata at ",
+      [SMI_ERR_DOUBLE_FREE] = "double free of ",
+      [SMI_ERR_INVALID_FREE] = "invalid free of ",
+      [SMI_ERR_INVALID_REALLOC] = "invalid realloc of ",
+      [SMI_ERR_CORRUPT] = "corrupted metadata at ",
   };
   char line[160];
   size_t n = put_str(line, "slotmalloc: ");

@@ -89,8 +89,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
       report_not_live(b, i, p, g);
       return;
     }
-  } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED));
+  } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   remote_push(b, p, g == 255);
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);

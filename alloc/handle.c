@@ -17,8 +17,8 @@
 #define H_EPOCH_SHIFT 9
 #define H_GEN_SHIFT 1
 #define H_EPOCH_MASK (((uint64_t)1 << SMI_EPOCH_BITS) - 1)
-#define H_BLOCK_MASK ((uint64_t)63)    /* 6 bits: a segment has at most 63 blocks */
-#define H_SLOT_MASK ((uint64_t)4095)   /* 12 bits: a block has at most 4095 slots */
+#define H_BLOCK_MASK ((uint64_t)63)  /* 6 bits: a segment has at most 63 blocks */
+#define H_SLOT_MASK ((uint64_t)4095) /* 12 bits: a block has at most 4095 slots */
 /* block and slot together: both 0 in a large object's handle */
 #define H_PLACE_MASK ((H_BLOCK_MASK << (H_BLOCK_SHIFT - H_SLOT_SHIFT)) | H_SLOT_MASK)
 /* epoch and generation together, as a live object's tag (epoch << 8 | generation) */
@@ -34,9 +34,8 @@ static inline uint64_t h_tag(sm_handle_t h) { return (h >> H_GEN_SHIFT) & H_TAG_
 static inline sm_handle_t with_parity(uint64_t h) { return h | (uint64_t)!__builtin_parityll(h); }
 
 static sm_handle_t make(uint32_t id, uint32_t block, uint32_t slot, uint32_t epoch, uint8_t gen) {
-  uint64_t h = ((uint64_t)id << H_ID_SHIFT) | ((uint64_t)block << H_BLOCK_SHIFT) |
-               ((uint64_t)slot << H_SLOT_SHIFT) | (((uint64_t)epoch & H_EPOCH_MASK) << H_EPOCH_SHIFT) |
-               ((uint64_t)gen << H_GEN_SHIFT);
+  uint64_t h = ((uint64_t)id << H_ID_SHIFT) | ((uint64_t)block << H_BLOCK_SHIFT) | ((uint64_t)slot << H_SLOT_SHIFT) |
+               (((uint64_t)epoch & H_EPOCH_MASK) << H_EPOCH_SHIFT) | ((uint64_t)gen << H_GEN_SHIFT);
   return with_parity(h);
 }
 

@@ -13,14 +13,14 @@
 __thread sm_arena_t *smi_tls_cur = &smi_arena_none;
 __thread smi_heap_t *smi_tls_heap;
 
-static smi_heap_t *heaps;          /* live heaps, under smi_tree_lock */
-static pthread_key_t heap_key;     /* its destructor ends a thread's heap */
+static smi_heap_t *heaps;      /* live heaps, under smi_tree_lock */
+static pthread_key_t heap_key; /* its destructor ends a thread's heap */
 
 static void heap_done(void *arg);
 
 void smi_heap_key_create(void) { pthread_key_create(&heap_key, heap_done); }
 
-sm_arena_t *smi_heap_init(void) {
+static sm_arena_t *heap_init(void) {
   if (smi_tls_heap && !smi_tls_heap->done) return &smi_tls_heap->root;
   if (!smi_process_ready()) {
     smi_process_init();
@@ -46,7 +46,7 @@ sm_arena_t *smi_heap_init(void) {
 sm_arena_t *smi_root_arena(void) {
   smi_heap_t *h = smi_tls_heap;
   if (h && !h->done) return &h->root;
-  return smi_heap_init();
+  return heap_init();
 }
 
 /* Thread exit: give everything back; children of the root go to the orphans. */

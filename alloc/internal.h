@@ -83,29 +83,29 @@ struct sm_arena_s {
   /* hot: read by the allocation fast path */
   smi_block_t *direct[SMI_DIRECT_BINS]; /* (size+15)/16 -> the current block of its class */
   /* the rest: slow paths, under lock unless said */
-  smi_block_t *current[SMI_CLASSES];    /* where allocation happens; pinned (used + 1) */
-  smi_blist_t avail[SMI_CLASSES];       /* blocks that may have free slots */
-  smi_blist_t full;                     /* blocks without free slots (owner tagged | 1) */
-  smi_segment_t *large;                 /* large objects (linked through large_next) */
-  smi_lock_t lock;                      /* guards the lists above against other threads */
-  uint8_t type;                         /* SMI_ARENA_* type */
-  _Atomic int state;                    /* SMI_ARENA_OPEN / CLOSED / MERGED */
-  _Atomic int refs;                     /* user references */
-  smi_heap_t *heap;                     /* a root arena's thread heap */
+  smi_block_t *current[SMI_CLASSES]; /* where allocation happens; pinned (used + 1) */
+  smi_blist_t avail[SMI_CLASSES];    /* blocks that may have free slots */
+  smi_blist_t full;                  /* blocks without free slots (owner tagged | 1) */
+  smi_segment_t *large;              /* large objects (linked through large_next) */
+  smi_lock_t lock;                   /* guards the lists above against other threads */
+  uint8_t type;                      /* SMI_ARENA_* type */
+  _Atomic int state;                 /* SMI_ARENA_OPEN / CLOSED / MERGED */
+  _Atomic int refs;                  /* user references */
+  smi_heap_t *heap;                  /* a root arena's thread heap */
   /* the tree, under smi_tree_lock */
   sm_arena_t *parent, *first_child, *next_sibling, *prev_sibling;
   /* the byte cap: while limit != 0 every allocation and free takes the slow path */
   size_t limit;
   _Atomic size_t limited_bytes;
-  _Atomic(smi_block_t *) revisit;       /* full blocks other threads freed into */
+  _Atomic(smi_block_t *) revisit; /* full blocks other threads freed into */
   uint64_t last_upkeep_ms;
-  uint32_t slow_calls;                  /* generic-path calls, for periodic upkeep */
-  sm_arena_t *next_free;                /* meta free list */
+  uint32_t slow_calls;   /* generic-path calls, for periodic upkeep */
+  sm_arena_t *next_free; /* meta free list */
 };
 
 struct smi_heap_s {
-  sm_arena_t root;          /* the thread's root arena */
-  smi_heap_t *next, *prev;  /* all live heaps, under smi_tree_lock */
+  sm_arena_t root;         /* the thread's root arena */
+  smi_heap_t *next, *prev; /* all live heaps, under smi_tree_lock */
   bool done;
 };
 
@@ -113,10 +113,10 @@ struct smi_heap_s {
  * the thread's first allocation. */
 extern __thread sm_arena_t *smi_tls_cur;
 extern __thread smi_heap_t *smi_tls_heap;
-extern sm_arena_t smi_arena_none;   /* every direct slot -> smi_block_none */
-extern smi_block_t smi_block_none;  /* a block with nothing to give */
-extern sm_arena_t smi_orphans;       /* blocks and arenas of exited threads */
-extern smi_lock_t smi_tree_lock;     /* the arena tree, the heap list */
+extern sm_arena_t smi_arena_none;  /* every direct slot -> smi_block_none */
+extern smi_block_t smi_block_none; /* a block with nothing to give */
+extern sm_arena_t smi_orphans;     /* blocks and arenas of exited threads */
+extern smi_lock_t smi_tree_lock;   /* the arena tree, the heap list */
 
 /* ---- the owner tag ----------------------------------------------------------
  * block.owner is the arena whose thread frees into the block without atomics
@@ -126,7 +126,9 @@ extern smi_lock_t smi_tree_lock;     /* the arena tree, the heap list */
 static inline sm_arena_t *smi_owner_of(sm_arena_t *a) { return a->limit ? NULL : a; } /* a cap counts every free */
 static inline sm_arena_t *smi_owner_full(sm_arena_t *a) { return (sm_arena_t *)((uintptr_t)a | 1); }
 static inline bool smi_owner_is_full(const sm_arena_t *o) { return (uintptr_t)o & 1; }
-static inline sm_arena_t *smi_owner_arena(const sm_arena_t *o) { return (sm_arena_t *)((uintptr_t)o & ~(uintptr_t)1); }
+static inline sm_arena_t *smi_owner_arena(const sm_arena_t *o) {
+  return (sm_arena_t *)((uintptr_t)o & ~(uintptr_t)1);
+}
 
 /* ---- fast paths ----------------------------------------------------------- */
 
@@ -145,7 +147,8 @@ static inline void *smi_malloc(size_t size) {
       b->free = p->next;
       b->used++;
       uint8_t *g = &b->gens[smi_slot_index(b, (uintptr_t)p)];
-      __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE); /* even (free) -> odd (live) */
+      __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1),
+                       __ATOMIC_RELEASE); /* even (free) -> odd (live) */
       return p;
     }
   }
@@ -205,16 +208,15 @@ void smi_process_init(void);
 bool smi_process_ready(void);
 
 /* heap.c */
-sm_arena_t *smi_heap_init(void);           /* this thread's root arena, made on first use */
-void smi_heap_key_create(void);            /* the thread-exit hook (at process start-up) */
-sm_arena_t *smi_root_arena(void);
-void smi_heap_after_fork(bool *mine);      /* fork child: every heap and arena repaired */
+void smi_heap_key_create(void);       /* the thread-exit hook (at process start-up) */
+sm_arena_t *smi_root_arena(void);     /* this thread's root arena, made on first use */
+void smi_heap_after_fork(bool *mine); /* fork child: every heap and arena repaired */
 /* Calls fn on every live thread's root arena (under smi_tree_lock). */
 void smi_heap_each_root(void (*fn)(sm_arena_t *, sm_stats_t *), sm_stats_t *s);
-void smi_heap_exit_others(void);            /* fork child: the other threads' heaps end as at thread exit */
+void smi_heap_exit_others(void); /* fork child: the other threads' heaps end as at thread exit */
 
 /* fork.c */
-void smi_fork_child(void);                  /* the pthread_atfork child handler */
+void smi_fork_child(void); /* the pthread_atfork child handler */
 
 /* arena.c */
 /* Puts a full block on its arena's revisit stack (once: its queued flag). */
@@ -231,7 +233,7 @@ sm_arena_t *smi_arena_current(void);
 /* The byte cap (a->limit != 0): counts bytes in; false, counting nothing, past the cap. */
 bool smi_arena_charge(sm_arena_t *a, size_t bytes);
 void smi_arena_uncharge(sm_arena_t *a, size_t bytes);
-void smi_arena_abandon_all(sm_arena_t *a);                  /* thread exit */
+void smi_arena_abandon_all(sm_arena_t *a); /* thread exit */
 bool smi_arena_is_closed(const sm_arena_t *a);
 void smi_arena_upkeep(sm_arena_t *a, bool force); /* empty blocks back to the pool */
 /* In a fork child: repairs a's lists if a thread the child does not have held its lock. */
@@ -239,18 +241,18 @@ void smi_arena_after_fork(sm_arena_t *a, bool *mine);
 
 /* pool.c */
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);
-void smi_pool_give(smi_block_t *b);         /* an empty block, back to the pool */
-void smi_pool_abandon(smi_block_t *b);      /* a block with live objects, left by its thread */
-void smi_pool_upkeep(bool force);           /* purge empty blocks past the delay */
+void smi_pool_give(smi_block_t *b);    /* an empty block, back to the pool */
+void smi_pool_abandon(smi_block_t *b); /* a block with live objects, left by its thread */
+void smi_pool_upkeep(bool force);      /* purge empty blocks past the delay */
 /* Before answering ENOMEM (and for malloc_trim): a's empty blocks go to the
  * pool, the dismantle queue is finished, every empty block and cached large
  * object goes back to the OS, and so do whole empty segments. */
 void smi_pool_reclaim(sm_arena_t *a);
-void smi_dismantle_push(smi_block_t *b);    /* blocks of closed arenas */
+void smi_dismantle_push(smi_block_t *b); /* blocks of closed arenas */
 void smi_dismantle_push_large(smi_segment_t *seg);
 size_t smi_dismantle(size_t budget);
 bool smi_dismantle_waiting(void);
-#define SMI_DISMANTLE_BATCH 4    /* blocks dismantled at each allocation slow path */
+#define SMI_DISMANTLE_BATCH 4     /* blocks dismantled at each allocation slow path */
 #define SMI_DISMANTLE_ON_CLOSE 64 /* blocks dismantled by sm_arena_close itself */
 void smi_pool_after_fork(bool *mine);
 void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics */
@@ -258,13 +260,12 @@ void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics */
 /* large.c */
 void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero);
 void smi_large_free(smi_segment_t *seg, void *p);
-void smi_large_free_dead(smi_segment_t *seg);  /* killed already: cache or unmap */
-bool smi_large_try_kill(smi_segment_t *seg);   /* live -> dead, once; under its arena's lock */
-bool smi_large_free_if_live(smi_segment_t *seg);
+void smi_large_free_dead(smi_segment_t *seg); /* killed already: cache or unmap */
+bool smi_large_try_kill(smi_segment_t *seg);  /* live -> dead, once; under its arena's lock */
 /* Resizes a live large object; *dead when it was freed or closed meanwhile. */
 void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead);
 bool smi_large_hfree(uint32_t id, uint64_t tag); /* frees it if tag is still its live tag */
-smi_segment_t *smi_large_of(const void *p); /* the large segment whose object starts at p, or NULL */
+smi_segment_t *smi_large_of(const void *p);      /* the large segment whose object starts at p, or NULL */
 void smi_large_cache_upkeep(bool force);
 void smi_large_after_fork(bool *mine);
 void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg);    /* under a->lock */
@@ -275,7 +276,7 @@ bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index);
 size_t smi_usable_size(const void *p);
 /* Frees slot i of b if its generation is still gen (for sm_hfree); false otherwise. */
 bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen);
-sm_arena_t *smi_arena_of_object(const void *p);  /* arena of a live object, NULL otherwise */
+sm_arena_t *smi_arena_of_object(const void *p); /* arena of a live object, NULL otherwise */
 
 /* error.c */
 enum { SMI_ERR_DOUBLE_FREE, SMI_ERR_INVALID_FREE, SMI_ERR_INVALID_REALLOC, SMI_ERR_CORRUPT };
@@ -284,12 +285,12 @@ void smi_message(const char *text);
 
 /* options.c */
 typedef struct {
-  bool abort_on_error; /* SLOTMALLOC_ABORT_ON_ERROR (default 1) */
-  bool stats;          /* SLOTMALLOC_STATS: print statistics at exit */
-  int verbose;         /* SLOTMALLOC_VERBOSE */
+  bool abort_on_error;     /* SLOTMALLOC_ABORT_ON_ERROR (default 1) */
+  bool stats;              /* SLOTMALLOC_STATS: print statistics at exit */
+  int verbose;             /* SLOTMALLOC_VERBOSE */
   uint32_t purge_delay_ms; /* SLOTMALLOC_PURGE_DELAY_MS (default 100) */
-  bool numa;           /* SLOTMALLOC_NUMA (default 0): bind new segments to the thread's node */
-  size_t large_cache;  /* SLOTMALLOC_LARGE_CACHE_MB (default 64) */
+  bool numa;               /* SLOTMALLOC_NUMA (default 0): bind new segments to the thread's node */
+  size_t large_cache;      /* SLOTMALLOC_LARGE_CACHE_MB (default 64) */
 } smi_options_t;
 extern smi_options_t smi_opt;
 void smi_options_load(void);

@@ -8,9 +8,9 @@
 #include "slots/os.h"
 
 static smi_lock_t cache_lock = SMI_LOCK_INIT;
-static smi_segment_t *cache;   /* linked through large_next */
+static smi_segment_t *cache; /* linked through large_next */
 static size_t cache_bytes;
-static uint64_t cache_stamp;   /* when the last object entered the cache */
+static uint64_t cache_stamp; /* when the last object entered the cache */
 
 /* In a fork child: if a thread the child does not have was changing the
  * cache, forget it (its segments stay mapped, unused). */
@@ -167,14 +167,14 @@ void smi_large_free_dead(smi_segment_t *seg) {
   smi_large_unmap(seg);
 }
 
-bool smi_large_free_if_live(smi_segment_t *seg) {
+static bool free_if_live(smi_segment_t *seg) {
   if (!smi_large_try_kill(seg)) return false;
   dispose(seg);
   return true;
 }
 
 void smi_large_free(smi_segment_t *seg, void *p) {
-  if (!smi_large_free_if_live(seg)) smi_report(SMI_ERR_DOUBLE_FREE, p, seg->large_size);
+  if (!free_if_live(seg)) smi_report(SMI_ERR_DOUBLE_FREE, p, seg->large_size);
 }
 
 void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {

@@ -8,12 +8,12 @@
 #include "slots/os.h"
 
 smi_options_t smi_opt = {
-  .abort_on_error = true,
-  .stats = false,
-  .verbose = 0,
-  .purge_delay_ms = 100,
-  .numa = false,
-  .large_cache = (size_t)64 << 20,
+    .abort_on_error = true,
+    .stats = false,
+    .verbose = 0,
+    .purge_delay_ms = 100,
+    .numa = false,
+    .large_cache = (size_t)64 << 20,
 };
 
 static long read_num(const char *name, long fallback) {

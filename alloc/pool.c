@@ -11,8 +11,8 @@
 
 static smi_lock_t pool_lock = SMI_LOCK_INIT;
 static smi_blist_t empty[SMI_KINDS_OF_BLOCKS];
-static smi_blist_t abandoned[SMI_CLASSES];      /* may have room: adopt these first */
-static smi_blist_t abandoned_full[SMI_CLASSES]; /* had no room when last looked at */
+static smi_blist_t abandoned[SMI_CLASSES];           /* may have room: adopt these first */
+static smi_blist_t abandoned_full[SMI_CLASSES];      /* had no room when last looked at */
 static smi_segment_t *released[SMI_KINDS_OF_BLOCKS]; /* given back to the OS (linked through large_next) */
 static smi_blist_t dismantle_blocks;
 static smi_segment_t *dismantle_large;
@@ -43,7 +43,6 @@ void smi_pool_after_fork(bool *mine) {
     if (seg && !smi_segtab[id].is_large) seg->pooled = 0;
   }
 }
-
 
 /* The empty lists also count, per segment, the blocks waiting there: a
  * segment whose blocks all wait can be given back whole. */
@@ -172,8 +171,8 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       smi_segment_t *seg = smi_segment_new(kind);
       if (smi_opt.verbose >= 2) {
         char line[128];
-        snprintf(line, sizeof line, "slotmalloc: new segment %p (kind %u) for size class %u%s\n", (void *)seg,
-                 kind, smi_class_size[cls], seg ? "" : ": the OS refused");
+        snprintf(line, sizeof line, "slotmalloc: new segment %p (kind %u) for size class %u%s\n", (void *)seg, kind,
+                 smi_class_size[cls], seg ? "" : ": the OS refused");
         smi_message(line);
       }
       if (!seg && !reclaimed) { /* before ENOMEM: everything empty goes back, then again */
@@ -204,7 +203,8 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
 void smi_pool_give(smi_block_t *b) {
   smi_check_block(b, 0);
   __atomic_store_n(&b->owner, NULL, __ATOMIC_RELEASE);
-  __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) & ~SMI_BLOCK_USER), __ATOMIC_RELEASE);
+  __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) & ~SMI_BLOCK_USER),
+                   __ATOMIC_RELEASE);
   __atomic_store_n(&b->arena, NULL, __ATOMIC_RELEASE);
   b->empty_since = smi_now_ms();
   smi_lock(&pool_lock);

@@ -38,7 +38,6 @@ static void count_subtree(sm_arena_t *a, sm_stats_t *s) {
   for (sm_arena_t *c = a->first_child; c; c = c->next_sibling) count_subtree(c, s);
 }
 
-
 void sm_arena_stats(sm_arena_t *a, sm_stats_t *out) {
   if (!out) return;
   memset(out, 0, sizeof *out);

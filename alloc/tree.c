@@ -224,9 +224,7 @@ int sm_arena_steal(sm_arena_t *a, sm_arena_t *new_parent) {
   return err;
 }
 
-static size_t block_bytes(const smi_block_t *b) {
-  return smi_block_live(b) * b->size;
-}
+static size_t block_bytes(const smi_block_t *b) { return smi_block_live(b) * b->size; }
 
 /* Bytes live in the arena's own objects (slot sizes), under a->lock. */
 static size_t own_bytes(sm_arena_t *a) {
@@ -286,7 +284,8 @@ int sm_arena_merge(sm_arena_t *dst, sm_arena_t *src) {
   }
   smi_lock(&dst->lock);
   smi_lock(&src->lock);
-  if (dst->limit) atomic_fetch_add(&dst->limited_bytes, src->limit ? atomic_load(&src->limited_bytes) : own_bytes(src));
+  if (dst->limit)
+    atomic_fetch_add(&dst->limited_bytes, src->limit ? atomic_load(&src->limited_bytes) : own_bytes(src));
   move_blocks(dst, src);
   atomic_store(&src->state, SMI_ARENA_MERGED);
   smi_unlock(&src->lock);

@@ -24,5 +24,4 @@ size_t smi_gens_count_live(const uint8_t *gens, size_t n);
 /* Table length for n slots: one spare byte past the last slot, padded to 16. */
 static inline size_t smi_gens_len(size_t nslots) { return (nslots + 1 + 15) & ~(size_t)15; }
 
-
 #endif

@@ -22,8 +22,9 @@ static void large_map_set(smi_segment_t *seg, uint8_t head) {
   uintptr_t last = ((uintptr_t)seg + seg->map_size - 1) >> SMI_SEG_SHIFT;
   uintptr_t obj = (uintptr_t)seg->large_obj >> SMI_SEG_SHIFT;
   for (uintptr_t i = last; i > first; i--)
-    __atomic_store_n(&smi_segmap[i], head == SMI_MAP_NONE ? SMI_MAP_NONE
-                                     : (i == obj ? SMI_MAP_LARGE_BACK : SMI_MAP_INTERIOR), __ATOMIC_RELEASE);
+    __atomic_store_n(&smi_segmap[i],
+                     head == SMI_MAP_NONE ? SMI_MAP_NONE : (i == obj ? SMI_MAP_LARGE_BACK : SMI_MAP_INTERIOR),
+                     __ATOMIC_RELEASE);
   __atomic_store_n(&smi_segmap[first], head, __ATOMIC_RELEASE);
 }
 
@@ -39,8 +40,8 @@ smi_segment_t *smi_large_new(size_t size, size_t align) {
   if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
   size_t map = (off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
   /* Align the header to 4 MiB and, for alignments past 4 MiB, the object to align. */
-  smi_segment_t *seg = align > SMI_SEG_SIZE ? smi_os_map_offset_aligned(map, align, off)
-                                            : smi_os_map_aligned(map, SMI_SEG_SIZE);
+  smi_segment_t *seg =
+      align > SMI_SEG_SIZE ? smi_os_map_offset_aligned(map, align, off) : smi_os_map_aligned(map, SMI_SEG_SIZE);
   if (!seg) return NULL;
   uint32_t id = smi_id_take(true);
   if (!id) {

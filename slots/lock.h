@@ -12,8 +12,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef struct { _Atomic(uintptr_t) holder; } smi_lock_t; /* 0: free */
-#define SMI_LOCK_INIT {0}
+typedef struct {
+  _Atomic(uintptr_t) holder;
+} smi_lock_t; /* 0: free */
+#define SMI_LOCK_INIT \
+  { 0 }
 
 extern __thread char smi_lock_self; /* its address identifies the calling thread */
 static inline uintptr_t smi_lock_me(void) { return (uintptr_t)&smi_lock_self; }
@@ -23,7 +26,8 @@ void smi_lock_wait(smi_lock_t *l); /* the contended case, out of line */
 static inline void smi_lock(smi_lock_t *l) {
   uintptr_t expect = 0;
   if (__builtin_expect(!atomic_compare_exchange_strong_explicit(&l->holder, &expect, smi_lock_me(),
-                                                                memory_order_acquire, memory_order_relaxed), 0))
+                                                                memory_order_acquire, memory_order_relaxed),
+                       0))
     smi_lock_wait(l);
 }
 static inline void smi_unlock(smi_lock_t *l) { atomic_store_explicit(&l->holder, 0, memory_order_release); }

@@ -88,8 +88,8 @@ void smi_os_release(void *p, size_t size) {
 
 bool smi_os_reacquire(void *p, size_t size) {
   if (!size) return true;
-  void *q = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
-                 -1, 0);
+  void *q =
+      mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
   if (q == p) return true;
   if (q != MAP_FAILED) munmap(q, size); /* a kernel without MAP_FIXED_NOREPLACE placed it elsewhere */
   return false;

@@ -60,9 +60,9 @@ static const struct {
   uint32_t nblocks;
   size_t span;
 } kinds[SMI_KINDS_OF_BLOCKS] = {
-  [SMI_KIND_SMALL] = {63, SMI_PAGE_SIZE},
-  [SMI_KIND_MEDIUM] = {7, 8 * SMI_PAGE_SIZE},
-  [SMI_KIND_BIG] = {1, 63 * SMI_PAGE_SIZE},
+    [SMI_KIND_SMALL] = {63, SMI_PAGE_SIZE},
+    [SMI_KIND_MEDIUM] = {7, 8 * SMI_PAGE_SIZE},
+    [SMI_KIND_BIG] = {1, 63 * SMI_PAGE_SIZE},
 };
 
 /* Every page that is not a block's (the header page, a medium segment's tail)

@@ -24,7 +24,7 @@
 
 #include "size_class.h"
 
-struct sm_arena_s;
+struct sm_arena_s; /* alloc/'s arena: opaque here (see smi_block_t) */
 
 #define SMI_SEG_SHIFT 22
 #define SMI_SEG_SIZE ((size_t)1 << SMI_SEG_SHIFT)
@@ -42,21 +42,21 @@ struct sm_arena_s;
 
 /* What smi_segmap says of a 4 MiB span of addresses. */
 enum {
-  SMI_MAP_NONE = 0,  /* not ours */
-  SMI_MAP_SLOTS = 1, /* a segment of slot blocks starts here */
-  SMI_MAP_LARGE = 2, /* a large segment's header is here */
+  SMI_MAP_NONE = 0,       /* not ours */
+  SMI_MAP_SLOTS = 1,      /* a segment of slot blocks starts here */
+  SMI_MAP_LARGE = 2,      /* a large segment's header is here */
   SMI_MAP_LARGE_BACK = 3, /* a large segment's header is one span back (4 MiB-aligned objects) */
   SMI_MAP_INTERIOR = 4,   /* inside a large object: never the start of one */
 };
 
 enum { SMI_KIND_SMALL, SMI_KIND_MEDIUM, SMI_KIND_BIG, SMI_KIND_LARGE, SMI_KINDS_OF_BLOCKS = 3 };
 
-enum { /* smi_block_t.flags */
-  SMI_BLOCK_FORMATTED = 1, /* cut into slots of block.cls */
-  SMI_BLOCK_WORN_OUT = 2,   /* its epochs are used up: never handed out again */
-  SMI_BLOCK_DECOMMITTED = 4, /* its memory was given back to the OS */
-  SMI_BLOCK_CLOSED = 8,    /* its arena closed; waiting to be dismantled */
-  SMI_BLOCK_USER = 16,     /* belongs to a user arena, which any thread may close */
+enum {                            /* smi_block_t.flags */
+       SMI_BLOCK_FORMATTED = 1,   /* cut into slots of block.cls */
+       SMI_BLOCK_WORN_OUT = 2,    /* its epochs are used up: never handed out again */
+       SMI_BLOCK_DECOMMITTED = 4, /* its memory was given back to the OS */
+       SMI_BLOCK_CLOSED = 8,      /* its arena closed; waiting to be dismantled */
+       SMI_BLOCK_USER = 16,       /* belongs to a user arena, which any thread may close */
 };
 
 /* A free slot holds the link to the next one (the in-place freelist). */
@@ -64,31 +64,39 @@ typedef struct smi_free_s {
   struct smi_free_s *next;
 } smi_free_t;
 
+/* A block's descriptor. It holds the arena layer's bookkeeping of the block
+ * too (owner, arena, queued, the list links, the USER and CLOSED flags,
+ * empty_since), on purpose: the free fast path reads owner beside free, start,
+ * magic and gens, all in the descriptor's first 64 bytes, and a side table of
+ * the arena layer would cost it a second cache miss; the slow paths' fields
+ * share the other half of the 128 bytes, which a handle finds with a shift.
+ * This layer only stores and passes those fields (the arena is an opaque
+ * struct here); alloc/ gives them meaning. */
 typedef struct smi_block_s {
   /* hot: the allocation and free fast paths touch only these */
-  smi_free_t *free;        /* slots ready to hand out */
-  uint8_t *start;          /* the first slot */
-  uint64_t magic;          /* slot index of p = ((p - start) * magic) >> SMI_MAGIC_SHIFT */
-  uint8_t *gens;           /* one generation per slot: odd = live */
-  struct sm_arena_s *owner;/* the arena whose thread frees here without atomics (or NULL) */
-  uint32_t used;           /* live slots, +1 while the block is its bin's current block */
-  uint32_t nslots;         /* slots in the block (0 while it is being cut) */
-  size_t size;             /* slot size (a full word: the free path multiplies by it in memory) */
+  smi_free_t *free;         /* slots ready to hand out */
+  uint8_t *start;           /* the first slot */
+  uint64_t magic;           /* slot index of p = ((p - start) * magic) >> SMI_MAGIC_SHIFT */
+  uint8_t *gens;            /* one generation per slot: odd = live */
+  struct sm_arena_s *owner; /* the arena whose thread frees here without atomics (or NULL) */
+  uint32_t used;            /* live slots, +1 while the block is its bin's current block */
+  uint32_t nslots;          /* slots in the block (0 while it is being cut) */
+  size_t size;              /* slot size (a full word: the free path multiplies by it in memory) */
   /* warm: slow paths */
-  uint32_t bump;           /* slots below bump have been handed out at least once */
-  uint32_t retired;        /* slots whose generation wrapped: out of service until reset */
-  uint8_t cls;             /* size class */
-  uint8_t kind;            /* SMI_KIND_* of its segment */
-  uint8_t flags;           /* SMI_BLOCK_* */
-  uint8_t index;           /* position in its segment */
-  _Atomic uint8_t queued;  /* on its arena's revisit stack */
-  _Atomic uint32_t epoch;      /* advanced each time the block is cut anew; every handle carries it */
-  _Atomic uint32_t inflight;   /* remote frees under way into a closable block */
-  _Atomic(uintptr_t) remote;   /* slots freed by other threads (in-place list) */
-  struct sm_arena_s *arena;    /* the arena the block belongs to */
-  struct smi_block_s *next, *prev; /* links in an arena's bin or in the pool */
+  uint32_t bump;                    /* slots below bump have been handed out at least once */
+  uint32_t retired;                 /* slots whose generation wrapped: out of service until reset */
+  uint8_t cls;                      /* size class */
+  uint8_t kind;                     /* SMI_KIND_* of its segment */
+  uint8_t flags;                    /* SMI_BLOCK_* */
+  uint8_t index;                    /* position in its segment */
+  _Atomic uint8_t queued;           /* on its arena's revisit stack */
+  _Atomic uint32_t epoch;           /* advanced each time the block is cut anew; every handle carries it */
+  _Atomic uint32_t inflight;        /* remote frees under way into a closable block */
+  _Atomic(uintptr_t) remote;        /* slots freed by other threads (in-place list) */
+  struct sm_arena_s *arena;         /* the arena the block belongs to */
+  struct smi_block_s *next, *prev;  /* links in an arena's bin or in the pool */
   struct smi_block_s *revisit_next; /* link in its arena's revisit stack */
-  uint64_t empty_since;        /* when it was last seen empty (ms), for the purge delay */
+  uint64_t empty_since;             /* when it was last seen empty (ms), for the purge delay */
 } smi_block_t;
 /* A power of two, so a handle finds its block with a shift. The header page
  * holds 63 of them whatever the kind, zeroed when unused: a handle naming a
@@ -96,19 +104,19 @@ typedef struct smi_block_s {
 _Static_assert(sizeof(smi_block_t) == 128, "smi_block_t is 128 bytes");
 
 typedef struct smi_segment_s {
-  uint32_t id;             /* index in smi_segtab */
-  uint8_t kind;            /* SMI_KIND_* */
+  uint32_t id;  /* index in smi_segtab */
+  uint8_t kind; /* SMI_KIND_* */
   uint8_t nblocks;
-  uint8_t large_gen;       /* LARGE: generation of the one object (odd = live) */
-  uint8_t pooled;          /* slot segments: blocks waiting empty in the pool (alloc/pool.c) */
-  size_t map_size;         /* bytes mapped from the segment start */
-  size_t large_size;       /* LARGE: usable bytes of the object */
-  uint8_t *large_obj;      /* LARGE: the object */
-  size_t large_align;      /* LARGE: the alignment it was mapped with */
-  struct sm_arena_s *large_arena; /* LARGE: its arena */
+  uint8_t large_gen;                             /* LARGE: generation of the one object (odd = live) */
+  uint8_t pooled;                                /* slot segments: blocks waiting empty in the pool (alloc/pool.c) */
+  size_t map_size;                               /* bytes mapped from the segment start */
+  size_t large_size;                             /* LARGE: usable bytes of the object */
+  uint8_t *large_obj;                            /* LARGE: the object */
+  size_t large_align;                            /* LARGE: the alignment it was mapped with */
+  struct sm_arena_s *large_arena;                /* LARGE: its arena */
   struct smi_segment_s *large_next, *large_prev; /* LARGE: links in its arena */
-  smi_block_t *page_block[SMI_PAGES_PER_SEG]; /* 64 KiB page -> its block */
-  smi_block_t blocks[];    /* SMALL 63, MEDIUM 7, BIG 1 */
+  smi_block_t *page_block[SMI_PAGES_PER_SEG];    /* 64 KiB page -> its block */
+  smi_block_t blocks[];                          /* SMALL 63, MEDIUM 7, BIG 1 */
 } smi_segment_t;
 
 typedef struct smi_segslot_s {
@@ -137,9 +145,7 @@ static inline smi_block_t *smi_block_at(smi_segment_t *seg, uintptr_t u) {
 static inline uint32_t smi_slot_index(const smi_block_t *b, uintptr_t u) {
   return (uint32_t)(((u - (uintptr_t)b->start) * b->magic) >> SMI_MAGIC_SHIFT);
 }
-static inline uint8_t *smi_slot_addr(const smi_block_t *b, uint32_t i) {
-  return b->start + (size_t)i * b->size;
-}
+static inline uint8_t *smi_slot_addr(const smi_block_t *b, uint32_t i) { return b->start + (size_t)i * b->size; }
 /* The kind of block that holds slots of a class. */
 static inline unsigned smi_kind_of_class(unsigned cls) {
   uint32_t s = smi_class_size[cls];

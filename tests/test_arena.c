@@ -30,31 +30,22 @@
 /* The file's random stream: this state as is (not through tu_rng's seed mixing). */
 static tu_rng_t rng = {0x5107a11cULL};
 
-static uint8_t pattern_byte(uint8_t tag, size_t i)
-{
-  return (uint8_t)(tag + i * 7u + (i >> 9));
-}
+static uint8_t pattern_byte(uint8_t tag, size_t i) { return (uint8_t)(tag + i * 7u + (i >> 9)); }
 
-static void fill(void *p, size_t n, uint8_t tag)
-{
+static void fill(void *p, size_t n, uint8_t tag) {
   uint8_t *b = p;
-  for (size_t i = 0; i < n; i++)
-    b[i] = pattern_byte(tag, i);
+  for (size_t i = 0; i < n; i++) b[i] = pattern_byte(tag, i);
 }
 
 /* Offset of the first byte that does not hold the pattern, or SIZE_MAX. */
-static size_t check(const void *p, size_t n, uint8_t tag)
-{
+static size_t check(const void *p, size_t n, uint8_t tag) {
   const uint8_t *b = p;
   for (size_t i = 0; i < n; i++)
-    if (b[i] != pattern_byte(tag, i))
-      return i;
+    if (b[i] != pattern_byte(tag, i)) return i;
   return SIZE_MAX;
 }
 
-
-static sm_arena_t *root_arena(void)
-{
+static sm_arena_t *root_arena(void) {
   sm_arena_t *probe = sm_arena_new(NULL);
   cr_assert_not_null(probe, "sm_arena_new(NULL) failed");
   sm_arena_t *root = sm_arena_parent(probe);
@@ -78,20 +69,16 @@ struct bag {
 
 /* n objects in a: mostly small (16 B .. 2 KiB), some medium, two large ones;
  * even ones by sm_arena_malloc + sm_handle_of, odd ones by sm_arena_halloc. */
-static void bag_fill(struct bag *b, sm_arena_t *a, size_t n)
-{
+static void bag_fill(struct bag *b, sm_arena_t *a, size_t n) {
   b->a = a;
   b->n = n;
   b->o = calloc(n, sizeof *b->o);
   cr_assert_not_null(b->o);
   for (size_t i = 0; i < n; i++) {
     size_t size = 16 + tu_rng_next(&rng) % 2033;
-    if (i % 100 == 50)
-      size = 16 * KiB + tu_rng_next(&rng) % (100 * KiB);
-    if (i == 1)
-      size = 256 * KiB + 16;
-    if (i == 2)
-      size = 4 * MiB + 512 * KiB;
+    if (i % 100 == 50) size = 16 * KiB + tu_rng_next(&rng) % (100 * KiB);
+    if (i == 1) size = 256 * KiB + 16;
+    if (i == 2) size = 4 * MiB + 512 * KiB;
     struct obj *o = &b->o[i];
     o->size = size;
     o->tag = (uint8_t)tu_rng_next(&rng);
@@ -115,41 +102,31 @@ static void bag_fill(struct bag *b, sm_arena_t *a, size_t n)
 }
 
 /* Every object of the bag is live, in arena `owner`, and holds its pattern. */
-static void bag_assert_intact(const struct bag *b, sm_arena_t *owner, const char *what)
-{
+static void bag_assert_intact(const struct bag *b, sm_arena_t *owner, const char *what) {
   size_t bad_deref = 0, bad_of = 0, bad_data = 0, first = SIZE_MAX;
   for (size_t i = 0; i < b->n; i++) {
     const struct obj *o = &b->o[i];
     bool bad = false;
-    if (sm_deref(o->h) != o->p)
-      bad_deref++, bad = true;
-    if (sm_arena_of(o->p) != owner)
-      bad_of++, bad = true;
-    if (check(o->p, o->size, o->tag) != SIZE_MAX)
-      bad_data++, bad = true;
-    if (bad && first == SIZE_MAX)
-      first = i;
+    if (sm_deref(o->h) != o->p) bad_deref++, bad = true;
+    if (sm_arena_of(o->p) != owner) bad_of++, bad = true;
+    if (check(o->p, o->size, o->tag) != SIZE_MAX) bad_data++, bad = true;
+    if (bad && first == SIZE_MAX) first = i;
   }
   cr_assert(bad_deref == 0 && bad_of == 0 && bad_data == 0,
             "%s: of %zu objects, %zu handles do not deref to the object, %zu have a wrong "
             "sm_arena_of, %zu lost their contents (first: #%zu, size %zu)",
-            what, b->n, bad_deref, bad_of, bad_data, first,
-            first == SIZE_MAX ? 0 : b->o[first].size);
+            what, b->n, bad_deref, bad_of, bad_data, first, first == SIZE_MAX ? 0 : b->o[first].size);
 }
 
 /* Every object of the bag is gone: handle stale, sm_arena_of NULL. */
-static void bag_assert_stale(const struct bag *b, const char *what)
-{
+static void bag_assert_stale(const struct bag *b, const char *what) {
   size_t live_h = 0, live_of = 0, first = SIZE_MAX;
   for (size_t i = 0; i < b->n; i++) {
     const struct obj *o = &b->o[i];
     bool bad = false;
-    if (sm_deref(o->h) != NULL)
-      live_h++, bad = true;
-    if (sm_arena_of(o->p) != NULL)
-      live_of++, bad = true;
-    if (bad && first == SIZE_MAX)
-      first = i;
+    if (sm_deref(o->h) != NULL) live_h++, bad = true;
+    if (sm_arena_of(o->p) != NULL) live_of++, bad = true;
+    if (bad && first == SIZE_MAX) first = i;
   }
   cr_assert(live_h == 0 && live_of == 0,
             "%s: of %zu objects, %zu handles still deref and %zu pointers still have an arena "
@@ -157,8 +134,7 @@ static void bag_assert_stale(const struct bag *b, const char *what)
             what, b->n, live_h, live_of, first, first == SIZE_MAX ? 0 : b->o[first].size);
 }
 
-static void bag_free(struct bag *b)
-{
+static void bag_free(struct bag *b) {
   free(b->o);
   b->o = NULL;
   b->n = 0;
@@ -167,8 +143,7 @@ static void bag_free(struct bag *b)
 /* ---- arenas: creation and the arena malloc family --------------------------- */
 
 /* sm_arena_new(NULL) nests under the thread's non-NULL root arena (whose parent is NULL). */
-Test(arena, new_nests_under_thread_root)
-{
+Test(arena, new_nests_under_thread_root) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   sm_arena_t *root = sm_arena_parent(a);
@@ -189,8 +164,7 @@ Test(arena, new_nests_under_thread_root)
 }
 
 /* sm_arena_malloc gives writable, 16-aligned, non-overlapping objects of every size in a. */
-Test(arena, malloc_every_size_is_in_arena)
-{
+Test(arena, malloc_every_size_is_in_arena) {
   size_t sizes[TU_MAX_SIZES];
   size_t n = tu_make_sizes(sizes, 8 * MiB);
   void *ps[TU_MAX_SIZES];
@@ -200,25 +174,21 @@ Test(arena, malloc_every_size_is_in_arena)
     ps[i] = sm_arena_malloc(a, sizes[i]);
     cr_assert_not_null(ps[i], "sm_arena_malloc(%zu) failed", sizes[i]);
     if (sizes[i] >= 16)
-      cr_assert_eq((uintptr_t)ps[i] % 16, 0, "sm_arena_malloc(%zu) = %p not 16-aligned", sizes[i],
-                   ps[i]);
+      cr_assert_eq((uintptr_t)ps[i] % 16, 0, "sm_arena_malloc(%zu) = %p not 16-aligned", sizes[i], ps[i]);
     cr_assert_geq(sm_usable_size(ps[i]), sizes[i], "usable size below size %zu", sizes[i]);
     cr_assert_eq(sm_arena_of(ps[i]), a, "sm_arena_of(object of %zu B) is not its arena", sizes[i]);
     fill(ps[i], sizes[i], (uint8_t)i);
   }
   for (size_t i = 0; i < n; i++) {
-    cr_assert_eq(check(ps[i], sizes[i], (uint8_t)i), SIZE_MAX, "object of %zu B overwritten",
-                 sizes[i]);
+    cr_assert_eq(check(ps[i], sizes[i], (uint8_t)i), SIZE_MAX, "object of %zu B overwritten", sizes[i]);
     cr_assert_eq(sm_arena_of(ps[i]), a);
   }
-  for (size_t i = 0; i < n; i++)
-    free(ps[i]);
+  for (size_t i = 0; i < n; i++) free(ps[i]);
   tu_arena_drop(a);
 }
 
 /* sm_arena_calloc zeroes every size, even over reused dirty memory; overflow is ENOMEM. */
-Test(arena, calloc_zeroes_every_size)
-{
+Test(arena, calloc_zeroes_every_size) {
   size_t sizes[TU_MAX_SIZES];
   size_t n = tu_make_sizes(sizes, 8 * MiB);
   sm_arena_t *a = sm_arena_new(NULL);
@@ -230,13 +200,11 @@ Test(arena, calloc_zeroes_every_size)
       cr_assert_not_null(dirty);
       memset(dirty, 0xa5, s);
       free(dirty);
-      unsigned char *z = round == 1 && s % 16 == 0 ? sm_arena_calloc(a, s / 16, 16)
-                                                   : sm_arena_calloc(a, 1, s);
+      unsigned char *z = round == 1 && s % 16 == 0 ? sm_arena_calloc(a, s / 16, 16) : sm_arena_calloc(a, 1, s);
       cr_assert_not_null(z, "sm_arena_calloc(%zu B) failed", s);
       cr_assert_eq(sm_arena_of(z), a, "calloc'd object of %zu B not in its arena", s);
       size_t nz = 0;
-      for (size_t k = 0; k < s; k++)
-        nz += z[k] != 0;
+      for (size_t k = 0; k < s; k++) nz += z[k] != 0;
       cr_assert_eq(nz, 0, "sm_arena_calloc(%zu B): %zu non-zero bytes", s, nz);
       free(z);
     }
@@ -249,8 +217,7 @@ Test(arena, calloc_zeroes_every_size)
 }
 
 /* sm_arena_aligned_alloc honours every power-of-two alignment up to 4 MiB; others are EINVAL. */
-Test(arena, aligned_alloc_honours_alignment)
-{
+Test(arena, aligned_alloc_honours_alignment) {
   void *ps[4 * 24];
   size_t sz[4 * 24];
   size_t n = 0;
@@ -261,8 +228,7 @@ Test(arena, aligned_alloc_honours_alignment)
     for (int k = 0; k < 4; k++) {
       void *p = sm_arena_aligned_alloc(a, al, cand[k]);
       cr_assert_not_null(p, "sm_arena_aligned_alloc(%zu, %zu) failed", al, cand[k]);
-      cr_assert_eq((uintptr_t)p % al, 0, "sm_arena_aligned_alloc(%zu, %zu) = %p misaligned", al,
-                   cand[k], p);
+      cr_assert_eq((uintptr_t)p % al, 0, "sm_arena_aligned_alloc(%zu, %zu) = %p misaligned", al, cand[k], p);
       cr_assert_eq(sm_arena_of(p), a, "aligned object (%zu, %zu) not in its arena", al, cand[k]);
       cr_assert_geq(sm_usable_size(p), cand[k]);
       fill(p, cand[k], (uint8_t)n);
@@ -273,8 +239,7 @@ Test(arena, aligned_alloc_honours_alignment)
   }
   for (size_t i = 0; i < n; i++)
     cr_assert_eq(check(ps[i], sz[i], (uint8_t)i), SIZE_MAX, "aligned object %zu overwritten", i);
-  for (size_t i = 0; i < n; i++)
-    free(ps[i]);
+  for (size_t i = 0; i < n; i++) free(ps[i]);
   errno = 0;
   cr_assert_null(sm_arena_aligned_alloc(a, 48, 64), "alignment 48 accepted");
   cr_assert_eq(errno, EINVAL, "alignment 48: errno %d, want EINVAL", errno);
@@ -285,8 +250,7 @@ Test(arena, aligned_alloc_honours_alignment)
 }
 
 /* Objects of plain malloc/calloc/realloc/aligned_alloc/posix_memalign are in the root arena. */
-Test(arena, of_plain_malloc_is_root)
-{
+Test(arena, of_plain_malloc_is_root) {
   sm_arena_t *root = root_arena();
   cr_assert_not_null(root);
   size_t sizes[TU_MAX_SIZES];
@@ -300,8 +264,7 @@ Test(arena, of_plain_malloc_is_root)
     cr_assert_eq(sm_arena_of(q), root, "sm_arena_of(calloc(1, %zu)) is not the root", sizes[i]);
     void *r = realloc(q, sizes[i] * 2);
     cr_assert_not_null(r);
-    cr_assert_eq(sm_arena_of(r), root, "sm_arena_of(realloc to %zu) is not the root",
-                 sizes[i] * 2);
+    cr_assert_eq(sm_arena_of(r), root, "sm_arena_of(realloc to %zu) is not the root", sizes[i] * 2);
     free(r);
     free(p);
   }
@@ -318,8 +281,7 @@ Test(arena, of_plain_malloc_is_root)
 static char global_bytes[256];
 
 /* sm_arena_of is NULL for stack, global, foreign mmap, interior and freed addresses. */
-Test(arena, of_non_objects_is_null)
-{
+Test(arena, of_non_objects_is_null) {
   char stack_bytes[256];
   memset(stack_bytes, 1, sizeof stack_bytes);
   cr_assert_null(sm_arena_of(NULL));
@@ -340,22 +302,19 @@ Test(arena, of_non_objects_is_null)
   cr_assert_not_null(a);
   for (size_t i = 0; i < n; i++) {
     size_t s = sizes[i];
-    if (s < 32)
-      continue;
+    if (s < 32) continue;
     for (int plain = 0; plain < 2; plain++) {
       char *p = plain ? malloc(s) : sm_arena_malloc(a, s);
       cr_assert_not_null(p);
       size_t offs[] = {1, 8, 16, (s / 2) & ~(size_t)15, s - 1, 4096, s / 2 + 4096};
       for (size_t k = 0; k < sizeof offs / sizeof offs[0]; k++) {
-        if (offs[k] == 0 || offs[k] >= s)
-          continue;
-        cr_assert_null(sm_arena_of(p + offs[k]), "interior pointer p+%zu of a %zu B object (%s)",
-                       offs[k], s, plain ? "malloc" : "arena");
+        if (offs[k] == 0 || offs[k] >= s) continue;
+        cr_assert_null(sm_arena_of(p + offs[k]), "interior pointer p+%zu of a %zu B object (%s)", offs[k], s,
+                       plain ? "malloc" : "arena");
       }
       void *stale = tu_opaque(p);
       free(p);
-      cr_assert_null(sm_arena_of(stale), "freed %zu B object (%s) still has an arena",
-                     s, plain ? "malloc" : "arena");
+      cr_assert_null(sm_arena_of(stale), "freed %zu B object (%s) still has an arena", s, plain ? "malloc" : "arena");
     }
   }
   tu_arena_drop(a);
@@ -364,8 +323,7 @@ Test(arena, of_non_objects_is_null)
 /* ---- close -------------------------------------------------------------------- */
 
 /* Closing a 3-level subtree makes all its handles stale at return; parent, siblings untouched. */
-Test(close, subtree_stale_at_return_others_untouched)
-{
+Test(close, subtree_stale_at_return_others_untouched) {
   enum { N = 2000 };
   sm_arena_t *P = sm_arena_new(NULL);
   sm_arena_t *A = sm_arena_new(P);
@@ -377,63 +335,49 @@ Test(close, subtree_stale_at_return_others_untouched)
   sm_arena_t *S = sm_arena_new(P);
   sm_arena_t *S1 = sm_arena_new(S);
   sm_arena_t *all[] = {P, A, A1, A2, A11, A12, A21, S, S1};
-  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-    cr_assert_not_null(all[i]);
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) cr_assert_not_null(all[i]);
   sm_arena_t *root = sm_arena_parent(P);
 
   struct bag doomed[6], kept[4];
   sm_arena_t *doomed_a[6] = {A, A1, A2, A11, A12, A21};
   sm_arena_t *kept_a[4] = {P, S, S1, NULL};
   /* Interleave allocation so the arenas' blocks interleave in memory too. */
-  for (int i = 0; i < 6; i++)
-    bag_fill(&doomed[i], doomed_a[i], N);
-  for (int i = 0; i < 4; i++)
-    bag_fill(&kept[i], kept_a[i], i == 3 ? 200 : N);
+  for (int i = 0; i < 6; i++) bag_fill(&doomed[i], doomed_a[i], N);
+  for (int i = 0; i < 4; i++) bag_fill(&kept[i], kept_a[i], i == 3 ? 200 : N);
 
   sm_arena_close(A);
   /* Right at return, before any other allocator call. */
-  for (int i = 0; i < 6; i++)
-    bag_assert_stale(&doomed[i], "closed subtree");
-  for (int i = 0; i < 3; i++)
-    bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after close");
+  for (int i = 0; i < 6; i++) bag_assert_stale(&doomed[i], "closed subtree");
+  for (int i = 0; i < 3; i++) bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after close");
   bag_assert_intact(&kept[3], root, "root objects after close");
 
   /* Closing again, and closing an already closed descendant, does nothing. */
   sm_arena_close(A);
   sm_arena_close(A11);
   sm_arena_close(A2);
-  for (int i = 0; i < 3; i++)
-    bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after closing twice");
+  for (int i = 0; i < 3; i++) bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after closing twice");
 
   /* Dismantling the closed subtree must not touch the others either. */
   sm_collect(SIZE_MAX);
-  for (int i = 0; i < 6; i++)
-    bag_assert_stale(&doomed[i], "closed subtree after sm_collect");
-  for (int i = 0; i < 3; i++)
-    bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after sm_collect");
+  for (int i = 0; i < 6; i++) bag_assert_stale(&doomed[i], "closed subtree after sm_collect");
+  for (int i = 0; i < 3; i++) bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after sm_collect");
   bag_assert_intact(&kept[3], root, "root objects after sm_collect");
 
   /* The parent still allocates, and its new objects do not land on the others. */
   struct bag more;
   bag_fill(&more, P, N);
-  for (int i = 0; i < 3; i++)
-    bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after new allocations");
+  for (int i = 0; i < 3; i++) bag_assert_intact(&kept[i], kept_a[i], "parent/sibling after new allocations");
   bag_assert_intact(&more, P, "new objects of the parent");
 
-  for (size_t i = 0; i < kept[3].n; i++)
-    free(kept[3].o[i].p);
-  for (int i = 0; i < 6; i++)
-    bag_free(&doomed[i]);
-  for (int i = 0; i < 4; i++)
-    bag_free(&kept[i]);
+  for (size_t i = 0; i < kept[3].n; i++) free(kept[3].o[i].p);
+  for (int i = 0; i < 6; i++) bag_free(&doomed[i]);
+  for (int i = 0; i < 4; i++) bag_free(&kept[i]);
   bag_free(&more);
-  for (int i = (int)(sizeof all / sizeof all[0]) - 1; i >= 0; i--)
-    tu_arena_drop(all[i]);
+  for (int i = (int)(sizeof all / sizeof all[0]) - 1; i >= 0; i--) tu_arena_drop(all[i]);
 }
 
 /* Closing twice (and closing children of a closed arena) is harmless; the thread goes on. */
-Test(close, twice_is_harmless)
-{
+Test(close, twice_is_harmless) {
   sm_arena_t *a = sm_arena_new(NULL);
   sm_arena_t *c = sm_arena_new(a);
   cr_assert_not_null(a);
@@ -463,8 +407,7 @@ Test(close, twice_is_harmless)
 }
 
 /* Build/close/collect rounds of 100k objects do not grow committed memory (last <= 2x second). */
-Test(close, rounds_do_not_grow_committed)
-{
+Test(close, rounds_do_not_grow_committed) {
   enum { ROUNDS = 20, OBJS = 100000 };
   size_t committed[ROUNDS];
   void **ps = malloc(OBJS * sizeof *ps);
@@ -492,14 +435,13 @@ Test(close, rounds_do_not_grow_committed)
   free(ps);
   cr_assert_gt(committed[1], 0, "bytes_committed is 0 with 100k live objects");
   cr_assert_leq(committed[ROUNDS - 1], 2 * committed[1],
-                "committed bytes grew over rounds: round 2 %zu, round %d %zu", committed[1],
-                ROUNDS, committed[ROUNDS - 1]);
+                "committed bytes grew over rounds: round 2 %zu, round %d %zu", committed[1], ROUNDS,
+                committed[ROUNDS - 1]);
 }
 
 /* Closing and collecting an arena of 100k objects lowers the process's live objects, and
  * sm_collect(SIZE_MAX) gives its memory back (blocks and bytes_committed go down). */
-Test(close, collect_returns_memory)
-{
+Test(close, collect_returns_memory) {
   enum { OBJS = 100000 };
   sm_stats_t before, live, closed, after;
   sm_arena_stats(NULL, &before);
@@ -511,26 +453,23 @@ Test(close, collect_returns_memory)
     memset(p, 1, 16);
   }
   sm_arena_stats(NULL, &live);
-  cr_assert_geq(live.objects_live, before.objects_live + OBJS,
-                "process objects_live %zu -> %zu after %d allocations", before.objects_live,
-                live.objects_live, OBJS);
+  cr_assert_geq(live.objects_live, before.objects_live + OBJS, "process objects_live %zu -> %zu after %d allocations",
+                before.objects_live, live.objects_live, OBJS);
   sm_arena_close(a);
   sm_arena_stats(NULL, &closed);
   cr_assert_leq(closed.objects_live + OBJS, live.objects_live,
-                "process objects_live %zu with the arena, %zu right after close",
-                live.objects_live, closed.objects_live);
+                "process objects_live %zu with the arena, %zu right after close", live.objects_live,
+                closed.objects_live);
   sm_arena_release(a);
   sm_collect(SIZE_MAX);
   sm_arena_stats(NULL, &after);
   cr_assert_leq(after.objects_live + OBJS, live.objects_live,
-                "process objects_live %zu with the arena, %zu after close + collect",
-                live.objects_live, after.objects_live);
-  cr_assert_lt(after.blocks, live.blocks,
-               "process blocks %zu with the arena, %zu after close + sm_collect(SIZE_MAX)",
+                "process objects_live %zu with the arena, %zu after close + collect", live.objects_live,
+                after.objects_live);
+  cr_assert_lt(after.blocks, live.blocks, "process blocks %zu with the arena, %zu after close + sm_collect(SIZE_MAX)",
                live.blocks, after.blocks);
   /* 100k objects of 16..1015 B hold ~50 MB; at least half of that must go back. */
-  cr_assert_lt(after.bytes_committed + (live.bytes_committed - before.bytes_committed) / 2,
-               live.bytes_committed,
+  cr_assert_lt(after.bytes_committed + (live.bytes_committed - before.bytes_committed) / 2, live.bytes_committed,
                "bytes_committed %zu before, %zu with the arena, %zu after close + "
                "sm_collect(SIZE_MAX)",
                before.bytes_committed, live.bytes_committed, after.bytes_committed);
@@ -544,8 +483,7 @@ struct child_out {
 };
 
 /* Runs fn(arg) in a forked child whose stderr goes into out->err. */
-static void run_child(void (*fn)(void *), void *arg, struct child_out *out)
-{
+static void run_child(void (*fn)(void *), void *arg, struct child_out *out) {
   int fds[2];
   cr_assert_eq(pipe(fds), 0);
   fflush(stdout);
@@ -566,13 +504,10 @@ static void run_child(void (*fn)(void *), void *arg, struct child_out *out)
   size_t len = 0;
   for (;;) {
     ssize_t got = read(fds[0], out->err + len, sizeof out->err - 1 - len);
-    if (got < 0 && errno == EINTR)
-      continue;
-    if (got <= 0)
-      break;
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
     len += (size_t)got;
-    if (len == sizeof out->err - 1)
-      break;
+    if (len == sizeof out->err - 1) break;
   }
   out->err[len] = 0;
   close(fds[0]);
@@ -580,15 +515,13 @@ static void run_child(void (*fn)(void *), void *arg, struct child_out *out)
 }
 
 /* The address in the line starting with prefix, or 0 if there is no such line. */
-static uintptr_t line_address(const char *text, const char *prefix)
-{
+static uintptr_t line_address(const char *text, const char *prefix) {
   size_t plen = strlen(prefix);
-  for (const char *line = text; *line; ) {
+  for (const char *line = text; *line;) {
     if (strncmp(line, prefix, plen) == 0)
       return (uintptr_t)strtoull(line + plen - 2, NULL, 16); /* prefix ends in "0x" */
     const char *nl = strchr(line, '\n');
-    if (!nl)
-      break;
+    if (!nl) break;
     line = nl + 1;
   }
   return 0;
@@ -599,15 +532,13 @@ struct closed_free_arg {
   void *p;
 };
 
-static void close_then_free(void *argp)
-{
+static void close_then_free(void *argp) {
   struct closed_free_arg *arg = argp;
   sm_arena_close(arg->a);
   free(arg->p);
 }
 
-static void assert_free_after_close_aborts(size_t size)
-{
+static void assert_free_after_close_aborts(size_t size) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   void *p = sm_arena_malloc(a, size);
@@ -622,29 +553,22 @@ static void assert_free_after_close_aborts(size_t size)
             WIFSIGNALED(out.status) ? WTERMSIG(out.status) : WEXITSTATUS(out.status), out.err);
   const char *prefix = "slotmalloc: double free of 0x";
   uintptr_t addr = line_address(out.err, prefix);
-  cr_assert_neq(addr, 0, "no stderr line beginning \"%s\" (size %zu); stderr was: %s", prefix,
-                size, out.err);
-  cr_assert_eq(addr, (uintptr_t)p, "reported address %#lx, freed %p (size %zu)",
-               (unsigned long)addr, p, size);
+  cr_assert_neq(addr, 0, "no stderr line beginning \"%s\" (size %zu); stderr was: %s", prefix, size, out.err);
+  cr_assert_eq(addr, (uintptr_t)p, "reported address %#lx, freed %p (size %zu)", (unsigned long)addr, p, size);
   tu_arena_drop(a);
 }
 
 /* free() of a small object of a closed arena aborts with "slotmalloc: double free of 0x...". */
-Test(close_free, free_small_object_of_closed_arena_aborts)
-{
+Test(close_free, free_small_object_of_closed_arena_aborts) {
   assert_free_after_close_aborts(48);
   assert_free_after_close_aborts(1000);
 }
 
 /* free() of a large object of a closed arena (not yet collected) aborts the same way. */
-Test(close_free, free_large_object_of_closed_arena_aborts)
-{
-  assert_free_after_close_aborts(5 * MiB);
-}
+Test(close_free, free_large_object_of_closed_arena_aborts) { assert_free_after_close_aborts(5 * MiB); }
 
 /* sm_hfree of objects of a closed arena returns ESTALE and never aborts. */
-Test(close_free, hfree_of_closed_arena_is_estale)
-{
+Test(close_free, hfree_of_closed_arena_is_estale) {
   sm_arena_t *a = sm_arena_new(NULL);
   sm_arena_t *c = sm_arena_new(a);
   cr_assert(a && c);
@@ -660,12 +584,10 @@ Test(close_free, hfree_of_closed_arena_is_estale)
   sm_arena_close(a);
   for (int i = 0; i < 10; i++) {
     int rc = sm_hfree(hs[i]);
-    cr_assert_eq(rc, ESTALE, "sm_hfree of a closed arena's object (size %zu): %d, want ESTALE",
-                 sizes[i % 5], rc);
+    cr_assert_eq(rc, ESTALE, "sm_hfree of a closed arena's object (size %zu): %d, want ESTALE", sizes[i % 5], rc);
   }
   sm_collect(SIZE_MAX);
-  for (int i = 0; i < 10; i++)
-    cr_assert_eq(sm_hfree(hs[i]), ESTALE, "after sm_collect: sm_hfree not ESTALE");
+  for (int i = 0; i < 10; i++) cr_assert_eq(sm_hfree(hs[i]), ESTALE, "after sm_collect: sm_hfree not ESTALE");
   sm_arena_release(c);
   sm_arena_release(a);
 }
@@ -673,8 +595,7 @@ Test(close_free, hfree_of_closed_arena_is_estale)
 /* ---- retain / release ---------------------------------------------------------- */
 
 /* retain + 2 releases: the arena lives after the first release, closes at the second. */
-Test(refcount, retain_then_release_twice)
-{
+Test(refcount, retain_then_release_twice) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   struct bag b;
@@ -695,8 +616,7 @@ Test(refcount, retain_then_release_twice)
 /* ---- enter ---------------------------------------------------------------------- */
 
 /* enter(a) returns the root (NULL), plain malloc then allocates in a; nesting returns the previous. */
-Test(enter, plain_malloc_follows_entered_arena)
-{
+Test(enter, plain_malloc_follows_entered_arena) {
   sm_arena_t *root = root_arena();
   sm_arena_t *a = sm_arena_new(NULL);
   sm_arena_t *b = sm_arena_new(a);
@@ -739,8 +659,7 @@ Test(enter, plain_malloc_follows_entered_arena)
 /* ---- promote -------------------------------------------------------------------- */
 
 /* promote moves an object of child c into parent p: same contents, old handle stale, survives c. */
-Test(promote, moves_object_to_parent)
-{
+Test(promote, moves_object_to_parent) {
   size_t sizes[] = {16, 24, 100, 1000, 4096, 70000, 300 * KiB, 5 * MiB};
   enum { NS = sizeof sizes / sizeof sizes[0] };
   sm_arena_t *P = sm_arena_new(NULL);
@@ -756,8 +675,7 @@ Test(promote, moves_object_to_parent)
     cr_assert_neq(h, 0);
     void *n = sm_arena_promote(o);
     cr_assert_not_null(n, "promote of a %zu B object failed", sizes[i]);
-    cr_assert_eq(check(n, sizes[i], (uint8_t)(i + 1)), SIZE_MAX,
-                 "promoted %zu B object lost its contents", sizes[i]);
+    cr_assert_eq(check(n, sizes[i], (uint8_t)(i + 1)), SIZE_MAX, "promoted %zu B object lost its contents", sizes[i]);
     cr_assert_eq(sm_arena_of(n), P, "promoted %zu B object is not in the parent", sizes[i]);
     cr_assert_null(sm_deref(h), "old handle of a promoted %zu B object still derefs", sizes[i]);
     sm_handle_t hn = sm_handle_of(n);
@@ -779,8 +697,7 @@ Test(promote, moves_object_to_parent)
   tu_arena_drop(G);
   tu_arena_drop(C);
   for (size_t i = 0; i < NS; i++) {
-    cr_assert_eq(sm_arena_of(moved[i]), P, "promoted %zu B object died with its old arena",
-                 sizes[i]);
+    cr_assert_eq(sm_arena_of(moved[i]), P, "promoted %zu B object died with its old arena", sizes[i]);
     cr_assert_eq(sm_deref(sm_handle_of(moved[i])), moved[i]);
     cr_assert_eq(check(moved[i], sizes[i], (uint8_t)(i + 1)), SIZE_MAX,
                  "promoted %zu B object changed when its old arena closed", sizes[i]);
@@ -792,8 +709,7 @@ Test(promote, moves_object_to_parent)
 }
 
 /* promote of a root object returns it in place; promote of a freed object is NULL with errno. */
-Test(promote, root_object_stays_freed_object_fails)
-{
+Test(promote, root_object_stays_freed_object_fails) {
   sm_arena_t *root = root_arena();
   void *p = malloc(64);
   cr_assert_not_null(p);
@@ -814,8 +730,7 @@ Test(promote, root_object_stays_freed_object_fails)
 /* ---- steal ---------------------------------------------------------------------- */
 
 /* steal(c, other): c's parent is other; closing the old parent spares c; closing other closes c. */
-Test(steal, moves_subtree_to_new_parent)
-{
+Test(steal, moves_subtree_to_new_parent) {
   sm_arena_t *old = sm_arena_new(NULL);
   sm_arena_t *other = sm_arena_new(NULL);
   sm_arena_t *c = sm_arena_new(old);
@@ -843,8 +758,7 @@ Test(steal, moves_subtree_to_new_parent)
 }
 
 /* steal into itself or its own descendant (a cycle), of a root, or of a closed arena is EINVAL. */
-Test(steal, cycle_root_closed_are_einval)
-{
+Test(steal, cycle_root_closed_are_einval) {
   sm_arena_t *a = sm_arena_new(NULL);
   sm_arena_t *b = sm_arena_new(a);
   sm_arena_t *c = sm_arena_new(b);
@@ -872,8 +786,7 @@ Test(steal, cycle_root_closed_are_einval)
 /* ---- merge ---------------------------------------------------------------------- */
 
 /* merge(dst, src): src's objects are in dst, live, with contents; they die when dst closes. */
-Test(merge, src_objects_join_dst)
-{
+Test(merge, src_objects_join_dst) {
   sm_arena_t *P = sm_arena_new(NULL);
   sm_arena_t *dst = sm_arena_new(P);
   sm_arena_t *src = sm_arena_new(P);
@@ -907,8 +820,7 @@ Test(merge, src_objects_join_dst)
 }
 
 /* merge of a child into its own parent keeps the objects live until the parent closes. */
-Test(merge, child_into_parent)
-{
+Test(merge, child_into_parent) {
   sm_arena_t *P = sm_arena_new(NULL);
   sm_arena_t *c = sm_arena_new(P);
   cr_assert(P && c);
@@ -925,8 +837,7 @@ Test(merge, child_into_parent)
 }
 
 /* merge of an arena with itself, or of a root arena as src, is EINVAL. */
-Test(merge, invalid_is_einval)
-{
+Test(merge, invalid_is_einval) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   sm_handle_t h = sm_arena_halloc(a, 64);
@@ -939,8 +850,7 @@ Test(merge, invalid_is_einval)
 /* ---- set_limit ------------------------------------------------------------------ */
 
 /* With a 64 KiB limit, 1 KiB allocations succeed up to the cap, then fail with ENOMEM. */
-Test(limit, caps_live_bytes)
-{
+Test(limit, caps_live_bytes) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   cr_assert_eq(sm_arena_set_limit(a, 64 * KiB), 0);
@@ -959,8 +869,7 @@ Test(limit, caps_live_bytes)
   cr_assert_lt(n, 200, "the 64 KiB limit never refused an allocation");
   cr_assert_eq(err, ENOMEM, "refused allocation: errno %d, want ENOMEM", err);
   size_t u = sm_usable_size(ps[0]);
-  cr_assert_eq(n, 64 * KiB / u, "%zu objects of usable size %zu fit under 64 KiB, want %zu", n, u,
-               64 * KiB / u);
+  cr_assert_eq(n, 64 * KiB / u, "%zu objects of usable size %zu fit under 64 KiB, want %zu", n, u, 64 * KiB / u);
   sm_stats_t st;
   sm_arena_stats(a, &st);
   cr_assert_leq(st.bytes_live, 64 * KiB, "bytes_live %zu past the limit", st.bytes_live);
@@ -999,8 +908,7 @@ Test(limit, caps_live_bytes)
 }
 
 /* A single allocation bigger than the limit fails at once; a fitting one succeeds. */
-Test(limit, single_allocation_past_limit)
-{
+Test(limit, single_allocation_past_limit) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   cr_assert_eq(sm_arena_set_limit(a, 64 * KiB), 0);
@@ -1017,8 +925,7 @@ Test(limit, single_allocation_past_limit)
 /* ---- statistics ----------------------------------------------------------------- */
 
 /* sm_arena_stats counts a's live objects and bytes (usable sizes), rolled up over children. */
-Test(stats, counts_and_rolls_up)
-{
+Test(stats, counts_and_rolls_up) {
   sm_arena_t *a = sm_arena_new(NULL);
   sm_arena_t *c1 = sm_arena_new(a);
   sm_arena_t *c2 = sm_arena_new(a);
@@ -1033,8 +940,7 @@ Test(stats, counts_and_rolls_up)
     cr_assert_not_null(ps[k]);
     for (size_t i = 0; i < counts[k]; i++) {
       size_t s = 16 + (i * 131 + (size_t)k * 17) % 3000;
-      if (i == 7)
-        s = 300 * KiB;
+      if (i == 7) s = 300 * KiB;
       ps[k][i] = sm_arena_malloc(arenas[k], s);
       cr_assert_not_null(ps[k][i]);
       bytes[k] += sm_usable_size(ps[k][i]);
@@ -1042,23 +948,20 @@ Test(stats, counts_and_rolls_up)
   }
   sm_stats_t st;
   sm_arena_stats(g, &st);
-  cr_assert_eq(st.objects_live, counts[3], "leaf objects_live %zu, want %zu", st.objects_live,
-               counts[3]);
+  cr_assert_eq(st.objects_live, counts[3], "leaf objects_live %zu, want %zu", st.objects_live, counts[3]);
   cr_assert_eq(st.bytes_live, bytes[3], "leaf bytes_live %zu, want %zu", st.bytes_live, bytes[3]);
   cr_assert_eq(st.arenas, 1, "leaf arenas %zu, want 1", st.arenas);
   sm_arena_stats(c2, &st);
   cr_assert_eq(st.objects_live, counts[2]);
   cr_assert_eq(st.bytes_live, bytes[2]);
   sm_arena_stats(c1, &st);
-  cr_assert_eq(st.objects_live, counts[1] + counts[3], "c1 does not include its child: %zu",
-               st.objects_live);
+  cr_assert_eq(st.objects_live, counts[1] + counts[3], "c1 does not include its child: %zu", st.objects_live);
   cr_assert_eq(st.bytes_live, bytes[1] + bytes[3]);
   cr_assert_eq(st.arenas, 2);
   sm_arena_stats(a, &st);
   size_t all_o = counts[0] + counts[1] + counts[2] + counts[3];
   size_t all_b = bytes[0] + bytes[1] + bytes[2] + bytes[3];
-  cr_assert_eq(st.objects_live, all_o, "rolled-up objects_live %zu, want %zu", st.objects_live,
-               all_o);
+  cr_assert_eq(st.objects_live, all_o, "rolled-up objects_live %zu, want %zu", st.objects_live, all_o);
   cr_assert_eq(st.bytes_live, all_b, "rolled-up bytes_live %zu, want %zu", st.bytes_live, all_b);
   cr_assert_eq(st.arenas, 4, "rolled-up arenas %zu, want 4", st.arenas);
   cr_assert_gt(st.blocks, 0);
@@ -1088,10 +991,8 @@ Test(stats, counts_and_rolls_up)
   /* A closed child leaves the parent's roll-up. */
   sm_arena_close(c2);
   sm_arena_stats(a, &st);
-  cr_assert_eq(st.objects_live, all_o - 20 - counts[2], "closed child still counted: %zu",
-               st.objects_live);
-  for (int k = 0; k < 4; k++)
-    free(ps[k]);
+  cr_assert_eq(st.objects_live, all_o - 20 - counts[2], "closed child still counted: %zu", st.objects_live);
+  for (int k = 0; k < 4; k++) free(ps[k]);
   tu_arena_drop(g);
   tu_arena_drop(c2);
   tu_arena_drop(c1);
@@ -1099,12 +1000,10 @@ Test(stats, counts_and_rolls_up)
 }
 
 /* sm_stats_text and sm_stats_json write non-empty text; the JSON is an object with bytes_live. */
-Test(stats, text_and_json)
-{
+Test(stats, text_and_json) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
-  for (int i = 0; i < 100; i++)
-    cr_assert_not_null(sm_arena_malloc(a, 100));
+  for (int i = 0; i < 100; i++) cr_assert_not_null(sm_arena_malloc(a, 100));
   static char buf[65536];
   sm_arena_t *which[2] = {a, NULL};
   for (int w = 0; w < 2; w++) {
@@ -1120,13 +1019,11 @@ Test(stats, text_and_json)
     cr_assert_lt(n, sizeof buf);
     cr_assert_eq(strlen(buf), n);
     const char *s = buf;
-    while (*s == ' ' || *s == '\n' || *s == '\t')
-      s++;
+    while (*s == ' ' || *s == '\n' || *s == '\t') s++;
     cr_assert_eq(*s, '{', "JSON does not start with '{': %.60s", buf);
     cr_assert_not_null(strstr(buf, "\"bytes_live\""), "JSON has no \"bytes_live\": %.200s", buf);
     const char *e = buf + n;
-    while (e > buf && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\t'))
-      e--;
+    while (e > buf && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\t')) e--;
     cr_assert_eq(e[-1], '}', "JSON does not end with '}'");
 
     /* A small buffer is truncated and NUL-terminated; the return says what was needed. */
@@ -1141,8 +1038,7 @@ Test(stats, text_and_json)
 
 /* Arenas closed and made again 300 times reuse the same blocks (reopened
  * without a new epoch): no handle of any earlier round ever derefs again. */
-Test(close, reused_blocks_keep_old_handles_stale)
-{
+Test(close, reused_blocks_keep_old_handles_stale) {
   enum { ROUNDS = 300, PER = 64 };
   static sm_handle_t old[ROUNDS * PER];
   size_t n = 0;

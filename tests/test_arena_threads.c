@@ -24,11 +24,9 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static size_t count_live(const sm_handle_t *hs, size_t n)
-{
+static size_t count_live(const sm_handle_t *hs, size_t n) {
   size_t live = 0;
-  for (size_t i = 0; i < n; i++)
-    live += sm_deref(hs[i]) != NULL;
+  for (size_t i = 0; i < n; i++) live += sm_deref(hs[i]) != NULL;
   return live;
 }
 
@@ -46,18 +44,14 @@ struct freer {
   int other_rc;
 };
 
-static void *freer_main(void *argp)
-{
+static void *freer_main(void *argp) {
   struct freer *f = argp;
   pthread_barrier_wait(f->start);
   for (size_t i = (size_t)f->id; i < f->n; i += NFREERS) {
     int rc = sm_hfree(f->hs[i]);
-    if (rc == 0)
-      f->ok++;
-    else if (rc == ESTALE)
-      f->stale++;
-    else
-      f->other++, f->other_rc = rc;
+    if (rc == 0) f->ok++;
+    else if (rc == ESTALE) f->stale++;
+    else f->other++, f->other_rc = rc;
     atomic_fetch_add_explicit(f->progress, 1, memory_order_release);
   }
   return NULL;
@@ -65,8 +59,7 @@ static void *freer_main(void *argp)
 
 /* 4 threads sm_hfree an arena's objects while the test thread closes it midway: no crash, no
  * abort, each result 0 or ESTALE, frees done before the close succeed, all handles stale after. */
-Test(threads, hfree_racing_close)
-{
+Test(threads, hfree_racing_close) {
   enum { PER = 40000, N = PER * NFREERS, ROUNDS = 5 };
   sm_handle_t *hs = malloc(N * sizeof *hs);
   cr_assert_not_null(hs);
@@ -76,10 +69,8 @@ Test(threads, hfree_racing_close)
     tu_rng_t sizes = tu_rng((uint64_t)r);
     for (size_t i = 0; i < N; i++) {
       size_t s = tu_rng_range(&sizes, 16, 1515);
-      if (i % 5000 == 17)
-        s = 64 * KiB + i % 4096;
-      if (i % 40000 == 4999)
-        s = 4 * MiB + 4096;
+      if (i % 5000 == 17) s = 64 * KiB + i % 4096;
+      if (i % 40000 == 4999) s = 4 * MiB + 4096;
       hs[i] = sm_arena_halloc(a, s);
       cr_assert_neq(hs[i], 0, "round %d: halloc %zu failed", r, i);
       memset(sm_deref(hs[i]), (int)i, 16);
@@ -96,12 +87,10 @@ Test(threads, hfree_racing_close)
     /* Close after 0%, 20%, ... 80% of the frees (whenever the threads get there). */
     size_t threshold = (size_t)N * (size_t)r / ROUNDS;
     pthread_barrier_wait(&start);
-    while (atomic_load_explicit(&progress, memory_order_acquire) < threshold)
-      sched_yield();
+    while (atomic_load_explicit(&progress, memory_order_acquire) < threshold) sched_yield();
     size_t done_before_close = atomic_load_explicit(&progress, memory_order_acquire);
     sm_arena_close(a);
-    for (int k = 0; k < NFREERS; k++)
-      pthread_join(t[k], NULL);
+    for (int k = 0; k < NFREERS; k++) pthread_join(t[k], NULL);
     pthread_barrier_destroy(&start);
 
     size_t ok = 0, stale = 0, other = 0;
@@ -110,14 +99,11 @@ Test(threads, hfree_racing_close)
       ok += f[k].ok;
       stale += f[k].stale;
       other += f[k].other;
-      if (f[k].other)
-        other_rc = f[k].other_rc;
+      if (f[k].other) other_rc = f[k].other_rc;
     }
-    cr_assert_eq(other, 0, "round %d: %zu sm_hfree results neither 0 nor ESTALE (e.g. %d)", r,
-                 other, other_rc);
+    cr_assert_eq(other, 0, "round %d: %zu sm_hfree results neither 0 nor ESTALE (e.g. %d)", r, other, other_rc);
     cr_assert_eq(ok + stale, N, "round %d: %zu + %zu results for %d frees", r, ok, stale, N);
-    cr_assert_geq(ok, done_before_close,
-                  "round %d: %zu frees finished before the close, only %zu returned 0", r,
+    cr_assert_geq(ok, done_before_close, "round %d: %zu frees finished before the close, only %zu returned 0", r,
                   done_before_close, ok);
     size_t live = count_live(hs, N);
     cr_assert_eq(live, 0, "round %d: %zu handles still deref after close and join", r, live);
@@ -139,40 +125,32 @@ struct closer {
   bool release;
 };
 
-static void *closer_main(void *argp)
-{
+static void *closer_main(void *argp) {
   struct closer *c = argp;
   sm_arena_close(c->a);
-  if (c->release)
-    sm_arena_release(c->a);
+  if (c->release) sm_arena_release(c->a);
   return NULL;
 }
 
 enum { XN = 20000 };
 
-static void fill_handles(sm_arena_t *a, sm_handle_t *hs, size_t n)
-{
+static void fill_handles(sm_arena_t *a, sm_handle_t *hs, size_t n) {
   for (size_t i = 0; i < n; i++) {
     size_t s = 16 + (i * 7919) % 2000;
-    if (i == 3)
-      s = 5 * MiB;
+    if (i == 3) s = 5 * MiB;
     hs[i] = sm_arena_halloc(a, s);
-    if (hs[i])
-      memset(sm_deref(hs[i]), 0x5a, 16);
+    if (hs[i]) memset(sm_deref(hs[i]), 0x5a, 16);
   }
 }
 
-static size_t count_zero(const sm_handle_t *hs, size_t n)
-{
+static size_t count_zero(const sm_handle_t *hs, size_t n) {
   size_t z = 0;
-  for (size_t i = 0; i < n; i++)
-    z += hs[i] == 0;
+  for (size_t i = 0; i < n; i++) z += hs[i] == 0;
   return z;
 }
 
 /* An arena (with a child) made here is closed and released by another thread: all stale. */
-Test(threads, created_here_closed_elsewhere)
-{
+Test(threads, created_here_closed_elsewhere) {
   static sm_handle_t hs[XN], hc[XN];
   sm_arena_t *a = sm_arena_new(NULL);
   sm_arena_t *c = sm_arena_new(a);
@@ -210,12 +188,10 @@ struct creator {
   bool root_ok_after;
 };
 
-static void *creator_main(void *argp)
-{
+static void *creator_main(void *argp) {
   struct creator *c = argp;
   c->a = sm_arena_new(NULL);
-  if (c->a)
-    fill_handles(c->a, c->hs, XN);
+  if (c->a) fill_handles(c->a, c->hs, XN);
   c->zero_handles = c->a ? count_zero(c->hs, XN) : XN;
   pthread_barrier_wait(c->made);
   pthread_barrier_wait(c->closed);
@@ -227,8 +203,7 @@ static void *creator_main(void *argp)
 }
 
 /* An arena made by a live thread is closed and released here; the creator sees it stale too. */
-Test(threads, created_elsewhere_closed_here)
-{
+Test(threads, created_elsewhere_closed_here) {
   static sm_handle_t hs[XN];
   pthread_barrier_t made, closed;
   pthread_barrier_init(&made, NULL, 2);
@@ -239,8 +214,7 @@ Test(threads, created_elsewhere_closed_here)
   pthread_barrier_wait(&made);
   bool made_ok = c.a != NULL && c.zero_handles == 0;
   size_t live_before = made_ok ? count_live(hs, XN) : 0;
-  if (made_ok)
-    tu_arena_drop(c.a);
+  if (made_ok) tu_arena_drop(c.a);
   size_t live_after = count_live(hs, XN);
   pthread_barrier_wait(&closed);
   pthread_join(t, NULL);
@@ -254,8 +228,7 @@ Test(threads, created_elsewhere_closed_here)
 }
 
 /* An arena whose creator thread has exited keeps its objects until it is closed here. */
-Test(threads, creator_exits_then_closed_here)
-{
+Test(threads, creator_exits_then_closed_here) {
   static sm_handle_t hs[XN];
   pthread_barrier_t made, closed;
   pthread_barrier_init(&made, NULL, 1);
@@ -280,8 +253,7 @@ struct releaser {
   pthread_barrier_t *retained, *go;
 };
 
-static void *releaser_main(void *argp)
-{
+static void *releaser_main(void *argp) {
   struct releaser *r = argp;
   sm_arena_retain(r->a);
   pthread_barrier_wait(r->retained);
@@ -292,8 +264,7 @@ static void *releaser_main(void *argp)
 
 /* Retained by another thread, the arena lives on after this thread's release; that thread's
  * release closes it. */
-Test(threads, last_release_in_other_thread_closes)
-{
+Test(threads, last_release_in_other_thread_closes) {
   static sm_handle_t hs[XN];
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
@@ -340,23 +311,19 @@ struct reader {
   uint64_t bad_h;
 };
 
-static void *reader_main(void *argp)
-{
+static void *reader_main(void *argp) {
   struct reader *r = argp;
   uint64_t *seen = calloc(TABLE, sizeof *seen);
-  if (!seen)
-    return NULL;
+  if (!seen) return NULL;
   while (!atomic_load_explicit(&r->tb->done, memory_order_acquire) || r->iters < READER_MIN) {
     r->iters++;
     size_t i = tu_rng_range(&r->rng, 0, TABLE - 1);
     uint64_t h = atomic_load_explicit(&r->tb->h[i], memory_order_acquire);
     /* The owner freed seen[i] before publishing h: it must be stale now. */
-    if (seen[i] != 0 && seen[i] != h && sm_deref(seen[i]) != NULL)
-      r->stale_live++;
+    if (seen[i] != 0 && seen[i] != h && sm_deref(seen[i]) != NULL) r->stale_live++;
     seen[i] = h;
     struct head *p = sm_deref(h);
-    if (p == NULL)
-      continue;
+    if (p == NULL) continue;
     uint64_t m = __atomic_load_n(&p->magic, __ATOMIC_RELAXED);
     uint64_t s = __atomic_load_n(&p->self, __ATOMIC_RELAXED);
     void *again = sm_deref(h);
@@ -365,8 +332,7 @@ static void *reader_main(void *argp)
        * handle never becomes valid again): the bytes read are the object's. */
       r->validated++;
       if (m != MAGIC || s != h) {
-        if (r->bad_content++ == 0)
-          r->bad_h = h;
+        if (r->bad_content++ == 0) r->bad_h = h;
       }
     } else if (again != NULL) {
       r->bad_other_address++;
@@ -376,10 +342,7 @@ static void *reader_main(void *argp)
   return NULL;
 }
 
-static void *owner_alloc(sm_arena_t *a, size_t size)
-{
-  return a ? sm_arena_malloc(a, size) : malloc(size);
-}
+static void *owner_alloc(sm_arena_t *a, size_t size) { return a ? sm_arena_malloc(a, size) : malloc(size); }
 
 /* The owner's side of the table: the objects behind it and the random stream. */
 struct owner {
@@ -391,12 +354,10 @@ struct owner {
 
 /* Allocates an object of 16 .. 160 bytes, writes its head and publishes its handle in
  * slot i. Returns the object, or NULL if the allocation failed. */
-static struct head *owner_publish(struct owner *o, size_t i)
-{
+static struct head *owner_publish(struct owner *o, size_t i) {
   size_t s = sizeof(struct head) + tu_rng_range(&o->rng, 0, 3) * 48;
   struct head *p = owner_alloc(o->a, s);
-  if (!p)
-    return NULL;
+  if (!p) return NULL;
   uint64_t h = sm_handle_of(p);
   __atomic_store_n(&p->magic, MAGIC, __ATOMIC_RELAXED);
   __atomic_store_n(&p->self, h, __ATOMIC_RELAXED);
@@ -408,17 +369,13 @@ static struct head *owner_publish(struct owner *o, size_t i)
 /* iters times: frees a random slot's object (by free or sm_hfree, in turn), checks its
  * handle is stale at once, publishes a new object there. Counts into *stale_live the
  * freed handles that still deref'd, into *fail the frees and allocations that failed. */
-static void owner_replace_objects(struct owner *o, size_t iters, size_t *stale_live, size_t *fail)
-{
+static void owner_replace_objects(struct owner *o, size_t iters, size_t *stale_live, size_t *fail) {
   for (size_t it = 0; it < iters; it++) {
     size_t i = tu_rng_range(&o->rng, 0, TABLE - 1);
     uint64_t old = atomic_load_explicit(&o->tb->h[i], memory_order_relaxed);
-    if (it % 2)
-      free(o->ptr[i]);
-    else if (sm_hfree(old) != 0)
-      (*fail)++;
-    if (sm_deref(old) != NULL)
-      (*stale_live)++;
+    if (it % 2) free(o->ptr[i]);
+    else if (sm_hfree(old) != 0) (*fail)++;
+    if (sm_deref(old) != NULL) (*stale_live)++;
     if (!owner_publish(o, i)) {
       (*fail)++;
       break;
@@ -427,8 +384,7 @@ static void owner_replace_objects(struct owner *o, size_t iters, size_t *stale_l
 }
 
 /* Joins the readers and checks what they saw: only live objects with their own bytes. */
-static void join_readers_assert_no_stale_reads(struct reader *rd, pthread_t *t)
-{
+static void join_readers_assert_no_stale_reads(struct reader *rd, pthread_t *t) {
   size_t iters = 0, validated = 0, bad_content = 0, bad_addr = 0, stale_live = 0;
   uint64_t bad_h = 0;
   for (int k = 0; k < NREADERS; k++) {
@@ -438,29 +394,24 @@ static void join_readers_assert_no_stale_reads(struct reader *rd, pthread_t *t)
     bad_content += rd[k].bad_content;
     bad_addr += rd[k].bad_other_address;
     stale_live += rd[k].stale_live;
-    if (rd[k].bad_content)
-      bad_h = rd[k].bad_h;
+    if (rd[k].bad_content) bad_h = rd[k].bad_h;
   }
   cr_assert_geq(iters, (size_t)NREADERS * READER_MIN, "readers did not run");
   cr_assert_gt(validated, 0, "no reader ever saw a live object");
-  cr_assert_eq(bad_content, 0,
-               "%zu of %zu validated reads saw another object's bytes (e.g. handle %#llx)",
+  cr_assert_eq(bad_content, 0, "%zu of %zu validated reads saw another object's bytes (e.g. handle %#llx)",
                bad_content, validated, (unsigned long long)bad_h);
   cr_assert_eq(bad_addr, 0, "one handle deref'd to two different addresses %zu times", bad_addr);
-  cr_assert_eq(stale_live, 0, "%zu handles deref'd after the owner freed them and published a new one",
-               stale_live);
+  cr_assert_eq(stale_live, 0, "%zu handles deref'd after the owner freed them and published a new one", stale_live);
 }
 
 /* The owner (this thread) replaces random objects: free, allocate (often the same slot),
  * write the head, publish the handle. Readers must never see a stale or reused slot. */
-static void deref_while_owner_frees(bool in_arena)
-{
+static void deref_while_owner_frees(bool in_arena) {
   enum { OWNER_ITERS = 300000 };
   static struct table tb;
   static void *ptr[TABLE];
   struct owner o = {.a = in_arena ? sm_arena_new(NULL) : NULL, .tb = &tb, .ptr = ptr, .rng = tu_rng(12345)};
-  if (in_arena)
-    cr_assert_not_null(o.a);
+  if (in_arena) cr_assert_not_null(o.a);
   for (size_t i = 0; i < TABLE; i++) {
     struct head *p = owner_publish(&o, i);
     cr_assert_not_null(p);
@@ -478,8 +429,7 @@ static void deref_while_owner_frees(bool in_arena)
   atomic_store_explicit(&tb.done, true, memory_order_release);
   join_readers_assert_no_stale_reads(rd, t);
   cr_assert_eq(owner_fail, 0, "the owner's own free/alloc failed %zu times", owner_fail);
-  cr_assert_eq(owner_stale_live, 0, "a freed object's handle derefs in its owner (%zu times)",
-               owner_stale_live);
+  cr_assert_eq(owner_stale_live, 0, "a freed object's handle derefs in its owner (%zu times)", owner_stale_live);
   for (size_t i = 0; i < TABLE; i++) {
     uint64_t h = atomic_load(&tb.h[i]);
     cr_assert_eq(sm_deref(h), ptr[i]);
@@ -487,26 +437,18 @@ static void deref_while_owner_frees(bool in_arena)
   if (in_arena) {
     tu_arena_drop(o.a);
     size_t live = 0;
-    for (size_t i = 0; i < TABLE; i++)
-      live += sm_deref(atomic_load(&tb.h[i])) != NULL;
+    for (size_t i = 0; i < TABLE; i++) live += sm_deref(atomic_load(&tb.h[i])) != NULL;
     cr_assert_eq(live, 0);
   } else {
-    for (size_t i = 0; i < TABLE; i++)
-      free(ptr[i]);
+    for (size_t i = 0; i < TABLE; i++) free(ptr[i]);
   }
 }
 
 /* Readers sm_deref arena objects while the owner frees and reallocates them: object or NULL. */
-Test(threads, deref_while_owner_frees_arena)
-{
-  deref_while_owner_frees(true);
-}
+Test(threads, deref_while_owner_frees_arena) { deref_while_owner_frees(true); }
 
 /* The same with plain malloc/free objects of the owner's root arena. */
-Test(threads, deref_while_owner_frees_malloc)
-{
-  deref_while_owner_frees(false);
-}
+Test(threads, deref_while_owner_frees_malloc) { deref_while_owner_frees(false); }
 
 /* ---- enter is per thread, and remote frees ---------------------------------------- */
 
@@ -514,14 +456,12 @@ struct peek {
   sm_arena_t *of_malloc, *root, *entered_before;
 };
 
-static void *peek_main(void *argp)
-{
+static void *peek_main(void *argp) {
   struct peek *pk = argp;
   pk->entered_before = sm_arena_enter(NULL);
   sm_arena_t *probe = sm_arena_new(NULL);
   pk->root = probe ? sm_arena_parent(probe) : NULL;
-  if (probe)
-    tu_arena_drop(probe);
+  if (probe) tu_arena_drop(probe);
   void *p = malloc(32);
   pk->of_malloc = sm_arena_of(p);
   free(p);
@@ -529,8 +469,7 @@ static void *peek_main(void *argp)
 }
 
 /* enter(a) in one thread does not change where another thread's malloc goes. */
-Test(threads, enter_is_per_thread)
-{
+Test(threads, enter_is_per_thread) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   sm_arena_t *my_root = sm_arena_parent(a);
@@ -538,8 +477,7 @@ Test(threads, enter_is_per_thread)
   struct peek pk = {0};
   pthread_t t;
   int rc = pthread_create(&t, NULL, peek_main, &pk);
-  if (rc == 0)
-    pthread_join(t, NULL);
+  if (rc == 0) pthread_join(t, NULL);
   void *mine = malloc(32);
   sm_arena_t *of_mine = sm_arena_of(mine);
   sm_arena_enter(prev);
@@ -548,8 +486,8 @@ Test(threads, enter_is_per_thread)
   cr_assert_null(pk.entered_before, "a new thread starts entered in another thread's arena");
   cr_assert_not_null(pk.root);
   cr_assert_neq(pk.root, my_root, "two threads share a root arena");
-  cr_assert_eq(pk.of_malloc, pk.root, "another thread's malloc went to %p, not its root %p",
-               (void *)pk.of_malloc, (void *)pk.root);
+  cr_assert_eq(pk.of_malloc, pk.root, "another thread's malloc went to %p, not its root %p", (void *)pk.of_malloc,
+               (void *)pk.root);
   free(mine);
   tu_arena_drop(a);
 }
@@ -561,19 +499,16 @@ struct remote {
   pthread_barrier_t *start;
 };
 
-static void *remote_main(void *argp)
-{
+static void *remote_main(void *argp) {
   struct remote *r = argp;
   pthread_barrier_wait(r->start);
-  for (size_t i = (size_t)r->id; i < r->n; i += NFREERS)
-    free(r->ps[i]);
+  for (size_t i = (size_t)r->id; i < r->n; i += NFREERS) free(r->ps[i]);
   return NULL;
 }
 
 /* Threads free() an arena's objects while its owner keeps allocating in it: no crash, the
  * freed handles are stale, the owner's new objects intact; closing then kills the rest. */
-Test(threads, remote_frees_while_owner_allocates)
-{
+Test(threads, remote_frees_while_owner_allocates) {
   enum { N = 100000, M = 50000 };
   void **ps = malloc(N * sizeof *ps);
   sm_handle_t *hs = malloc(N * sizeof *hs);
@@ -608,8 +543,7 @@ Test(threads, remote_frees_while_owner_allocates)
     memset(qs[i], (int)(i & 0xff), s);
     hq[i] = sm_handle_of(qs[i]);
   }
-  for (int k = 0; k < NFREERS; k++)
-    pthread_join(t[k], NULL);
+  for (int k = 0; k < NFREERS; k++) pthread_join(t[k], NULL);
   pthread_barrier_destroy(&start);
   cr_assert_eq(fail, 0, "%zu owner allocations failed during remote frees", fail);
   cr_assert_eq(count_live(hs, N), 0, "remotely freed objects still deref");
@@ -617,13 +551,11 @@ Test(threads, remote_frees_while_owner_allocates)
   for (size_t i = 0; i < M; i++) {
     unsigned char *q = sm_deref(hq[i]);
     size_t s = 16 + i % 500;
-    if (q != qs[i] || q[0] != (unsigned char)(i & 0xff) || q[s - 1] != (unsigned char)(i & 0xff))
-      bad++;
+    if (q != qs[i] || q[0] != (unsigned char)(i & 0xff) || q[s - 1] != (unsigned char)(i & 0xff)) bad++;
   }
   cr_assert_eq(bad, 0, "%zu of the owner's new objects are wrong after remote frees", bad);
   /* The slots freed remotely are reusable by the owner. */
-  for (size_t i = 0; i < N; i++)
-    cr_assert_not_null(sm_arena_malloc(a, 16 + i % 500));
+  for (size_t i = 0; i < N; i++) cr_assert_not_null(sm_arena_malloc(a, 16 + i % 500));
   sm_stats_t st;
   sm_arena_stats(a, &st);
   cr_assert_geq(st.objects_live, M + N);

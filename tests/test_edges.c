@@ -172,8 +172,10 @@ Test(edges, memalign_huge_alignment_enomem) {
 /* The byte cap counted requested bytes in places where an object takes more
  * (a large object's whole mapping), so the arena could hold more than its cap. */
 Test(edges, arena_limit_counts_what_objects_occupy, .timeout = 60) {
-  static const struct { size_t align, size; } reqs[] = {
-    {16, 16}, {16, 100}, {4096, 16}, {128 * KiB, 16}, {1 * MiB, 10}, {16, 300 * KiB}, {64 * KiB, 1},
+  static const struct {
+    size_t align, size;
+  } reqs[] = {
+      {16, 16}, {16, 100}, {4096, 16}, {128 * KiB, 16}, {1 * MiB, 10}, {16, 300 * KiB}, {64 * KiB, 1},
   };
   for (size_t r = 0; r < sizeof reqs / sizeof *reqs; r++) {
     for (size_t cap = 1000; cap <= 4 * MiB; cap *= 4) {
@@ -211,7 +213,7 @@ Test(edges, hfree_forged_handle_of_dead_large_object) {
     void *p = sm_malloc(1 * MiB);
     sm_handle_t h = sm_handle_of(p);
     cr_assert_neq(h, 0);
-    sm_free(p); /* into the large cache */
+    sm_free(p);                         /* into the large cache */
     sm_handle_t forged = h >> 44 << 44; /* the same segment id, every other field 0 */
     if (!__builtin_parityll(forged)) forged |= 1;
     cr_assert_eq(sm_hfree(forged), ESTALE, "a forged handle freed a dead large object");

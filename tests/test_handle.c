@@ -36,20 +36,15 @@ struct probe {
   uint64_t first_bad; /* the first value with a non-NULL result */
 };
 
-static void probe_value(struct probe *pr, uint64_t v)
-{
+static void probe_value(struct probe *pr, uint64_t v) {
   pr->tried++;
   void *r = sm_deref(v);
-  if (r == NULL)
-    return;
-  if (pr->non_null++ == 0)
-    pr->first_bad = v;
-  if (sm_handle_of(r) != v || sm_arena_of(r) == NULL)
-    pr->not_exact++;
+  if (r == NULL) return;
+  if (pr->non_null++ == 0) pr->first_bad = v;
+  if (sm_handle_of(r) != v || sm_arena_of(r) == NULL) pr->not_exact++;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
+static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
 }
@@ -57,8 +52,7 @@ static int cmp_u64(const void *a, const void *b)
 /* ---- handles of live objects ------------------------------------------------ */
 
 /* sm_halloc/sm_arena_halloc give handles that deref to writable objects of the size. */
-Test(handle, halloc_deref_writable)
-{
+Test(handle, halloc_deref_writable) {
   size_t sizes[TU_MAX_SIZES];
   size_t n = tu_make_sizes(sizes, 8 * MiB);
   sm_arena_t *a = sm_arena_new(NULL);
@@ -87,25 +81,20 @@ Test(handle, halloc_deref_writable)
     for (int k = 0; k < 2; k++) {
       unsigned char *p = sm_deref(hs[2 * i + (size_t)k]);
       cr_assert_not_null(p);
-      cr_assert_eq(p[sizes[i] - 1], (unsigned char)(i + 1), "object of %zu B overwritten",
-                   sizes[i]);
+      cr_assert_eq(p[sizes[i] - 1], (unsigned char)(i + 1), "object of %zu B overwritten", sizes[i]);
     }
   uint64_t sorted[2 * TU_MAX_SIZES];
   memcpy(sorted, hs, 2 * n * sizeof hs[0]);
   qsort(sorted, 2 * n, sizeof sorted[0], cmp_u64);
   for (size_t i = 1; i < 2 * n; i++)
-    cr_assert_neq(sorted[i], sorted[i - 1], "two live objects share handle %#llx",
-                  (unsigned long long)sorted[i]);
-  for (size_t i = 0; i < n; i++)
-    cr_assert_eq(sm_hfree(hs[2 * i]), 0);
+    cr_assert_neq(sorted[i], sorted[i - 1], "two live objects share handle %#llx", (unsigned long long)sorted[i]);
+  for (size_t i = 0; i < n; i++) cr_assert_eq(sm_hfree(hs[2 * i]), 0);
   tu_arena_drop(a);
-  for (size_t i = 0; i < 2 * n; i++)
-    cr_assert_null(sm_deref(hs[i]));
+  for (size_t i = 0; i < 2 * n; i++) cr_assert_null(sm_deref(hs[i]));
 }
 
 /* sm_handle_of works for malloc'd objects of every size (and aligned ones); free makes it stale. */
-Test(handle, handle_of_malloc_every_size)
-{
+Test(handle, handle_of_malloc_every_size) {
   size_t sizes[TU_MAX_SIZES];
   size_t n = tu_make_sizes(sizes, 8 * MiB);
   for (size_t i = 0; i < n; i++) {
@@ -138,8 +127,7 @@ Test(handle, handle_of_malloc_every_size)
         cr_assert_eq((uintptr_t)both[j] % al, 0);
         sm_handle_t h = sm_handle_of(both[j]);
         cr_assert_neq(h, 0, "no handle for an object aligned to %zu (size %zu)", al, asz[k]);
-        cr_assert_eq(sm_deref(h), both[j], "aligned object's handle derefs elsewhere (al %zu)",
-                     al);
+        cr_assert_eq(sm_deref(h), both[j], "aligned object's handle derefs elsewhere (al %zu)", al);
         free(both[j]);
         cr_assert_null(sm_deref(h), "handle of a freed aligned object still derefs (al %zu)", al);
       }
@@ -149,8 +137,7 @@ Test(handle, handle_of_malloc_every_size)
 
 /* sm_handle_of is 0 for NULL, stack, global, interior and foreign addresses. */
 static char global_bytes[64];
-Test(handle, handle_of_non_objects_is_zero)
-{
+Test(handle, handle_of_non_objects_is_zero) {
   char stack_bytes[64];
   memset(stack_bytes, 0, sizeof stack_bytes);
   cr_assert_eq(sm_handle_of(NULL), 0);
@@ -166,22 +153,19 @@ Test(handle, handle_of_non_objects_is_zero)
     cr_assert_not_null(p);
     cr_assert_eq(sm_handle_of(p + 1), 0, "interior p+1 of %zu B has a handle", sizes[i]);
     cr_assert_eq(sm_handle_of(p + 16), 0, "interior p+16 of %zu B has a handle", sizes[i]);
-    cr_assert_eq(sm_handle_of(p + sizes[i] - 1), 0, "interior end of %zu B has a handle",
-                 sizes[i]);
+    cr_assert_eq(sm_handle_of(p + sizes[i] - 1), 0, "interior end of %zu B has a handle", sizes[i]);
     free(p);
   }
 }
 
 /* sm_deref(0) is NULL and sm_hfree(0) is an error, not an abort. */
-Test(handle, zero_is_no_handle)
-{
+Test(handle, zero_is_no_handle) {
   cr_assert_null(sm_deref(0));
   cr_assert_neq(sm_hfree(0), 0, "sm_hfree(0) returned 0");
 }
 
 /* sm_hfree(h) is 0, then h is stale and a second sm_hfree(h) is ESTALE, even after slot reuse. */
-Test(handle, hfree_then_stale_twice)
-{
+Test(handle, hfree_then_stale_twice) {
   size_t sizes[] = {16, 48, 500, 4096, 70000, 300 * KiB, 5 * MiB};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     size_t s = sizes[i];
@@ -213,8 +197,7 @@ Test(handle, hfree_then_stale_twice)
 }
 
 /* sm_hfree of a handle of a malloc'd object frees it: free() of it afterwards would be a double free. */
-Test(handle, hfree_of_malloc_object)
-{
+Test(handle, hfree_of_malloc_object) {
   void *p = malloc(200);
   cr_assert_not_null(p);
   sm_handle_t h = sm_handle_of(p);
@@ -227,8 +210,7 @@ Test(handle, hfree_of_malloc_object)
 /* ---- values that name nothing ------------------------------------------------- */
 
 /* Every single-bit flip of a valid handle derefs to NULL, for many handles of many sizes. */
-Test(handle, single_bit_flips_deref_null)
-{
+Test(handle, single_bit_flips_deref_null) {
   size_t sizes[TU_MAX_SIZES];
   size_t n = tu_make_sizes(sizes, 8 * MiB);
   enum { PER = 6, CAP = TU_MAX_SIZES * PER + 64 };
@@ -240,13 +222,12 @@ Test(handle, single_bit_flips_deref_null)
   for (size_t i = 0; i < n; i++) {
     for (int k = 0; k < PER; k++) {
       size_t s = sizes[i];
-      if (s >= 1 * MiB && k >= 2)
-        break;
+      if (s >= 1 * MiB && k >= 2) break;
       void *p;
       switch (k % 3) {
-      case 0: p = malloc(s); break;
-      case 1: p = sm_arena_malloc(a, s); break;
-      default: p = sm_deref(sm_halloc(s)); break;
+        case 0: p = malloc(s); break;
+        case 1: p = sm_arena_malloc(a, s); break;
+        default: p = sm_deref(sm_halloc(s)); break;
       }
       cr_assert_not_null(p);
       ps[nh] = p;
@@ -267,46 +248,38 @@ Test(handle, single_bit_flips_deref_null)
     cr_assert_eq(sm_deref(hs[i]), ps[i]);
     for (int b = 0; b < 64; b++) {
       if (sm_deref(hs[i] ^ ((uint64_t)1 << b)) != NULL) {
-        if (bad++ == 0)
-          bad_h = hs[i], bad_bit = b;
+        if (bad++ == 0) bad_h = hs[i], bad_bit = b;
       }
     }
   }
-  cr_assert_eq(bad, 0, "%zu of %zu single-bit flips deref to non-NULL (first: handle %#llx bit %d)",
-               bad, nh * 64, (unsigned long long)bad_h, bad_bit);
+  cr_assert_eq(bad, 0, "%zu of %zu single-bit flips deref to non-NULL (first: handle %#llx bit %d)", bad, nh * 64,
+               (unsigned long long)bad_h, bad_bit);
   /* The flips did not disturb the originals. */
-  for (size_t i = 0; i < nh; i++)
-    cr_assert_eq(sm_deref(hs[i]), ps[i]);
-  for (size_t i = 0; i < nh; i++)
-    cr_assert_eq(sm_hfree(hs[i]), 0);
+  for (size_t i = 0; i < nh; i++) cr_assert_eq(sm_deref(hs[i]), ps[i]);
+  for (size_t i = 0; i < nh; i++) cr_assert_eq(sm_hfree(hs[i]), 0);
   tu_arena_drop(a);
 }
 
 /* 1,000,000 random 64-bit values (fixed seed) all deref to NULL, with a populated heap. */
-Test(handle, random_values_deref_null)
-{
+Test(handle, random_values_deref_null) {
   enum { LIVE = 20000 };
   static void *live[LIVE];
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   for (size_t i = 0; i < LIVE; i++) {
     size_t s = 16 + tu_rng_next(&rng) % 4000;
-    if (i % 1000 == 0)
-      s = 200 * KiB + tu_rng_next(&rng) % (5 * MiB);
+    if (i % 1000 == 0) s = 200 * KiB + tu_rng_next(&rng) % (5 * MiB);
     live[i] = i % 2 ? malloc(s) : sm_arena_malloc(a, s);
     cr_assert_not_null(live[i]);
   }
   rng = tu_rng(0x00c0ffee);
   struct probe pr = {0};
-  for (size_t i = 0; i < 1000000; i++)
-    probe_value(&pr, tu_rng_next(&rng));
-  cr_assert_eq(pr.not_exact, 0,
-               "%zu random values deref to memory that is not the live object they name",
+  for (size_t i = 0; i < 1000000; i++) probe_value(&pr, tu_rng_next(&rng));
+  cr_assert_eq(pr.not_exact, 0, "%zu random values deref to memory that is not the live object they name",
                pr.not_exact);
-  cr_assert_eq(pr.non_null, 0, "%zu of %zu random values deref to non-NULL (first: %#llx)",
-               pr.non_null, pr.tried, (unsigned long long)pr.first_bad);
-  for (size_t i = 0; i < LIVE; i++)
-    free(live[i]);
+  cr_assert_eq(pr.non_null, 0, "%zu of %zu random values deref to non-NULL (first: %#llx)", pr.non_null, pr.tried,
+               (unsigned long long)pr.first_bad);
+  for (size_t i = 0; i < LIVE; i++) free(live[i]);
   tu_arena_drop(a);
 }
 
@@ -322,8 +295,7 @@ struct slot_lives {
 /* Frees the slot's object and allocates 64 B objects until the slot comes back, up to
  * SLOT_LIVES times, keeping the handle of each earlier life. Asserts the slot came back at
  * least once, each time under a new handle. */
-static void slot_lives_make(struct slot_lives *sl)
-{
+static void slot_lives_make(struct slot_lives *sl) {
   static void *held[SLOT_REUSE_TRIES];
   void *cur = malloc(64);
   cr_assert_not_null(cur);
@@ -344,10 +316,8 @@ static void slot_lives_make(struct slot_lives *sl)
       }
       held[nheld++] = q;
     }
-    for (size_t t = 0; t < nheld; t++)
-      free(held[t]);
-    if (!got)
-      break;
+    for (size_t t = 0; t < nheld; t++) free(held[t]);
+    if (!got) break;
     sm_handle_t hn = sm_handle_of(got);
     cr_assert_neq(hn, 0);
     cr_assert_neq(hn, h, "the slot's new life has its old handle");
@@ -361,8 +331,7 @@ static void slot_lives_make(struct slot_lives *sl)
 }
 
 /* The stale handles of the slot's earlier lives deref to NULL. */
-static void assert_earlier_lives_deref_null(const struct slot_lives *sl)
-{
+static void assert_earlier_lives_deref_null(const struct slot_lives *sl) {
   for (size_t i = 0; i < sl->nold; i++)
     cr_assert_null(sm_deref(sl->olds[i]), "stale handle of the slot's life %zu derefs", i);
 }
@@ -370,24 +339,19 @@ static void assert_earlier_lives_deref_null(const struct slot_lives *sl)
 /* Probes values that differ from live only in the bits of gmask: random ones, and the
  * generations ahead of and behind the live one, counted from each bit of the mask
  * (whichever is the generation field's low end). */
-static void probe_other_generations(struct probe *pr, uint64_t live, uint64_t gmask)
-{
+static void probe_other_generations(struct probe *pr, uint64_t live, uint64_t gmask) {
   rng = tu_rng(0xf0f0);
   for (int i = 0; i < 200000; i++) {
     uint64_t v = (live & ~gmask) | (tu_rng_next(&rng) & gmask);
-    if (v != live)
-      probe_value(pr, v);
+    if (v != live) probe_value(pr, v);
   }
   for (int lo = 0; lo < 64; lo++) {
-    if (!(gmask >> lo & 1))
-      continue;
+    if (!(gmask >> lo & 1)) continue;
     for (uint64_t k = 1; k <= 1024; k++) {
       uint64_t up = (live & ~gmask) | ((live + (k << lo)) & gmask);
       uint64_t down = (live & ~gmask) | ((live - (k << lo)) & gmask);
-      if (up != live)
-        probe_value(pr, up);
-      if (down != live)
-        probe_value(pr, down);
+      if (up != live) probe_value(pr, up);
+      if (down != live) probe_value(pr, down);
     }
   }
 }
@@ -395,38 +359,33 @@ static void probe_other_generations(struct probe *pr, uint64_t live, uint64_t gm
 /* Values that differ from the live handle only in the bits that change between lives of
  * its slot (generation and checks) name the slot at another generation: none is live, so
  * all deref to NULL. */
-static void assert_other_generations_deref_null(const struct slot_lives *sl)
-{
+static void assert_other_generations_deref_null(const struct slot_lives *sl) {
   uint64_t gmask = 0;
-  for (size_t i = 0; i < sl->nold; i++)
-    gmask |= sl->olds[i] ^ sl->live;
+  for (size_t i = 0; i < sl->nold; i++) gmask |= sl->olds[i] ^ sl->live;
   cr_assert_neq(gmask, 0);
   struct probe strict = {0};
   probe_other_generations(&strict, sl->live, gmask);
   cr_assert_eq(strict.non_null, 0,
                "%zu of %zu values forged from a live handle's generation bits deref (first %#llx, "
                "live %#llx, mask %#llx)",
-               strict.non_null, strict.tried, (unsigned long long)strict.first_bad,
-               (unsigned long long)sl->live, (unsigned long long)gmask);
+               strict.non_null, strict.tried, (unsigned long long)strict.first_bad, (unsigned long long)sl->live,
+               (unsigned long long)gmask);
 }
 
 /* Small additions to the live handle at every bit position (any field): NULL, or exactly
  * a live object. */
-static void assert_small_offsets_deref_exact_or_null(const struct slot_lives *sl)
-{
+static void assert_small_offsets_deref_exact_or_null(const struct slot_lives *sl) {
   struct probe loose = {0};
   for (int b = 0; b < 64; b++)
     for (uint64_t k = 1; k <= 64; k++) {
       probe_value(&loose, sl->live + (k << b));
       probe_value(&loose, sl->live - (k << b));
     }
-  cr_assert_eq(loose.not_exact, 0, "%zu forged values deref to memory they do not name",
-               loose.not_exact);
+  cr_assert_eq(loose.not_exact, 0, "%zu forged values deref to memory they do not name", loose.not_exact);
 }
 
 /* Values forged from a valid handle by changing its generation bits deref to NULL. */
-Test(handle, forged_generations_deref_null)
-{
+Test(handle, forged_generations_deref_null) {
   struct slot_lives sl;
   slot_lives_make(&sl);
   assert_earlier_lives_deref_null(&sl);
@@ -437,8 +396,7 @@ Test(handle, forged_generations_deref_null)
 }
 
 /* Handles of a closed, collected arena's recycled blocks stay stale; forged mixes deref NULL. */
-Test(handle, recycled_block_handles_stale)
-{
+Test(handle, recycled_block_handles_stale) {
   enum { N = 20000 };
   static sm_handle_t first[N], second[N];
   sm_arena_t *a1 = sm_arena_new(NULL);
@@ -456,29 +414,24 @@ Test(handle, recycled_block_handles_stale)
     cr_assert_neq(second[i], 0);
   }
   size_t live_old = 0;
-  for (size_t i = 0; i < N; i++)
-    live_old += sm_deref(first[i]) != NULL;
-  cr_assert_eq(live_old, 0, "%zu handles of a closed arena deref after its blocks were reused",
-               live_old);
+  for (size_t i = 0; i < N; i++) live_old += sm_deref(first[i]) != NULL;
+  cr_assert_eq(live_old, 0, "%zu handles of a closed arena deref after its blocks were reused", live_old);
   /* Mixes of an old and a new handle's differing bits: NULL, or exactly a live object. */
   struct probe pr = {0};
   for (size_t i = 0; i < N; i++) {
     uint64_t d = first[i] ^ second[i];
     for (int k = 0; k < 8; k++) {
       uint64_t v = second[i] ^ (tu_rng_next(&rng) & d);
-      if (v != second[i])
-        probe_value(&pr, v);
+      if (v != second[i]) probe_value(&pr, v);
     }
   }
   cr_assert_eq(pr.not_exact, 0, "%zu mixed values deref to memory they do not name", pr.not_exact);
   tu_arena_drop(a2);
-  for (size_t i = 0; i < N; i++)
-    cr_assert_null(sm_deref(second[i]));
+  for (size_t i = 0; i < N; i++) cr_assert_null(sm_deref(second[i]));
 }
 
 /* One slot reused 1,000,000 times: a handle of its first life stays NULL on every iteration. */
-Test(handle, slot_reuse_million_times)
-{
+Test(handle, slot_reuse_million_times) {
   void *p = malloc(48);
   cr_assert_not_null(p);
   void *slot = p;
@@ -490,29 +443,23 @@ Test(handle, slot_reuse_million_times)
   sm_handle_t prev = 0;
   for (size_t i = 0; i < 1000000; i++) {
     void *q = malloc(48);
-    if (!q)
-      cr_assert_fail("malloc(48) failed at iteration %zu", i);
+    if (!q) cr_assert_fail("malloc(48) failed at iteration %zu", i);
     reused += q == slot;
     sm_handle_t hq = sm_handle_of(q);
     same_handle += hq == first || hq == prev;
-    if (sm_deref(first) != NULL && revived++ == 0)
-      first_revived = i;
+    if (sm_deref(first) != NULL && revived++ == 0) first_revived = i;
     free(q);
-    if (sm_deref(first) != NULL && revived++ == 0)
-      first_revived = i;
-    if (sm_deref(hq) != NULL && revived++ == 0)
-      first_revived = i;
+    if (sm_deref(first) != NULL && revived++ == 0) first_revived = i;
+    if (sm_deref(hq) != NULL && revived++ == 0) first_revived = i;
     prev = hq;
   }
-  cr_assert_eq(revived, 0, "a stale handle derefs %zu times (first at iteration %zu)", revived,
-               first_revived);
+  cr_assert_eq(revived, 0, "a stale handle derefs %zu times (first at iteration %zu)", revived, first_revived);
   cr_assert_eq(same_handle, 0, "%zu reallocations repeated an earlier handle", same_handle);
   cr_assert_gt(reused, 0, "the slot was never reused; the test did not test reuse");
 }
 
 /* The same through sm_halloc/sm_hfree, with stale handles of every life checked afterwards. */
-Test(handle, slot_reuse_halloc_hfree)
-{
+Test(handle, slot_reuse_halloc_hfree) {
   enum { ITER = 200000, KEEP = 4096 };
   static sm_handle_t kept[KEEP];
   sm_handle_t first = sm_halloc(32);
@@ -522,12 +469,9 @@ Test(handle, slot_reuse_halloc_hfree)
   for (size_t i = 0; i < ITER; i++) {
     sm_handle_t h = sm_halloc(32);
     cr_assert_neq(h, 0);
-    if (sm_deref(first) != NULL)
-      revived++;
-    if (sm_hfree(first) != ESTALE)
-      bad_free++;
-    if (sm_hfree(h) != 0)
-      bad_free++;
+    if (sm_deref(first) != NULL) revived++;
+    if (sm_hfree(first) != ESTALE) bad_free++;
+    if (sm_hfree(h) != 0) bad_free++;
     kept[i % KEEP] = h;
   }
   cr_assert_eq(revived, 0, "the first handle revived %zu times", revived);
@@ -539,8 +483,7 @@ Test(handle, slot_reuse_halloc_hfree)
 }
 
 /* sm_deref never faults on values that point at, or are built from, unmapped memory. */
-Test(handle, deref_never_faults_on_unmapped)
-{
+Test(handle, deref_never_faults_on_unmapped) {
   /* Addresses that were mapped and no longer are. */
   enum { NA = 16 };
   uint64_t holes[NA];
@@ -573,24 +516,19 @@ Test(handle, deref_never_faults_on_unmapped)
   sm_handle_t keep = sm_halloc(64); /* a live handle to forge from */
   void *keep_p = sm_deref(keep);
   cr_assert_not_null(keep_p);
-  for (int i = 0; i < NL; i++)
-    cr_assert_eq(sm_hfree(large_h[i]), 0);
+  for (int i = 0; i < NL; i++) cr_assert_eq(sm_hfree(large_h[i]), 0);
   tu_arena_drop(a);
   sm_collect(SIZE_MAX);
 
   size_t live = 0;
-  for (int i = 0; i < NL; i++)
-    live += sm_deref(large_h[i]) != NULL;
-  for (int i = 0; i < NS; i++)
-    live += sm_deref(small_h[i]) != NULL;
+  for (int i = 0; i < NL; i++) live += sm_deref(large_h[i]) != NULL;
+  for (int i = 0; i < NS; i++) live += sm_deref(small_h[i]) != NULL;
   cr_assert_eq(live, 0, "%zu handles of freed large objects / a collected arena deref", live);
 
   struct probe pr = {0};
   uint64_t addrs[NA + NL];
-  for (int i = 0; i < NA; i++)
-    addrs[i] = holes[i];
-  for (int i = 0; i < NL; i++)
-    addrs[NA + i] = (uint64_t)(uintptr_t)large_p[i];
+  for (int i = 0; i < NA; i++) addrs[i] = holes[i];
+  for (int i = 0; i < NL; i++) addrs[NA + i] = (uint64_t)(uintptr_t)large_p[i];
   uint64_t kp = (uint64_t)(uintptr_t)keep_p;
   for (int i = 0; i < NA + NL; i++) {
     for (uint64_t off = 0; off < 64 * KiB; off += 4 * KiB) {
@@ -609,11 +547,10 @@ Test(handle, deref_never_faults_on_unmapped)
   }
   /* Stale small handles with their address-like bits moved into the holes. */
   for (int i = 0; i < NS; i += 97)
-    for (int j = 0; j < NA; j++)
-      probe_value(&pr, small_h[i] ^ ((kp ^ holes[j]) >> 4));
+    for (int j = 0; j < NA; j++) probe_value(&pr, small_h[i] ^ ((kp ^ holes[j]) >> 4));
   cr_assert_eq(pr.not_exact, 0, "%zu values deref to memory they do not name", pr.not_exact);
-  cr_assert_eq(pr.non_null, 0, "%zu of %zu unmapped-memory values deref (first: %#llx)",
-               pr.non_null, pr.tried, (unsigned long long)pr.first_bad);
+  cr_assert_eq(pr.non_null, 0, "%zu of %zu unmapped-memory values deref (first: %#llx)", pr.non_null, pr.tried,
+               (unsigned long long)pr.first_bad);
   cr_assert_eq(sm_deref(keep), keep_p);
   cr_assert_eq(sm_hfree(keep), 0);
 }

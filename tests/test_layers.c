@@ -127,13 +127,13 @@ static void scan_file(scan_t *st, const char *folder, const char *name) {
           int target = resolve(folder, inc, open == '"', resolved, sizeof resolved);
           if (target >= 0 || target == -2) st->includes++;
           if (target == -2 && st->vlen < sizeof st->violations - 300)
-            st->vlen += (size_t)snprintf(st->violations + st->vlen, sizeof st->violations - st->vlen,
-                                         "  %s/%s:%d: #include \"%s\" names no project file\n", folder, name, line,
-                                         inc);
+            st->vlen +=
+                (size_t)snprintf(st->violations + st->vlen, sizeof st->violations - st->vlen,
+                                 "  %s/%s:%d: #include \"%s\" names no project file\n", folder, name, line, inc);
           else if (target > me && st->vlen < sizeof st->violations - 300)
             st->vlen += (size_t)snprintf(st->violations + st->vlen, sizeof st->violations - st->vlen,
-                                         "  %s/%s:%d: %s/ includes %s (layer %s/ is above it)\n", folder, name,
-                                         line, folder, resolved, LAYERS[target]);
+                                         "  %s/%s:%d: %s/ includes %s (layer %s/ is above it)\n", folder, name, line,
+                                         folder, resolved, LAYERS[target]);
         }
       }
     }

@@ -46,10 +46,12 @@ static void *std_aligned_alloc(size_t a, size_t n) { return aligned_alloc(a, n);
 static int std_posix_memalign(void **o, size_t a, size_t n) { return posix_memalign(o, a, n); }
 static void std_free(void *p) { free(p); }
 
-static const ops_t STD = {"std", std_malloc, std_calloc, std_realloc, std_reallocarray,
-                          std_aligned_alloc, std_posix_memalign, std_free, std_usable};
-static const ops_t SM = {"sm", sm_malloc, sm_calloc, sm_realloc, sm_reallocarray,
-                         sm_aligned_alloc, sm_posix_memalign, sm_free, sm_usable_size};
+static const ops_t STD = {
+    "std",    std_malloc, std_calloc, std_realloc, std_reallocarray, std_aligned_alloc, std_posix_memalign,
+    std_free, std_usable};
+static const ops_t SM = {
+    "sm",    sm_malloc,     sm_calloc, sm_realloc, sm_reallocarray, sm_aligned_alloc, sm_posix_memalign,
+    sm_free, sm_usable_size};
 static const ops_t *const OPS[] = {&STD, &SM};
 #define FOR_OPS(o) for (const ops_t *const *o##_it = OPS, *o; o##_it < OPS + 2 && (o = *o##_it); o##_it++)
 
@@ -157,8 +159,8 @@ Test(malloc, usable_size_writable, .timeout = 120) {
 /* calloc zeroes: fresh memory, memory reused after dirty frees, large objects,
  * and calloc(0, n) / calloc(n, 0) give freeable pointers. */
 Test(malloc, calloc_zeroes, .timeout = 120) {
-  static const size_t sizes[] = {1, 8, 16, 24, 48, 100, 128, 256, 1000, 4096, 10000, 65536, 100000,
-                                 300000, MiB, 3 * MiB + 5, 16 * MiB};
+  static const size_t sizes[] = {1,    8,     16,    24,     48,     100, 128,         256,     1000,
+                                 4096, 10000, 65536, 100000, 300000, MiB, 3 * MiB + 5, 16 * MiB};
   enum { N = 64 };
   FOR_OPS(o) {
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
@@ -205,8 +207,8 @@ Test(malloc, calloc_zeroes, .timeout = 120) {
 /* Sizes past PTRDIFF_MAX, and sizes the OS cannot map (2^60), fail with NULL
  * and errno ENOMEM, through every allocating function. */
 Test(malloc, huge_sizes_enomem) {
-  const size_t huge[] = {HUGE_SIZE, SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4095, SIZE_MAX - 4 * MiB,
-                         (size_t)1 << 63, (size_t)1 << 60};
+  const size_t huge[] = {HUGE_SIZE,          SIZE_MAX,        SIZE_MAX - 1,   SIZE_MAX - 4095,
+                         SIZE_MAX - 4 * MiB, (size_t)1 << 63, (size_t)1 << 60};
   FOR_OPS(o) {
     for (size_t k = 0; k < sizeof huge / sizeof *huge; k++) {
       size_t s = tu_hide(huge[k]);
@@ -249,9 +251,14 @@ Test(malloc, huge_sizes_enomem) {
 /* calloc and reallocarray detect count*size overflow: NULL, errno ENOMEM, and
  * reallocarray leaves the old block intact. */
 Test(malloc, multiply_overflow_enomem) {
-  const size_t pairs[][2] = {{SIZE_MAX / 2 + 1, 2},  {2, SIZE_MAX / 2 + 1}, {(size_t)1 << 32, (size_t)1 << 32},
-                             {SIZE_MAX, SIZE_MAX},   {SIZE_MAX, 2},         {3, SIZE_MAX / 3 + 1},
-                             {(size_t)1 << 33, (size_t)1 << 31}, {PTRDIFF_MAX / 16 + 1, 16} /* no wrap, > PTRDIFF_MAX */};
+  const size_t pairs[][2] = {{SIZE_MAX / 2 + 1, 2},
+                             {2, SIZE_MAX / 2 + 1},
+                             {(size_t)1 << 32, (size_t)1 << 32},
+                             {SIZE_MAX, SIZE_MAX},
+                             {SIZE_MAX, 2},
+                             {3, SIZE_MAX / 3 + 1},
+                             {(size_t)1 << 33, (size_t)1 << 31},
+                             {PTRDIFF_MAX / 16 + 1, 16} /* no wrap, > PTRDIFF_MAX */};
   FOR_OPS(o) {
     void *keep = o->alloc(200);
     tu_fill(keep, 200, 77);
@@ -308,10 +315,11 @@ Test(malloc, failed_realloc_keeps_block) {
 /* realloc keeps the common prefix when growing and shrinking across size
  * classes, into and out of large sizes. */
 Test(malloc, realloc_preserves_contents, .timeout = 120) {
-  static const size_t steps[] = {1, 7, 8, 15, 16, 17, 31, 48, 100, 128, 255, 512, 1000, 1024, 2047, 4096,
-                                 5000, 10000, 32768, 65536, 100000, 262144, 300000, MiB, 3 * MiB + 1,
-                                 8 * MiB, 40 * MiB, 8 * MiB, 3 * MiB, MiB + 3, 300000, 70000, 4096, 1000,
-                                 100, 33, 16, 9, 1, 64 * MiB, 2};
+  static const size_t steps[] = {1,       7,       8,       15,       16,     17,   31,          48,      100,
+                                 128,     255,     512,     1000,     1024,   2047, 4096,        5000,    10000,
+                                 32768,   65536,   100000,  262144,   300000, MiB,  3 * MiB + 1, 8 * MiB, 40 * MiB,
+                                 8 * MiB, 3 * MiB, MiB + 3, 300000,   70000,  4096, 1000,        100,     33,
+                                 16,      9,       1,       64 * MiB, 2};
   FOR_OPS(o) {
     char *p = NULL;
     size_t cur = 0;
@@ -335,7 +343,8 @@ Test(malloc, realloc_preserves_contents, .timeout = 120) {
     for (size_t s = 1; s <= 5000; s++) {
       char *q = o->resize(p, s);
       cr_assert_not_null(q);
-      if (s > 1) cr_assert_eq(tu_check(q, s - 1, 99), SIZE_MAX, "[%s] realloc(%zu -> %zu) lost contents", o->name, s - 1, s);
+      if (s > 1)
+        cr_assert_eq(tu_check(q, s - 1, 99), SIZE_MAX, "[%s] realloc(%zu -> %zu) lost contents", o->name, s - 1, s);
       tu_fill(q, s, 99);
       p = q;
     }
@@ -439,15 +448,30 @@ Test(malloc, free_keeps_errno, .timeout = 120) {
 /* posix_memalign with an alignment that is not a power-of-two multiple of
  * sizeof(void *) returns EINVAL and leaves *memptr untouched. */
 Test(malloc, posix_memalign_einval) {
-  const size_t bad[] = {0, 1, 2, 3, 4, 12, 24, 40, 48, 96, 1000, 4097, (MiB + 8), 3 * MiB, SIZE_MAX,
-                        SIZE_MAX - 7, ((size_t)1 << 63) + 8};
+  const size_t bad[] = {0,
+                        1,
+                        2,
+                        3,
+                        4,
+                        12,
+                        24,
+                        40,
+                        48,
+                        96,
+                        1000,
+                        4097,
+                        (MiB + 8),
+                        3 * MiB,
+                        SIZE_MAX,
+                        SIZE_MAX - 7,
+                        ((size_t)1 << 63) + 8};
   FOR_OPS(o) {
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
       void *out = (void *)0xdeadbeef;
       int rc = o->memalign_posix(&out, tu_hide(bad[k]), 100);
       cr_assert_eq(rc, EINVAL, "[%s] posix_memalign(align %#zx) = %d, want EINVAL", o->name, bad[k], rc);
-      cr_assert_eq(out, (void *)0xdeadbeef, "[%s] posix_memalign(align %#zx) changed *memptr to %p", o->name,
-                   bad[k], out);
+      cr_assert_eq(out, (void *)0xdeadbeef, "[%s] posix_memalign(align %#zx) changed *memptr to %p", o->name, bad[k],
+                   out);
     }
   }
 }
@@ -477,12 +501,12 @@ static const char *const AL_NAMES[] = {"posix_memalign", "aligned_alloc", "memal
 static void *al_call(al_fn_t f, size_t a, size_t s) {
   void *p = NULL;
   switch (f) {
-  case AL_POSIX: return posix_memalign(&p, a, s) == 0 ? p : NULL;
-  case AL_ALIGNED_ALLOC: return aligned_alloc(a, s);
-  case AL_MEMALIGN: return memalign(a, s);
-  case AL_SM_ALIGNED: return sm_aligned_alloc(a, s);
-  case AL_SM_POSIX: return sm_posix_memalign(&p, a, s) == 0 ? p : NULL;
-  default: return NULL;
+    case AL_POSIX: return posix_memalign(&p, a, s) == 0 ? p : NULL;
+    case AL_ALIGNED_ALLOC: return aligned_alloc(a, s);
+    case AL_MEMALIGN: return memalign(a, s);
+    case AL_SM_ALIGNED: return sm_aligned_alloc(a, s);
+    case AL_SM_POSIX: return sm_posix_memalign(&p, a, s) == 0 ? p : NULL;
+    default: return NULL;
   }
 }
 
@@ -584,8 +608,8 @@ Test(malloc, standard_names_are_ours) {
   for (int big = 0; big < 2; big++) {
     size_t s = big ? 5 * MiB : 40;
     void *p[12] = {0};
-    const char *what[12] = {"malloc", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc",
-                            "memalign", "valloc", "pvalloc", "strdup", "sm_malloc", "realloc(grow)"};
+    const char *what[12] = {"malloc",   "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc",
+                            "memalign", "valloc", "pvalloc", "strdup",       "sm_malloc",      "realloc(grow)"};
     p[0] = malloc(s);
     p[1] = calloc(1, s);
     p[2] = realloc(NULL, s);
@@ -616,8 +640,8 @@ typedef struct {
   const ops_t *o;
   tu_rng_t r;
   size_t count;
-  void **p;       /* NULL: slot empty */
-  size_t *n;      /* usable size */
+  void **p;  /* NULL: slot empty */
+  size_t *n; /* usable size */
   uint64_t *seed;
   uint64_t next_seed;
 } patterned_t;
@@ -661,8 +685,8 @@ static void pattern_all_live_then_freed_in_random_order(patterned_t *t) {
   for (size_t k = 0; k < t->count; k++) {
     size_t i = order[k];
     size_t off = tu_check(t->p[i], t->n[i], t->seed[i]);
-    cr_assert_eq(off, SIZE_MAX, "[%s] object %zu (%p, usable %zu) clobbered at offset %zu before its free",
-                 o->name, i, t->p[i], t->n[i], off);
+    cr_assert_eq(off, SIZE_MAX, "[%s] object %zu (%p, usable %zu) clobbered at offset %zu before its free", o->name,
+                 i, t->p[i], t->n[i], off);
     o->release(t->p[i]);
     t->p[i] = NULL;
   }
@@ -684,8 +708,8 @@ static void pattern_churn_keeps_contents(patterned_t *t, size_t steps) {
       continue;
     }
     size_t off = tu_check(t->p[i], t->n[i], t->seed[i]);
-    cr_assert_eq(off, SIZE_MAX, "[%s] churn step %zu: object %zu (%p, usable %zu) clobbered at offset %zu",
-                 o->name, step, i, t->p[i], t->n[i], off);
+    cr_assert_eq(off, SIZE_MAX, "[%s] churn step %zu: object %zu (%p, usable %zu) clobbered at offset %zu", o->name,
+                 step, i, t->p[i], t->n[i], off);
     if (tu_rng_range(&t->r, 0, 2) == 0) {
       size_t s = pattern_rand_size(&t->r) + 1; /* realloc(p, 0) would free */
       void *q = o->resize(t->p[i], s);

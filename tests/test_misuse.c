@@ -386,8 +386,8 @@ static void check_message(const misuse_case_t *c, const tu_proc_t *r) {
       ok = !((next >= '0' && next <= '9') || (next >= 'a' && next <= 'f') || (next >= 'A' && next <= 'F'));
     }
   }
-  cr_assert(ok, "[%s] stderr is \"%.*s\", want a line starting \"slotmalloc: %s of %s\"%s%s", c->name,
-            (int)len - 1, r->err, c->kind, addr, c->alt_kind ? " or with " : "", c->alt_kind ? c->alt_kind : "");
+  cr_assert(ok, "[%s] stderr is \"%.*s\", want a line starting \"slotmalloc: %s of %s\"%s%s", c->name, (int)len - 1,
+            r->err, c->kind, addr, c->alt_kind ? " or with " : "", c->alt_kind ? c->alt_kind : "");
 }
 
 static void expect_abort(const char *name, mode_t_ mode) {
@@ -421,7 +421,7 @@ static void expect_report(const char *name) {
 /* For each case: in default mode the child aborts with the exact message; with
  * SLOTMALLOC_ABORT_ON_ERROR=0 it prints the message, goes on, and every other
  * live object is intact. */
-#define MISUSE_TESTS(NAME)                                                  \
+#define MISUSE_TESTS(NAME)                                                       \
   Test(misuse_abort, NAME, .timeout = 90) { expect_abort(#NAME, MODE_DEFAULT); } \
   Test(misuse_report, NAME, .timeout = 90) { expect_report(#NAME); }
 

@@ -103,9 +103,7 @@ static int thread_exit(void *arg) {
  * least 100; past that 4 s at most) of 4 inner threads meeting at a barrier,
  * two allocating before it and two after, each checking and freeing its
  * object and exiting. */
-Test(peers, glibc_malloc_thread_exit, .timeout = 120) {
-  WD_RUN("glibc_malloc_thread_exit", 20, thread_exit, NULL);
-}
+Test(peers, glibc_malloc_thread_exit, .timeout = 120) { WD_RUN("glibc_malloc_thread_exit", 20, thread_exit, NULL); }
 
 /* ==== glibc tst-malloc-too-large ================================================== */
 typedef struct {
@@ -115,11 +113,11 @@ typedef struct {
 
 static tl_t *tl;
 
-#define TL_CHECK(cond, ...)                                           \
-  do {                                                                \
-    if (!(cond)) {                                                    \
+#define TL_CHECK(cond, ...)                                                        \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
       if (tl->failures++ == 0) snprintf(tl->first, sizeof tl->first, __VA_ARGS__); \
-    }                                                                 \
+    }                                                                              \
   } while (0)
 
 /* A small successful malloc/free first: a freshly freed block is what an
@@ -285,7 +283,8 @@ static int posix_memalign_case(void *arg) {
   size_t page = (size_t)getpagesize();
   void *p = NULL;
   int rc = posix_memalign(&p, sizeof(void *), tu_hide(SIZE_MAX));
-  if (rc != ENOMEM || p) return wd_fail("posix_memalign(&p, 8, SIZE_MAX): %d, p %p (want ENOMEM, p untouched)", rc, p);
+  if (rc != ENOMEM || p)
+    return wd_fail("posix_memalign(&p, 8, SIZE_MAX): %d, p %p (want ENOMEM, p untouched)", rc, p);
   rc = posix_memalign(&p, page, tu_hide(-page));
   if (rc != ENOMEM || p) return wd_fail("posix_memalign(&p, page, -page): %d, p %p (want ENOMEM)", rc, p);
   rc = posix_memalign(&p, tu_hide(SIZE_MAX), page);

@@ -96,10 +96,9 @@ static void cleanup_tmpdirs(void) {
 }
 
 /* Runs argv with env vars `set` added, plain (no LD_PRELOAD) or preloaded. */
-static void run_one(char *const argv[], const char *const *set, int preload, const char *cwd,
-                    const char *stdin_path, tu_proc_t *r) {
-  const char *unset[] = {"LD_PRELOAD", "SLOTMALLOC_STATS", "SLOTMALLOC_VERBOSE", "SLOTMALLOC_ABORT_ON_ERROR",
-                         NULL};
+static void run_one(char *const argv[], const char *const *set, int preload, const char *cwd, const char *stdin_path,
+                    tu_proc_t *r) {
+  const char *unset[] = {"LD_PRELOAD", "SLOTMALLOC_STATS", "SLOTMALLOC_VERBOSE", "SLOTMALLOC_ABORT_ON_ERROR", NULL};
   const char *all[16];
   int n = 0;
   for (; set && set[n] && n < 14; n++) all[n] = set[n];
@@ -120,15 +119,14 @@ static void compare_runs(const char *what, char *const argv[], const char *const
   tu_proc_t plain, pre;
   run_one(argv, set, 0, cwd_a, stdin_path, &plain);
   cr_assert(!plain.timed_out && WIFEXITED(plain.status) && WEXITSTATUS(plain.status) == 0,
-            "%s without slotmalloc failed (%s): the test itself is broken. stderr:\n%s", what,
-            tu_status_str(&plain), plain.err);
+            "%s without slotmalloc failed (%s): the test itself is broken. stderr:\n%s", what, tu_status_str(&plain),
+            plain.err);
   cr_assert_geq(plain.out_len, min_out, "%s printed only %zu bytes: workload too small?\n%s", what, plain.out_len,
                 plain.out);
   run_one(argv, set, 1, cwd_b, stdin_path, &pre);
   cr_assert(!pre.timed_out, "%s under LD_PRELOAD hung (killed after %.0f s)", what, RUN_TIMEOUT);
   cr_assert(WIFEXITED(pre.status) && WEXITSTATUS(pre.status) == 0,
-            "%s under LD_PRELOAD=libslotmalloc.so failed (%s). stderr:\n%.4000s", what, tu_status_str(&pre),
-            pre.err);
+            "%s under LD_PRELOAD=libslotmalloc.so failed (%s). stderr:\n%.4000s", what, tu_status_str(&pre), pre.err);
   if (pre.out_len != plain.out_len || memcmp(pre.out, plain.out, plain.out_len) != 0) {
     size_t i = 0;
     while (i < pre.out_len && i < plain.out_len && pre.out[i] == plain.out[i]) i++;
@@ -288,16 +286,17 @@ static char *gen_c_source(size_t *len) {
                         "#include <stddef.h>\n#include <string.h>\n"
                         "struct node { struct node *next; long key; double w[4]; };\n");
   for (int f = 0; f < 120; f++)
-    n += (size_t)snprintf(s + n, cap - n,
-                          "double f%d(const double *a, const double *b, size_t n) {\n"
-                          "  double acc = %d.5;\n"
-                          "  for (size_t i = 0; i < n; i++) acc += a[i] * b[(i * %d) %% n] + (double)(i ^ %d);\n"
-                          "  return acc;\n}\n"
-                          "long g%d(struct node *p, long k) {\n"
-                          "  long s = 0;\n"
-                          "  for (; p; p = p->next) if (p->key %% %d == k) s += p->key * %d; else s ^= (long)p->w[%d];\n"
-                          "  return s;\n}\n",
-                          f, f, f % 7 + 1, f * 3, f, f % 5 + 2, f + 1, f % 4);
+    n += (size_t)snprintf(
+        s + n, cap - n,
+        "double f%d(const double *a, const double *b, size_t n) {\n"
+        "  double acc = %d.5;\n"
+        "  for (size_t i = 0; i < n; i++) acc += a[i] * b[(i * %d) %% n] + (double)(i ^ %d);\n"
+        "  return acc;\n}\n"
+        "long g%d(struct node *p, long k) {\n"
+        "  long s = 0;\n"
+        "  for (; p; p = p->next) if (p->key %% %d == k) s += p->key * %d; else s ^= (long)p->w[%d];\n"
+        "  return s;\n}\n",
+        f, f, f % 7 + 1, f * 3, f, f % 5 + 2, f + 1, f % 4);
   n += (size_t)snprintf(s + n, cap - n, "int dispatch(int op, int x) {\n  switch (op) {\n");
   for (int c = 0; c < 300; c++)
     n += (size_t)snprintf(s + n, cap - n, "  case %d: return x * %d + %d;\n", c * 7, c + 3, c % 11);
@@ -359,7 +358,8 @@ static void check_stats_block(const char *what, char *const argv[]) {
             tu_status_str(&pre), pre.err);
   cr_assert_null(strstr(plain.err, "slotmalloc stats"), "%s printed slotmalloc stats without the preload", what);
   int found = strncmp(pre.err, "slotmalloc stats", 16) == 0 || strstr(pre.err, "\nslotmalloc stats") != NULL;
-  cr_assert(found, "%s with LD_PRELOAD and SLOTMALLOC_STATS=1: no line starting \"slotmalloc stats\" on stderr:\n%.2000s",
+  cr_assert(found,
+            "%s with LD_PRELOAD and SLOTMALLOC_STATS=1: no line starting \"slotmalloc stats\" on stderr:\n%.2000s",
             what, pre.err);
   cr_assert_eq(plain.out_len, pre.out_len, "%s: stdout differs", what);
   tu_proc_free(&plain);
@@ -380,8 +380,10 @@ Test(preload, stats_prove_preload, .timeout = 120) {
   }
   const char *sq = find_prog("sqlite3");
   if (sq) {
-    char *a3[] = {(char *)sq, ":memory:", "select count(*) from (with recursive c(x) as (select 1 union all "
-                                          "select x+1 from c where x<1000) select x from c);", NULL};
+    char *a3[] = {(char *)sq, ":memory:",
+                  "select count(*) from (with recursive c(x) as (select 1 union all "
+                  "select x+1 from c where x<1000) select x from c);",
+                  NULL};
     check_stats_block("sqlite3", a3);
   }
 }
@@ -402,8 +404,7 @@ Test(preload, verbose_levels, .timeout = 120) {
   cr_assert_null(strstr(opt + 1, "slotmalloc: options"), "the options line was printed twice");
   cr_assert_not_null(strstr(one.err, "slotmalloc stats (process)"), "no statistics at exit:\n%.2000s", one.err);
   cr_assert_null(strstr(one.err, "new segment"), "level 1 reported segments");
-  cr_assert_not_null(strstr(two.err, "slotmalloc: new segment 0x"), "level 2 reported no segment:\n%.2000s",
-                     two.err);
+  cr_assert_not_null(strstr(two.err, "slotmalloc: new segment 0x"), "level 2 reported no segment:\n%.2000s", two.err);
   tu_proc_free(&one);
   tu_proc_free(&two);
 }
@@ -423,8 +424,8 @@ Test(preload, static_prog_uses_slotmalloc, .timeout = 120) {
             tu_status_str(&plain), plain.err);
   cr_assert_not_null(strstr(plain.out, "static_prog: ok"));
   cr_assert_null(strstr(plain.err, "slotmalloc stats"), "stats printed without SLOTMALLOC_STATS");
-  cr_assert(WIFEXITED(with.status) && WEXITSTATUS(with.status) == 0, "static_prog with SLOTMALLOC_STATS=1 failed (%s)",
-            tu_status_str(&with));
+  cr_assert(WIFEXITED(with.status) && WEXITSTATUS(with.status) == 0,
+            "static_prog with SLOTMALLOC_STATS=1 failed (%s)", tu_status_str(&with));
   int found = strncmp(with.err, "slotmalloc stats", 16) == 0 || strstr(with.err, "\nslotmalloc stats") != NULL;
   cr_assert(found, "static_prog with SLOTMALLOC_STATS=1: no line starting \"slotmalloc stats\" on stderr:\n%.2000s",
             with.err);

@@ -88,9 +88,9 @@ typedef struct {
   _Atomic(obj_t *) xfer[XFER]; /* objects in transit between threads */
   obj_t *keep[KEEP];           /* made before the threads start, never changed */
   atomic_int stop;
-  int max_forks;     /* per fork thread */
-  int min_forks;     /* per fork thread, whatever the time */
-  double until;      /* the fork loops stop here (past min_forks) */
+  int max_forks; /* per fork thread */
+  int min_forks; /* per fork thread, whatever the time */
+  double until;  /* the fork loops stop here (past min_forks) */
 } storm_t;
 
 static uint64_t keep_seed(int i) { return 0x5eed0000ULL + (uint64_t)i; }
@@ -209,7 +209,8 @@ static int fork_storm(void *arg) {
   s.max_forks = 1000;
   s.min_forks = 50;
   s.until = tu_now() + 8;
-  wd_phase("fork storm: counter 0 = children checked, 1 = us in fork(), 2 = allocations, 3 = us waiting for children");
+  wd_phase(
+      "fork storm: counter 0 = children checked, 1 = us in fork(), 2 = allocations, 3 = us waiting for children");
   pthread_t a[STORM_ALLOCATORS], f[STORM_FORKERS];
   for (int i = 0; i < STORM_ALLOCATORS; i++)
     if (pthread_create(&a[i], NULL, storm_allocator, &s) != 0) return wd_fail("pthread_create failed");
@@ -232,7 +233,8 @@ static int fork_storm(void *arg) {
     if (bad) return wd_fail("fork_storm: after the forks, in the parent: %s", bad);
     free(o);
   }
-  fprintf(stderr, "fork_storm: %ld children checked, %ld allocations, fork us %ld, wait us %ld\n", wd_get(0), wd_get(2), wd_get(1), wd_get(3));
+  fprintf(stderr, "fork_storm: %ld children checked, %ld allocations, fork us %ld, wait us %ld\n", wd_get(0),
+          wd_get(2), wd_get(1), wd_get(3));
   return 0;
 }
 
@@ -411,12 +413,12 @@ Test(stress, fork_while_stdio, .timeout = 120) {
 
 /* ==== 3. fork from a signal handler ================================================ */
 typedef struct {
-  atomic_int armed;   /* set by the main loop: the sender may send one signal */
+  atomic_int armed; /* set by the main loop: the sender may send one signal */
   atomic_int quit;
 } sigshare_t;
 
 static sigshare_t *sig_sh;
-static volatile sig_atomic_t in_alloc;       /* the main loop is inside free + malloc */
+static volatile sig_atomic_t in_alloc; /* the main loop is inside free + malloc */
 static volatile sig_atomic_t handled, handled_in_alloc, handler_error;
 static volatile int handler_status;
 
@@ -586,8 +588,9 @@ static int thread_exit_churn(void *arg) {
     wd_count(0, TE_AT_ONCE);
     for (int i = 0; i < TE_AT_ONCE; i++) {
       te_arg_t *a = &args[cur][i];
-      if (a->fail == 1) return wd_fail("thread_exit_churn: thread %d found an object of exited thread %d clobbered",
-                                       a->id, a->id - TE_AT_ONCE + 1);
+      if (a->fail == 1)
+        return wd_fail("thread_exit_churn: thread %d found an object of exited thread %d clobbered", a->id,
+                       a->id - TE_AT_ONCE + 1);
       if (a->fail == 2) return wd_fail("thread_exit_churn: thread %d: allocation failed", a->id);
     }
     /* the main thread frees the other half of the previous batch's objects */
@@ -601,7 +604,8 @@ static int thread_exit_churn(void *arg) {
     for (int i = 0; i < TE_AT_ONCE; i++) memcpy(prev[i], args[cur][i].give, sizeof prev[i]);
     cur ^= 1;
     if (base + TE_AT_ONCE == TE_WARM) rss_warm = tu_rss_bytes();
-    if (tu_rss_bytes() > ((size_t)2 << 30)) return wd_fail("thread_exit_churn: RSS passed 2 GiB after %d threads", base);
+    if (tu_rss_bytes() > ((size_t)2 << 30))
+      return wd_fail("thread_exit_churn: RSS passed 2 GiB after %d threads", base);
   }
   for (int i = 0; i < TE_AT_ONCE; i++)
     for (int k = 0; k < TE_OBJS; k++) free(prev[i][k]);
@@ -649,8 +653,8 @@ static int fill_until_null(size_t size, int zeroed, link_t **head, size_t *n, co
     link_t *l = zeroed ? calloc(1, size) : malloc(size);
     if (!l) {
       if (errno != ENOMEM)
-        return wd_fail("%s: allocation %zu of %zu bytes gave NULL with errno %d (%s), not ENOMEM", what, count,
-                       size, errno, strerror(errno));
+        return wd_fail("%s: allocation %zu of %zu bytes gave NULL with errno %d (%s), not ENOMEM", what, count, size,
+                       errno, strerror(errno));
       break;
     }
     if (zeroed) {
@@ -695,8 +699,10 @@ static int oom_malloc(void *arg) {
       link_t *h = NULL;
       size_t n = 0;
       if (fill_until_null(sizes[s], 0, &h, &n, "oom_malloc")) return 1;
-      if (n == 0) return wd_fail("oom_malloc: round %d: not one malloc(%zu) succeeded after everything before was "
-                                 "freed", round, sizes[s]);
+      if (n == 0)
+        return wd_fail("oom_malloc: round %d: not one malloc(%zu) succeeded after everything before was "
+                       "freed",
+                       round, sizes[s]);
       /* out of memory, and the process goes on: small requests may fail too, but must say so */
       errno = 0;
       void *p = malloc(16);
@@ -733,15 +739,15 @@ static int oom_realloc(void *arg) {
         if (errno != ENOMEM) return wd_fail("oom_realloc: realloc to %zu gave NULL with errno %d", grow, errno);
         size_t off = tu_check(p, size, seed);
         if (off != SIZE_MAX)
-          return wd_fail("oom_realloc: a failed realloc (%zu -> %zu bytes) changed the old block at offset %zu",
-                         size, grow, off);
+          return wd_fail("oom_realloc: a failed realloc (%zu -> %zu bytes) changed the old block at offset %zu", size,
+                         grow, off);
         break;
       }
       size_t off = tu_check(q, size, seed);
       if (off != SIZE_MAX)
         return wd_fail("oom_realloc: realloc %zu -> %zu bytes lost the contents at offset %zu", size, grow, off);
       tu_fill(q + size, grow - size, seed ^ grow); /* the new part */
-      tu_fill(q, grow, seed);                        /* and all of it, for the next check */
+      tu_fill(q, grow, seed);                      /* and all of it, for the next check */
       p = q;
       size = grow;
       if (size > OOM_CAP) return wd_fail("oom_realloc: realloc grew to %zu bytes under RLIMIT_AS", size);
@@ -780,7 +786,8 @@ static int oom_calloc(void *arg) {
     }
   /* overflow: ENOMEM, whatever the limit */
   errno = 0;
-  if (calloc(tu_hide(SIZE_MAX / 2), 3) != NULL || errno != ENOMEM) return wd_fail("oom_calloc: calloc overflow not ENOMEM");
+  if (calloc(tu_hide(SIZE_MAX / 2), 3) != NULL || errno != ENOMEM)
+    return wd_fail("oom_calloc: calloc overflow not ENOMEM");
   return 0;
 }
 
@@ -823,8 +830,14 @@ static int small_fill_then_larger(int trim) {
                    trim ? " and malloc_trim(0)" : "", failed);
   return 0;
 }
-static int small_fill_no_trim(void *arg) { (void)arg; return small_fill_then_larger(0); }
-static int small_fill_trim(void *arg) { (void)arg; return small_fill_then_larger(1); }
+static int small_fill_no_trim(void *arg) {
+  (void)arg;
+  return small_fill_then_larger(0);
+}
+static int small_fill_trim(void *arg) {
+  (void)arg;
+  return small_fill_then_larger(1);
+}
 
 /* Bug 6: after 64-byte objects filled memory up to RLIMIT_AS and were all
  * freed, malloc(1000), malloc(20000), malloc(100000) and malloc(8 MiB) all
@@ -889,16 +902,20 @@ static int long_churn(void *arg) {
     const char *bad = obj_bad(live[i], seeds[i]);
     if (bad) return wd_fail("long_churn: at the end: %s", bad);
   }
-  fprintf(stderr, "long_churn: RSS before %zu KiB; after %ld operations %zu KiB, %zu KiB trimmed (live %zu KiB); "
-          "after %ld: %zu KiB, %zu KiB trimmed (live %zu KiB)\n", rss_base >> 10, WARM, rss_warm_raw >> 10,
-          rss_warm >> 10, live_warm >> 10, OPS, rss_end_raw >> 10, rss_end >> 10, live_bytes >> 10);
+  fprintf(stderr,
+          "long_churn: RSS before %zu KiB; after %ld operations %zu KiB, %zu KiB trimmed (live %zu KiB); "
+          "after %ld: %zu KiB, %zu KiB trimmed (live %zu KiB)\n",
+          rss_base >> 10, WARM, rss_warm_raw >> 10, rss_warm >> 10, live_warm >> 10, OPS, rss_end_raw >> 10,
+          rss_end >> 10, live_bytes >> 10);
   for (int i = 0; i < LIVE; i++) free(live[i]);
   if (rss_end > rss_warm + rss_warm / 2)
     return wd_fail("long_churn: RSS grows with a constant live set: %zu KiB after %ld operations, %zu KiB after "
-                   "%ld (both after malloc_trim(0)): more than 1.5x", rss_warm >> 10, WARM, rss_end >> 10, OPS);
+                   "%ld (both after malloc_trim(0)): more than 1.5x",
+                   rss_warm >> 10, WARM, rss_end >> 10, OPS);
   if (rss_end_raw > rss_base + 3 * live_bytes + 4 * MiB)
     return wd_fail("long_churn: RSS %zu KiB for %zu KiB live (it was %zu KiB before the test): more than 3x the "
-                   "live bytes + 4 MiB", rss_end_raw >> 10, live_bytes >> 10, rss_base >> 10);
+                   "live bytes + 4 MiB",
+                   rss_end_raw >> 10, live_bytes >> 10, rss_base >> 10);
   return 0;
 }
 

@@ -172,8 +172,8 @@ static void *consumer(void *arg) {
     uint64_t seed = h->seed;
     size_t off = tu_obj_check(h, seed);
     if (off != SIZE_MAX && !a->err[0])
-      snprintf(a->err, sizeof a->err, "consumer %d: object %p (seed %#llx) clobbered at offset %zu", a->id,
-               (void *)h, (unsigned long long)seed, off);
+      snprintf(a->err, sizeof a->err, "consumer %d: object %p (seed %#llx) clobbered at offset %zu", a->id, (void *)h,
+               (unsigned long long)seed, off);
     if (tu_rng_range(&r, 0, 7) == 0) {
       /* realloc of an object another thread allocated */
       size_t keep = h->size;
@@ -222,7 +222,7 @@ Test(threads, producer_consumer_remote_free, .timeout = 180) {
 /* ==== 3. owners exit with live objects; others free them ======================= */
 typedef struct {
   int id, n;
-  void **objs;     /* n objects this owner leaves behind */
+  void **objs; /* n objects this owner leaves behind */
   uint64_t *seeds;
   char err[256];
 } owner_arg_t;
@@ -247,7 +247,7 @@ static void *owner_thread(void *arg) {
     }
   }
   for (int k = 0; k < 64; k++) free(tmp[k]); /* half the churn objects freed here... */
-  return NULL; /* ...and the thread exits with a->n objects live */
+  return NULL;                               /* ...and the thread exits with a->n objects live */
 }
 
 typedef struct {
@@ -311,8 +311,8 @@ Test(threads, exited_owner_objects_freed_no_growth, .timeout = 240) {
     com_end[round] = committed_bytes();
     rss_end[round] = tu_rss_bytes();
   }
-  cr_log_info("committed (live / end) round 2: %zu / %zu, round 10: %zu / %zu", com_live[2], com_end[2],
-              com_live[10], com_end[10]);
+  cr_log_info("committed (live / end) round 2: %zu / %zu, round 10: %zu / %zu", com_live[2], com_end[2], com_live[10],
+              com_end[10]);
   cr_log_info("rss (live / end) round 2: %zu / %zu, round 10: %zu / %zu", rss_live[2], rss_end[2], rss_live[10],
               rss_end[10]);
   cr_assert_gt(com_live[2], 0, "sm_arena_stats(NULL) reports 0 bytes committed with ~20 MiB live");
@@ -395,7 +395,6 @@ static int arena_cycle(tu_rng_t *r) {
   return 0;
 }
 
-
 typedef struct {
   int id, cycles;
   int failed;
@@ -445,8 +444,10 @@ Test(threads, closed_arenas_memory_bounded, .timeout = 240) {
     for (int i = 0; i < T; i++) cr_assert_eq(a[i].failed, 0, "round %d: an arena allocation failed", round);
     com[round] = committed_bytes();
     cr_assert_leq(tu_rss_bytes(), MEM_GUARD, "round %d: RSS passed %zu MiB", round, MEM_GUARD >> 20);
-    cr_assert_leq(com[round], cap, "after %d closed arenas %zu bytes are committed (round 0: %zu): closed arenas' "
-                  "memory is not given back without sm_collect", (round + 1) * T * CYCLES, com[round], com[0]);
+    cr_assert_leq(com[round], cap,
+                  "after %d closed arenas %zu bytes are committed (round 0: %zu): closed arenas' "
+                  "memory is not given back without sm_collect",
+                  (round + 1) * T * CYCLES, com[round], com[0]);
   }
   cr_log_info("committed after round 2: %zu, after round 10: %zu", com[2], com[10]);
   cr_assert_leq(com[10], 3 * com[2], "committed bytes grow with closed arenas: round 2 %zu, round 10 %zu", com[2],
@@ -503,8 +504,10 @@ Test(threads, exited_thread_objects_survive_collect, .timeout = 180) {
       int bad = 0, first = -1;
       for (int k = 0; k < 64; k++)
         if (tu_obj_check(a[i].keep[k], keep_seed(i, k)) != SIZE_MAX && bad++ == 0) first = k;
-      cr_assert_eq(bad, 0, "round %d: %d of 64 live objects of exited thread %d clobbered (first: #%d at %p, now "
-                   "reads size %llu)", round, bad, i, first, first >= 0 ? a[i].keep[first] : NULL,
+      cr_assert_eq(bad, 0,
+                   "round %d: %d of 64 live objects of exited thread %d clobbered (first: #%d at %p, now "
+                   "reads size %llu)",
+                   round, bad, i, first, first >= 0 ? a[i].keep[first] : NULL,
                    first >= 0 ? (unsigned long long)((tu_obj_t *)a[i].keep[first])->size : 0ULL);
       for (int k = 0; k < 64; k++) free(a[i].keep[k]);
     }
@@ -516,7 +519,7 @@ enum { BG = 4, PERSIST = 64 };
 typedef struct {
   int id;
   atomic_int *stop;
-  int ran_away; /* 1: the thread stopped early because RSS passed MEM_GUARD */
+  int ran_away;           /* 1: the thread stopped early because RSS passed MEM_GUARD */
   void *persist[PERSIST]; /* objects made before the forks, never changed after */
   pthread_barrier_t *ready;
 } bg_arg_t;
@@ -533,10 +536,11 @@ static void *bg_thread(void *arg) {
   while (!atomic_load_explicit(a->stop, memory_order_relaxed)) {
     k = (k + 1) % 128;
     free(tmp[k]);
-    tmp[k] = (k & 3) == 1 ? realloc(malloc(24), rand_size(&r)) : (k & 3) == 2 ? aligned_alloc(256, rand_size(&r))
-                                                                              : malloc(rand_size(&r));
+    tmp[k] = (k & 3) == 1   ? realloc(malloc(24), rand_size(&r))
+             : (k & 3) == 2 ? aligned_alloc(256, rand_size(&r))
+                            : malloc(rand_size(&r));
     if (++it % 64 == 0) {
-      arena_cycle(&r); /* arena locks and dismantling are in flight at fork too */
+      arena_cycle(&r);                  /* arena locks and dismantling are in flight at fork too */
       if (tu_rss_bytes() > MEM_GUARD) { /* never eat the machine, whatever the allocator does */
         a->ran_away = 1;
         break;
@@ -631,15 +635,19 @@ Test(threads, fork_while_threads_allocate, .timeout = 240) {
     tu_waitpid(pid, &st);
     cr_assert(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM), "fork %d: child deadlocked (alarm after 30 s)", f);
     cr_assert(WIFEXITED(st), "fork %d: child killed by signal %d (%s)", f, WTERMSIG(st), strsignal(WTERMSIG(st)));
-    cr_assert_eq(WEXITSTATUS(st), 0, "fork %d: child failed with code %d (10/11: pre-fork object clobbered, "
-                 "12: allocation failed, 13/14: threads in the child failed, 15: arenas failed)", f, WEXITSTATUS(st));
+    cr_assert_eq(WEXITSTATUS(st), 0,
+                 "fork %d: child failed with code %d (10/11: pre-fork object clobbered, "
+                 "12: allocation failed, 13/14: threads in the child failed, 15: arenas failed)",
+                 f, WEXITSTATUS(st));
   }
   /* the parent's objects, while their threads still run */
   for (int b = 0; b < BG; b++)
     for (int i = 0; i < PERSIST; i++) {
       size_t off = tu_obj_check(bg[b].persist[i], persist_seed(b, i));
-      cr_assert_eq(off, SIZE_MAX, "after the forks, object %d (%p) of running parent thread %d is clobbered at "
-                   "offset %zu", i, bg[b].persist[i], b, off);
+      cr_assert_eq(off, SIZE_MAX,
+                   "after the forks, object %d (%p) of running parent thread %d is clobbered at "
+                   "offset %zu",
+                   i, bg[b].persist[i], b, off);
     }
   atomic_store(&stop, 1);
   for (int i = 0; i < BG; i++) pthread_join(t[i], NULL);
@@ -648,15 +656,17 @@ Test(threads, fork_while_threads_allocate, .timeout = 240) {
                  MEM_GUARD >> 20);
   for (int i = 0; i < MINE; i++) {
     size_t off = tu_obj_check(mine[i], persist_seed(-1, i));
-    cr_assert_eq(off, SIZE_MAX, "after the forks, main thread object %d (%p) clobbered at offset %zu", i, mine[i], off);
+    cr_assert_eq(off, SIZE_MAX, "after the forks, main thread object %d (%p) clobbered at offset %zu", i, mine[i],
+                 off);
     free(mine[i]);
   }
   for (int b = 0; b < BG; b++)
     for (int i = 0; i < PERSIST; i++) {
       size_t off = tu_obj_check(bg[b].persist[i], persist_seed(b, i));
-      cr_assert_eq(off, SIZE_MAX, "object %d (%p, now reads %llu bytes) of parent thread %d is clobbered at "
-                   "offset %zu after that thread exited (see exited_thread_objects_survive_collect)", i,
-                   bg[b].persist[i], (unsigned long long)((tu_obj_t *)bg[b].persist[i])->size, b, off);
+      cr_assert_eq(off, SIZE_MAX,
+                   "object %d (%p, now reads %llu bytes) of parent thread %d is clobbered at "
+                   "offset %zu after that thread exited (see exited_thread_objects_survive_collect)",
+                   i, bg[b].persist[i], (unsigned long long)((tu_obj_t *)bg[b].persist[i])->size, b, off);
       free(bg[b].persist[i]);
     }
 }

@@ -53,7 +53,9 @@ static inline void *tu_opaque(void *p) {
 }
 
 /* ---- deterministic PRNG ------------------------------------------------------ */
-typedef struct { uint64_t s; } tu_rng_t;
+typedef struct {
+  uint64_t s;
+} tu_rng_t;
 static inline uint64_t tu_rng_next(tu_rng_t *r) {
   uint64_t x = r->s;
   x ^= x >> 12;
@@ -175,7 +177,8 @@ static inline void tu_arena_drop(sm_arena_t *a) {
 /* waitpid(pid, status, 0), retried after EINTR. */
 static inline pid_t tu_waitpid(pid_t pid, int *status) {
   pid_t rc;
-  while ((rc = waitpid(pid, status, 0)) < 0 && errno == EINTR) {}
+  while ((rc = waitpid(pid, status, 0)) < 0 && errno == EINTR) {
+  }
   return rc;
 }
 
@@ -231,11 +234,11 @@ static inline char **tu_env_make(const char *const *unset, const char *const *se
 
 /* ---- running a program -------------------------------------------------------------- */
 typedef struct {
-  int status;      /* waitpid status (valid when !timed_out) */
-  int timed_out;   /* 1: killed at the deadline */
-  char *out;       /* stdout, NUL-terminated */
+  int status;    /* waitpid status (valid when !timed_out) */
+  int timed_out; /* 1: killed at the deadline */
+  char *out;     /* stdout, NUL-terminated */
   size_t out_len;
-  char *err;       /* stderr, NUL-terminated */
+  char *err; /* stderr, NUL-terminated */
   size_t err_len;
 } tu_proc_t;
 
@@ -267,8 +270,8 @@ static inline double tu_now(void) {
  * stdin from stdin_path (NULL: /dev/null). The child leads its own process group,
  * which is killed whole after timeout_s seconds. Returns 0, or -1 if the fork or
  * the pipes failed (an exec failure shows as exit status 127). */
-static inline int tu_run(char *const argv[], char *const envp[], const char *cwd,
-                         const char *stdin_path, double timeout_s, tu_proc_t *r) {
+static inline int tu_run(char *const argv[], char *const envp[], const char *cwd, const char *stdin_path,
+                         double timeout_s, tu_proc_t *r) {
   memset(r, 0, sizeof *r);
   int po[2], pe[2];
   if (pipe2(po, O_CLOEXEC) != 0) return -1;

@@ -27,7 +27,8 @@
 #define CLS 0 /* 16-byte slots: a small block, thousands of slots */
 
 static void need_checks(void) {
-  if (!smi_check_enabled() || !smi_check_block_at) cr_skip_test("the library is not a debug build (-DSLOTMALLOC_DEBUG=ON)");
+  if (!smi_check_enabled() || !smi_check_block_at)
+    cr_skip_test("the library is not a debug build (-DSLOTMALLOC_DEBUG=ON)");
 }
 
 /* ---- blocks driven the way the allocator drives them -------------------------- */
@@ -415,6 +416,4 @@ Test(check, pool_abandoned_block_contents) {
 }
 
 /* Whatever the build, smi_check_enabled answers (the release build compiles the checks out). */
-Test(check, enabled_answers) {
-  cr_assert_eq(smi_check_enabled(), smi_check_block_at != NULL);
-}
+Test(check, enabled_answers) { cr_assert_eq(smi_check_enabled(), smi_check_block_at != NULL); }

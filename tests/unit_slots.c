@@ -160,9 +160,9 @@ Test(segment, reopen_keeps_epoch_and_retires_wrapped_slots) {
   cr_assert(smi_block_format(b, 1)); /* 32-byte slots */
   cr_assert(smi_block_extend(b));    /* 128 slots handed to the freelist */
   uint32_t epoch = atomic_load(&b->epoch);
-  b->gens[5] = 255;  /* live, about to wrap */
-  b->gens[7] = 13;   /* live */
-  b->gens[9] = 40;   /* free */
+  b->gens[5] = 255; /* live, about to wrap */
+  b->gens[7] = 13;  /* live */
+  b->gens[9] = 40;  /* free */
   size_t fresh_zero = 0;
   for (uint32_t i = 0; i < b->bump; i++) fresh_zero += b->gens[i] == 0;
   cr_assert_eq(smi_gens_close(b->gens, smi_gens_len(b->nslots)), 2);

@@ -74,8 +74,8 @@ static inline long wd_get(int i) { return wd_st ? atomic_load(&wd_st->count[i]) 
 
 static inline int wd_run(const char *name, double timeout_s, int (*fn)(void *), void *arg, char *msg, size_t cap) {
   msg[0] = 0;
-  wd_state_t *st = (wd_state_t *)mmap(NULL, sizeof(wd_state_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                                      -1, 0);
+  wd_state_t *st =
+      (wd_state_t *)mmap(NULL, sizeof(wd_state_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (st == MAP_FAILED) {
     snprintf(msg, cap, "%s: mmap of the watchdog state failed: %s", name, strerror(errno));
     return -1;
@@ -148,11 +148,11 @@ static inline int wd_run(const char *name, double timeout_s, int (*fn)(void *), 
   return rc;
 }
 
-#define WD_RUN(name, timeout_s, fn, arg)                                   \
-  do {                                                                      \
-    char wd_msg_[1600];                                                     \
+#define WD_RUN(name, timeout_s, fn, arg)                                            \
+  do {                                                                              \
+    char wd_msg_[1600];                                                             \
     int wd_rc_ = wd_run((name), (timeout_s), (fn), (arg), wd_msg_, sizeof wd_msg_); \
-    cr_assert_eq(wd_rc_, 0, "%s", wd_msg_);                                 \
+    cr_assert_eq(wd_rc_, 0, "%s", wd_msg_);                                         \
   } while (0)
 
 #endif /* SLOTMALLOC_WATCHDOG_H */

@@ -23,9 +23,15 @@ int main(int argc, char **argv) {
       obj[i] = p;
     }
     if (lifo) {
-      for (size_t i = batch; i-- > 0;) { check += ((char *)obj[i])[0]; free(obj[i]); }
+      for (size_t i = batch; i-- > 0;) {
+        check += ((char *)obj[i])[0];
+        free(obj[i]);
+      }
     } else {
-      for (size_t i = 0; i < batch; i++) { check += ((char *)obj[i])[0]; free(obj[i]); }
+      for (size_t i = 0; i < batch; i++) {
+        check += ((char *)obj[i])[0];
+        free(obj[i]);
+      }
     }
   }
   double t1 = now_sec();

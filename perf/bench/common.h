@@ -38,11 +38,11 @@
 #include <unistd.h>
 
 typedef struct {
-  int threads;     /* -t */
-  double scale;    /* -s */
-  long long n;     /* -n, 0 = use the default times scale */
-  size_t size;     /* -z, 0 = workload default */
-  const char *mode;/* -o, NULL = workload default */
+  int threads;      /* -t */
+  double scale;     /* -s */
+  long long n;      /* -n, 0 = use the default times scale */
+  size_t size;      /* -z, 0 = workload default */
+  const char *mode; /* -o, NULL = workload default */
 } args_t;
 
 static inline void usage_die(const char *prog) {
@@ -55,12 +55,12 @@ static inline args_t parse_args(int argc, char **argv, int default_threads) {
   int c;
   while ((c = getopt(argc, argv, "t:s:n:z:o:h")) != -1) {
     switch (c) {
-    case 't': a.threads = atoi(optarg); break;
-    case 's': a.scale = atof(optarg); break;
-    case 'n': a.n = atoll(optarg); break;
-    case 'z': a.size = (size_t)atoll(optarg); break;
-    case 'o': a.mode = optarg; break;
-    default: usage_die(argv[0]);
+      case 't': a.threads = atoi(optarg); break;
+      case 's': a.scale = atof(optarg); break;
+      case 'n': a.n = atoll(optarg); break;
+      case 'z': a.size = (size_t)atoll(optarg); break;
+      case 'o': a.mode = optarg; break;
+      default: usage_die(argv[0]);
     }
   }
   if (a.threads < 1) a.threads = 1;
@@ -110,7 +110,9 @@ static inline uint64_t splitmix64(uint64_t *s) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
-typedef struct { uint64_t s; } rng_t;
+typedef struct {
+  uint64_t s;
+} rng_t;
 static inline rng_t rng_seed(uint64_t seed) {
   rng_t r;
   r.s = splitmix64(&seed) | 1;
@@ -118,7 +120,9 @@ static inline rng_t rng_seed(uint64_t seed) {
 }
 static inline uint64_t rng_next(rng_t *r) {
   uint64_t x = r->s;
-  x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
   r->s = x;
   return x * 0x2545F4914F6CDD1Dull;
 }
@@ -134,13 +138,15 @@ static inline uint64_t rng_below(rng_t *r, uint64_t n) { return (rng_next(r) >> 
  * timed loop). */
 #define SIZE_TABLE_BITS 16
 #define SIZE_TABLE_LEN (1u << SIZE_TABLE_BITS)
-typedef struct { uint32_t s[SIZE_TABLE_LEN]; } size_table_t;
+typedef struct {
+  uint32_t s[SIZE_TABLE_LEN];
+} size_table_t;
 
 static inline void size_table_heavy(size_table_t *t, uint64_t seed) {
   rng_t r = rng_seed(seed);
   for (unsigned i = 0; i < SIZE_TABLE_LEN; i++) {
     double u = (double)(rng_next(&r) >> 11) * 0x1.0p-53; /* [0, 1) */
-    double s = 16.0 / (1.0 - u * (1.0 - 1.0 / 16384.0));  /* 16 .. 256 KiB */
+    double s = 16.0 / (1.0 - u * (1.0 - 1.0 / 16384.0)); /* 16 .. 256 KiB */
     uint32_t z = (uint32_t)s;
     z -= (uint32_t)(rng_next(&r) & 7);
     t->s[i] = z < 1 ? 1 : z;
@@ -182,11 +188,10 @@ static inline const char *malloc_origin(void) {
   return slash ? slash + 1 : f;
 }
 
-static inline void report(const char *name, const args_t *a, unsigned long long ops, double seconds,
-                   uint64_t check, const char *extra) {
-  printf("workload=%s threads=%d ops=%llu seconds=%.6f malloc=%s check=%llx%s%s\n", name, a->threads,
-         ops, seconds, malloc_origin(), (unsigned long long)check, extra && *extra ? " " : "",
-         extra ? extra : "");
+static inline void report(const char *name, const args_t *a, unsigned long long ops, double seconds, uint64_t check,
+                          const char *extra) {
+  printf("workload=%s threads=%d ops=%llu seconds=%.6f malloc=%s check=%llx%s%s\n", name, a->threads, ops, seconds,
+         malloc_origin(), (unsigned long long)check, extra && *extra ? " " : "", extra ? extra : "");
   fflush(stdout);
 }
 

@@ -28,7 +28,9 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < count; i++) order[i] = (uint32_t)i;
     for (size_t i = count - 1; i > 0; i--) {
       size_t j = rng_below(&r, i + 1);
-      uint32_t t = order[i]; order[i] = order[j]; order[j] = t;
+      uint32_t t = order[i];
+      order[i] = order[j];
+      order[j] = t;
     }
   }
   uint64_t sum_h = 0, sum_p = 0;
@@ -40,21 +42,36 @@ int main(int argc, char **argv) {
   for (int round = 0; round < rounds; round++) {
     double t0 = cpu_sec();
     if (hot) {
-      for (long long i = 0; i < per_round; i++) { sum_h += *(uint64_t *)sm_deref(h[i & 7]); barrier(); }
+      for (long long i = 0; i < per_round; i++) {
+        sum_h += *(uint64_t *)sm_deref(h[i & 7]);
+        barrier();
+      }
     } else {
-      for (long long i = 0; i < per_round; i++) { sum_h += *(uint64_t *)sm_deref(h[order[i]]); barrier(); }
+      for (long long i = 0; i < per_round; i++) {
+        sum_h += *(uint64_t *)sm_deref(h[order[i]]);
+        barrier();
+      }
     }
     double t1 = cpu_sec();
     if (hot) {
-      for (long long i = 0; i < per_round; i++) { sum_p += *p[i & 7]; barrier(); }
+      for (long long i = 0; i < per_round; i++) {
+        sum_p += *p[i & 7];
+        barrier();
+      }
     } else {
-      for (long long i = 0; i < per_round; i++) { sum_p += *p[order[i]]; barrier(); }
+      for (long long i = 0; i < per_round; i++) {
+        sum_p += *p[order[i]];
+        barrier();
+      }
     }
     double t2 = cpu_sec();
     th += t1 - t0;
     tp += t2 - t1;
   }
-  if (sum_h != sum_p) { fprintf(stderr, "deref: sums differ (%llu vs %llu)\n", (unsigned long long)sum_h, (unsigned long long)sum_p); return 1; }
+  if (sum_h != sum_p) {
+    fprintf(stderr, "deref: sums differ (%llu vs %llu)\n", (unsigned long long)sum_h, (unsigned long long)sum_p);
+    return 1;
+  }
   long long done = per_round * rounds;
   for (size_t i = 0; i < count; i++)
     if (sm_hfree(h[i]) != 0) die("sm_hfree");

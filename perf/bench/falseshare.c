@@ -4,7 +4,7 @@
 /* An allocator that gives a thread back memory that shares a cache line with
  * another thread's objects makes every write below a cache-line transfer. */
 typedef struct {
-  char *first;    /* allocated by the main thread, freed by this one */
+  char *first; /* allocated by the main thread, freed by this one */
   long long rounds;
   long long writes;
   size_t size;

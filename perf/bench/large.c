@@ -13,7 +13,10 @@ int main(int argc, char **argv) {
   double t0 = now_sec();
   for (long long s = 0; s < steps; s++) {
     size_t i = rng_below(&r, live);
-    if (slot[i]) { check += (unsigned char)slot[i][0]; free(slot[i]); }
+    if (slot[i]) {
+      check += (unsigned char)slot[i][0];
+      free(slot[i]);
+    }
     size_t base = (size_t)1 << (20 + rng_below(&r, 5)); /* 1, 2, 4, 8 or 16 MiB */
     size_t n = base + rng_below(&r, base);              /* up to twice that */
     char *p = malloc(n);

@@ -36,10 +36,16 @@ int main(int argc, char **argv) {
     return 2;
   }
   FILE *out = fopen(argv[1], "w");
-  if (!out) { perror(argv[1]); return 2; }
+  if (!out) {
+    perror(argv[1]);
+    return 2;
+  }
   double t0 = now();
   pid_t pid = fork();
-  if (pid < 0) { perror("fork"); return 2; }
+  if (pid < 0) {
+    perror("fork");
+    return 2;
+  }
   if (pid == 0) {
     fclose(out);
     execvp(argv[2], argv + 2);
@@ -48,7 +54,8 @@ int main(int argc, char **argv) {
   }
   int status = 0;
   struct rusage ru;
-  while (wait4(pid, &status, 0, &ru) < 0) {}
+  while (wait4(pid, &status, 0, &ru) < 0) {
+  }
   double t1 = now();
   fprintf(out, "wall=%.9f maxrss_kib=%ld user=%.6f sys=%.6f wstatus=%d\n", t1 - t0, ru.ru_maxrss, tv(ru.ru_utime),
           tv(ru.ru_stime), status);

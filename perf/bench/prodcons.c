@@ -16,7 +16,10 @@ typedef struct {
 
 static inline void spin(unsigned *k) {
   if (++*k < 64) __builtin_ia32_pause();
-  else { *k = 0; sched_yield(); }
+  else {
+    *k = 0;
+    sched_yield();
+  }
 }
 
 /* Indices are published in batches of BATCH, so that the ring's own cache
@@ -40,8 +43,7 @@ static void *producer(void *arg) {
     }
     q->slot[tail & (RING - 1)] = p;
     tail++;
-    if ((tail & (BATCH - 1)) == 0 || i + 1 == q->count)
-      atomic_store_explicit(&q->tail, tail, memory_order_release);
+    if ((tail & (BATCH - 1)) == 0 || i + 1 == q->count) atomic_store_explicit(&q->tail, tail, memory_order_release);
   }
   return NULL;
 }
@@ -58,8 +60,7 @@ static void *consumer(void *arg) {
     }
     char *p = q->slot[head & (RING - 1)];
     head++;
-    if ((head & (BATCH - 1)) == 0 || i + 1 == q->count)
-      atomic_store_explicit(&q->head, head, memory_order_release);
+    if ((head & (BATCH - 1)) == 0 || i + 1 == q->count) atomic_store_explicit(&q->head, head, memory_order_release);
     check += (unsigned char)p[0];
     free(p);
   }

@@ -66,7 +66,12 @@ static void *worker(void *arg) {
   }
   pthread_barrier_wait(&done_sending);
   void *p = atomic_exchange_explicit(&w->top, NULL, memory_order_acquire);
-  while (p) { void *next = *(void **)p; free(p); w->received++; p = next; }
+  while (p) {
+    void *next = *(void **)p;
+    free(p);
+    w->received++;
+    p = next;
+  }
   for (size_t i = 0; i < w->live; i++) free(slot[i]);
   free(slot);
   w->check = check;
@@ -96,8 +101,15 @@ int main(int argc, char **argv) {
   double t1 = now_sec();
   uint64_t check = 0;
   unsigned long long sent = 0, received = 0;
-  for (int i = 0; i < nworkers; i++) { check += workers[i].check; sent += workers[i].sent; received += workers[i].received; }
-  if (sent != received) { fprintf(stderr, "server: sent %llu received %llu\n", sent, received); return 1; }
+  for (int i = 0; i < nworkers; i++) {
+    check += workers[i].check;
+    sent += workers[i].sent;
+    received += workers[i].received;
+  }
+  if (sent != received) {
+    fprintf(stderr, "server: sent %llu received %llu\n", sent, received);
+    return 1;
+  }
   char extra[64];
   snprintf(extra, sizeof extra, "live=%zu handed=%llu", live, sent);
   report("server", &a, (unsigned long long)(steps * nworkers), t1 - t0, check, extra);

@@ -4,7 +4,7 @@
 #define PER_THREAD 2000
 
 typedef struct {
-  void **keep;   /* this thread's share of the survivors: freed and refilled */
+  void **keep; /* this thread's share of the survivors: freed and refilled */
   const size_table_t *sizes;
   uint64_t seed, check;
 } job_t;
@@ -24,7 +24,10 @@ static void *worker(void *arg) {
     void *p = malloc(n);
     if (!p) die("malloc");
     touch(p, n);
-    if (j->keep[i]) { check += *(unsigned char *)j->keep[i]; free(j->keep[i]); }
+    if (j->keep[i]) {
+      check += *(unsigned char *)j->keep[i];
+      free(j->keep[i]);
+    }
     j->keep[i] = p;
   }
   for (int i = 0; i < PER_THREAD / 2; i++) free(mine[i]);

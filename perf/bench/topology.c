@@ -21,9 +21,8 @@ int main(void) {
   }
   printf("%d package(s), %d NUMA node(s), %d core(s), %d hardware thread(s); L1d %llu KiB, L2 %llu KiB, "
          "L3 %llu KiB\n",
-         count(t, HWLOC_OBJ_PACKAGE), count(t, HWLOC_OBJ_NUMANODE), count(t, HWLOC_OBJ_CORE),
-         count(t, HWLOC_OBJ_PU), cache_kib(t, HWLOC_OBJ_L1CACHE), cache_kib(t, HWLOC_OBJ_L2CACHE),
-         cache_kib(t, HWLOC_OBJ_L3CACHE));
+         count(t, HWLOC_OBJ_PACKAGE), count(t, HWLOC_OBJ_NUMANODE), count(t, HWLOC_OBJ_CORE), count(t, HWLOC_OBJ_PU),
+         cache_kib(t, HWLOC_OBJ_L1CACHE), cache_kib(t, HWLOC_OBJ_L2CACHE), cache_kib(t, HWLOC_OBJ_L3CACHE));
   hwloc_topology_destroy(t);
   return 0;
 }

@@ -57,11 +57,11 @@ void fz_free_aligned_sized(void *, size_t, size_t);
 
 /* ---- failure ------------------------------------------------------------------ */
 
-static unsigned long long op_total;   /* operations executed, all inputs */
-static unsigned long op_index;        /* operation number in this input */
-static char op_desc[200];             /* what the current operation is */
-static int saved_stderr = -1;         /* while stderr is captured */
-static bool trace;                    /* FUZZ_TRACE=1: print every operation */
+static unsigned long long op_total; /* operations executed, all inputs */
+static unsigned long op_index;      /* operation number in this input */
+static char op_desc[200];           /* what the current operation is */
+static int saved_stderr = -1;       /* while stderr is captured */
+static bool trace;                  /* FUZZ_TRACE=1: print every operation */
 
 static void restore_stderr(void);
 
@@ -76,8 +76,8 @@ __attribute__((noreturn, format(printf, 1, 2))) static void fail(const char *fmt
   fflush(stderr);
   abort();
 }
-#define CHECK(cond, ...) \
-  do {                   \
+#define CHECK(cond, ...)            \
+  do {                              \
     if (!(cond)) fail(__VA_ARGS__); \
   } while (0)
 
@@ -152,11 +152,47 @@ static void expect_reports(const char *text, int min_lines, int max_lines, int k
  * Library calls are described by a call_t and executed by one thread; errno is
  * taken on that thread. Thread 0 is the fuzzer's own thread. */
 enum {
-  F_MALLOC, F_PMALLOC, F_CALLOC, F_PCALLOC, F_REALLOC, F_PREALLOC, F_REALLOCARRAY, F_PREALLOCARRAY,
-  F_FREE, F_PFREE, F_CFREE, F_FREE_SIZED, F_FREE_ASIZED, F_ALIGNED, F_PALIGNED, F_POSIX_MEMALIGN,
-  F_PPOSIX_MEMALIGN, F_MEMALIGN, F_VALLOC, F_PVALLOC, F_ANEW, F_AMALLOC, F_ACALLOC, F_AALIGNED,
-  F_AHALLOC, F_HALLOC, F_CLOSE, F_RETAIN, F_RELEASE, F_PROMOTE, F_STEAL, F_MERGE, F_ENTER,
-  F_SETLIMIT, F_HFREE, F_COLLECT, F_TRIM, F_ROOT, F_FREELIST, F_HFREELIST, F_MALLOCLIST,
+  F_MALLOC,
+  F_PMALLOC,
+  F_CALLOC,
+  F_PCALLOC,
+  F_REALLOC,
+  F_PREALLOC,
+  F_REALLOCARRAY,
+  F_PREALLOCARRAY,
+  F_FREE,
+  F_PFREE,
+  F_CFREE,
+  F_FREE_SIZED,
+  F_FREE_ASIZED,
+  F_ALIGNED,
+  F_PALIGNED,
+  F_POSIX_MEMALIGN,
+  F_PPOSIX_MEMALIGN,
+  F_MEMALIGN,
+  F_VALLOC,
+  F_PVALLOC,
+  F_ANEW,
+  F_AMALLOC,
+  F_ACALLOC,
+  F_AALIGNED,
+  F_AHALLOC,
+  F_HALLOC,
+  F_CLOSE,
+  F_RETAIN,
+  F_RELEASE,
+  F_PROMOTE,
+  F_STEAL,
+  F_MERGE,
+  F_ENTER,
+  F_SETLIMIT,
+  F_HFREE,
+  F_COLLECT,
+  F_TRIM,
+  F_ROOT,
+  F_FREELIST,
+  F_HFREELIST,
+  F_MALLOCLIST,
 };
 
 typedef struct {
@@ -181,58 +217,79 @@ typedef struct {
 static void do_call(call_t *c) {
   errno = 0;
   switch (c->fn) {
-  case F_MALLOC: c->rp = sm_malloc(c->a); break;
-  case F_PMALLOC: c->rp = fz_malloc(c->a); break;
-  case F_CALLOC: c->rp = sm_calloc(c->a, c->b); break;
-  case F_PCALLOC: c->rp = fz_calloc(c->a, c->b); break;
-  case F_REALLOC: c->rp = sm_realloc(c->p, c->a); break;
-  case F_PREALLOC: c->rp = fz_realloc(c->p, c->a); break;
-  case F_REALLOCARRAY: c->rp = sm_reallocarray(c->p, c->a, c->b); break;
-  case F_PREALLOCARRAY: c->rp = fz_reallocarray(c->p, c->a, c->b); break;
-  case F_FREE: errno = 4242; sm_free(c->p); break;
-  case F_PFREE: errno = 4242; fz_free(c->p); break;
-  case F_CFREE: errno = 4242; fz_cfree(c->p); break;
-  case F_FREE_SIZED: errno = 4242; fz_free_sized(c->p, c->a); break;
-  case F_FREE_ASIZED: errno = 4242; fz_free_aligned_sized(c->p, c->b, c->a); break;
-  case F_ALIGNED: c->rp = sm_aligned_alloc(c->b, c->a); break;
-  case F_PALIGNED: c->rp = fz_aligned_alloc(c->b, c->a); break;
-  case F_POSIX_MEMALIGN: c->rp = (void *)0x5a5a; c->ri = sm_posix_memalign(&c->rp, c->b, c->a); break;
-  case F_PPOSIX_MEMALIGN: c->rp = (void *)0x5a5a; c->ri = fz_posix_memalign(&c->rp, c->b, c->a); break;
-  case F_MEMALIGN: c->rp = fz_memalign(c->b, c->a); break;
-  case F_VALLOC: c->rp = fz_valloc(c->a); break;
-  case F_PVALLOC: c->rp = fz_pvalloc(c->a); break;
-  case F_ANEW: c->ra = sm_arena_new(c->ar); break;
-  case F_AMALLOC: c->rp = sm_arena_malloc(c->ar, c->a); break;
-  case F_ACALLOC: c->rp = sm_arena_calloc(c->ar, c->a, c->b); break;
-  case F_AALIGNED: c->rp = sm_arena_aligned_alloc(c->ar, c->b, c->a); break;
-  case F_AHALLOC: c->rh = sm_arena_halloc(c->ar, c->a); break;
-  case F_HALLOC: c->rh = sm_halloc(c->a); break;
-  case F_CLOSE: sm_arena_close(c->ar); break;
-  case F_RETAIN: sm_arena_retain(c->ar); break;
-  case F_RELEASE: sm_arena_release(c->ar); break;
-  case F_PROMOTE: c->rp = sm_arena_promote(c->p); break;
-  case F_STEAL: c->ri = sm_arena_steal(c->ar, c->ar2); break;
-  case F_MERGE: c->ri = sm_arena_merge(c->ar, c->ar2); break;
-  case F_ENTER: c->ra = sm_arena_enter(c->ar); break;
-  case F_SETLIMIT: c->ri = sm_arena_set_limit(c->ar, c->a); break;
-  case F_HFREE: c->ri = sm_hfree(c->h); break;
-  case F_COLLECT: c->a = sm_collect(c->a); break;
-  case F_TRIM: c->ri = fz_malloc_trim(0); break;
-  case F_ROOT: {
-    sm_arena_t *t = sm_arena_new(NULL);
-    c->ra = sm_arena_parent(t);
-    sm_arena_release(t);
-    break;
-  }
-  case F_FREELIST:
-    for (int i = 0; i < c->n; i++) (c->a & 1 ? fz_free : sm_free)(c->list[i]);
-    break;
-  case F_HFREELIST:
-    for (int i = 0; i < c->n; i++) c->results[i] = sm_hfree(c->hlist[i]);
-    break;
-  case F_MALLOCLIST:
-    for (int i = 0; i < c->n; i++) c->list[i] = sm_malloc(c->sizes[i]);
-    break;
+    case F_MALLOC: c->rp = sm_malloc(c->a); break;
+    case F_PMALLOC: c->rp = fz_malloc(c->a); break;
+    case F_CALLOC: c->rp = sm_calloc(c->a, c->b); break;
+    case F_PCALLOC: c->rp = fz_calloc(c->a, c->b); break;
+    case F_REALLOC: c->rp = sm_realloc(c->p, c->a); break;
+    case F_PREALLOC: c->rp = fz_realloc(c->p, c->a); break;
+    case F_REALLOCARRAY: c->rp = sm_reallocarray(c->p, c->a, c->b); break;
+    case F_PREALLOCARRAY: c->rp = fz_reallocarray(c->p, c->a, c->b); break;
+    case F_FREE:
+      errno = 4242;
+      sm_free(c->p);
+      break;
+    case F_PFREE:
+      errno = 4242;
+      fz_free(c->p);
+      break;
+    case F_CFREE:
+      errno = 4242;
+      fz_cfree(c->p);
+      break;
+    case F_FREE_SIZED:
+      errno = 4242;
+      fz_free_sized(c->p, c->a);
+      break;
+    case F_FREE_ASIZED:
+      errno = 4242;
+      fz_free_aligned_sized(c->p, c->b, c->a);
+      break;
+    case F_ALIGNED: c->rp = sm_aligned_alloc(c->b, c->a); break;
+    case F_PALIGNED: c->rp = fz_aligned_alloc(c->b, c->a); break;
+    case F_POSIX_MEMALIGN:
+      c->rp = (void *)0x5a5a;
+      c->ri = sm_posix_memalign(&c->rp, c->b, c->a);
+      break;
+    case F_PPOSIX_MEMALIGN:
+      c->rp = (void *)0x5a5a;
+      c->ri = fz_posix_memalign(&c->rp, c->b, c->a);
+      break;
+    case F_MEMALIGN: c->rp = fz_memalign(c->b, c->a); break;
+    case F_VALLOC: c->rp = fz_valloc(c->a); break;
+    case F_PVALLOC: c->rp = fz_pvalloc(c->a); break;
+    case F_ANEW: c->ra = sm_arena_new(c->ar); break;
+    case F_AMALLOC: c->rp = sm_arena_malloc(c->ar, c->a); break;
+    case F_ACALLOC: c->rp = sm_arena_calloc(c->ar, c->a, c->b); break;
+    case F_AALIGNED: c->rp = sm_arena_aligned_alloc(c->ar, c->b, c->a); break;
+    case F_AHALLOC: c->rh = sm_arena_halloc(c->ar, c->a); break;
+    case F_HALLOC: c->rh = sm_halloc(c->a); break;
+    case F_CLOSE: sm_arena_close(c->ar); break;
+    case F_RETAIN: sm_arena_retain(c->ar); break;
+    case F_RELEASE: sm_arena_release(c->ar); break;
+    case F_PROMOTE: c->rp = sm_arena_promote(c->p); break;
+    case F_STEAL: c->ri = sm_arena_steal(c->ar, c->ar2); break;
+    case F_MERGE: c->ri = sm_arena_merge(c->ar, c->ar2); break;
+    case F_ENTER: c->ra = sm_arena_enter(c->ar); break;
+    case F_SETLIMIT: c->ri = sm_arena_set_limit(c->ar, c->a); break;
+    case F_HFREE: c->ri = sm_hfree(c->h); break;
+    case F_COLLECT: c->a = sm_collect(c->a); break;
+    case F_TRIM: c->ri = fz_malloc_trim(0); break;
+    case F_ROOT: {
+      sm_arena_t *t = sm_arena_new(NULL);
+      c->ra = sm_arena_parent(t);
+      sm_arena_release(t);
+      break;
+    }
+    case F_FREELIST:
+      for (int i = 0; i < c->n; i++) (c->a & 1 ? fz_free : sm_free)(c->list[i]);
+      break;
+    case F_HFREELIST:
+      for (int i = 0; i < c->n; i++) c->results[i] = sm_hfree(c->hlist[i]);
+      break;
+    case F_MALLOCLIST:
+      for (int i = 0; i < c->n; i++) c->list[i] = sm_malloc(c->sizes[i]);
+      break;
   }
   c->err = errno;
 }
@@ -301,10 +358,10 @@ static void call_on(int t, call_t *c) {
 
 /* ---- the model ---------------------------------------------------------------------- */
 
-#define MAXO 320              /* live objects */
-#define MAXA 20               /* user arenas (struct still referenced) */
-#define NSTALE 64             /* stale handles remembered */
-#define FULL_FILL 65536       /* objects up to this size are filled whole */
+#define MAXO 320        /* live objects */
+#define MAXA 20         /* user arenas (struct still referenced) */
+#define NSTALE 64       /* stale handles remembered */
+#define FULL_FILL 65536 /* objects up to this size are filled whole */
 #define LIVE_BUDGET ((size_t)160 << 20)
 #define SWEEP_EVERY 16
 
@@ -314,14 +371,14 @@ typedef struct {
   uint8_t *p;
   size_t req, usable, align;
   uint64_t id;
-  int arena;        /* model arena index */
+  int arena; /* model arena index */
   sm_handle_t h;
 } obj_t;
 
 typedef struct {
   bool used, root;
   sm_arena_t *a;
-  int parent;       /* model index, -1 for none (closed, merged, or a root) */
+  int parent; /* model index, -1 for none (closed, merged, or a root) */
   int refs, state, owner;
   size_t limit;
 } marena_t;
@@ -338,7 +395,7 @@ static int nstale;
 static uint64_t next_id = 1;
 static size_t live_bytes;
 static uint32_t class_edge[96];
-static int nthreads = NT;       /* threads in use by this input */
+static int nthreads = NT; /* threads in use by this input */
 
 static inline uint64_t mix(uint64_t x) {
   x ^= x >> 33;
@@ -381,10 +438,10 @@ static size_t check_range(const uint8_t *p, uint64_t id, size_t lo, size_t hi, b
 typedef void (*region_fn)(uint8_t *p, uint64_t id, size_t lo, size_t hi, void *ctx);
 static void for_regions(size_t req, size_t limit, region_fn fn, uint8_t *p, uint64_t id, void *ctx) {
   if (limit > req) limit = req;
-#define REGION(lo, hi)                                          \
-  do {                                                          \
-    size_t l_ = (lo), h_ = (hi) < limit ? (hi) : limit;         \
-    if (l_ < h_) fn(p, id, l_, h_, ctx);                        \
+#define REGION(lo, hi)                                  \
+  do {                                                  \
+    size_t l_ = (lo), h_ = (hi) < limit ? (hi) : limit; \
+    if (l_ < h_) fn(p, id, l_, h_, ctx);                \
   } while (0)
   if (req <= FULL_FILL) {
     REGION(0, req);
@@ -445,13 +502,13 @@ static void push_stale(sm_handle_t h) {
 static void check_obj(const obj_t *o, const char *what) {
   check_content(o, what);
   size_t us = sm_usable_size(o->p);
-  CHECK(us == o->usable, "%s: sm_usable_size(%p) = %zu, was %zu (requested %zu)", what, (void *)o->p, us,
-        o->usable, o->req);
+  CHECK(us == o->usable, "%s: sm_usable_size(%p) = %zu, was %zu (requested %zu)", what, (void *)o->p, us, o->usable,
+        o->req);
   CHECK(((uintptr_t)o->p & (o->align - 1)) == 0, "%s: object id %llu at %p not %zu-aligned", what,
         (unsigned long long)o->id, (void *)o->p, o->align);
   void *d = sm_deref(o->h);
-  CHECK(d == o->p, "%s: sm_deref(0x%llx) = %p, object id %llu is at %p (size %zu)", what,
-        (unsigned long long)o->h, d, (unsigned long long)o->id, (void *)o->p, o->req);
+  CHECK(d == o->p, "%s: sm_deref(0x%llx) = %p, object id %llu is at %p (size %zu)", what, (unsigned long long)o->h, d,
+        (unsigned long long)o->id, (void *)o->p, o->req);
   sm_handle_t h = sm_handle_of(o->p);
   CHECK(h == o->h, "%s: sm_handle_of(%p) = 0x%llx, expected 0x%llx", what, (void *)o->p, (unsigned long long)h,
         (unsigned long long)o->h);
@@ -470,8 +527,9 @@ static void sweep(const char *what) {
   for (int i = NT; i < NT + MAXA; i++) {
     if (!ar[i].used || ar[i].state != OPEN) continue;
     sm_arena_t *p = sm_arena_parent(ar[i].a);
-    CHECK(ar[i].parent >= 0 && p == ar[ar[i].parent].a, "%s: sm_arena_parent(arena %d) = %p, model says arena %d (%p)",
-          what, i, (void *)p, ar[i].parent, ar[i].parent >= 0 ? (void *)ar[ar[i].parent].a : NULL);
+    CHECK(ar[i].parent >= 0 && p == ar[ar[i].parent].a,
+          "%s: sm_arena_parent(arena %d) = %p, model says arena %d (%p)", what, i, (void *)p, ar[i].parent,
+          ar[i].parent >= 0 ? (void *)ar[ar[i].parent].a : NULL);
   }
 }
 
@@ -494,8 +552,8 @@ static obj_t *add_obj(void *p, size_t req, size_t align, int arena, bool zeroed,
   uintptr_t lo = (uintptr_t)p, hi = lo + (us ? us : 1);
   for (int i = 0; i < nobj; i++) {
     uintptr_t l2 = (uintptr_t)obj[i].p, h2 = l2 + (obj[i].usable ? obj[i].usable : 1);
-    CHECK(hi <= l2 || lo >= h2, "%s: new object %p (usable %zu) overlaps live object id %llu at %p (usable %zu)", what,
-          p, us, (unsigned long long)obj[i].id, (void *)obj[i].p, obj[i].usable);
+    CHECK(hi <= l2 || lo >= h2, "%s: new object %p (usable %zu) overlaps live object id %llu at %p (usable %zu)",
+          what, p, us, (unsigned long long)obj[i].id, (void *)obj[i].p, obj[i].usable);
   }
   CHECK(nobj < MAXO, "model full");
   obj_t *o = &obj[nobj++];
@@ -507,8 +565,8 @@ static obj_t *add_obj(void *p, size_t req, size_t align, int arena, bool zeroed,
   o->arena = arena;
   sm_handle_t hh = sm_handle_of(p);
   CHECK(hh != 0, "%s: sm_handle_of(%p) = 0 for a live object", what, p);
-  CHECK(!h || h == hh, "%s: handle 0x%llx from the allocation, sm_handle_of says 0x%llx", what,
-        (unsigned long long)h, (unsigned long long)hh);
+  CHECK(!h || h == hh, "%s: handle 0x%llx from the allocation, sm_handle_of says 0x%llx", what, (unsigned long long)h,
+        (unsigned long long)hh);
   CHECK(sm_deref(hh) == p, "%s: sm_deref(sm_handle_of(%p)) = %p", what, p, sm_deref(hh));
   o->h = hh;
   sm_arena_t *a = sm_arena_of(p);
@@ -522,8 +580,9 @@ static obj_t *add_obj(void *p, size_t req, size_t align, int arena, bool zeroed,
   live_bytes += us;
   if (ar[arena].limit) {
     size_t sum = arena_bytes(arena);
-    CHECK(sum <= ar[arena].limit, "%s: arena %d capped at %zu bytes now holds %zu (new object %p, size %zu, usable %zu)",
-          what, arena, ar[arena].limit, sum, p, req, us);
+    CHECK(sum <= ar[arena].limit,
+          "%s: arena %d capped at %zu bytes now holds %zu (new object %p, size %zu, usable %zu)", what, arena,
+          ar[arena].limit, sum, p, req, us);
   }
   return o;
 }
@@ -554,26 +613,46 @@ static uint16_t u16(void) { return (uint16_t)(u8() | u8() << 8); }
 static size_t pick_size(void) {
   uint8_t s = u8();
   switch (s % 12) {
-  case 0: case 1: case 2: case 3: case 4: {
-    uint32_t e = class_edge[u8() % 96];
-    return e - 1 + u8() % 3;
-  }
-  case 5: return u8() % 33;
-  case 6: return u16();
-  case 7: return ((size_t)256 << 10) + ((size_t)u16() << 3);
-  case 8: return (((size_t)(u8() % 10) + 1) << 20) + (size_t)(u8() % 3) * 4096 - 1 + u8() % 3;
-  case 9: {
-    static const size_t special[] = {0, 1, 15, 16, 17, 262143, 262144, 262145, (4 << 20) - 65536,
-                                     (4 << 20) - 65535, 4 << 20, (4 << 20) + 1, 65536, 524288, 524289, 4096,
-                                     40 << 20, (33 << 20) + 1}; /* past half the large cache: unmapped when freed */
-    return special[u8() % 18];
-  }
-  case 10: return u8() * 16;
-  default: {
-    static const size_t huge[] = {(size_t)PTRDIFF_MAX + 1, SIZE_MAX, SIZE_MAX - 15, SIZE_MAX - 4095,
-                                  (size_t)1 << 63 | 4096, SIZE_MAX - (1 << 20)};
-    return huge[u8() % 6];
-  }
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+    case 4: {
+      uint32_t e = class_edge[u8() % 96];
+      return e - 1 + u8() % 3;
+    }
+    case 5: return u8() % 33;
+    case 6: return u16();
+    case 7: return ((size_t)256 << 10) + ((size_t)u16() << 3);
+    case 8: return (((size_t)(u8() % 10) + 1) << 20) + (size_t)(u8() % 3) * 4096 - 1 + u8() % 3;
+    case 9: {
+      static const size_t special[] = {0,
+                                       1,
+                                       15,
+                                       16,
+                                       17,
+                                       262143,
+                                       262144,
+                                       262145,
+                                       (4 << 20) - 65536,
+                                       (4 << 20) - 65535,
+                                       4 << 20,
+                                       (4 << 20) + 1,
+                                       65536,
+                                       524288,
+                                       524289,
+                                       4096,
+                                       40 << 20,
+                                       (33 << 20) + 1}; /* past half the large cache: unmapped when freed */
+      return special[u8() % 18];
+    }
+    case 10: return u8() * 16;
+    default: {
+      static const size_t huge[] = {(size_t)PTRDIFF_MAX + 1, SIZE_MAX,
+                                    SIZE_MAX - 15,           SIZE_MAX - 4095,
+                                    (size_t)1 << 63 | 4096,  SIZE_MAX - (1 << 20)};
+      return huge[u8() % 6];
+    }
   }
 }
 #define HUGE(n) ((n) > (size_t)PTRDIFF_MAX)
@@ -582,14 +661,16 @@ static size_t pick_size(void) {
 static size_t pick_align(void) {
   uint8_t s = u8();
   switch (s % 8) {
-  case 0: return (size_t)1 << (u8() % 5);
-  case 1: case 2: case 3: return (size_t)1 << (u8() % 23);   /* up to 4 MiB */
-  case 4: return (size_t)1 << (12 + u8() % 12);              /* 4 KiB .. 8 MiB */
-  case 5: return (size_t)8 << 20;
-  default: {
-    static const size_t bad[] = {0, 3, 24, 48, 96, 4097, 65535, SIZE_MAX, (size_t)1 << 63 | 8, 12};
-    return bad[u8() % 10];
-  }
+    case 0: return (size_t)1 << (u8() % 5);
+    case 1:
+    case 2:
+    case 3: return (size_t)1 << (u8() % 23);      /* up to 4 MiB */
+    case 4: return (size_t)1 << (12 + u8() % 12); /* 4 KiB .. 8 MiB */
+    case 5: return (size_t)8 << 20;
+    default: {
+      static const size_t bad[] = {0, 3, 24, 48, 96, 4097, 65535, SIZE_MAX, (size_t)1 << 63 | 8, 12};
+      return bad[u8() % 10];
+    }
   }
 }
 
@@ -674,7 +755,11 @@ static void op_malloc(int kind) {
   size_t n = pick_size();
   if (!HUGE(n) && (!SANE(n) || live_bytes + n > LIVE_BUDGET)) return;
   int fn = kind == 0 ? F_MALLOC : kind == 1 ? F_PMALLOC : F_HALLOC;
-  snprintf(op_desc, sizeof op_desc, "%s(%zu) on thread %d", fn == F_MALLOC ? "sm_malloc" : fn == F_PMALLOC ? "malloc" : "sm_halloc", n, t);
+  snprintf(op_desc, sizeof op_desc, "%s(%zu) on thread %d",
+           fn == F_MALLOC    ? "sm_malloc"
+           : fn == F_PMALLOC ? "malloc"
+                             : "sm_halloc",
+           n, t);
   call_t c = {.fn = fn, .a = n};
   int arena = eff_arena(t);
   call_on(t, &c);
@@ -688,7 +773,8 @@ static void op_malloc(int kind) {
 
 static void op_calloc(void) {
   int t = pick_thread();
-  static const size_t counts[] = {0, 1, 2, 3, 7, 16, 100, (size_t)1 << 32, SIZE_MAX, SIZE_MAX / 2 + 1, (size_t)1 << 62, 1000};
+  static const size_t counts[] = {
+      0, 1, 2, 3, 7, 16, 100, (size_t)1 << 32, SIZE_MAX, SIZE_MAX / 2 + 1, (size_t)1 << 62, 1000};
   size_t count = counts[u8() % 12], size = pick_size();
   if (u8() & 1) {
     size_t tmp = count;
@@ -711,32 +797,36 @@ static void op_aligned(void) {
   size_t al = pick_align(), n = pick_size();
   uint8_t v = u8() % 7;
   if (!HUGE(n) && (!SANE(n) || live_bytes + n + al > LIVE_BUDGET)) return;
-  static const char *const names[] = {"sm_aligned_alloc", "aligned_alloc", "sm_posix_memalign", "posix_memalign",
-                                      "memalign", "valloc", "pvalloc"};
+  static const char *const names[] = {
+      "sm_aligned_alloc", "aligned_alloc", "sm_posix_memalign", "posix_memalign", "memalign", "valloc", "pvalloc"};
   snprintf(op_desc, sizeof op_desc, "%s(align %zu, size %zu) on thread %d", names[v], al, n, t);
-  static const int fns[] = {F_ALIGNED, F_PALIGNED, F_POSIX_MEMALIGN, F_PPOSIX_MEMALIGN, F_MEMALIGN, F_VALLOC, F_PVALLOC};
+  static const int fns[] = {F_ALIGNED,  F_PALIGNED, F_POSIX_MEMALIGN, F_PPOSIX_MEMALIGN,
+                            F_MEMALIGN, F_VALLOC,   F_PVALLOC};
   call_t c = {.fn = fns[v], .a = n, .b = al};
   int arena = eff_arena(t);
   bool bad = false;
   int want = ENOMEM;
   size_t want_align = al, req = n;
   switch (v) {
-  case 0: case 1:
-    if (!is_pow2(al)) bad = true, want = EINVAL;
-    break;
-  case 2: case 3:
-    if (!is_pow2(al) || al % sizeof(void *)) bad = true, want = EINVAL;
-    break;
-  case 4:
-    if (al > ((size_t)1 << 62)) bad = true, want = EINVAL;
-    else
-      for (want_align = 16; want_align < al; want_align <<= 1) {}
-    break;
-  case 5: want_align = 4096; break;
-  case 6:
-    want_align = 4096;
-    if (!HUGE(n)) req = n ? (n + 4095) & ~(size_t)4095 : 4096;
-    break;
+    case 0:
+    case 1:
+      if (!is_pow2(al)) bad = true, want = EINVAL;
+      break;
+    case 2:
+    case 3:
+      if (!is_pow2(al) || al % sizeof(void *)) bad = true, want = EINVAL;
+      break;
+    case 4:
+      if (al > ((size_t)1 << 62)) bad = true, want = EINVAL;
+      else
+        for (want_align = 16; want_align < al; want_align <<= 1) {
+        }
+      break;
+    case 5: want_align = 4096; break;
+    case 6:
+      want_align = 4096;
+      if (!HUGE(n)) req = n ? (n + 4095) & ~(size_t)4095 : 4096;
+      break;
   }
   if (HUGE(n) && !bad) bad = true, want = ENOMEM;
   if (!bad && want_align > ((size_t)8 << 20)) return;
@@ -757,7 +847,8 @@ static void op_aligned(void) {
     add_obj(c.rp, req, want_align, arena, false, 0, op_desc);
     return;
   }
-  if (alloc_result(&c, c.rp, req, bad, want, arena, op_desc)) add_obj(c.rp, req, want_align, arena, false, 0, op_desc);
+  if (alloc_result(&c, c.rp, req, bad, want, arena, op_desc))
+    add_obj(c.rp, req, want_align, arena, false, 0, op_desc);
 }
 
 static void op_free(void) {
@@ -877,7 +968,8 @@ static void op_arena_new(void) {
   call_on(t, &c);
   int p = parent >= 0 ? parent : t;
   if (ar[p].state != OPEN) {
-    CHECK(c.ra == NULL && c.err == EINVAL, "sm_arena_new under a closed arena gave %p, errno %d", (void *)c.ra, c.err);
+    CHECK(c.ra == NULL && c.err == EINVAL, "sm_arena_new under a closed arena gave %p, errno %d", (void *)c.ra,
+          c.err);
     return;
   }
   CHECK(c.ra != NULL, "sm_arena_new failed (errno %d)", c.err);
@@ -903,7 +995,8 @@ static void op_arena_alloc(void) {
   size_t total;
   bool ovf = __builtin_mul_overflow(count, n, &total) || HUGE(total);
   if (!ovf && (!SANE(total + (v == 2 ? al : 0)) || live_bytes + total > LIVE_BUDGET)) return;
-  static const char *const names[] = {"sm_arena_malloc", "sm_arena_calloc", "sm_arena_aligned_alloc", "sm_arena_halloc"};
+  static const char *const names[] = {"sm_arena_malloc", "sm_arena_calloc", "sm_arena_aligned_alloc",
+                                      "sm_arena_halloc"};
   snprintf(op_desc, sizeof op_desc, "%s(arena %d, %zu x %zu, align %zu) on thread %d", names[v], a, count, n, al, t);
   static const int fns[] = {F_AMALLOC, F_ACALLOC, F_AALIGNED, F_AHALLOC};
   call_t c = {.fn = fns[v], .ar = ar[a].a, .a = v == 1 ? count : n, .b = v == 1 ? n : al};
@@ -1099,7 +1192,8 @@ static void op_hfree(void) {
     c.h = stale[u8() % (nstale < NSTALE ? nstale : NSTALE)];
     snprintf(op_desc, sizeof op_desc, "sm_hfree(stale 0x%llx) on thread %d", (unsigned long long)c.h, t);
   } else {
-    static const sm_handle_t forged[] = {0, 1, 2, 3, UINT64_MAX, 0x8000000000000001ULL, 0x0000100000000001ULL, 0x7ULL << 44};
+    static const sm_handle_t forged[] = {
+        0, 1, 2, 3, UINT64_MAX, 0x8000000000000001ULL, 0x0000100000000001ULL, 0x7ULL << 44};
     c.h = forged[u8() % 8];
     snprintf(op_desc, sizeof op_desc, "sm_hfree(forged 0x%llx) on thread %d", (unsigned long long)c.h, t);
     CHECK(c.h == 0 || sm_deref(c.h) == NULL || find_obj(sm_deref(c.h)) >= 0, "forged handle names an unknown object");
@@ -1129,113 +1223,122 @@ static void op_misuse(void) {
   int i = pick_obj();
   call_t c = {.fn = u8() & 1 ? F_PFREE : F_FREE};
   switch (v) {
-  case 0: { /* double free */
-    if (i < 0) return;
-    obj_t o = obj[i];
-    snprintf(op_desc, sizeof op_desc, "double free of id %llu at %p (size %zu, arena %d) on thread %d",
-             (unsigned long long)o.id, (void *)o.p, o.req, o.arena, t);
-    check_obj(&o, op_desc);
-    c.p = o.p;
-    capture_begin();
-    call_on(t, &c);
-    expect_reports(capture_end(), 0, 0, 0, NULL);
-    kill_obj(i);
-    capture_begin();
-    call_on(t, &c);
-    /* a large object may be unmapped already: then it is not ours any more */
-    expect_reports(capture_end(), 1, 1, o.usable > 262144 ? R_DOUBLE | R_INVALID : R_DOUBLE, o.p);
-    CHECK(c.err == 4242, "free changed errno");
-    break;
-  }
-  case 1: { /* interior pointer */
-    if (i < 0 || obj[i].usable < 2) return;
-    obj_t o = obj[i];
-    size_t off = 1 + u16() % (o.usable - 1);
-    if (u8() & 1) off = (off + 15) & ~(size_t)15;
-    if (off >= o.usable) off = o.usable - 1;
-    uint8_t *p = o.p + off;
-    snprintf(op_desc, sizeof op_desc, "free of interior %p (id %llu at %p + %zu, usable %zu) on thread %d", (void *)p,
-             (unsigned long long)o.id, (void *)o.p, off, o.usable, t);
-    c.p = p;
-    capture_begin();
-    call_on(t, &c);
-    expect_reports(capture_end(), 1, 1, R_INVALID, p);
-    check_obj(&obj[i], op_desc);
-    break;
-  }
-  case 2: case 3: case 4: { /* stack, global, foreign heap */
-    char stack_buf[64];
-    void *heap = malloc(64); /* libc's (or the sanitizer's) malloc */
-    void *p = v == 2 ? (void *)(stack_buf + 16) : v == 3 ? (void *)(global_buf + 32) : heap;
-    snprintf(op_desc, sizeof op_desc, "free of a %s address %p on thread %d", v == 2 ? "stack" : v == 3 ? "global" : "foreign heap", p, t);
-    c.p = p;
-    capture_begin();
-    call_on(t, &c);
-    expect_reports(capture_end(), 1, 1, R_INVALID, p);
-    free(heap);
-    break;
-  }
-  case 5: { /* realloc of a freed pointer, or of an interior one */
-    if (i < 0) return;
-    obj_t o = obj[i];
-    bool interior = u8() & 1 && o.usable >= 32;
-    uint8_t *p = interior ? o.p + 16 : o.p;
-    snprintf(op_desc, sizeof op_desc, "realloc of %s pointer %p (id %llu, size %zu, usable %zu, align %zu) on thread %d",
-             interior ? "an interior" : "a freed", (void *)p, (unsigned long long)o.id, o.req, o.usable, o.align, t);
-    if (!interior) {
+    case 0: { /* double free */
+      if (i < 0) return;
+      obj_t o = obj[i];
+      snprintf(op_desc, sizeof op_desc, "double free of id %llu at %p (size %zu, arena %d) on thread %d",
+               (unsigned long long)o.id, (void *)o.p, o.req, o.arena, t);
+      check_obj(&o, op_desc);
       c.p = o.p;
+      capture_begin();
       call_on(t, &c);
+      expect_reports(capture_end(), 0, 0, 0, NULL);
       kill_obj(i);
+      capture_begin();
+      call_on(t, &c);
+      /* a large object may be unmapped already: then it is not ours any more */
+      expect_reports(capture_end(), 1, 1, o.usable > 262144 ? R_DOUBLE | R_INVALID : R_DOUBLE, o.p);
+      CHECK(c.err == 4242, "free changed errno");
+      break;
     }
-    call_t r = {.fn = u8() & 1 ? F_PREALLOC : F_REALLOC, .p = p, .a = 1 + u8()};
-    capture_begin();
-    call_on(t, &r);
-    expect_reports(capture_end(), 1, 1, R_REALLOC | (interior ? 0 : R_DOUBLE | (o.usable > 262144 ? R_INVALID : 0)), p);
-    CHECK(r.rp == NULL, "realloc of a bad pointer returned %p", r.rp);
-    if (interior) check_obj(&obj[i], op_desc);
-    break;
-  }
-  case 6: { /* free of an object of a closed arena */
-    int a = pick_arena(true);
-    if (a < 0 || ar[a].state != OPEN) return;
-    int k;
-    for (k = 0; k < nobj && obj[k].arena != a; k++) {}
-    if (k == nobj) return;
-    obj_t o = obj[k];
-    snprintf(op_desc, sizeof op_desc, "free of id %llu at %p after its arena %d was closed, on thread %d",
-             (unsigned long long)o.id, (void *)o.p, a, t);
-    call_t cl = {.fn = F_CLOSE, .ar = ar[a].a};
-    call_on(t, &cl);
-    if (cur[t] == a) cur[t] = t;
-    model_close(a);
-    c.p = o.p;
-    capture_begin();
-    call_on(t, &c);
-    expect_reports(capture_end(), 1, 1, R_DOUBLE | R_INVALID, o.p);
-    break;
-  }
-  case 7: { /* free of the slot just after a live small object, if the model has nothing there */
-    if (i < 0 || obj[i].usable > 4096) return;
-    uint8_t *p = obj[i].p + obj[i].usable;
-    for (int k = 0; k < nobj; k++)
-      if (p + 1 > obj[k].p && p < obj[k].p + obj[k].usable + 1) return;
-    if (!sm_usable_size(obj[i].p)) return;
-    if (sm_handle_of(p)) fail("%p is live for slotmalloc but not in the model", (void *)p);
-    snprintf(op_desc, sizeof op_desc, "free of the free slot %p after id %llu on thread %d", (void *)p,
-             (unsigned long long)obj[i].id, t);
-    c.p = p;
-    capture_begin();
-    call_on(t, &c);
-    expect_reports(capture_end(), 1, 1, R_DOUBLE | R_INVALID, p);
-    break;
-  }
-  case 8: { /* the root arena cannot be closed; roots ignore retain/release */
-    int r = t;
-    snprintf(op_desc, sizeof op_desc, "close/retain/release of root arena %d on thread %d", r, t);
-    call_t cl = {.fn = F_CLOSE + (u8() % 3), .ar = ar[r].a};
-    call_on(t, &cl);
-    break;
-  }
+    case 1: { /* interior pointer */
+      if (i < 0 || obj[i].usable < 2) return;
+      obj_t o = obj[i];
+      size_t off = 1 + u16() % (o.usable - 1);
+      if (u8() & 1) off = (off + 15) & ~(size_t)15;
+      if (off >= o.usable) off = o.usable - 1;
+      uint8_t *p = o.p + off;
+      snprintf(op_desc, sizeof op_desc, "free of interior %p (id %llu at %p + %zu, usable %zu) on thread %d",
+               (void *)p, (unsigned long long)o.id, (void *)o.p, off, o.usable, t);
+      c.p = p;
+      capture_begin();
+      call_on(t, &c);
+      expect_reports(capture_end(), 1, 1, R_INVALID, p);
+      check_obj(&obj[i], op_desc);
+      break;
+    }
+    case 2:
+    case 3:
+    case 4: { /* stack, global, foreign heap */
+      char stack_buf[64];
+      void *heap = malloc(64); /* libc's (or the sanitizer's) malloc */
+      void *p = v == 2 ? (void *)(stack_buf + 16) : v == 3 ? (void *)(global_buf + 32) : heap;
+      snprintf(op_desc, sizeof op_desc, "free of a %s address %p on thread %d",
+               v == 2   ? "stack"
+               : v == 3 ? "global"
+                        : "foreign heap",
+               p, t);
+      c.p = p;
+      capture_begin();
+      call_on(t, &c);
+      expect_reports(capture_end(), 1, 1, R_INVALID, p);
+      free(heap);
+      break;
+    }
+    case 5: { /* realloc of a freed pointer, or of an interior one */
+      if (i < 0) return;
+      obj_t o = obj[i];
+      bool interior = u8() & 1 && o.usable >= 32;
+      uint8_t *p = interior ? o.p + 16 : o.p;
+      snprintf(
+          op_desc, sizeof op_desc, "realloc of %s pointer %p (id %llu, size %zu, usable %zu, align %zu) on thread %d",
+          interior ? "an interior" : "a freed", (void *)p, (unsigned long long)o.id, o.req, o.usable, o.align, t);
+      if (!interior) {
+        c.p = o.p;
+        call_on(t, &c);
+        kill_obj(i);
+      }
+      call_t r = {.fn = u8() & 1 ? F_PREALLOC : F_REALLOC, .p = p, .a = 1 + u8()};
+      capture_begin();
+      call_on(t, &r);
+      expect_reports(capture_end(), 1, 1, R_REALLOC | (interior ? 0 : R_DOUBLE | (o.usable > 262144 ? R_INVALID : 0)),
+                     p);
+      CHECK(r.rp == NULL, "realloc of a bad pointer returned %p", r.rp);
+      if (interior) check_obj(&obj[i], op_desc);
+      break;
+    }
+    case 6: { /* free of an object of a closed arena */
+      int a = pick_arena(true);
+      if (a < 0 || ar[a].state != OPEN) return;
+      int k;
+      for (k = 0; k < nobj && obj[k].arena != a; k++) {
+      }
+      if (k == nobj) return;
+      obj_t o = obj[k];
+      snprintf(op_desc, sizeof op_desc, "free of id %llu at %p after its arena %d was closed, on thread %d",
+               (unsigned long long)o.id, (void *)o.p, a, t);
+      call_t cl = {.fn = F_CLOSE, .ar = ar[a].a};
+      call_on(t, &cl);
+      if (cur[t] == a) cur[t] = t;
+      model_close(a);
+      c.p = o.p;
+      capture_begin();
+      call_on(t, &c);
+      expect_reports(capture_end(), 1, 1, R_DOUBLE | R_INVALID, o.p);
+      break;
+    }
+    case 7: { /* free of the slot just after a live small object, if the model has nothing there */
+      if (i < 0 || obj[i].usable > 4096) return;
+      uint8_t *p = obj[i].p + obj[i].usable;
+      for (int k = 0; k < nobj; k++)
+        if (p + 1 > obj[k].p && p < obj[k].p + obj[k].usable + 1) return;
+      if (!sm_usable_size(obj[i].p)) return;
+      if (sm_handle_of(p)) fail("%p is live for slotmalloc but not in the model", (void *)p);
+      snprintf(op_desc, sizeof op_desc, "free of the free slot %p after id %llu on thread %d", (void *)p,
+               (unsigned long long)obj[i].id, t);
+      c.p = p;
+      capture_begin();
+      call_on(t, &c);
+      expect_reports(capture_end(), 1, 1, R_DOUBLE | R_INVALID, p);
+      break;
+    }
+    case 8: { /* the root arena cannot be closed; roots ignore retain/release */
+      int r = t;
+      snprintf(op_desc, sizeof op_desc, "close/retain/release of root arena %d on thread %d", r, t);
+      call_t cl = {.fn = F_CLOSE + (u8() % 3), .ar = ar[r].a};
+      call_on(t, &cl);
+      break;
+    }
   }
   sweep(op_desc);
 }
@@ -1261,7 +1364,8 @@ static void op_race_close(void) {
   snprintf(op_desc, sizeof op_desc, "race: thread %d closes arena %d while thread %d %s %d of its objects", closer, a,
            freer, by_handle ? "hfrees" : "frees", n);
   call_t cc = {.fn = F_CLOSE, .ar = ar[a].a};
-  call_t fc = {.fn = by_handle ? F_HFREELIST : F_FREELIST, .list = list, .hlist = hl, .results = res, .n = n, .a = u8()};
+  call_t fc = {
+      .fn = by_handle ? F_HFREELIST : F_FREELIST, .list = list, .hlist = hl, .results = res, .n = n, .a = u8()};
   capture_begin();
   call_parallel(2, (int[]){freer, closer}, (call_t *[]){&fc, &cc});
   expect_reports(capture_end(), 0, by_handle ? 0 : n, R_DOUBLE | R_INVALID, NULL);
@@ -1419,31 +1523,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t op = u8();
     snprintf(op_desc, sizeof op_desc, "opcode %u", op);
     switch (op % 32) {
-    case 0: case 1: case 2: op_malloc(0); break;
-    case 3: case 4: op_malloc(1); break;
-    case 5: op_malloc(2); break;
-    case 6: op_calloc(); break;
-    case 7: case 8: op_aligned(); break;
-    case 9: case 10: case 11: op_free(); break;
-    case 12: case 13: op_realloc(); break;
-    case 14: op_usable(); break;
-    case 15: case 16: op_arena_new(); break;
-    case 17: case 18: case 19: op_arena_alloc(); break;
-    case 20: op_close(); break;
-    case 21: op_retain_release(); break;
-    case 22: op_promote(); break;
-    case 23: op_steal(); break;
-    case 24: op_merge(); break;
-    case 25: op_enter(); break;
-    case 26: op_set_limit(); break;
-    case 27: op_hfree(); break;
-    case 28: op_collect(); break;
-    case 29: op_misuse(); break;
+      case 0:
+      case 1:
+      case 2: op_malloc(0); break;
+      case 3:
+      case 4: op_malloc(1); break;
+      case 5: op_malloc(2); break;
+      case 6: op_calloc(); break;
+      case 7:
+      case 8: op_aligned(); break;
+      case 9:
+      case 10:
+      case 11: op_free(); break;
+      case 12:
+      case 13: op_realloc(); break;
+      case 14: op_usable(); break;
+      case 15:
+      case 16: op_arena_new(); break;
+      case 17:
+      case 18:
+      case 19: op_arena_alloc(); break;
+      case 20: op_close(); break;
+      case 21: op_retain_release(); break;
+      case 22: op_promote(); break;
+      case 23: op_steal(); break;
+      case 24: op_merge(); break;
+      case 25: op_enter(); break;
+      case 26: op_set_limit(); break;
+      case 27: op_hfree(); break;
+      case 28: op_collect(); break;
+      case 29: op_misuse(); break;
 #if NT > 1
-    case 30: op_race_close(); break;
-    case 31: op_race_free(); break;
+      case 30: op_race_close(); break;
+      case 31: op_race_free(); break;
 #else
-    case 30: case 31: op_malloc(op & 1); break;
+      case 30:
+      case 31: op_malloc(op & 1); break;
 #endif
     }
     if (trace) fprintf(stderr, "op #%lu: %s\n", op_index, op_desc);

@@ -48,7 +48,7 @@ static const struct sm_shim_test *current;
 static pthread_t runner_thread;
 static pid_t runner_pid;
 static sigjmp_buf test_jmp;
-static atomic_int test_failed;  /* set from any thread */
+static atomic_int test_failed; /* set from any thread */
 static int test_skipped;
 static int npassed, nfailed, nskipped;
 
@@ -61,8 +61,7 @@ static void vreport(const char *tag, const char *file, int line, const char *exp
   int n = snprintf(msg, sizeof msg, "[%s] %s::%s: %s:%d: ", tag, current ? current->suite : "?",
                    current ? current->name : "?", file, line);
   if (n < 0) n = 0;
-  if ((size_t)n < sizeof msg && fmt && *fmt)
-    n += vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+  if ((size_t)n < sizeof msg && fmt && *fmt) n += vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
   else if ((size_t)n < sizeof msg && expr)
     n += snprintf(msg + n, sizeof msg - (size_t)n, "assertion failed: %s", expr);
   if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
@@ -117,8 +116,8 @@ static void write_str(const char *s) {
 static void summary_from_handler(const char *what, int sig) {
   char buf[512];
   snprintf(buf, sizeof buf, "[%s] %s::%s%s%s\n%d passed, %d failed, %d skipped (the run stopped here)\n", what,
-           current ? current->suite : "?", current ? current->name : "?", sig ? ": " : "",
-           sig ? strsignal(sig) : "", npassed, nfailed + 1, nskipped);
+           current ? current->suite : "?", current ? current->name : "?", sig ? ": " : "", sig ? strsignal(sig) : "",
+           npassed, nfailed + 1, nskipped);
   write_str(buf);
 }
 

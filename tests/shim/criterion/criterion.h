@@ -58,19 +58,16 @@ void sm_shim_log(const char *level, const char *file, int line, const char *fmt,
     __attribute__((format(printf, 4, 5)));
 
 /* (the parameters are S and N: "suite" and "name" would replace the designators) */
-#define Test(S, N, ...)                                                                              \
-  static void sm_shim_fn_##S##_##N(void);                                                            \
-  static struct sm_shim_test sm_shim_t_##S##_##N = {                                                 \
-      .suite = #S, .name = #N, .fn = sm_shim_fn_##S##_##N, .file = __FILE__, .line = __LINE__,       \
-      __VA_ARGS__};                                                                                  \
-  __attribute__((constructor)) static void sm_shim_reg_##S##_##N(void) {                             \
-    sm_shim_register(&sm_shim_t_##S##_##N);                                                          \
-  }                                                                                                  \
+#define Test(S, N, ...)                                                                                            \
+  static void sm_shim_fn_##S##_##N(void);                                                                          \
+  static struct sm_shim_test sm_shim_t_##S##_##N = {                                                               \
+      .suite = #S, .name = #N, .fn = sm_shim_fn_##S##_##N, .file = __FILE__, .line = __LINE__, __VA_ARGS__};       \
+  __attribute__((constructor)) static void sm_shim_reg_##S##_##N(void) { sm_shim_register(&sm_shim_t_##S##_##N); } \
   static void sm_shim_fn_##S##_##N(void)
 
-#define SM_SHIM_CHECK(fatal, cond, expr, ...)                                         \
-  do {                                                                                \
-    if (!(cond)) sm_shim_fail((fatal), __FILE__, __LINE__, (expr), "" __VA_ARGS__);   \
+#define SM_SHIM_CHECK(fatal, cond, expr, ...)                                       \
+  do {                                                                              \
+    if (!(cond)) sm_shim_fail((fatal), __FILE__, __LINE__, (expr), "" __VA_ARGS__); \
   } while (0)
 
 /* ---- fatal ------------------------------------------------------------------ */
