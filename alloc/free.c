@@ -18,7 +18,7 @@ static bool slot_of(const smi_block_t *b, uintptr_t u, uint32_t *index) {
 }
 
 bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
-  return slot_of(b, u, index) && (__atomic_load_n(&b->gens[*index], __ATOMIC_ACQUIRE) & 1);
+  return slot_of(b, u, index) && (__atomic_load_n(&b->gens[*index], __ATOMIC_RELAXED) & 1);
 }
 
 /* A free of slot i, whose generation g is even (not live): a double free if
@@ -40,10 +40,10 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
   }
   sm_arena_t *a = b->arena;
   if (g == 255) { /* the generation would wrap: retire the slot until the block resets */
-    __atomic_store_n(&b->gens[i], 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&b->gens[i], 0, __ATOMIC_RELAXED);
     b->retired++;
   } else {
-    __atomic_store_n(&b->gens[i], (uint8_t)(g + 1), __ATOMIC_RELEASE);
+    __atomic_store_n(&b->gens[i], (uint8_t)(g + 1), __ATOMIC_RELAXED);
     ((smi_free_t *)p)->next = b->free;
     b->free = (smi_free_t *)p;
   }
@@ -89,7 +89,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
       report_not_live(b, i, p, g);
       return;
     }
-  } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+  } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   remote_push(b, p, g == 255);
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
@@ -129,7 +129,7 @@ void smi_free_slow(void *p) {
       } else if (owner == smi_owner_full(cur) && smi_block_draining(b) && b->used > 1 &&
                  !(b->flags & SMI_BLOCK_USER)) {
         free_local(b, i, p); /* a draining block comes back with its last object (a root's: never closed) */
-      } else if (owner == smi_owner_full(cur) && (__atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE) & 1) &&
+      } else if (owner == smi_owner_full(cur) && (__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED) & 1) &&
                  unfull(b, cur)) {
         free_local(b, i, p);
       } else {
@@ -173,7 +173,7 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
   bool user = __atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_USER;
   sm_arena_t *a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
   uint8_t expect = gen;
-  bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_ACQ_REL,
+  bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_RELAXED,
                                          __ATOMIC_RELAXED);
   if (won) {
     if (user && a && a->limit) smi_arena_uncharge(a, b->size);

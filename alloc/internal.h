@@ -171,7 +171,7 @@ static inline void smi_free(void *p) {
       if (smi_likely(i * b->size == off)) {
         unsigned next = (unsigned)__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED) + 1;
         if (smi_likely(!(next & 0x101))) {
-          __atomic_store_n(&b->gens[i], (uint8_t)next, __ATOMIC_RELEASE);
+          __atomic_store_n(&b->gens[i], (uint8_t)next, __ATOMIC_RELAXED);
           ((smi_free_t *)p)->next = b->free;
           b->free = (smi_free_t *)p;
           b->used--;

@@ -24,7 +24,7 @@ size_t smi_gens_close(uint8_t *gens, size_t n) {
   for (size_t i = 0; i < n; i++) {
     uint8_t g = __atomic_load_n(&gens[i], __ATOMIC_RELAXED);
     if (g & 1) {
-      __atomic_store_n(&gens[i], (uint8_t)(g + 1), __ATOMIC_RELEASE);
+      __atomic_store_n(&gens[i], (uint8_t)(g + 1), __ATOMIC_RELAXED);
       live++;
     }
   }
@@ -38,11 +38,11 @@ size_t smi_gens_count_live(const uint8_t *gens, size_t n) {
 }
 
 void smi_gens_fresh(uint8_t *gens, size_t n) {
-  for (size_t i = 0; i < n; i++) __atomic_store_n(&gens[i], smi_gen_fresh(i), __ATOMIC_RELEASE);
+  for (size_t i = 0; i < n; i++) __atomic_store_n(&gens[i], smi_gen_fresh(i), __ATOMIC_RELAXED);
 }
 
 void smi_gens_clear(uint8_t *gens, size_t n) {
-  for (size_t i = 0; i < n; i++) __atomic_store_n(&gens[i], 0, __ATOMIC_RELEASE);
+  for (size_t i = 0; i < n; i++) __atomic_store_n(&gens[i], 0, __ATOMIC_RELAXED);
 }
 
 #else

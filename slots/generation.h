@@ -1,6 +1,12 @@
 /* generation.h: bulk operations over a block's generation table, written so
  * the compiler emits vector code (16 generations per instruction). Tables are
- * padded to a multiple of 16 bytes and 16-byte aligned. */
+ * padded to a multiple of 16 bytes and 16-byte aligned.
+ *
+ * Memory order: a generation carries no data between threads (the remote
+ * list, the locks and the epoch do), so its accesses are relaxed, with one
+ * exception: the store that makes a slot live is a release, read with an
+ * acquire by a handle's dereference before it reads the block's epoch, so that
+ * a generation of a new epoch is never paired with the old epoch. */
 #ifndef SMI_GENERATION_H
 #define SMI_GENERATION_H
 
