@@ -128,8 +128,11 @@ static void on_alarm(int sig) {
 }
 
 static void on_crash(int sig) {
-  if (getpid() == runner_pid) summary_from_handler("CRASH", sig);
-  signal(sig, SIG_DFL);
+  if (getpid() == runner_pid) {
+    summary_from_handler("CRASH", sig);
+    _exit(128 + sig); /* no signal() here: under TSan a crash inside its runtime would deadlock it */
+  }
+  signal(sig, SIG_DFL); /* a test's own child: die by the signal, as its parent expects */
   raise(sig);
 }
 
