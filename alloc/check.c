@@ -4,7 +4,8 @@
  * A block's slots below bump are each in exactly one state:
  *   live          generation odd
  *   free          on the in-place freelist (generation even)
- *   remote        on the remote list (even; 0 with bit 0 of its link set: wrapped)
+ *   remote        on the remote list (even; 0 with bit 0 of its link set: wrapped in a
+ *                 named block, so it retires; 0 unmarked: wrapped freely)
  *   retired       generation 0, on no list (it wrapped)
  *   in flight     freed by another thread (generation already even), not yet
  *                 pushed onto the remote list
@@ -144,9 +145,8 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
     nremote++;
     uintptr_t link = (uintptr_t)__atomic_load_n(&((smi_free_t *)p)->next, __ATOMIC_RELAXED);
     uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
-    if (link & 1 ? g != 0 : (g & 1) || g == 0)
-      BLOCK_FAIL(link & 1 ? "remote slot marked wrapped, generation not 0"
-                          : "remote slot generation not even (2..254)",
+    if (link & 1 ? g != 0 : (g & 1) != 0)
+      BLOCK_FAIL(link & 1 ? "remote slot marked wrapped, generation not 0" : "remote slot generation not even",
                  (void *)p, true, g, link & 1);
     p = link & ~(uintptr_t)1;
   }

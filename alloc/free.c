@@ -39,11 +39,10 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
     return;
   }
   sm_arena_t *a = b->arena;
-  if (g == 255) { /* the generation would wrap: retire the slot until the block resets */
-    __atomic_store_n(&b->gens[i], 0, __ATOMIC_RELAXED);
-    b->retired++;
+  __atomic_store_n(&b->gens[i], (uint8_t)(g + 1), __ATOMIC_RELAXED); /* 255 wraps to 0 */
+  if (g == 255 && smi_block_wrap_retires(b)) {
+    b->retired++; /* a handle may name it: out of service until the block is cut anew */
   } else {
-    __atomic_store_n(&b->gens[i], (uint8_t)(g + 1), __ATOMIC_RELAXED);
     ((smi_free_t *)p)->next = b->free;
     b->free = (smi_free_t *)p;
   }
@@ -51,8 +50,9 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
   if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
 }
 
-/* Pushes an already freed slot onto the block's remote list; a slot whose
- * generation wrapped is marked (bit 0 of its link) so the owner retires it. */
+/* Pushes an already freed slot onto the block's remote list; a slot that must
+ * retire (its generation wrapped in a named block) is marked (bit 0 of its
+ * link) so the owner retires it. */
 static void remote_push(smi_block_t *b, void *p, bool wrapped) {
   uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
@@ -91,7 +91,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
     }
   } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
-  remote_push(b, p, g == 255);
+  remote_push(b, p, g == 255 && smi_block_wrap_retires(b));
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
 }
 
@@ -177,7 +177,7 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
                                          __ATOMIC_RELAXED);
   if (won) {
     if (user && a && a->limit) smi_arena_uncharge(a, b->size);
-    remote_push(b, p, gen == 255); /* the owner (or the dismantler) sorts it out */
+    remote_push(b, p, gen == 255); /* a handle named it: it retires if it wrapped */
   }
   return won;
 }

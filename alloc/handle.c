@@ -47,7 +47,9 @@ sm_handle_t sm_handle_of(const void *p) {
     uint32_t i;
     uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_acquire);
     if (!smi_slot_is_live(b, u, &i)) return 0;
+    smi_block_name(b); /* before the generation the handle carries is read: see smi_block_wrap_retires */
     uint8_t gen = __atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE);
+    if (!(gen & 1)) return 0; /* freed meanwhile */
     return make(seg->id, b->index, i, epoch, gen);
   }
   smi_segment_t *seg = smi_large_of(p);

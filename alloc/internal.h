@@ -123,8 +123,10 @@ extern smi_lock_t smi_tree_lock;   /* the arena tree, the heap list */
  * (NULL: every free takes the atomic path), or that arena tagged with bit 0
  * while the block sits on the arena's full list (its first free makes it
  * available again). */
-static inline sm_arena_t *smi_owner_of(sm_arena_t *a) { return a->limit ? NULL : a; } /* a cap counts every free */
-static inline sm_arena_t *smi_owner_full(sm_arena_t *a) { return (sm_arena_t *)((uintptr_t)a | 1); }
+static inline sm_arena_t *smi_owner_of(const sm_arena_t *a) { /* a cap counts every free */
+  return a->limit ? NULL : (sm_arena_t *)a;
+}
+static inline sm_arena_t *smi_owner_full(const sm_arena_t *a) { return (sm_arena_t *)((uintptr_t)a | 1); }
 static inline bool smi_owner_is_full(const sm_arena_t *o) { return (uintptr_t)o & 1; }
 static inline sm_arena_t *smi_owner_arena(const sm_arena_t *o) {
   return (sm_arena_t *)((uintptr_t)o & ~(uintptr_t)1);

@@ -141,6 +141,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   b->bump = 0;
   b->used = 0;
   b->retired = 0;
+  atomic_store_explicit(&b->named, 0, memory_order_relaxed); /* handles of earlier epochs are stale by epoch */
   atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
   b->flags = (uint8_t)((b->flags & ~(SMI_BLOCK_DECOMMITTED | SMI_BLOCK_CLOSED)) | SMI_BLOCK_FORMATTED);
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, (uint32_t)n, memory_order_release);
@@ -152,9 +153,11 @@ void smi_block_reopen(smi_block_t *b) {
   b->used = 0;
   b->retired = 0;
   atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
-  /* Slots below bump, in descending order so that allocation ascends. */
+  /* Slots below bump, in descending order so that allocation ascends; in a
+   * named block, a slot whose generation reads 0 wrapped and retires. */
+  bool named = atomic_load_explicit(&b->named, memory_order_relaxed);
   for (uint32_t i = b->bump; i-- > 0;) {
-    if (b->gens[i] == 0) {
+    if (named && b->gens[i] == 0) {
       b->retired++;
       continue;
     }

@@ -90,6 +90,7 @@ typedef struct smi_block_s {
   uint8_t flags;                    /* SMI_BLOCK_* */
   uint8_t index;                    /* position in its segment */
   _Atomic uint8_t queued;           /* on its arena's revisit stack */
+  _Atomic uint8_t named;            /* a handle of one of its slots was taken since it was cut */
   _Atomic uint32_t epoch;           /* advanced each time the block is cut anew; every handle carries it */
   _Atomic uint32_t inflight;        /* remote frees under way into a closable block */
   _Atomic(uintptr_t) remote;        /* slots freed by other threads (in-place list) */
@@ -189,6 +190,22 @@ size_t smi_block_collect(smi_block_t *b);
  * blocks, sm_hfree) is under way: they all started before the caller's last
  * change of the block, so they saw it or finished before it mattered. */
 void smi_block_wait_frees(smi_block_t *b);
+/* A slot whose generation just wrapped to 0 (stored before the call): true if
+ * it must retire, because a handle of this block may name it (the block was
+ * named); false if it can serve again, its generation going on from 0. With
+ * smi_block_name, exact: the fence here and the one there order each side's
+ * store before its load, so either the wrap sees the name, or the handle
+ * taken sees the wrapped generation (and names the new cycle). */
+static inline bool smi_block_wrap_retires(smi_block_t *b) {
+  atomic_thread_fence(memory_order_seq_cst);
+  return atomic_load_explicit(&b->named, memory_order_relaxed);
+}
+/* Before a handle of one of b's slots is made from the slot's generation. */
+static inline void smi_block_name(smi_block_t *b) {
+  if (atomic_load_explicit(&b->named, memory_order_acquire)) return;
+  atomic_store_explicit(&b->named, 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_seq_cst);
+}
 /* Moves up to a page worth of never-used slots onto the freelist; false if none are left. */
 bool smi_block_extend(smi_block_t *b);
 /* Gives the block's slot memory back to the OS (the generation table too). */

@@ -566,3 +566,62 @@ Test(threads, remote_frees_while_owner_allocates) {
   free(qs);
   free(hq);
 }
+
+/* Handles taken by another thread while the owner frees and reallocates the
+ * same slots again and again, through many generation wraps: no handle taken
+ * ever dereferences again once its object is freed. (A slot of a block that a
+ * handle named retires when its generation wraps; a handle taken while the
+ * wrap happens either names the new cycle or makes the wrap retire.) */
+enum { NAMED_ROUNDS = 40000, NAMED_KEEP = 8192 };
+static _Atomic(void *) named_cur;
+static atomic_bool named_done;
+static sm_handle_t named_seen[NAMED_KEEP];
+static size_t named_count;
+
+static void *named_taker(void *arg) {
+  (void)arg;
+  sm_handle_t last = 0;
+  while (!atomic_load(&named_done)) {
+    void *p = atomic_load(&named_cur);
+    sm_handle_t h = p ? sm_handle_of(p) : 0;
+    if (h && h != last && named_count < NAMED_KEEP) named_seen[named_count++] = h;
+    if (h) last = h;
+  }
+  return NULL;
+}
+
+static size_t named_revived(void *live) {
+  size_t n = 0;
+  sm_handle_t now = live ? sm_handle_of(live) : 0;
+  for (size_t k = 0; k < named_count; k++) {
+    void *q = sm_deref(named_seen[k]);
+    if (q && named_seen[k] != now) n++;
+  }
+  return n;
+}
+
+Test(threads, handles_from_another_thread_never_revive, .timeout = 300) {
+  sm_arena_t *a = sm_arena_new(NULL);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, named_taker, NULL), 0);
+  for (int r = 0; r < NAMED_ROUNDS; r++) {
+    void *p = sm_arena_malloc(a, 48);
+    cr_assert_not_null(p);
+    atomic_store(&named_cur, p);
+    for (int spin = 0; spin < 20; spin++) sched_yield();
+    atomic_store(&named_cur, NULL);
+    sm_free(p);
+  }
+  atomic_store(&named_done, true);
+  pthread_join(t, NULL);
+  cr_assert_gt(named_count, 100, "the other thread took too few handles (%zu) to test anything", named_count);
+  cr_assert_eq(named_revived(NULL), 0, "a handle of a freed object dereferences");
+  /* the same slots, reallocated many more times: still none revives */
+  for (int r = 0; r < 70000; r++) {
+    void *p = sm_arena_malloc(a, 48);
+    size_t bad = r % 64 ? 0 : named_revived(p);
+    sm_free(p);
+    cr_assert_eq(bad, 0, "after %d more reallocations %zu stale handles dereference", r, bad);
+  }
+  tu_arena_drop(a);
+}

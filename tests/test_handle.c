@@ -554,3 +554,33 @@ Test(handle, deref_never_faults_on_unmapped) {
   cr_assert_eq(sm_deref(keep), keep_p);
   cr_assert_eq(sm_hfree(keep), 0);
 }
+
+/* A slot that no handle ever named wraps its generation freely: a plain
+ * malloc/free program reuses it forever instead of retiring it every 128
+ * reuses (which made blocks drain and the heap grow under steady reuse). */
+Test(handle, unnamed_slot_wraps_freely) {
+  sm_arena_t *a = sm_arena_new(NULL);
+  sm_arena_t *prev = sm_arena_enter(a); /* its thread: frees are local, the slot comes back first */
+  void *first = sm_arena_malloc(a, 48);
+  cr_assert_not_null(first);
+  sm_free(first);
+  for (int i = 0; i < 100000; i++) {
+    void *p = sm_arena_malloc(a, 48);
+    cr_assert_eq(p, first, "reuse %d got %p, not the freed slot %p: the slot retired", i, p, first);
+    sm_free(p);
+  }
+  sm_stats_t st;
+  sm_arena_stats(a, &st);
+  cr_assert_eq(st.blocks, 1, "steady reuse of one slot took %zu blocks", st.blocks);
+  /* once a handle names the block, a wrapped slot retires: the handle stays stale */
+  void *p = sm_arena_malloc(a, 48);
+  sm_handle_t h = sm_handle_of(p);
+  sm_free(p);
+  for (int i = 0; i < 1000; i++) {
+    void *q = sm_arena_malloc(a, 48);
+    cr_assert_null(sm_deref(h), "a stale handle dereferences after %d reuses", i);
+    sm_free(q);
+  }
+  sm_arena_enter(prev);
+  tu_arena_drop(a);
+}

@@ -345,7 +345,7 @@ Test(check, arena_wrong_class) {
 }
 Test(check, arena_full_block_untagged) {
   need_checks();
-  expect_abort(arena_full_untagged, "owner tag is not the arena | 1");
+  expect_abort(arena_full_untagged, "owner tag is not the arena's full tag");
 }
 Test(check, arena_direct_stale) {
   need_checks();
