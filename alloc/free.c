@@ -6,19 +6,22 @@
 #include "check.h"
 #include "slots/generation.h"
 
-/* The slot of u in b, if u is the start of a slot (live or not). */
+/* The slot of u in b, if u is the start of a slot (live or not). The geometry
+ * is read with relaxed loads: a caller racing a re-cut of the block (sm_handle_of
+ * of an object another thread frees) checks the epoch afterwards. */
 static bool slot_of(const smi_block_t *b, uintptr_t u, uint32_t *index) {
   uint32_t n = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
   if (!n) return false;
-  uintptr_t off = u - (uintptr_t)b->start;
-  uint32_t i = (uint32_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
-  if (i >= n || (size_t)i * b->size != off) return false;
+  uintptr_t off = u - (uintptr_t)__atomic_load_n(&b->start, __ATOMIC_RELAXED);
+  uint32_t i = (uint32_t)((off * __atomic_load_n(&b->magic, __ATOMIC_RELAXED)) >> SMI_MAGIC_SHIFT);
+  if (i >= n || (size_t)i * __atomic_load_n(&b->size, __ATOMIC_RELAXED) != off) return false;
   *index = i;
   return true;
 }
 
 bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
-  return slot_of(b, u, index) && (__atomic_load_n(&b->gens[*index], __ATOMIC_RELAXED) & 1);
+  return slot_of(b, u, index) &&
+         (__atomic_load_n(&__atomic_load_n(&b->gens, __ATOMIC_RELAXED)[*index], __ATOMIC_RELAXED) & 1);
 }
 
 /* A free of slot i, whose generation g is even (not live): a double free if

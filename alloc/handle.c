@@ -48,8 +48,10 @@ sm_handle_t sm_handle_of(const void *p) {
     uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_acquire);
     if (!smi_slot_is_live(b, u, &i)) return 0;
     smi_block_name(b); /* before the generation the handle carries is read: see smi_block_wrap_retires */
-    uint8_t gen = __atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE);
+    uint8_t gen = __atomic_load_n(&__atomic_load_n(&b->gens, __ATOMIC_RELAXED)[i], __ATOMIC_ACQUIRE);
     if (!(gen & 1)) return 0; /* freed meanwhile */
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&b->epoch, memory_order_relaxed) != epoch) return 0; /* re-cut meanwhile */
     return make(seg->id, b->index, i, epoch, gen);
   }
   smi_segment_t *seg = smi_large_of(p);
@@ -66,12 +68,18 @@ static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *se
   smi_block_t *b = &seg->blocks[h_block(h)];
   uint32_t i = h_slot(h);
   if (i >= atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire)) return NULL;
-  uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_ACQUIRE);
+  uint8_t g = __atomic_load_n(&__atomic_load_n(&b->gens, __ATOMIC_RELAXED)[i], __ATOMIC_ACQUIRE);
   uint32_t e = atomic_load_explicit(&b->epoch, memory_order_acquire);
   uint64_t want = ((uint64_t)(e & H_EPOCH_MASK) << 8) | g;
   if ((g & 1) == 0 || want != h_tag(h)) return NULL;
+  /* The block may be re-cut meanwhile (its last object freed): read its
+   * geometry, then check the epoch did not move (see smi_block_format). */
+  uint8_t *start = __atomic_load_n(&b->start, __ATOMIC_RELAXED);
+  size_t size = __atomic_load_n(&b->size, __ATOMIC_RELAXED);
+  atomic_thread_fence(memory_order_acquire);
+  if (atomic_load_explicit(&b->epoch, memory_order_relaxed) != e) return NULL;
   if (ip) *ip = i;
-  return b->start + (size_t)i * b->size;
+  return start + (size_t)i * size;
 }
 
 void *sm_deref(sm_handle_t h) {

@@ -130,12 +130,16 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
     start = (uint8_t *)(((uintptr_t)base + smi_gens_len(n) + align - 1) & ~(uintptr_t)(align - 1));
     if (start + n * size <= base + span) break;
   }
-  /* The geometry, then nslots last (still 0 until then): a lock-free reader checks nslots. */
-  b->gens = base;
-  smi_gens_fresh(b->gens, smi_gens_len(n));
-  b->start = start;
-  b->size = size;
-  b->magic = (((uint64_t)1 << SMI_MAGIC_SHIFT) + size - 1) / size;
+  /* The geometry, then nslots last (still 0 until then). A lock-free reader
+   * (sm_deref) that checked nslots before it went to 0 reads the geometry
+   * as a sequence lock: relaxed loads, then its acquire fence and a second
+   * look at the epoch, which this release fence orders before the stores. */
+  atomic_thread_fence(memory_order_release);
+  __atomic_store_n(&b->gens, base, __ATOMIC_RELAXED);
+  smi_gens_fresh(base, smi_gens_len(n));
+  __atomic_store_n(&b->start, start, __ATOMIC_RELAXED);
+  __atomic_store_n(&b->size, (size_t)size, __ATOMIC_RELAXED);
+  __atomic_store_n(&b->magic, (((uint64_t)1 << SMI_MAGIC_SHIFT) + size - 1) / size, __ATOMIC_RELAXED);
   b->cls = (uint8_t)cls;
   b->free = NULL;
   b->bump = 0;
@@ -200,8 +204,11 @@ bool smi_block_extend(smi_block_t *b) {
   uint8_t *p = first;
   for (uint32_t i = 1; i < take; i++, p += b->size) ((smi_free_t *)p)->next = (smi_free_t *)(p + b->size);
   ((smi_free_t *)p)->next = b->free;
-  b->free = (smi_free_t *)first;
+  /* bump first: a fork (or a signal) between the two stores then leaves a few
+   * slots unused, never the same slots both on the freelist and past bump */
   b->bump += take;
+  atomic_signal_fence(memory_order_seq_cst);
+  b->free = (smi_free_t *)first;
   return true;
 }
 
