@@ -1,8 +1,10 @@
 /* options.c: runtime options from SLOTMALLOC_* environment variables, read
  * without allocating (getenv only scans environ). Read at the first heap set-up;
  * read again later if the environment was not there yet (very early preload). */
+#define _GNU_SOURCE /* environ */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "slots/os.h"
@@ -32,7 +34,6 @@ static long read_num(const char *name, long fallback) {
 }
 
 void smi_options_load(void) {
-  extern char **environ;
   static bool loaded;
   if (loaded || !environ) return;
   loaded = true;
