@@ -26,10 +26,13 @@ bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
 
 /* A free of slot i, whose generation g is even (not live): a double free if
  * the slot was handed out since its block was cut, an invalid free if it never
- * was (its generation is still the fresh one; a slot retired by the wrap reads
- * 0, so a fresh 0 counts as handed out while the block has retired slots). */
+ * was: past bump, or its generation still the fresh one. That last test holds
+ * until a slot of the block wraps (a wrapped slot passes every value again: a
+ * slot that wrapped and retired reads 0, one that wrapped and serves on
+ * anything), so in a block with wrapped slots a free slot counts as used. */
 static void report_not_live(const smi_block_t *b, uint32_t i, void *p, uint8_t g) {
-  bool never = i >= b->bump || (g == smi_gen_fresh(i) && !(g == 0 && b->retired));
+  bool wrapped = b->retired || atomic_load_explicit(&b->wrapped, memory_order_relaxed);
+  bool never = i >= b->bump || (g == smi_gen_fresh(i) && !wrapped);
   if (never) smi_report(SMI_ERR_INVALID_FREE, p, 0);
   else smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
 }

@@ -146,6 +146,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   b->used = 0;
   b->retired = 0;
   atomic_store_explicit(&b->named, 0, memory_order_relaxed); /* handles of earlier epochs are stale by epoch */
+  atomic_store_explicit(&b->wrapped, 0, memory_order_relaxed);
   atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
   b->flags = (uint8_t)((b->flags & ~(SMI_BLOCK_DECOMMITTED | SMI_BLOCK_CLOSED)) | SMI_BLOCK_FORMATTED);
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, (uint32_t)n, memory_order_release);

@@ -217,6 +217,24 @@ static void unused_slot(int local) {
   free(tu_opaque(p + 16 * 50));
   if (local) sm_arena_enter(prev);
 }
+/* a double free of a slot whose generation wrapped and came back to its first
+ * value (slot 0 starts at 0; 256 reuses later it reads 0 again): still a
+ * double free, not "never handed out" */
+static void case_double_free_after_wrap(void) {
+  sm_arena_t *a = sm_arena_new(NULL);
+  if (!a) abort();
+  sm_arena_t *prev = sm_arena_enter(a); /* local frees: the slot comes back each time */
+  make_witnesses(8);
+  void *p = NULL;
+  for (int r = 0; r < 128; r++) { /* 2 generations a reuse: 256 */
+    p = malloc(48);
+    if (!p) abort();
+    free(p);
+  }
+  announce(p);
+  free(tu_opaque(p));
+  sm_arena_enter(prev);
+}
 static void case_invalid_free_unused_slot(void) { unused_slot(0); }
 static void case_invalid_free_unused_slot_local(void) { unused_slot(1); }
 
@@ -289,6 +307,7 @@ static const misuse_case_t CASES[] = {
     {"invalid_free_mmap", case_invalid_free_mmap, "invalid free", NULL},
     {"invalid_free_wild", case_invalid_free_wild, "invalid free", NULL},
     {"sm_invalid_free_interior", case_sm_invalid_free_interior, "invalid free", NULL},
+    {"double_free_after_wrap", case_double_free_after_wrap, "double free", NULL},
     {"invalid_free_unused_slot", case_invalid_free_unused_slot, "invalid free", NULL},
     {"invalid_free_unused_slot_local", case_invalid_free_unused_slot_local, "invalid free", NULL},
     {"invalid_realloc_interior", case_invalid_realloc_interior, "invalid realloc", NULL},
@@ -444,6 +463,7 @@ MISUSE_TESTS(invalid_free_global)
 MISUSE_TESTS(invalid_free_mmap)
 MISUSE_TESTS(invalid_free_wild)
 MISUSE_TESTS(sm_invalid_free_interior)
+MISUSE_TESTS(double_free_after_wrap)
 MISUSE_TESTS(invalid_free_unused_slot)
 MISUSE_TESTS(invalid_free_unused_slot_local)
 MISUSE_TESTS(invalid_realloc_interior)
@@ -457,7 +477,7 @@ Test(misuse_abort, explicit_abort_option, .timeout = 90) { expect_abort("double_
 
 /* Every case of the table has its pair of tests above (a guard against a case
  * added to the table and forgotten). */
-Test(misuse, table_complete) { cr_assert_eq(NCASES, 26, "update MISUSE_TESTS when adding cases"); }
+Test(misuse, table_complete) { cr_assert_eq(NCASES, 27, "update MISUSE_TESTS when adding cases"); }
 
 static void no_core(void) {
   struct rlimit r = {0, 0};
