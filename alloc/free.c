@@ -31,7 +31,7 @@ bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
  * slot that wrapped and retired reads 0, one that wrapped and serves on
  * anything), so in a block with wrapped slots a free slot counts as used. */
 static void report_not_live(const smi_block_t *b, uint32_t i, void *p, uint8_t g) {
-  bool wrapped = b->retired || atomic_load_explicit(&b->wrapped, memory_order_relaxed);
+  bool wrapped = atomic_load_explicit(&b->wrapped, memory_order_relaxed);
   bool never = i >= b->bump || (g == smi_gen_fresh(i) && !wrapped);
   if (never) smi_report(SMI_ERR_INVALID_FREE, p, 0);
   else smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
@@ -183,7 +183,7 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
                                          __ATOMIC_RELAXED);
   if (won) {
     if (user && a && a->limit) smi_arena_uncharge(a, b->size);
-    remote_push(b, p, gen == 255); /* a handle named it: it retires if it wrapped */
+    remote_push(b, p, gen == 255 && smi_block_wrap_retires(b)); /* a handle named it: it retires */
   }
   return won;
 }

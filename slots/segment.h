@@ -91,7 +91,7 @@ typedef struct smi_block_s {
   uint8_t index;                    /* position in its segment */
   _Atomic uint8_t queued;           /* on its arena's revisit stack */
   _Atomic uint8_t named;            /* a handle of one of its slots was taken since it was cut */
-  _Atomic uint8_t wrapped;          /* a slot's generation wrapped and the slot served on */
+  _Atomic uint8_t wrapped;          /* a slot's generation wrapped since the block was cut */
   _Atomic uint32_t epoch;           /* advanced each time the block is cut anew; every handle carries it */
   _Atomic uint32_t inflight;        /* remote frees under way into a closable block */
   _Atomic(uintptr_t) remote;        /* slots freed by other threads (in-place list) */
@@ -198,10 +198,9 @@ void smi_block_wait_frees(smi_block_t *b);
  * store before its load, so either the wrap sees the name, or the handle
  * taken sees the wrapped generation (and names the new cycle). */
 static inline bool smi_block_wrap_retires(smi_block_t *b) {
-  atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&b->named, memory_order_relaxed)) return true;
   atomic_store_explicit(&b->wrapped, 1, memory_order_relaxed); /* its generations no longer tell "never used" */
-  return false;
+  atomic_thread_fence(memory_order_seq_cst);
+  return atomic_load_explicit(&b->named, memory_order_relaxed);
 }
 /* Before a handle of one of b's slots is made from the slot's generation. */
 static inline void smi_block_name(smi_block_t *b) {
