@@ -285,17 +285,27 @@ enum { SMI_ERR_DOUBLE_FREE, SMI_ERR_INVALID_FREE, SMI_ERR_INVALID_REALLOC, SMI_E
 void smi_report(int kind, const void *p, size_t size);
 void smi_message(const char *text);
 
-/* options.c */
+/* options.c: one field per SLOTMALLOC_* variable (the table in options.c
+ * parses them strictly; a bad value keeps the default, with one warning). */
+enum { SMI_STATS_OFF = 0, SMI_STATS_TEXT = 1, SMI_STATS_JSON = 2 };
 typedef struct {
   bool abort_on_error;     /* SLOTMALLOC_ABORT_ON_ERROR (default 1) */
-  bool stats;              /* SLOTMALLOC_STATS: print statistics at exit */
-  int verbose;             /* SLOTMALLOC_VERBOSE */
+  uint8_t stats;           /* SLOTMALLOC_STATS: SMI_STATS_* at exit (default off) */
+  const char *stats_file;  /* SLOTMALLOC_STATS_FILE: path (%p: pid) or NULL (stderr); points into environ */
+  int verbose;             /* SLOTMALLOC_VERBOSE (0..2) */
   uint32_t purge_delay_ms; /* SLOTMALLOC_PURGE_DELAY_MS (default 100) */
   bool numa;               /* SLOTMALLOC_NUMA (default 0): bind new segments to the thread's node */
-  size_t large_cache;      /* SLOTMALLOC_LARGE_CACHE_MB (default 64) */
+  size_t large_cache;      /* SLOTMALLOC_LARGE_CACHE_MB, in bytes (default 64 MiB) */
+  size_t prof_sample;      /* SLOTMALLOC_PROF_SAMPLE: mean bytes between samples (0: off) */
+  const char *prof_file;   /* SLOTMALLOC_PROF_FILE: path (%p: pid) or NULL; points into environ */
+  bool leaks;              /* SLOTMALLOC_LEAKS: a leak report at exit (default 0) */
+  bool background_purge;   /* SLOTMALLOC_BACKGROUND_PURGE (default 0) */
 } smi_options_t;
 extern smi_options_t smi_opt;
 void smi_options_load(void);
+/* Copies pattern to out with each %p replaced by the pid; returns the length,
+ * 0 if it does not fit (or pattern is NULL). Allocates nothing. */
+size_t smi_path_expand(const char *pattern, char *out, size_t size);
 
 /* stats.c */
 void smi_stats_at_exit(void);

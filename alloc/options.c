@@ -1,58 +1,390 @@
-/* options.c: runtime options from SLOTMALLOC_* environment variables, read
- * without allocating (getenv only scans environ). Read at the first heap set-up;
- * read again later if the environment was not there yet (very early preload). */
+/* options.c: runtime options from SLOTMALLOC_* environment variables.
+ *
+ * One table (SMI_OPTIONS below) names every option: its variable, kind, field
+ * of smi_opt, default and range; the initial values of smi_opt come from the
+ * same table. Parsing is strict and allocates nothing (environ is scanned in
+ * place, numbers are parsed here, messages are built in a stack buffer):
+ *   bool   1/0, on/off, yes/no, true/false, in any case
+ *   uint   decimal digits only, within the range
+ *   size   decimal digits, then an optional K, M, G or T (binary: 1K = 1024,
+ *          optionally followed by B or iB); a bare number is in the option's
+ *          unit (MiB for SLOTMALLOC_LARGE_CACHE_MB, bytes otherwise); within
+ *          the range, overflow rejected
+ *   enum   one of its names (SLOTMALLOC_STATS: off, text, json), or a boolean
+ *          (0 = the first name, 1 = the second), or its index
+ *   str    any non-empty value; smi_opt keeps a pointer into environ
+ * An empty value counts as unset. A bad value keeps the default and prints one
+ * warning line naming the variable, the value and the default; so a safety
+ * option (ABORT_ON_ERROR) never turns off on garbage. A SLOTMALLOC_* variable
+ * that is not in the table prints one warning line too.
+ *
+ * Read at the first heap set-up; read then later if the environment was not
+ * there yet (very early preload). */
 #define _GNU_SOURCE /* environ */
-#include <stdio.h>
-#include <stdlib.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "internal.h"
 #include "slots/os.h"
 
-smi_options_t smi_opt = {
-    .abort_on_error = true,
-    .stats = false,
-    .verbose = 0,
-    .purge_delay_ms = 100,
-    .numa = false,
-    .large_cache = (size_t)64 << 20,
-};
+enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_ENUM, OPT_STR };
 
-static long read_num(const char *name, long fallback) {
-  const char *s = getenv(name);
-  if (!s || !*s) return fallback;
-  long v = 0;
-  bool neg = false;
-  if (*s == '-') {
-    neg = true;
-    s++;
+#define KIB ((uint64_t)1 << 10)
+#define MIB ((uint64_t)1 << 20)
+
+/* X(name after SLOTMALLOC_, kind, field, default, min, max, unit, enum names)
+ * default, min and max are in the unit; the field holds default * unit. */
+#define SMI_OPTIONS(X)                                                      \
+  X("ABORT_ON_ERROR", OPT_BOOL, abort_on_error, 1, 0, 1, 1, NULL)           \
+  X("STATS", OPT_ENUM, stats, SMI_STATS_OFF, 0, 2, 1, "off|text|json")      \
+  X("STATS_FILE", OPT_STR, stats_file, 0, 0, 0, 1, NULL)                    \
+  X("VERBOSE", OPT_UINT, verbose, 0, 0, 2, 1, NULL)                         \
+  X("PURGE_DELAY_MS", OPT_UINT, purge_delay_ms, 100, 0, 3600000, 1, NULL)   \
+  X("NUMA", OPT_BOOL, numa, 0, 0, 1, 1, NULL)                               \
+  X("LARGE_CACHE_MB", OPT_SIZE, large_cache, 64, 0, 1048576, MIB, NULL)     \
+  X("PROF_SAMPLE", OPT_SIZE, prof_sample, 0, 0, (uint64_t)1 << 40, 1, NULL) \
+  X("PROF_FILE", OPT_STR, prof_file, 0, 0, 0, 1, NULL)                      \
+  X("LEAKS", OPT_BOOL, leaks, 0, 0, 1, 1, NULL)                             \
+  X("BACKGROUND_PURGE", OPT_BOOL, background_purge, 0, 0, 1, 1, NULL)
+
+#define SMI_OPT_INIT(name, kind, field, def, min, max, unit, names) .field = (def) * (unit),
+smi_options_t smi_opt = {SMI_OPTIONS(SMI_OPT_INIT)};
+
+typedef struct {
+  const char *name; /* after "SLOTMALLOC_" */
+  uint8_t kind;     /* OPT_* */
+  uint8_t width;    /* bytes of the field */
+  uint16_t offset;  /* of the field in smi_options_t */
+  uint64_t def, min, max, unit;
+  const char *names; /* OPT_ENUM: "a|b|c", value = index */
+} opt_t;
+
+#define SMI_OPT_ROW(name, kind, field, def, min, max, unit, names) \
+  {name, kind, sizeof(smi_opt.field), offsetof(smi_options_t, field), def, min, max, unit, names},
+static const opt_t options[] = {SMI_OPTIONS(SMI_OPT_ROW)};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static const char prefix[] = "SLOTMALLOC_";
+#define PREFIX_LEN (sizeof prefix - 1)
+
+/* ---- a message line in a stack buffer ---------------------------------------- */
+typedef struct {
+  char buf[320];
+  size_t n;
+} line_t;
+
+static void put(line_t *l, const char *s) {
+  while (*s && l->n < sizeof l->buf - 2) l->buf[l->n++] = *s++;
+}
+static void put_num(line_t *l, uint64_t v) {
+  char tmp[24];
+  size_t k = 0;
+  do {
+    tmp[k++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (k && l->n < sizeof l->buf - 2) l->buf[l->n++] = tmp[--k];
+}
+/* A value from the environment: at most 48 characters, control bytes as '?'. */
+static void put_value(line_t *l, const char *s) {
+  size_t k = 0;
+  for (; s[k] && k < 48 && l->n < sizeof l->buf - 2; k++) {
+    unsigned char c = (unsigned char)s[k];
+    l->buf[l->n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
   }
-  for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (*s - '0');
-  if (*s == 'y' || *s == 'Y' || *s == 't' || *s == 'T') return 1; /* yes, true */
-  if (*s == 'n' || *s == 'N' || *s == 'f' || *s == 'F') return 0; /* no, false */
-  return neg ? -v : v;
+  if (s[k]) put(l, "...");
+}
+static void put_enum_name(line_t *l, const char *names, uint64_t index) {
+  for (; index && *names; names++)
+    if (*names == '|') index--;
+  for (; *names && *names != '|' && l->n < sizeof l->buf - 2; names++) l->buf[l->n++] = *names;
+}
+static void emit(line_t *l) {
+  l->buf[l->n++] = '\n';
+  l->buf[l->n] = 0;
+  smi_message(l->buf);
+}
+
+/* ---- parsing --------------------------------------------------------------------- */
+static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+
+/* s equals word (lower case) in any case; with len: only s's first len bytes. */
+static bool eq_word(const char *s, size_t len, const char *word) {
+  size_t k = 0;
+  for (; k < len && word[k]; k++)
+    if (lower(s[k]) != word[k]) return false;
+  return k == len && !word[k];
+}
+static size_t str_len(const char *s) {
+  size_t n = 0;
+  while (s[n]) n++;
+  return n;
+}
+
+/* 1 or 0, or -1 if s is not a boolean word. */
+static int parse_bool(const char *s) {
+  static const char *const yes[] = {"1", "on", "yes", "true"}, *const no[] = {"0", "off", "no", "false"};
+  size_t len = str_len(s);
+  for (size_t i = 0; i < 4; i++) {
+    if (eq_word(s, len, yes[i])) return 1;
+    if (eq_word(s, len, no[i])) return 0;
+  }
+  return -1;
+}
+
+/* Decimal digits at *s (advanced past them); false on none or overflow. */
+static bool parse_digits(const char **s, uint64_t *out, bool *overflow) {
+  const char *p = *s;
+  uint64_t v = 0;
+  *overflow = false;
+  if (*p < '0' || *p > '9') return false;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    unsigned d = (unsigned)(*p - '0');
+    if (v > (UINT64_MAX - d) / 10) *overflow = true;
+    else v = v * 10 + d;
+  }
+  *s = p;
+  *out = v;
+  return !*overflow;
+}
+
+enum { BAD_NONE, BAD_FORM, BAD_RANGE };
+
+/* Parses s for option o into *value (in bytes for sizes). */
+static int parse(const opt_t *o, const char *s, uint64_t *value) {
+  bool overflow;
+  if (o->kind == OPT_BOOL) {
+    int b = parse_bool(s);
+    if (b < 0) return BAD_FORM;
+    *value = (uint64_t)b;
+    return BAD_NONE;
+  }
+  if (o->kind == OPT_ENUM) {
+    int b = parse_bool(s);
+    if (b >= 0) {
+      *value = (uint64_t)b;
+      return BAD_NONE;
+    }
+    size_t len = str_len(s);
+    const char *w = o->names;
+    for (uint64_t i = 0; *w; i++) {
+      size_t k = 0;
+      while (w[k] && w[k] != '|') k++;
+      if (k == len) {
+        size_t j = 0;
+        while (j < k && lower(s[j]) == w[j]) j++;
+        if (j == k) {
+          *value = i;
+          return BAD_NONE;
+        }
+      }
+      w += k + (w[k] == '|');
+    }
+    const char *p = s;
+    uint64_t v;
+    if (parse_digits(&p, &v, &overflow) && !*p && v >= o->min && v <= o->max) {
+      *value = v;
+      return BAD_NONE;
+    }
+    return BAD_FORM;
+  }
+  const char *p = s;
+  uint64_t v;
+  if (!parse_digits(&p, &v, &overflow)) return overflow ? BAD_RANGE : BAD_FORM;
+  uint64_t scale = o->unit;
+  if (o->kind == OPT_SIZE && *p) {
+    static const char suffixes[] = "kmgt";
+    size_t i = 0;
+    while (suffixes[i] && suffixes[i] != lower(*p)) i++;
+    if (!suffixes[i]) return BAD_FORM;
+    scale = KIB << (10 * i);
+    p++;
+    if (eq_word(p, str_len(p), "b") || eq_word(p, str_len(p), "ib")) p += str_len(p);
+  }
+  if (*p) return BAD_FORM;
+  if (v > UINT64_MAX / scale) return BAD_RANGE;
+  v *= scale;
+  if (v < o->min * o->unit || v > o->max * o->unit) return BAD_RANGE;
+  *value = v;
+  return BAD_NONE;
+}
+
+static void store(const opt_t *o, uint64_t v) {
+  char *f = (char *)&smi_opt + o->offset;
+  if (o->kind == OPT_BOOL) *(bool *)f = v != 0;
+  else if (o->width == 1) *(uint8_t *)f = (uint8_t)v;
+  else if (o->width == 4) *(uint32_t *)f = (uint32_t)v;
+  else *(uint64_t *)f = v;
+}
+
+static void put_default(line_t *l, const opt_t *o) {
+  if (o->kind == OPT_ENUM) put_enum_name(l, o->names, o->def);
+  else put_num(l, o->def);
+}
+
+static void warn_bad(const opt_t *o, const char *value, int bad) {
+  line_t l = {.n = 0};
+  put(&l, "slotmalloc: ");
+  put(&l, prefix);
+  put(&l, o->name);
+  put(&l, "=");
+  put_value(&l, value);
+  if (bad == BAD_RANGE) {
+    put(&l, " is out of range (");
+    put_num(&l, o->min);
+    put(&l, "..");
+    put_num(&l, o->max);
+    put(&l, o->kind == OPT_SIZE && o->unit == 1 ? " bytes)" : ")");
+  } else if (o->kind == OPT_BOOL) {
+    put(&l, " is not a boolean (1/0, on/off, yes/no, true/false)");
+  } else if (o->kind == OPT_ENUM) {
+    put(&l, " is not one of ");
+    for (const char *w = o->names; *w; w++) {
+      char c[2] = {*w == '|' ? '/' : *w, 0};
+      put(&l, c);
+    }
+    put(&l, " or a boolean");
+  } else if (o->kind == OPT_SIZE) {
+    put(&l, " is not a size (a number, optionally with K, M or G)");
+  } else {
+    put(&l, " is not a number");
+  }
+  put(&l, "; using the default ");
+  put_default(&l, o);
+  emit(&l);
+}
+
+/* ---- unknown names ----------------------------------------------------------------- */
+/* Edit distance of a[0..na) and b[0..nb), up to 32 characters each (else 99). */
+static unsigned distance(const char *a, size_t na, const char *b, size_t nb) {
+  if (na > 32 || nb > 32) return 99;
+  unsigned row[33];
+  for (size_t j = 0; j <= nb; j++) row[j] = (unsigned)j;
+  for (size_t i = 1; i <= na; i++) {
+    unsigned diag = row[0];
+    row[0] = (unsigned)i;
+    for (size_t j = 1; j <= nb; j++) {
+      unsigned up = row[j];
+      unsigned best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[nb];
+}
+
+/* The table entry whose name is s[0..len), or NULL. */
+static const opt_t *find(const char *s, size_t len) {
+  for (size_t i = 0; i < NOPTIONS; i++) {
+    const char *n = options[i].name;
+    size_t k = 0;
+    while (k < len && n[k] && n[k] == s[k]) k++;
+    if (k == len && !n[k]) return &options[i];
+  }
+  return NULL;
+}
+
+static void warn_unknown(const char *entry, const char *name, size_t len) {
+  line_t l = {.n = 0};
+  put(&l, "slotmalloc: ");
+  put_value(&l, entry);
+  put(&l, " is not an option of slotmalloc; ignored");
+  const opt_t *best = NULL;
+  unsigned best_d = 3; /* suggest a name at most 2 edits away */
+  for (size_t i = 0; i < NOPTIONS; i++) {
+    unsigned d = distance(name, len, options[i].name, str_len(options[i].name));
+    if (d < best_d) best_d = d, best = &options[i];
+  }
+  if (best) {
+    put(&l, " (did you mean ");
+    put(&l, prefix);
+    put(&l, best->name);
+    put(&l, "?)");
+  }
+  emit(&l);
+}
+
+static void print_in_force(void) {
+  line_t l = {.n = 0};
+  put(&l, "slotmalloc: options");
+  for (size_t i = 0; i < NOPTIONS; i++) {
+    const opt_t *o = &options[i];
+    const char *f = (const char *)&smi_opt + o->offset;
+    put(&l, " ");
+    put(&l, o->name);
+    put(&l, "=");
+    if (o->kind == OPT_STR) {
+      const char *s = *(const char *const *)f;
+      put_value(&l, s ? s : "");
+      continue;
+    }
+    uint64_t v = o->kind == OPT_BOOL ? *(const bool *)f
+                 : o->width == 1     ? *(const uint8_t *)f
+                 : o->width == 4     ? *(const uint32_t *)f
+                                     : *(const uint64_t *)f;
+    if (o->kind == OPT_ENUM) put_enum_name(&l, o->names, v);
+    else put_num(&l, v / o->unit);
+  }
+  emit(&l);
 }
 
 void smi_options_load(void) {
   static bool loaded;
   if (loaded || !environ) return;
   loaded = true;
-  smi_opt.abort_on_error = read_num("SLOTMALLOC_ABORT_ON_ERROR", 1) != 0;
-  smi_opt.stats = read_num("SLOTMALLOC_STATS", 0) != 0;
-  smi_opt.verbose = (int)read_num("SLOTMALLOC_VERBOSE", 0);
-  long delay = read_num("SLOTMALLOC_PURGE_DELAY_MS", 100);
-  smi_opt.purge_delay_ms = delay < 0 ? 0 : (uint32_t)delay;
-  smi_opt.numa = read_num("SLOTMALLOC_NUMA", 0) != 0;
-  smi_os_numa_local = smi_opt.numa;
-  long cache = read_num("SLOTMALLOC_LARGE_CACHE_MB", 64);
-  smi_opt.large_cache = cache < 0 ? 0 : (size_t)cache << 20;
-  if (smi_opt.verbose) {
-    char line[256];
-    snprintf(line, sizeof line,
-             "slotmalloc: options abort_on_error=%d stats=%d verbose=%d purge_delay_ms=%u large_cache_mb=%zu "
-             "numa=%d\n",
-             smi_opt.abort_on_error, smi_opt.stats, smi_opt.verbose, smi_opt.purge_delay_ms,
-             smi_opt.large_cache >> 20, smi_opt.numa);
-    smi_message(line);
+  for (char **e = environ; *e; e++) {
+    const char *s = *e;
+    size_t k = 0;
+    while (k < PREFIX_LEN && s[k] == prefix[k]) k++;
+    if (k < PREFIX_LEN) continue;
+    const char *name = s + PREFIX_LEN;
+    size_t len = 0;
+    while (name[len] && name[len] != '=') len++;
+    if (!name[len]) continue; /* no '=': not a variable */
+    const char *value = name + len + 1;
+    const opt_t *o = find(name, len);
+    if (!o) {
+      warn_unknown(s, name, len);
+      continue;
+    }
+    if (!*value) continue; /* empty: unset */
+    if (o->kind == OPT_STR) {
+      *(const char **)((char *)&smi_opt + o->offset) = value;
+      continue;
+    }
+    uint64_t v;
+    int bad = parse(o, value, &v);
+    if (bad == BAD_NONE) store(o, v);
+    else warn_bad(o, value, bad); /* smi_opt keeps its default */
   }
+  smi_os_numa_local = smi_opt.numa;
+  if (smi_opt.verbose) print_in_force();
+}
+
+size_t smi_path_expand(const char *pattern, char *out, size_t size) {
+  if (!pattern || size == 0) return 0;
+  size_t n = 0;
+  for (const char *p = pattern; *p; p++) {
+    char digits[24];
+    size_t k = 0;
+    if (p[0] == '%' && p[1] == 'p') {
+      unsigned long pid = (unsigned long)getpid();
+      do {
+        digits[k++] = (char)('0' + pid % 10);
+        pid /= 10;
+      } while (pid);
+      p++;
+    } else {
+      digits[k++] = *p;
+    }
+    while (k) {
+      if (n + 1 >= size) return 0;
+      out[n++] = digits[--k];
+    }
+  }
+  out[n] = 0;
+  return n;
 }
