@@ -5,6 +5,7 @@
 
 #include "internal.h"
 #include "check.h"
+#include "slots/counters.h"
 #include "slots/generation.h"
 #include "slots/os.h"
 
@@ -231,6 +232,7 @@ sm_arena_t *smi_arena_current(void) {
 }
 
 void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
+  smi_count(SMI_COUNT_SLOW_CALLS, 1);
   if (smi_unlikely(a == &smi_arena_none || smi_arena_is_closed(a)) && !(a = smi_arena_current())) {
     errno = ENOMEM;
     return NULL;

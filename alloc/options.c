@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "stats.h"
 #include "slots/os.h"
 
 enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_ENUM, OPT_STR };
@@ -362,6 +363,7 @@ void smi_options_load(void) {
   }
   smi_os_numa_local = smi_opt.numa;
   if (smi_opt.verbose) print_in_force();
+  smi_stats_setup();
 }
 
 size_t smi_path_expand(const char *pattern, char *out, size_t size) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "internal.h"
+#include "stats.h"
 #include "check.h"
 #include "slots/generation.h"
 #include "slots/os.h"
@@ -225,12 +226,8 @@ void smi_pool_count_abandoned(sm_stats_t *s) {
   smi_lock(&pool_lock);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     for (int full = 0; full < 2; full++) {
-      for (smi_block_t *b = (full ? abandoned_full : abandoned)[cls].head; b; b = b->next) {
-        size_t live = smi_block_live(b);
-        s->objects_live += live;
-        s->bytes_live += live * b->size;
-        s->blocks++;
-      }
+      for (smi_block_t *b = (full ? abandoned_full : abandoned)[cls].head; b; b = b->next)
+        smi_stats_count_block(b, s);
     }
   }
   smi_unlock(&pool_lock);

@@ -130,6 +130,18 @@ typedef struct sm_stats_s {
   size_t bytes_committed; /* memory held from the OS (process-wide only) */
   size_t bytes_peak;      /* peak of bytes_committed (process-wide only) */
   size_t arenas;          /* arenas counted (the subtree, itself included) */
+  /* Appended in 0.1 (issue 9). The struct only ever grows at its end, so
+   * source that names fields keeps compiling; a binary built against an older
+   * header must be rebuilt (sm_arena_stats writes the whole struct). */
+  size_t slots;           /* slots in the blocks counted (live + free) */
+  size_t large_bytes;     /* bytes of the large objects (included in bytes_live) */
+  size_t rss;             /* resident set of the process, /proc/self/statm (process-wide) */
+  size_t slow_calls;      /* malloc/calloc calls the fast path did not serve (process-wide) */
+  size_t remote_frees;    /* frees by other threads collected by the owner (process-wide) */
+  size_t blocks_purged;   /* blocks whose memory went back to the OS (process-wide) */
+  size_t segments_mapped; /* segments of slot blocks mapped (process-wide) */
+  size_t large_mapped;    /* large objects given a mapping of their own (process-wide) */
+  uint64_t elapsed_ms;    /* since the allocator started (process-wide) */
 } sm_stats_t;
 
 /* Statistics of a and its descendants rolled up (NULL: the whole process). */

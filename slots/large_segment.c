@@ -5,6 +5,7 @@
  * be unmapped at any moment). */
 #include "large_segment.h"
 
+#include "counters.h"
 #include "os.h"
 
 #define LARGE_HEADER ((size_t)4096)
@@ -60,6 +61,7 @@ smi_segment_t *smi_large_new(size_t size, size_t align) {
   atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
   large_publish(seg);
   large_map_set(seg, SMI_MAP_LARGE);
+  smi_count(SMI_COUNT_LARGE_MAPPED, 1);
   return seg;
 }
 

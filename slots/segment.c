@@ -3,12 +3,14 @@
 
 #include <sched.h>
 
+#include "counters.h"
 #include "generation.h"
 #include "lock.h"
 #include "os.h"
 
 uint8_t smi_segmap[SMI_SEGMAP_LEN];
 smi_segslot_t smi_segtab[SMI_SEG_IDS];
+smi_counter_t smi_counters[SMI_COUNTS]; /* counters.h */
 
 static smi_lock_t ids_lock = SMI_LOCK_INIT;
 static uint32_t ids_next = 1; /* id 0 is never used, so handle 0 is never valid */
@@ -98,6 +100,7 @@ smi_segment_t *smi_segment_new(unsigned kind) {
   }
   atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
   __atomic_store_n(&smi_segmap[(uintptr_t)seg >> SMI_SEG_SHIFT], SMI_MAP_SLOTS, __ATOMIC_RELEASE);
+  smi_count(SMI_COUNT_SEGMENTS_MAPPED, 1);
   return seg;
 }
 
@@ -188,6 +191,7 @@ size_t smi_block_collect(smi_block_t *b) {
     n++;
     p = next;
   }
+  if (n) smi_count(SMI_COUNT_REMOTE_FREES, n);
   return n;
 }
 
@@ -219,6 +223,7 @@ void smi_block_decommit(smi_block_t *b) {
    * fresh format wants; the epoch (in the header) survives. */
   smi_os_decommit(smi_block_base(b), smi_block_span(b));
   b->flags |= SMI_BLOCK_DECOMMITTED;
+  smi_count(SMI_COUNT_BLOCKS_PURGED, 1);
 }
 
 /* The part of a block's span past its first page: what a release unmaps. */
