@@ -42,9 +42,10 @@ for arg in "$@"; do
 done
 
 # clang + libclang-rt-14-dev: the clang and TSan stages (clang's sanitizer
-# runtimes); gcc's libubsan1 comes with gcc.
+# runtimes); gcc's libubsan1 comes with gcc. groff-base: the install check
+# lints the man pages.
 packages=(cmake gcc make libcriterion-dev libhwloc-dev pkg-config python3 sqlite3 git valgrind
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev groff-base)
 
 # ---- dependencies ------------------------------------------------------------------
 missing=()
