@@ -14,6 +14,7 @@
 #   - the man pages are installed and lint clean (groff -ww); slotmalloc(3)
 #     names every option of alloc/options.c; LICENSE is installed.
 # Registered with ctest as install_check.
+# shellcheck disable=SC2046,SC2086,SC2013 # $(pkg-config ...), $args: split on purpose
 set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -148,7 +149,9 @@ set +e
 err=$(env -u SLOTMALLOC_ABORT_ON_ERROR "$wrap" "$tmp/alloc" double 2>&1)
 rc=$?
 set -e
-[ "$rc" -ne 0 ] && grep -q 'slotmalloc: double free' <<<"$err" || fail "a double free under the wrapper: status $rc, '$err'"
+if [ "$rc" = 0 ] || ! grep -q 'slotmalloc: double free' <<<"$err"; then
+  fail "a double free under the wrapper: status $rc, '$err'"
+fi
 err=$("$wrap" --no-abort "$tmp/alloc" double 2>&1) || fail "--no-abort: the double free still aborts: '$err'"
 grep -q 'slotmalloc: double free' <<<"$err" || fail "--no-abort: no report: '$err'"
 # errors of the wrapper itself: status 125 and one line
@@ -157,7 +160,9 @@ for args in "--bogus true" "--hardened true" "" "--prof-sample"; do
   err=$("$wrap" $args 2>&1)
   rc=$?
   set -e
-  [ "$rc" = 125 ] && grep -q '^slotmalloc: ' <<<"$err" || fail "slotmalloc $args: status $rc, '$err' (want 125 and a message)"
+  if [ "$rc" != 125 ] || ! grep -q '^slotmalloc: ' <<<"$err"; then
+    fail "slotmalloc $args: status $rc, '$err' (want 125 and a message)"
+  fi
 done
 grep -q -- '--no-abort' <<<"$("$wrap" --help)" || fail "--help"
 grep -q '^slotmalloc [0-9]' <<<"$("$wrap" --version)" || fail "--version"
@@ -200,6 +205,6 @@ done
 for name in $(sed -n 's/^ *X("\([A-Z_]*\)".*/\1/p' "$src/alloc/options.c"); do
   grep -q "SLOTMALLOC_$name" "$src/man/slotmalloc.3" || fail "SLOTMALLOC_$name is not in man/slotmalloc.3"
 done
-[ -s "$src/LICENSE" ] && grep -q 'MIT License' "$src/LICENSE" || fail "no LICENSE"
+grep -q 'MIT License' "$src/LICENSE" || fail "no LICENSE"
 [ -n "$(find "$prefix" -name LICENSE)" ] || fail "LICENSE not installed"
 echo "install_check: man pages installed and lint clean, every option documented, LICENSE there"
