@@ -31,13 +31,14 @@ from harnesslib.allocators import discover_allocators
 from harnesslib.callgrind import count_instructions
 from harnesslib.machine import Load, machine_meta
 from harnesslib.plan import CannotRun, make_plan
-from harnesslib.report_chart import draw_chart
-from harnesslib.report_csv import write_csv
+from harnesslib.report_chart import draw_chart, draw_rss_chart
+from harnesslib.report_csv import write_csv, write_rss_csv
 from harnesslib.report_markdown import render_markdown
 from harnesslib.report_runs import write_failures_log, write_runs_csv
 from harnesslib.report_text import render_text
 from harnesslib.runner import count_runs, run_interleaved, warm_up
 from harnesslib.stats import Results
+from harnesslib.syscalls import count_syscalls
 from harnesslib.workloads import WORKLOADS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,16 +50,23 @@ def parse_args(argv):
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build"), help="the CMake build folder (default build/)")
     p.add_argument("--workloads", help="comma-separated workload names (default: all; --list shows them)")
     p.add_argument("--allocators", help="comma-separated allocator names (default: all found)")
+    p.add_argument("--allocator", action="append", default=[], metavar="NAME=/path/lib.so",
+                   help="add an allocator, preloaded from that library (repeatable)")
+    p.add_argument("--program", action="append", default=[], metavar='NAME="command args"',
+                   help="add any program as a workload, run under every allocator by LD_PRELOAD (repeatable); "
+                        "alone, only the programs run")
     p.add_argument("--reps", type=int, help="repetitions of every case (default 5, quick 1)")
     p.add_argument("--threads", type=int, default=max(2, len(os.sched_getaffinity(0))),
                    help="threads of the multi-threaded workloads (default: CPUs, at least 2)")
     p.add_argument("--quick", action="store_true", help="small sizes and 1 rep: seconds, to check the harness works")
     p.add_argument("--scale", type=float, help="work scale of every workload (default 1, quick 0.05)")
     p.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
+    p.add_argument("--no-syscalls", action="store_true", help="skip the strace pass that counts memory system calls")
     p.add_argument("--time", choices=("wall", "cpu"), default="wall",
                    help="the time the chart shows: wall (default) or cpu (user+sys, robust on a busy machine)")
     p.add_argument("--baseline", default="mimalloc", help="the allocator ratios refer to (default mimalloc)")
-    p.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder (default perf/results)")
+    p.add_argument("--out", default=os.path.join(HERE, "results"),
+                   help="output folder (default perf/results; created if missing)")
     p.add_argument("--timeout", type=float, default=120, help="seconds before one run is killed (default 120)")
     p.add_argument("--allow-failures", action="store_true", help="exit 0 even if some runs failed")
     p.add_argument("--list", action="store_true", help="list workloads and allocators, then exit")
@@ -94,6 +102,12 @@ def write_reports(res, args, measured, load, duration, tmpdir):
     chart_error = draw_chart(res, os.path.join(out, "latest.png"), args.time, tmpdir)
     if chart_error:
         res.notes.append(chart_error)
+    rss_chart_error = draw_rss_chart(res, os.path.join(out, "latest-rss.png"), tmpdir)
+    if rss_chart_error:
+        res.notes.append(rss_chart_error)
+    curves = any(r.samples for (_, _, _, r) in measured.order)
+    if curves:
+        write_rss_csv(os.path.join(out, "latest-rss.csv"), measured.order)
     text = render_text(res)
     with open(os.path.join(out, "latest.txt"), "w") as f:
         f.write(text)
@@ -102,6 +116,7 @@ def write_reports(res, args, measured, load, duration, tmpdir):
     write_csv(res, os.path.join(out, "latest.csv"))
     write_runs_csv(os.path.join(out, "latest-runs.csv"), measured.order)
     files = ["latest.csv", "latest-runs.csv", "latest.md", "latest.txt"] + ([] if chart_error else ["latest.png"])
+    files += (["latest-rss.csv"] if curves else []) + (["latest-rss.png"] if curves and not rss_chart_error else [])
     return text, files
 
 
@@ -109,7 +124,11 @@ def main(argv):
     args = parse_args(argv)
     started = time.time()
     build = os.path.abspath(args.build_dir)
-    found = discover_allocators(build)
+    try:
+        found = discover_allocators(build, args.allocator)
+    except ValueError as e:
+        log(str(e))
+        return 2
     if args.list:
         print_list(found)
         return 0
@@ -128,6 +147,11 @@ def main(argv):
         measured = run_interleaved(plan.workloads, plan.cases, plan.ctx, args.reps, args.timeout, tmpdir,
                                    started, log)
         notes = plan.notes
+        syscalls = {}
+        if not args.no_syscalls:
+            log("system calls: one untimed run of each case under strace")
+            syscalls, sc_notes = count_syscalls(plan.workloads, plan.cases, plan.ctx, args.timeout, tmpdir, log)
+            notes += sc_notes
         callgrind = {}
         if not args.no_callgrind:
             callgrind, cg_notes = count_instructions(plan.allocs, plan.ctx, args.quick, args.timeout, tmpdir, log)
@@ -138,7 +162,7 @@ def main(argv):
         if busy:
             notes.append(busy)
         res = Results(plan.allocs, plan.workloads, measured.runs, callgrind, plan.baseline,
-                      args.reps, args.threads, args.quick, notes)
+                      args.reps, args.threads, args.quick, notes, syscalls)
         text, files = write_reports(res, args, measured, load, duration, tmpdir)
     sys.stdout.write("\n" + text)
     print(f"\nwritten: {', '.join(os.path.join(os.path.relpath(args.out), f) for f in files)} "

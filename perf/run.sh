@@ -2,13 +2,15 @@
 # perf/run.sh: compare slotmalloc with glibc, mimalloc, jemalloc and tcmalloc.
 #
 #   perf/run.sh [--quick] [--reps N] [--threads N] [--workloads a,b] [--allocators x,y]
-#               [--no-callgrind] [--no-install] [--no-build] [--build-dir DIR] ...
+#               [--no-callgrind] [--no-syscalls] [--no-install] [--no-build] [--build-dir DIR]
+#               [--allocator NAME=/path/lib.so] [--program NAME="command"] [--out DIR] ...
 #
 # 1. installs the Debian packages it needs if they are missing (as root; as
 #    another user it only warns, and missing allocators are skipped);
 # 2. builds the project and the workloads (CMake, Release, tests off);
 # 3. runs perf/harness.py, which runs every workload under every allocator,
-#    interleaved and repeated, and writes perf/results/latest.{csv,md,png,txt}.
+#    interleaved and repeated, counts their memory system calls (strace), and
+#    writes perf/results/latest.{csv,md,png,txt} and latest-rss.{csv,png}.
 # Every option but --no-install and --no-build goes to harness.py (--help there).
 set -euo pipefail
 
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
     --build-dir) build=$(realpath -m "$2"); shift ;;
     --build-dir=*) build=$(realpath -m "${1#*=}") ;;
     -h|--help)
-      sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       echo
       exec python3 "$here/harness.py" --help ;;
     *) args+=("$1") ;;
@@ -36,9 +38,10 @@ done
 # ---- 1. packages (Debian 12 names) -----------------------------------------
 # build: cmake gcc make libc6-dev (libc.a for the static meter) libhwloc-dev
 # allocators: libmimalloc-dev (libmimalloc.so.2), libjemalloc2, libtcmalloc-minimal4
-# workloads and reports: libtalloc-dev python3 sqlite3 gnuplot-nox valgrind
+# workloads and reports: libtalloc-dev python3 sqlite3 git gnuplot-nox valgrind
+# the memory system call counts: strace
 packages=(cmake gcc make libc6-dev libhwloc-dev libmimalloc-dev libjemalloc2 libtcmalloc-minimal4
-          libtalloc-dev python3 sqlite3 gnuplot-nox valgrind)
+          libtalloc-dev python3 sqlite3 git gnuplot-nox valgrind strace)
 if [ "$install" = 1 ] && command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for p in "${packages[@]}"; do

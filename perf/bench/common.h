@@ -177,6 +177,45 @@ static inline void run_threads(int n, void *(*fn)(void *), void *arg, size_t arg
   free(t);
 }
 
+/* ---- resident set size, read without allocating ----
+ * /proc/self/statm's second field (resident pages) by open/read/close: no
+ * stdio, no malloc, so sampling does not disturb what it measures. */
+#include <fcntl.h>
+static inline long rss_kib(void) {
+  char buf[128];
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  const char *c = buf;
+  while (*c && *c != ' ') c++; /* skip the size field */
+  long pages = 0;
+  while (*c == ' ') c++;
+  while (*c >= '0' && *c <= '9') pages = pages * 10 + (*c++ - '0');
+  return pages * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* An RSS curve: up to SAMPLES_MAX (ops, ms, rss) points in a static array,
+ * printed at the end as "sample ops=N ms=T rss_kib=K" lines before the result
+ * line (the harness draws them; nothing is printed while measuring). */
+#define SAMPLES_MAX 1024
+typedef struct {
+  long long ops;
+  double ms;
+  long rss;
+} sample_t;
+static sample_t samples[SAMPLES_MAX];
+static int nsamples;
+static inline void sample_rss(long long ops, double ms) {
+  if (nsamples < SAMPLES_MAX) samples[nsamples++] = (sample_t){ops, ms, rss_kib()};
+}
+static inline void print_samples(void) {
+  for (int i = 0; i < nsamples; i++)
+    printf("sample ops=%lld ms=%.1f rss_kib=%ld\n", samples[i].ops, samples[i].ms, samples[i].rss);
+}
+
 /* ---- the result line ---- */
 static inline const char *malloc_origin(void) {
   Dl_info info;

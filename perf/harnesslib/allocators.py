@@ -92,6 +92,30 @@ def locate(spec, build):
     return alloc
 
 
-def discover_allocators(build):
-    """Every allocator of the table, found or with the note why not."""
-    return [locate(spec, build) for spec in ALLOCATORS]
+# colours of the allocators given by --allocator, in turn
+EXTRA_COLORS = ["#ff7f0e", "#17becf", "#bcbd22", "#8c564b", "#e377c2", "#7f7f00"]
+
+
+def custom_allocator(spec, index):
+    """The Allocator of an --allocator option: 'name=/path/lib.so', preloaded; its workloads must report
+    a malloc from a file of that name."""
+    name, sep, path = spec.partition("=")
+    name, path = name.strip(), path.strip()
+    if not sep or not name or not path:
+        raise ValueError(f"--allocator wants name=/path/lib.so, not {spec!r}")
+    path = os.path.abspath(path)
+    alloc = Allocator(name, EXTRA_COLORS[index % len(EXTRA_COLORS)], preload=path, expect=os.path.basename(path))
+    if not os.path.isfile(path):
+        alloc.note = f"{path} not found"
+    return alloc
+
+
+def discover_allocators(build, extra=()):
+    """Every allocator of the table, found or with the note why not, then those of --allocator (`extra`)."""
+    found = [locate(spec, build) for spec in ALLOCATORS]
+    for i, spec in enumerate(extra):
+        a = custom_allocator(spec, i)
+        if a.name in {f.name for f in found}:
+            raise ValueError(f"--allocator {a.name}: that name is taken")
+        found.append(a)
+    return found

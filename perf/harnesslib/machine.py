@@ -9,7 +9,7 @@ from .allocators import ALLOCATORS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # after the allocators' packages: the workloads' and the tools'
-OTHER_PACKAGES = ("libtalloc2", "python3", "sqlite3", "gcc-12", "valgrind")
+OTHER_PACKAGES = ("libtalloc2", "python3", "sqlite3", "gcc-12", "git", "valgrind", "strace")
 ALLOCATOR_ENV_PREFIXES = ("MALLOC_", "MIMALLOC_", "SLOTMALLOC_", "TCMALLOC_", "JE_", "GLIBC_TUNABLES")
 
 

@@ -3,7 +3,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
-from .workloads import WORKLOADS, Context
+from .workloads import WORKLOADS, Context, program_workload
 
 
 class CannotRun(Exception):
@@ -40,16 +40,33 @@ def choose_allocators(found, option):
     return [a for a in found if a.name in want]
 
 
-def choose_workloads(option):
-    """The workloads the --workloads option names (all when it is not given)."""
+def program_workloads(specs):
+    """The workloads of the --program options ('name=command')."""
+    try:
+        progs = [program_workload(s) for s in specs or ()]
+    except ValueError as e:
+        raise CannotRun(str(e))
+    taken = {w.name for w in WORKLOADS}
+    for p in progs:
+        if p.name in taken:
+            raise CannotRun(f"--program {p.name}: that name is taken (--list shows the workloads)")
+        taken.add(p.name)
+    return progs
+
+
+def choose_workloads(option, programs=()):
+    """The workloads the --workloads option names, then the --program ones.
+
+    Without --workloads: every workload, or only the --program ones when there are some."""
     if not option:
-        return WORKLOADS
+        return list(programs) if programs else WORKLOADS
+    every = WORKLOADS + list(programs)
     want = names_from(option)
-    names = {w.name for w in WORKLOADS}
+    names = {w.name for w in every}
     bad = [x for x in want if x not in names]
     if bad:
         raise CannotRun(f"unknown workload(s): {', '.join(bad)}; --list shows them")
-    return [w for w in WORKLOADS if w.name in want]
+    return [w for w in WORKLOADS if w.name in want] + list(programs)
 
 
 def choose_baseline(allocs, wanted, notes):
@@ -93,7 +110,7 @@ def make_plan(args, build, found, log):
     if not allocs:
         raise CannotRun("no allocator to run")
     baseline = choose_baseline(allocs, args.baseline, notes)
-    workloads = choose_workloads(args.workloads)
+    workloads = choose_workloads(args.workloads, program_workloads(args.program))
     jobs = os.path.join(build, "perf", "jobs")
     os.makedirs(jobs, exist_ok=True)
     ctx = Context(build, args.scale, args.threads, args.quick, jobs)

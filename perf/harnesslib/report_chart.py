@@ -16,8 +16,17 @@ def bar_offset(j, n, bw):
     return (j - (n - 1) / 2) * bw
 
 
+def spread(res, w, a, metric):
+    """The min and max of (w, a)'s runs divided by the baseline's median: the error bar of its bar."""
+    s, b = res.stat(w, a, metric), res.stat(w, res.baseline, metric)
+    if not s or not b or b["median"] <= 0:
+        return None
+    return s["min"] / b["median"], s["max"] / b["median"]
+
+
 def write_data(res, path, time_metric, allocs, bw):
-    """One gnuplot data block per (metric, allocator): x and ratio per workload, then the geomean."""
+    """One gnuplot data block per (metric, allocator): x, ratio, min and max (relative to the baseline's
+    median) per workload, then the geomean (no spread)."""
     mw = res.main_workloads()
     with open(path, "w") as f:
         for metric in (time_metric, "rss"):
@@ -26,16 +35,18 @@ def write_data(res, path, time_metric, allocs, bw):
                 for i, w in enumerate(mw):
                     r = res.ratio(w.name, a.name, metric)
                     if r:
-                        f.write(f"{i + bar_offset(j, len(allocs), bw):.4f} {r:.4f}\n")
+                        lo, hi = spread(res, w.name, a.name, metric) or (r, r)
+                        f.write(f"{i + bar_offset(j, len(allocs), bw):.4f} {r:.4f} {lo:.4f} {hi:.4f}\n")
                 g, _ = res.geo(a, metric)
                 if g:
-                    f.write(f"{len(mw) + 0.5 + bar_offset(j, len(allocs), bw):.4f} {g:.4f}\n")
+                    f.write(f"{len(mw) + 0.5 + bar_offset(j, len(allocs), bw):.4f} {g:.4f} {g:.4f} {g:.4f}\n")
                 f.write("\n\n")
 
 
 def y_range(res, metric):
     """The log-scale range that holds every ratio and 1, with a margin."""
     rs = [res.ratio(w.name, a.name, metric) for w in res.main_workloads() for a in res.allocs]
+    rs += [x for w in res.main_workloads() for a in res.allocs for x in (spread(res, w.name, a.name, metric) or ())]
     rs += [res.geo(a, metric)[0] for a in res.allocs]
     rs = [r for r in rs if r]
     lo = min(rs + [1.0]) / 1.3
@@ -60,7 +71,8 @@ def script_head(res, png, allocs):
         f"set arrow 2 from {len(mw) - 0.25}, graph 0 to {len(mw) - 0.25}, graph 1 nohead dt 2 lc rgb '#888888'",
         "set multiplot layout 2,1 title "
         f"'slotmalloc perf: each allocator relative to {res.baseline} (= 1, the black line): "
-        f"bars down are better, up are worse. Medians of {res.reps} interleaved runs each, "
+        f"bars down are better, up are worse. " +
+        (f"Medians of {res.reps} interleaved runs each (whiskers: min–max), " if res.reps > 1 else "One run each, ") +
         f"{res.threads} threads{quick}' font 'sans,12'",
     ]
 
@@ -79,6 +91,8 @@ def script_panels(res, dat, time_metric, allocs, bw):
             c = a.color or DEFAULT_COLOR
             plot.append(f"'{dat}' index {idx} using 1:(1):($1-{bw / 2:.4f}):($1+{bw / 2:.4f}):(1):2 "
                         f"with boxxyerror title '{a.name}' lc rgb '{c}'")
+            if res.reps > 1:  # the min-max of the runs
+                plot.append(f"'{dat}' index {idx} using 1:2:3:4 with yerrorbars pt 0 lw 1 lc rgb '#222222' notitle")
             idx += 1
         plot.append(f"1 with lines lw 2 lc rgb 'black' title '{res.baseline} (= 1)'")
         lines.append("plot " + ", ".join(plot))
@@ -107,4 +121,54 @@ def draw_chart(res, png, time_metric, tmpdir):
     p = subprocess.run([gp, script], capture_output=True, text=True)
     if p.returncode != 0:
         return "gnuplot failed: " + p.stderr.strip()[-300:]
+    return None
+
+
+# ---------------------------------------------------------------- the RSS curves (latest-rss.png)
+def curve_x(w, ops, ms):
+    """The x of a sample: seconds since the idle phase began, or millions of operations."""
+    return ms / 1000.0 if w.curve == "ms" else ops / 1e6
+
+
+def draw_rss_chart(res, png, tmpdir):
+    """Draws the RSS curves of the workloads that sample their RSS (idle, longrun), one panel each and one
+    line per allocator (its run with the median peak RSS); returns None or a note saying why not."""
+    gp = shutil.which("gnuplot")
+    if not gp:
+        return "gnuplot not found (apt-get install gnuplot-nox): no RSS chart"
+    panels = []
+    for w in res.curve_workloads():
+        lines = [(a, res.curve(w.name, a.name)) for a in res.allocs]
+        lines = [(a, c) for a, c in lines if c]
+        if lines:
+            panels.append((w, lines))
+    if not panels:
+        return None
+    dat = os.path.join(tmpdir, "rss.dat")
+    script = [f"set terminal pngcairo size 1400,{450 * len(panels) + 80} font 'sans,10'", f"set output '{png}'",
+              "set grid", "set key outside right top vertical",
+              f"set multiplot layout {len(panels)},1 title 'slotmalloc perf: RSS over time, one line per allocator "
+              f"(its run with the median peak RSS){' (QUICK MODE)' if res.quick else ''}' font 'sans,12'"]
+    idx = 0
+    with open(dat, "w") as f:
+        for w, lines in panels:
+            plot = []
+            for a, c in lines:
+                f.write(f"# {w.name} {a.name}\n")
+                for ops, ms, rss in c:
+                    f.write(f"{curve_x(w, ops, ms):.4f} {rss / 1024:.2f}\n")
+                f.write("\n\n")
+                plot.append(f"'{dat}' index {idx} using 1:2 title '{a.name}' with lines lw 2 "
+                            f"lc rgb '{a.color or DEFAULT_COLOR}'")
+                idx += 1
+            xlabel = "seconds since the frees (idle phase)" if w.curve == "ms" else "operations (millions)"
+            script += [f"set title '{w.name}: {w.desc.replace(chr(39), '')}' noenhanced", f"set xlabel '{xlabel}'",
+                       "set ylabel 'RSS, MiB'", "set yrange [0:*]", "plot " + ", ".join(plot)]
+    script.append("unset multiplot")
+    path = os.path.join(tmpdir, "rss.gp")
+    with open(path, "w") as f:
+        f.write("\n".join(script) + "\n")
+    p = subprocess.run([gp, path], capture_output=True, text=True)
+    if p.returncode != 0:
+        return "gnuplot failed on the RSS chart: " + p.stderr.strip()[-300:]
     return None

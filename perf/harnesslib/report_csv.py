@@ -34,9 +34,33 @@ def callgrind_rows(res):
                f"{v:.2f}" if v is not None else "", "", "", "", "", "", "", 0 if v is not None else 1]
 
 
+def syscall_rows(res):
+    """section syscalls: one row per workload × allocator × counted call, and their total (one run: n = 1)."""
+    for (wn, an), counts in sorted(res.syscalls.items()):
+        if counts is None:
+            yield ["syscalls", wn, an, "total", "calls", 0, "", "", "", "", "", "", res.baseline, 1]
+            continue
+        for k, v in list(counts.items()) + [("total", sum(counts.values()))]:
+            yield ["syscalls", wn, an, k, "calls", 1, v, v, v, v, v, "", res.baseline, 0]
+
+
 def write_csv(res, path):
     with open(path, "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(HEADER)
         wr.writerows(summary_rows(res))
+        wr.writerows(syscall_rows(res))
         wr.writerows(callgrind_rows(res))
+
+
+RSS_HEADER = ["workload", "allocator", "rep", "ops", "ms", "rss_kib"]
+
+
+def write_rss_csv(path, order):
+    """latest-rss.csv: every RSS sample of every run that printed some; order: [(rep, workload, allocator, Run)]."""
+    with open(path, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(RSS_HEADER)
+        for rep, wn, an, r in order:
+            for ops, ms, rss in r.samples:
+                wr.writerow([wn, an, rep, ops, f"{ms:.1f}", rss])

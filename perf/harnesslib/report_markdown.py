@@ -1,4 +1,6 @@
 """The markdown report (latest.md): the machine and run, every table, the workloads, the notes."""
+from . import targets
+from .syscalls import COUNTED
 from .tables import api_tables, fmt_metric, fmt_ratio
 
 MAIN_TABLES = (("wall", "Wall time, seconds"), ("cpu", "CPU time (user + system, all threads), seconds"),
@@ -17,6 +19,8 @@ def main_cell(res, w, a, metric):
     f = fmt_metric(metric)
     r = res.ratio(w, a, metric)
     rs = f" **{fmt_ratio(r)}**" if r is not None else ""
+    if s["n"] == 1:  # one run: no spread to show
+        return f"{f(s['median'])}{rs}"
     return f"{f(s['median'])}{rs} ({f(s['min'])}–{f(s['max'])})"
 
 
@@ -32,6 +36,36 @@ def main_table(res, metric, title):
         out.append(f"| {w.name} | " + " | ".join(main_cell(res, w.name, a.name, metric) for a in allocs) + " |")
     out.append("| geometric mean | " + " | ".join(geo_cell(res, a, metric) for a in allocs) + " |")
     return out
+
+
+def syscall_cell(res, w, a):
+    """total ×ratio (mmap/munmap/madvise/mprotect/brk/mremap), or n/a or **FAIL**."""
+    if (w, a) not in res.runs:
+        return "n/a"
+    c = res.syscalls.get((w, a))
+    if not c:
+        return "**FAIL**"
+    n, b = sum(c.values()), res.syscall_total(w, res.baseline)
+    ratio = f" **{fmt_ratio(n / b)}**" if b else ""
+    return f"{n:,}{ratio} ({'/'.join(str(c[k]) for k in COUNTED)})"
+
+
+def syscall_table(res):
+    allocs = res.main_allocs()
+    out = ["", f"### Memory system calls per run ({'/'.join(COUNTED)}; one strace run each)", ""]
+    out += table_head("workload", [a.name for a in allocs])
+    for w in res.main_workloads():
+        out.append(f"| {w.name} | " + " | ".join(syscall_cell(res, w.name, a.name) for a in allocs) + " |")
+    return out
+
+
+def targets_table(res):
+    out = ["", f"### Issue 8 targets for {targets.SUBJECT}", "",
+           "Medians of this run. CPU: TIE = above 1 but within the min–max of both allocators (this run's noise).",
+           ""]
+    out += ["| " + " | ".join(targets.HEAD) + " |", "|---|" + "|".join("---:" for _ in targets.HEAD[1:]) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in targets.workload_rows(res)]
+    return out + [""] + [f"- {line}" for line in targets.summary_lines(res)]
 
 
 def callgrind_table(res):
@@ -55,11 +89,19 @@ def render_markdown(res, meta):
     out = ["## slotmalloc perf results", ""]
     out += [f"- {k}: {v}" for k, v in meta]
     out.append("")
-    out.append(f"Each cell: median of {res.reps} runs, ×ratio to {res.baseline} (lower is better), "
-               "and (min–max). Interleaved runs on one machine; see perf/README.md.")
+    if res.reps == 1:
+        out.append(f"Each cell: the one run's value, ×ratio to {res.baseline} (lower is better); one run shows "
+                   "no spread. See perf/README.md.")
+    else:
+        out.append(f"Each cell: median of {res.reps} runs, ×ratio to {res.baseline} (lower is better), "
+                   "and (min–max). Interleaved runs on one machine; see perf/README.md.")
     if res.main_workloads():
         for metric, title in MAIN_TABLES:
             out += main_table(res, metric, title)
+    if res.syscalls and res.main_workloads():
+        out += syscall_table(res)
+    if res.main_workloads() and targets.applies(res):
+        out += targets_table(res)
     if res.callgrind:
         out += callgrind_table(res)
     for title, head, rows in api_tables(res):

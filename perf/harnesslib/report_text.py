@@ -1,4 +1,6 @@
 """The terminal report (latest.txt): fixed-width tables."""
+from . import targets
+from .syscalls import COUNTED
 from .tables import api_tables, fmt_metric, fmt_ratio
 
 WIDTH = 20  # of an allocator's column
@@ -16,8 +18,11 @@ def main_cell(res, w, a, metric):
     s, missing = res.cell_stat(w, a, metric)
     if s is None:
         return missing
+    cell = f"{fmt_metric(metric)(s['median'])} {fmt_ratio(res.ratio(w, a, metric))}"
+    if s["n"] == 1:  # one run: no spread to show
+        return cell
     spread = (s["max"] - s["min"]) / 2 / s["median"] * 100 if s["median"] else 0
-    return f"{fmt_metric(metric)(s['median'])} {fmt_ratio(res.ratio(w, a, metric))} ±{spread:.0f}%"
+    return f"{cell} ±{spread:.0f}%"
 
 
 def geo_cell(res, a, metric):
@@ -33,6 +38,31 @@ def main_table(res, metric, label):
     return out
 
 
+def syscall_cell(res, w, a):
+    """Memory system calls of the counted run, ×ratio to the baseline's, or n/a or FAIL."""
+    if (w, a) not in res.runs:
+        return "n/a"
+    n = res.syscall_total(w, a)
+    if n is None:
+        return "FAIL"
+    b = res.syscall_total(w, res.baseline)
+    return f"{n:,}" + (f" {fmt_ratio(n / b)}" if b else "")
+
+
+def syscall_table(res):
+    allocs = res.main_allocs()
+    out = ["", f"MEMORY SYSTEM CALLS ({'+'.join(COUNTED)}; one strace run each) ×ratio",
+           row("workload", [a.name for a in allocs])]
+    out += [row(w.name, [syscall_cell(res, w.name, a.name) for a in allocs]) for w in res.main_workloads()]
+    return out
+
+
+def targets_table(res):
+    out = ["", f"ISSUE 8 TARGETS for {targets.SUBJECT} (medians of this run; TIE: above 1 within the noise)"]
+    out += api_table("", targets.HEAD, targets.workload_rows(res))[1:]
+    return out + targets.summary_lines(res)
+
+
 def callgrind_table(res):
     allocs, sizes = res.callgrind_allocs()
     out = ["", "INSTRUCTIONS per malloc+free pair (callgrind, (Ir(2N)-Ir(N))/N, loop included)",
@@ -46,8 +76,8 @@ def callgrind_table(res):
 def api_table(title, head, rows):
     """A table with columns as wide as their widest cell."""
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    out = ["", title, "  ".join(h.ljust(wd) for h, wd in zip(head, widths))]
-    out += ["  ".join(str(c).ljust(wd) for c, wd in zip(r, widths)) for r in rows]
+    out = ["", title, "  ".join(h.ljust(wd) for h, wd in zip(head, widths)).rstrip()]
+    out += ["  ".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows]
     return out
 
 
@@ -58,6 +88,10 @@ def render_text(res):
     if res.main_workloads():
         for metric, label in MAIN_TABLES:
             out += main_table(res, metric, label)
+    if res.syscalls and res.main_workloads():
+        out += syscall_table(res)
+    if res.main_workloads() and targets.applies(res):
+        out += targets_table(res)
     if res.callgrind:
         out += callgrind_table(res)
     for title, head, rows in api_tables(res):

@@ -20,6 +20,7 @@ class Run:
     stderr: str = ""
     argv: list = field(default_factory=list)
     preload: str | None = None
+    samples: list = field(default_factory=list)  # the RSS curve: [(ops, ms, rss KiB)] from "sample" lines
 
     @property
     def ok(self):
@@ -52,6 +53,19 @@ def parse_line(text):
             k, v = tok.split("=", 1)
             fields[k] = v
     return fields, found
+
+
+def parse_samples(text):
+    """The 'sample ops=N ms=T rss_kib=K' lines of a program's stdout as [(ops, ms, rss KiB)]."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("sample "):
+            try:
+                f = dict(tok.split("=", 1) for tok in line.split()[1:])
+                out.append((int(f["ops"]), float(f["ms"]), int(f["rss_kib"])))
+            except (KeyError, ValueError):
+                pass
+    return out
 
 
 def decode_wait_status(status, r):
@@ -128,7 +142,9 @@ def spawn(argv, env, stdin_path, timeout, tmpdir, meter=None):
     r.wall = t1 - t0
     r.user, r.sys, r.maxrss_kib = ru.ru_utime, ru.ru_stime, ru.ru_maxrss
     r.stderr = read_text(err_path)
-    r.fields, r.line = parse_line(read_text(out_path))
+    stdout = read_text(out_path)
+    r.fields, r.line = parse_line(stdout)
+    r.samples = parse_samples(stdout)
     if killed:
         r.status = f"timeout after {timeout:.0f} s"
         return r

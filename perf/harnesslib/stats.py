@@ -46,6 +46,7 @@ class Results:
     threads: int
     quick: bool
     notes: list = field(default_factory=list)
+    syscalls: dict = field(default_factory=dict)  # {(workload, allocator): {syscall: calls} or None}
 
     def ok_runs(self, w, a):
         return [r for r in self.runs.get((w, a), []) if r.ok]
@@ -100,3 +101,20 @@ class Results:
         sizes = sorted({s for (_, s) in self.callgrind})
         allocs = [a for a in self.allocs if any((a.name, s) in self.callgrind for s in sizes)]
         return allocs, sizes
+
+    def syscall_total(self, w, a):
+        """The memory system calls of one counted run of (w, a), or None."""
+        c = self.syscalls.get((w, a))
+        return sum(c.values()) if c else None
+
+    def curve_workloads(self):
+        """The workloads whose RSS curve is charted (those that print samples)."""
+        return [w for w in self.workloads if w.curve]
+
+    def curve(self, w, a):
+        """The RSS curve of (w, a): the samples of its run with the median peak RSS, or []."""
+        rs = [r for r in self.ok_runs(w, a) if r.samples]
+        if not rs:
+            return []
+        rs.sort(key=lambda r: r.maxrss_kib)
+        return rs[(len(rs) - 1) // 2].samples

@@ -1,5 +1,6 @@
 """The workloads: one table, each row saying how to run it and under which allocators."""
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,8 @@ class Workload:
     desc: str
     args: Callable
     table: str = "main"
+    extra_metrics: tuple = ()  # result-line fields reported in the CSV (KiB), e.g. the idle RSS
+    curve: str = ""  # its RSS curve ("sample" lines) is charted against "ms" or "ops"
 
     def allocators(self, allocs):
         """The allocators of `allocs` this workload runs under."""
@@ -84,6 +87,7 @@ class Workload:
             metrics += [("ns_handle", "ns"), ("ns_pointer", "ns")]
         if self.table == "tree" or self.name == "tree-free":
             metrics += [("build_s", "s"), ("teardown_s", "s"), ("pause_s", "s")]
+        metrics += [(m, "KiB") for m in self.extra_metrics]
         return metrics
 
 
@@ -135,6 +139,49 @@ def gcc_args(ctx):
     return [shutil.which("gcc") or "gcc", "-O2", "-pipe", "-c", "-o", "/dev/null", path], None, {}
 
 
+def idle_args(ctx):
+    """perf/bench/idle.c: a burst of 200 MB times the scale, then 3 s idle (1.1 s in quick mode)."""
+    return [ctx.bin("idle"), "-s", str(ctx.scale), "-o", "1100" if ctx.quick else "3000"], None, {}
+
+
+GIT_OBJECTS = 40000  # of the generated repository at scale 1
+GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+
+
+def git_args(ctx):
+    """git repack -adf of a generated repository (programs/gitrepo.py), made once and kept in the jobs folder."""
+    git = shutil.which("git")
+    if not git:
+        return [None], None, {}
+    objects = max(2000, int(GIT_OBJECTS * ctx.scale))
+    repo = os.path.join(ctx.jobs, f"git-{objects}")
+    ready = os.path.join(repo, "perf-ready")
+    if not os.path.exists(ready):
+        subprocess.run([sys.executable, os.path.join(PROGRAMS, "gitrepo.py"), repo, str(objects)],
+                       check=True, capture_output=True)
+        open(ready, "w").close()
+    return [git, "-C", repo, "-c", f"pack.threads={ctx.threads}", "repack", "-adfq"], None, dict(GIT_ENV)
+
+
+def command_args(command):
+    """A --program command line: split into words as a shell would (no shell runs), argv[0] looked up in PATH."""
+    words = shlex.split(command)
+
+    def args(ctx):
+        argv0 = words[0] if os.sep in words[0] else (shutil.which(words[0]) or words[0])
+        return [argv0] + words[1:], None, {}
+    return args
+
+
+def program_workload(spec):
+    """The Workload of a --program option: 'name=command'."""
+    name, sep, command = spec.partition("=")
+    name, command = name.strip(), command.strip()
+    if not sep or not name or not command:
+        raise ValueError(f"--program wants name=\"command\", not {spec!r}")
+    return Workload(name, "program", f"`{command}` (--program)", command_args(command))
+
+
 # ---------------------------------------------------------------- the table
 WORKLOADS = [
     Workload("pair-16", "bench", "hot malloc+free pair of 16 B: the thread-local fast path", bench("pair", "-z", 16)),
@@ -151,7 +198,7 @@ WORKLOADS = [
              bench("churn", "-t", 1)),
     Workload("churn-mt", "bench", "the same churn in N threads at once, each with its own live set",
              bench("churn", threads=True)),
-    Workload("prodcons", "bench", "producer/consumer thread pairs: every object freed by the other thread",
+    Workload("prodcons", "bench", "producer/consumer thread pairs (xmalloc-test): every free is remote",
              bench("prodcons", threads=True)),
     Workload("server", "bench", "N workers replace random objects and hand 1 in 8 to another worker",
              bench("server", threads=True)),
@@ -165,6 +212,18 @@ WORKLOADS = [
              bench("large")),
     Workload("tree-free", "bench", "a tree of 1,000,000 small objects built, then freed one by one",
              bench("tree")),
+    Workload("cfrac", "bench", "millions of short-lived bignums (8-200 B) in arithmetic chains, 2 live at exit",
+             bench("cfrac")),
+    Workload("alloctest-1", "bench", "random sizes (8 B-2 KiB, some to 256 KiB) in a rolling window, 1 thread",
+             bench("alloctest", "-t", 1)),
+    Workload("alloctest-2", "bench", "the same in 2 threads, each with its own window", bench("alloctest", "-t", 2)),
+    Workload("larson", "bench", "threads replace random slots of an array, then hand it to a new thread",
+             bench("larson", threads=True)),
+    Workload("longrun", "bench", "a live set of 20,000 (8-264 B, 1 in 32 1-9 KiB) replaced 20M times, the mix shifting",
+             bench("longrun"), curve="ops"),
+    Workload("idle", "bench", "a 200 MB burst, 99% freed, then 3 s idle with a few fast-path calls: RSS every 50 ms",
+             idle_args, extra_metrics=("rss_idle_1s_kib", "rss_burst_kib", "rss_idle_end_kib"), curve="ms"),
+    Workload("git", "program", "git repack -adf of a generated 40,000-object repository", git_args),
     Workload("python", "program", "python3 (PYTHONMALLOC=malloc): dicts, sort, JSON round trip, strings",
              python_args),
     Workload("sqlite", "program", "sqlite3 in memory: 80,000-row table, indexes, group by, update, delete",
