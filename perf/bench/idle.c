@@ -3,8 +3,8 @@
  * phase of -o milliseconds (default 3000) with only a few fast-path malloc/free calls, while the RSS is sampled
  * every 50 ms: does the allocator give the memory back when the program goes idle?
  *
- * Prints the RSS curve as "sample ops=... ms=... rss_kib=..." lines (ms since the idle phase began, the first
- * at 0, right after the frees) and, on the result line, rss_burst_kib (after the burst), rss_freed_kib (right after
+ * Prints the RSS curve as "sample ops=... ms=... rss_kib=..." lines (ops: the objects live; ms since the idle
+ * phase began, negative during the burst and the frees, which are sampled 20 times each) and, on the result line, rss_burst_kib (after the burst), rss_freed_kib (right after
  * the frees), rss_idle_1s_kib (the first sample at least 1 s into the idle phase) and rss_idle_end_kib. */
 #include "common.h"
 
@@ -32,7 +32,12 @@ int main(int argc, char **argv) {
   size_t cap = burst / 16 + 16, count = 0, bytes = 0;
   void **obj = xmalloc(cap * sizeof *obj);
   double t0 = now_sec();
+  size_t next_sample = 0; /* the burst and the frees are sampled too, 20 times each */
   while (bytes < burst && count < cap) {
+    if (bytes >= next_sample) {
+      sample_rss((long long)count, (now_sec() - t0) * 1e3);
+      next_sample += burst / 20;
+    }
     size_t n = pick_size(&r);
     char *p = malloc(n);
     if (!p) die("malloc");
@@ -50,11 +55,13 @@ int main(int argc, char **argv) {
     }
     check += *(unsigned char *)obj[i];
     free(obj[i]);
+    if (i % (count / 20 + 1) == 0) sample_rss((long long)(count - i), (now_sec() - t0) * 1e3);
   }
   long rss_freed = rss_kib();
   double t1 = now_sec();
   double idle0 = now_sec();
-  sample_rss(count, 0);
+  for (int i = 0; i < nsamples; i++) samples[i].ms -= (idle0 - t0) * 1e3; /* the burst's times are negative */
+  sample_rss(kept, 0);
   long rss_1s = -1;
   for (long ms = STEP_MS; ms <= idle_ms; ms += STEP_MS) {
     double due = idle0 + (double)ms * 1e-3, left = due - now_sec();
@@ -68,7 +75,7 @@ int main(int argc, char **argv) {
       free(p);
     }
     double at = (now_sec() - idle0) * 1e3;
-    sample_rss(count, at);
+    sample_rss(kept, at);
     if (rss_1s < 0 && at >= 1000) rss_1s = samples[nsamples - 1].rss;
   }
   for (size_t i = 0; i < kept; i++) free(obj[i]);

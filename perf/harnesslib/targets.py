@@ -78,12 +78,12 @@ def summary_lines(res):
     """The overall verdicts: counts of the per-workload ones, the RSS geometric mean, the idle RSS at 1 s."""
     rows = workload_rows(res)
     out = []
-    rss = [r[3] for r in rows]
-    cpu = [r[5] for r in rows]
+    rss = [r[3] for r in rows if r[3] != "-"]
+    cpu = [r[5] for r in rows if r[5] != "-"]
     out.append(f"peak RSS ≤ {RSS_VS_BEST:.2f}× the lowest of {', '.join(PEERS)}: {rss.count('PASS')} PASS, "
-               f"{rss.count('MISS')} MISS of {len(rows)} workloads")
+               f"{rss.count('MISS')} MISS of {len(rss)} workloads")
     out.append(f"CPU time ≤ {CPU_VS_REF:.2f}× {REFERENCE}: {cpu.count('PASS')} PASS, {cpu.count('TIE')} TIE "
-               f"(above 1 within the min–max of both), {cpu.count('MISS')} MISS of {len(rows)} workloads")
+               f"(above 1 within the min–max of both), {cpu.count('MISS')} MISS of {len(cpu)} workloads")
     g, n = res.geo(next(a for a in res.allocs if a.name == SUBJECT), "rss")
     out.append(f"peak RSS geometric mean ÷ {REFERENCE} ≤ {RSS_GEOMEAN:.2f}: "
                + (f"×{g:.2f} over {n} workloads: {verdict(g, RSS_GEOMEAN)}" if g else "-"))
@@ -95,5 +95,5 @@ def summary_lines(res):
     else:
         out.append(f"idle: RSS 1 s after going idle ÷ {REFERENCE}'s ≤ {IDLE_VS_REF}: - (not measured in this run)")
     if res.quick:
-        out.append("quick mode: one small run each, not a measurement")
+        out.append("quick mode: small sizes, a check of the harness, not a measurement")
     return out
