@@ -164,6 +164,10 @@ for args in "--bogus true" "--hardened true" "" "--prof-sample"; do
     fail "slotmalloc $args: status $rc, '$err' (want 125 and a message)"
   fi
 done
+# --hardened picks libslotmalloc-hardened.so once there is one (a copy, here)
+cp "$real_libdir/libslotmalloc.so.0" "$real_libdir/libslotmalloc-hardened.so"
+[ "$("$wrap" --hardened --print-library)" = "$real_libdir/libslotmalloc-hardened.so" ] || fail "--hardened"
+rm "$real_libdir/libslotmalloc-hardened.so"
 grep -q -- '--no-abort' <<<"$("$wrap" --help)" || fail "--help"
 grep -q '^slotmalloc [0-9]' <<<"$("$wrap" --version)" || fail "--version"
 # the build tree's wrapper preloads the build tree's library
