@@ -144,3 +144,7 @@ void *sm_arena_aligned_alloc(sm_arena_t *a, size_t alignment, size_t size) {
   }
   return arena_usable(a) ? aligned(a, alignment, size) : NULL;
 }
+
+/* ---- the heap profile ----------------------------------------------------------- */
+
+int sm_prof_dump(const char *path) { return smi_prof_write(path); }

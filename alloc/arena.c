@@ -61,7 +61,7 @@ void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
   a->current[cls] = b;
   uint32_t size = smi_class_size[cls];
   if (size > SMI_DIRECT_MAX) return;
-  smi_block_t *d = a->limit ? &smi_block_none : b;
+  smi_block_t *d = smi_direct_off(a) ? &smi_block_none : b; /* a cap, or profiling */
   for (size_t i = size >> 4; smi_direct_class[i] == cls; i--) {
     a->direct[i] = d;
     if (i == 0) break;
@@ -196,6 +196,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (cls == SMI_CLASSES) {
     void *p = smi_large_malloc(a, size, align, zero); /* charges the cap itself */
     if (!p) errno = ENOMEM;
+    else if (smi_unlikely(smi_opt.prof_sample)) smi_prof_sample(p, size, __builtin_return_address(0));
     return p;
   }
   size_t usable = smi_class_size[cls];
@@ -210,6 +211,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     return NULL;
   }
   if (zero) memset(p, 0, usable);
+  if (smi_unlikely(smi_opt.prof_sample)) smi_prof_sample(p, size, __builtin_return_address(0));
   return p;
 }
 

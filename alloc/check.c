@@ -289,7 +289,7 @@ static void check_current(const walk_t *w, const sm_arena_t *a, unsigned cls, bo
     if (contents) smi_check_block_at(cur, 1, w->where);
   }
   if (smi_class_size[cls] > SMI_DIRECT_MAX) return;
-  const smi_block_t *want = a->limit ? &smi_block_none : cur;
+  const smi_block_t *want = smi_direct_off(a) ? &smi_block_none : cur;
   for (size_t i = smi_class_size[cls] >> 4;; i--) {
     if (smi_direct_class[i] != cls) break;
     if (a->direct[i] != want) list_fail(w, a->direct[i], "direct slot does not follow the current block");

@@ -1,5 +1,6 @@
 /* error.c: the one place that reports misuse. Every detected misuse prints one
- * fixed, greppable line on stderr, then aborts (SLOTMALLOC_ABORT_ON_ERROR=0:
+ * fixed, greppable line on stderr (with the allocation site when the profiler
+ * sampled the object: prof.c), then aborts (SLOTMALLOC_ABORT_ON_ERROR=0:
  * reports and goes on, touching nothing). No allocation, no stdio. */
 #include <stdlib.h>
 #include <unistd.h>
@@ -53,7 +54,7 @@ void smi_report(int kind, const void *p, size_t size) {
       [SMI_ERR_INVALID_REALLOC] = "invalid realloc of ",
       [SMI_ERR_CORRUPT] = "corrupted metadata at ",
   };
-  char line[160];
+  char line[320];
   size_t n = put_str(line, "slotmalloc: ");
   n += put_str(line + n, what[kind]);
   n += put_hex(line + n, (uintptr_t)p);
@@ -64,6 +65,7 @@ void smi_report(int kind, const void *p, size_t size) {
   } else if (kind == SMI_ERR_INVALID_FREE || kind == SMI_ERR_INVALID_REALLOC) {
     n += put_str(line + n, " (not a live object of slotmalloc)");
   }
+  n += smi_prof_site(p, line + n, sizeof line - n - 1); /* when the object was sampled */
   line[n++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, n);
   (void)w;

@@ -29,6 +29,7 @@ void smi_fork_child(void) {
   smi_large_after_fork(&mine);
   smi_pool_after_fork(&mine);
   smi_heap_after_fork(&mine);
+  smi_prof_after_fork(&mine);
   if (mine) return; /* forked inside the allocator: the interrupted code finishes */
   smi_heap_exit_others();
 }

@@ -10,7 +10,10 @@
 
 static _Atomic int process_state; /* 0 new, 1 starting, 2 ready */
 
-static void at_exit(void) { smi_stats_at_exit(); }
+static void at_exit(void) {
+  smi_stats_at_exit();
+  smi_prof_at_exit(); /* the heap profile file, the leak report */
+}
 
 bool smi_process_ready(void) { return atomic_load_explicit(&process_state, memory_order_acquire) == 2; }
 

@@ -307,6 +307,21 @@ void smi_options_load(void);
  * 0 if it does not fit (or pattern is NULL). Allocates nothing. */
 size_t smi_path_expand(const char *pattern, char *out, size_t size);
 
+/* prof.c: the heap profiler (SLOTMALLOC_PROF_SAMPLE) and the leak report
+ * (SLOTMALLOC_LEAKS). While profiling is on, an arena's direct bins stay
+ * empty (as under a byte cap), so every allocation reaches smi_arena_alloc,
+ * which calls smi_prof_sample: the fast paths stay as they are. */
+static inline bool smi_direct_off(const sm_arena_t *a) { return a->limit || smi_opt.prof_sample; }
+/* The byte count-down; samples p (size bytes asked) with its stack from the
+ * frame returning to ret (smi_arena_alloc's return address). */
+void smi_prof_sample(void *p, size_t size, const void *ret);
+int smi_prof_write(const char *pattern); /* sm_prof_dump: 0 or an errno code */
+void smi_prof_at_exit(void);             /* SLOTMALLOC_PROF_FILE, SLOTMALLOC_LEAKS */
+/* " (allocated at 0x... ...)" into out if the freed object at p was sampled;
+ * its length (0: none). For misuse reports: allocates nothing. */
+size_t smi_prof_site(const void *p, char *out, size_t room);
+void smi_prof_after_fork(bool *mine);
+
 /* stats.c */
 void smi_stats_at_exit(void);
 

@@ -151,6 +151,16 @@ SM_API void sm_arena_stats(sm_arena_t *a, sm_stats_t *out);
 SM_API size_t sm_stats_text(sm_arena_t *a, char *buf, size_t size);
 SM_API size_t sm_stats_json(sm_arena_t *a, char *buf, size_t size);
 
+/* ---- Heap profile ----------------------------------------------------------------
+ * With SLOTMALLOC_PROF_SAMPLE=N (on average one allocation sampled per N bytes,
+ * Poisson; N=1: every allocation), writes the live heap's sampled allocation
+ * sites to path (a %p in it becomes the pid) in the legacy text heap profile
+ * format that google-pprof reads (`google-pprof --text program path`). Returns
+ * 0, EINVAL when profiling is off or path is NULL, or the errno of the failed
+ * open or write. Allocates nothing. SLOTMALLOC_PROF_FILE=path writes the same
+ * at exit. */
+SM_API int sm_prof_dump(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

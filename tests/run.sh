@@ -43,9 +43,10 @@ done
 
 # clang + libclang-rt-14-dev: the clang and TSan stages (clang's sanitizer
 # runtimes); gcc's libubsan1 comes with gcc. groff-base: the install check
-# lints the man pages.
+# lints the man pages. google-perftools: google-pprof, which test_prof runs
+# on slotmalloc's heap profiles.
 packages=(cmake gcc make libcriterion-dev libhwloc-dev pkg-config python3 sqlite3 git valgrind
-          clang libclang-rt-14-dev groff-base)
+          clang libclang-rt-14-dev groff-base google-perftools)
 
 # ---- dependencies ------------------------------------------------------------------
 missing=()

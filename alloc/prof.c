@@ -1,0 +1,689 @@
+/* prof.c: the heap profiler and the leak report.
+ *
+ * Sampling (SLOTMALLOC_PROF_SAMPLE=N). Each thread counts down the bytes it
+ * allocates; the allocation that reaches zero is sampled, and the next
+ * distance is drawn from an exponential distribution of mean N. The sampled
+ * bytes are then a Poisson process: an object of s bytes is sampled with
+ * probability 1 - exp(-s/N), which google-pprof undoes ("heap_v2/N" in the
+ * profile's header) and so does the leak report. N=1 samples every object.
+ * The count-down runs in the allocation slow path (smi_arena_alloc calls
+ * smi_prof_sample); while profiling is on the direct bins stay empty
+ * (smi_arena_set_current), so every allocation takes that path. The fast
+ * paths of internal.h are the same instructions whether profiling is on or off.
+ *
+ * A sample is the object's address, its generational handle, its size and
+ * its stack. There is no free hook: an object is live exactly while its handle
+ * dereferences (a handle never revives: taking it names the block, handle.c).
+ *
+ * Stacks come from libgcc's _Unwind_Backtrace (DWARF unwind tables: no frame
+ * pointers needed). It does not allocate, and libgcc_s is a load-time
+ * dependency of the library (no lazy dlopen as glibc's backtrace() does); a
+ * thread-local flag keeps anything under the profiler from being sampled in
+ * turn. The allocator's own frames are dropped: those up to smi_arena_alloc's
+ * return address, then (shared library) any in the library's code.
+ *
+ * Memory: the tables are mapped from the OS and grow by remapping; when the
+ * sample table fills, samples of dead objects are dropped first.
+ *
+ * Output, all without allocating (write(2) from stack buffers):
+ *   sm_prof_dump / SLOTMALLOC_PROF_FILE  the legacy text heap profile
+ *     "heap profile: n: bytes [n: bytes] @ heap_v2/N", one line per stack
+ *     "live_n: live_bytes [sampled_n: sampled_bytes] @ pc pc ...", then
+ *     "MAPPED_LIBRARIES:" and /proc/self/maps: what google-pprof reads.
+ *   SLOTMALLOC_LEAKS=1  objects still live at exit by size class (from the
+ *     generation tables: exact), and by allocation site when profiling is on;
+ *     on stderr as it was at start-up, or appended to SLOTMALLOC_STATS_FILE.
+ *   smi_prof_site  the allocation site of a freed object, for misuse reports. */
+#define _GNU_SOURCE /* dladdr, dl_iterate_phdr */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <link.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <unwind.h>
+
+#include "internal.h"
+#include "stats.h"
+#include "slots/generation.h"
+#include "slots/os.h"
+
+#define PROF_DEPTH 32      /* frames kept per stack */
+#define PROF_WALK 64       /* frames walked at most (the allocator's own included) */
+#define LEAK_SITES 10      /* sites in the leak report */
+#define LEAK_SITE_FRAMES 4 /* frames of each */
+#define MISUSE_FRAMES 6    /* frames in a misuse report */
+
+typedef struct {
+  uintptr_t addr; /* the object */
+  sm_handle_t h;  /* its handle: the object is live while it dereferences */
+  size_t size;    /* bytes asked for (at least 1) */
+  uint32_t stack; /* index in stacks */
+} prof_sample_t;
+
+typedef struct {
+  uint64_t hash;
+  uint32_t depth, first;         /* frames[first .. first + depth) */
+  uint64_t alloc_n, alloc_bytes; /* every sample taken here */
+  uint64_t live_n, live_bytes;   /* scratch: the live ones, counted by tally_live */
+} prof_stack_t;
+
+static smi_lock_t prof_lock = SMI_LOCK_INIT; /* everything below; a leaf lock */
+static prof_sample_t *samples;
+static size_t nsamples, cap_samples;
+static prof_stack_t *stacks;
+static size_t nstacks, cap_stacks;
+static uint32_t *slots; /* hash index of stacks: stack index + 1, 0 empty */
+static size_t cap_slots;
+static uintptr_t *frames;
+static size_t nframes, cap_frames;
+static uintptr_t self_lo, self_hi; /* the library's code when it is a shared object */
+static bool self_known;
+
+static __thread uint64_t prof_left; /* bytes before this thread's next sample */
+static __thread uint64_t prof_rng;
+static __thread bool prof_armed; /* prof_left was drawn */
+static __thread bool prof_busy;  /* inside the profiler: nothing is sampled */
+
+void smi_prof_after_fork(bool *mine) {
+  if (!smi_lock_orphaned(&prof_lock, mine)) return;
+  /* a thread the child does not have was changing the tables: start afresh */
+  nsamples = nstacks = nframes = 0;
+  if (slots) memset(slots, 0, cap_slots * sizeof *slots);
+}
+
+/* ---- numbers, without libm -------------------------------------------------- */
+
+static uint64_t rng_next(void) { /* xorshift64* */
+  uint64_t x = prof_rng;
+  if (!x) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uintptr_t)&prof_rng;
+    x = x ? x : 1;
+  }
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  prof_rng = x;
+  return x * 0x2545F4914F6CDD1DULL;
+}
+
+#define LN2 0.6931471805599453
+
+/* ln(u) for u > 0 normal: u = m 2^e, m in [1, 2); ln m = 2 atanh((m-1)/(m+1)),
+ * whose series converges fast for (m-1)/(m+1) < 1/3 (relative error < 1e-7). */
+static double ln(double u) {
+  uint64_t bits;
+  memcpy(&bits, &u, sizeof bits);
+  int e = (int)((bits >> 52) & 0x7ff) - 1023;
+  bits = (bits & (((uint64_t)1 << 52) - 1)) | ((uint64_t)1023 << 52);
+  double m;
+  memcpy(&m, &bits, sizeof m);
+  double z = (m - 1) / (m + 1), z2 = z * z;
+  double s = z * (1 + z2 * (1.0 / 3 + z2 * (1.0 / 5 + z2 * (1.0 / 7 + z2 * (1.0 / 9 + z2 * (1.0 / 11 + z2 / 13))))));
+  return 2 * s + e * LN2;
+}
+
+/* 1 - exp(-x) for x >= 0, accurate also for tiny x. */
+static double one_minus_exp_neg(double x) {
+  if (x < 1e-3) return x * (1 - x / 2 * (1 - x / 3));
+  if (x > 40) return 1;
+  int k = (int)(x / LN2);
+  double r = x - k * LN2, t = 1, s = 1; /* e^-r, r in [0, ln 2), by its series */
+  for (int i = 1; i < 16; i++) {
+    t *= -r / i;
+    s += t;
+  }
+  while (k-- > 0) s *= 0.5;
+  return 1 - s;
+}
+
+/* A distance to the next sample: exponential of mean `mean`, at least 1. */
+static uint64_t draw(size_t mean) {
+  double u = (double)((rng_next() >> 11) + 1) * 0x1p-53; /* (0, 1] */
+  double d = -ln(u) * (double)mean;
+  return d >= 0x1p62 ? (uint64_t)1 << 62 : (uint64_t)d + 1;
+}
+
+/* The unbiased estimate of objects (and bytes) a line of n sampled objects of
+ * `bytes` in all stands for: pprof's heap_v2 scaling. */
+static double scale(uint64_t n, uint64_t bytes) {
+  size_t rate = smi_opt.prof_sample;
+  if (!n || rate <= 1) return 1;
+  double p = one_minus_exp_neg((double)bytes / (double)n / (double)rate);
+  return p > 0 ? 1 / p : 1;
+}
+
+/* ---- tables ------------------------------------------------------------------ */
+
+/* Grows a table of *cap elements of elem bytes to hold want (doubling). */
+static bool grow(void **tab, size_t *cap, size_t elem, size_t want) {
+  if (want <= *cap) return true;
+  size_t ncap = *cap ? *cap : 1024;
+  while (ncap < want) ncap *= 2;
+  void *n = smi_os_map_aligned(ncap * elem, SMI_OS_PAGE);
+  if (!n) return false;
+  if (*tab) {
+    memcpy(n, *tab, *cap * elem);
+    smi_os_unmap(*tab, *cap * elem);
+  }
+  *tab = n;
+  *cap = ncap;
+  return true;
+}
+
+static uint64_t hash_frames(const uintptr_t *pcs, uint32_t depth) {
+  uint64_t h = 0xcbf29ce484222325ULL ^ depth;
+  for (uint32_t i = 0; i < depth; i++) h = (h ^ pcs[i]) * 0x100000001b3ULL;
+  return h ^ (h >> 29);
+}
+
+/* The slot of the index where the stack of this hash and these frames is, or
+ * the empty slot where it goes. */
+static size_t probe(uint64_t h, const uintptr_t *pcs, uint32_t depth) {
+  size_t mask = cap_slots - 1;
+  for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+    uint32_t s = slots[i];
+    if (!s) return i;
+    const prof_stack_t *st = &stacks[s - 1];
+    if (st->hash == h && st->depth == depth && !memcmp(frames + st->first, pcs, depth * sizeof *pcs)) return i;
+  }
+}
+
+/* The index of this stack in stacks, added if new; UINT32_MAX if out of memory. */
+static uint32_t intern(const uintptr_t *pcs, uint32_t depth) {
+  if ((nstacks + 1) * 2 > cap_slots) { /* the index at most half full: rebuild it bigger */
+    size_t ncap = cap_slots ? cap_slots * 2 : 4096;
+    uint32_t *n = smi_os_map_aligned(ncap * sizeof *n, SMI_OS_PAGE);
+    if (!n) return UINT32_MAX;
+    if (slots) smi_os_unmap(slots, cap_slots * sizeof *slots);
+    slots = n;
+    cap_slots = ncap;
+    for (size_t k = 0; k < nstacks; k++)
+      slots[probe(stacks[k].hash, frames + stacks[k].first, stacks[k].depth)] = (uint32_t)k + 1;
+  }
+  uint64_t h = hash_frames(pcs, depth);
+  size_t i = probe(h, pcs, depth);
+  if (slots[i]) return slots[i] - 1;
+  if (!grow((void **)&stacks, &cap_stacks, sizeof *stacks, nstacks + 1) ||
+      !grow((void **)&frames, &cap_frames, sizeof *frames, nframes + depth))
+    return UINT32_MAX;
+  prof_stack_t *st = &stacks[nstacks];
+  memset(st, 0, sizeof *st);
+  st->hash = h;
+  st->depth = depth;
+  st->first = (uint32_t)nframes;
+  memcpy(frames + nframes, pcs, depth * sizeof *pcs);
+  nframes += depth;
+  slots[i] = (uint32_t)++nstacks;
+  return (uint32_t)(nstacks - 1);
+}
+
+/* Room for one more sample: drop the dead ones, and grow if half are live. */
+static bool make_room(void) {
+  if (nsamples < cap_samples) return true;
+  size_t kept = 0;
+  for (size_t i = 0; i < nsamples; i++)
+    if (sm_deref(samples[i].h)) samples[kept++] = samples[i];
+  nsamples = kept;
+  if (kept * 2 <= cap_samples && cap_samples) return true;
+  return grow((void **)&samples, &cap_samples, sizeof *samples, nsamples + 1);
+}
+
+/* ---- stacks ------------------------------------------------------------------- */
+
+static int find_self(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  bool *first = arg;
+  bool main_program = *first; /* the first object listed is the program */
+  *first = false;
+  uintptr_t me = (uintptr_t)&find_self;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+    uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+    if (me >= lo && me < hi) {
+      if (!main_program) { /* linked statically, the library's code is mixed with the program's */
+        self_lo = lo;
+        self_hi = hi;
+      }
+      return 1;
+    }
+  }
+  return 0;
+}
+
+typedef struct {
+  uintptr_t pcs[PROF_WALK];
+  uint32_t n;
+} walk_t;
+
+static _Unwind_Reason_Code on_frame(struct _Unwind_Context *ctx, void *arg) {
+  walk_t *w = arg;
+  uintptr_t ip = _Unwind_GetIP(ctx);
+  if (!ip) return _URC_END_OF_STACK;
+  w->pcs[w->n++] = ip;
+  return w->n == PROF_WALK ? _URC_END_OF_STACK : _URC_NO_REASON;
+}
+
+/* The caller's stack from the frame that returns to ret (smi_arena_alloc's
+ * return address), less the library's own frames; its depth. */
+static uint32_t capture(uintptr_t *out, uintptr_t ret) {
+  if (!self_known) {
+    bool first = true;
+    dl_iterate_phdr(find_self, &first);
+    self_known = true;
+  }
+  walk_t w;
+  w.n = 0;
+  _Unwind_Backtrace(on_frame, &w);
+  uint32_t i = 0;
+  while (i < w.n && w.pcs[i] != ret) i++;
+  if (i == w.n) i = 0; /* not found: keep all but the library's own */
+  while (i < w.n && w.pcs[i] >= self_lo && w.pcs[i] < self_hi) i++;
+  uint32_t n = 0;
+  for (; i < w.n && n < PROF_DEPTH; i++) out[n++] = w.pcs[i];
+  return n;
+}
+
+/* ---- sampling ------------------------------------------------------------------- */
+
+void smi_prof_sample(void *p, size_t size, const void *ret) {
+  if (prof_busy || !p) return;
+  size_t rate = smi_opt.prof_sample;
+  uint64_t s = size ? size : 1;
+  if (rate > 1) {
+    if (!prof_armed) {
+      prof_left = draw(rate);
+      prof_armed = true;
+    }
+    if (prof_left > s) {
+      prof_left -= s;
+      return;
+    }
+    prof_left = draw(rate); /* counted from this object's end: the process has no memory */
+  }
+  prof_busy = true;
+  uintptr_t pcs[PROF_DEPTH];
+  uint32_t depth = capture(pcs, (uintptr_t)ret);
+  sm_handle_t h = sm_handle_of(p);
+  if (h) {
+    smi_lock(&prof_lock);
+    uint32_t st = intern(pcs, depth);
+    if (st != UINT32_MAX) {
+      stacks[st].alloc_n++;
+      stacks[st].alloc_bytes += s;
+      if (make_room()) samples[nsamples++] = (prof_sample_t){(uintptr_t)p, h, (size_t)s, st};
+    }
+    smi_unlock(&prof_lock);
+  }
+  prof_busy = false;
+}
+
+/* Counts the live samples of each stack into live_n and live_bytes; under prof_lock. */
+static void tally_live(uint64_t *n, uint64_t *bytes) {
+  *n = *bytes = 0;
+  for (size_t k = 0; k < nstacks; k++) stacks[k].live_n = stacks[k].live_bytes = 0;
+  for (size_t i = 0; i < nsamples; i++) {
+    if (!sm_deref(samples[i].h)) continue;
+    prof_stack_t *st = &stacks[samples[i].stack];
+    st->live_n++;
+    st->live_bytes += samples[i].size;
+    ++*n;
+    *bytes += samples[i].size;
+  }
+}
+
+/* ---- output without allocating ----------------------------------------------------- */
+
+typedef struct {
+  int fd;
+  size_t n;
+  bool failed;
+  char buf[4096];
+} out_t;
+
+static void out_flush(out_t *o) {
+  size_t done = 0;
+  while (done < o->n) {
+    ssize_t w = write(o->fd, o->buf + done, o->n - done);
+    if (w <= 0) {
+      o->failed = true;
+      break;
+    }
+    done += (size_t)w;
+  }
+  o->n = 0;
+}
+
+static void out_mem(out_t *o, const char *s, size_t len) {
+  while (len) {
+    if (o->n == sizeof o->buf) out_flush(o);
+    size_t k = sizeof o->buf - o->n < len ? sizeof o->buf - o->n : len;
+    memcpy(o->buf + o->n, s, k);
+    o->n += k;
+    s += k;
+    len -= k;
+  }
+}
+
+static void out_str(out_t *o, const char *s) { out_mem(o, s, strlen(s)); }
+
+static void out_dec(out_t *o, uint64_t v) {
+  char tmp[24];
+  size_t n = sizeof tmp;
+  do {
+    tmp[--n] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  out_mem(o, tmp + n, sizeof tmp - n);
+}
+
+static void out_hex(out_t *o, uint64_t v) {
+  char tmp[18];
+  size_t n = sizeof tmp;
+  do {
+    tmp[--n] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v);
+  tmp[--n] = 'x';
+  tmp[--n] = '0';
+  out_mem(o, tmp + n, sizeof tmp - n);
+}
+
+/* A code address as "name+0xoff" (dladdr: exported symbols only; it does not
+ * allocate) or "object+0xoff", after the raw address. A return address is
+ * looked up one byte back, in the call. */
+static void out_frame(out_t *o, uintptr_t pc) {
+  out_hex(o, pc);
+  Dl_info info;
+  if (!dladdr((void *)(pc - 1), &info)) return;
+  out_str(o, " (");
+  if (info.dli_sname && info.dli_saddr) {
+    out_str(o, info.dli_sname);
+    out_str(o, "+");
+    out_hex(o, pc - (uintptr_t)info.dli_saddr);
+  } else if (info.dli_fname && info.dli_fname[0]) {
+    const char *base = info.dli_fname;
+    for (const char *c = base; *c; c++)
+      if (*c == '/') base = c + 1;
+    out_str(o, base);
+    out_str(o, "+");
+    out_hex(o, pc - (uintptr_t)info.dli_fbase);
+  } else {
+    out_str(o, "?");
+  }
+  out_str(o, ")");
+}
+
+/* ---- the heap profile ------------------------------------------------------------------ */
+
+static void write_profile(out_t *o) {
+  smi_lock(&prof_lock);
+  uint64_t live_n, live_bytes, all_n = 0, all_bytes = 0;
+  tally_live(&live_n, &live_bytes);
+  for (size_t k = 0; k < nstacks; k++) {
+    all_n += stacks[k].alloc_n;
+    all_bytes += stacks[k].alloc_bytes;
+  }
+  out_str(o, "heap profile: ");
+  out_dec(o, live_n);
+  out_str(o, ": ");
+  out_dec(o, live_bytes);
+  out_str(o, " [");
+  out_dec(o, all_n);
+  out_str(o, ": ");
+  out_dec(o, all_bytes);
+  out_str(o, "] @ heap_v2/");
+  out_dec(o, smi_opt.prof_sample);
+  out_str(o, "\n");
+  for (size_t k = 0; k < nstacks; k++) {
+    const prof_stack_t *st = &stacks[k];
+    if (!st->depth) continue;
+    out_dec(o, st->live_n);
+    out_str(o, ": ");
+    out_dec(o, st->live_bytes);
+    out_str(o, " [");
+    out_dec(o, st->alloc_n);
+    out_str(o, ": ");
+    out_dec(o, st->alloc_bytes);
+    out_str(o, "] @");
+    /* pprof takes one from every address but the first: the first is put
+     * back into its call as well */
+    for (uint32_t f = 0; f < st->depth; f++) {
+      out_str(o, " ");
+      out_hex(o, frames[st->first + f] - (f == 0));
+    }
+    out_str(o, "\n");
+  }
+  smi_unlock(&prof_lock);
+  out_str(o, "\nMAPPED_LIBRARIES:\n");
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[4096];
+  ssize_t r;
+  while ((r = read(fd, buf, sizeof buf)) > 0) out_mem(o, buf, (size_t)r);
+  close(fd);
+}
+
+int smi_prof_write(const char *pattern) {
+  if (!pattern) return EINVAL;
+  if (!smi_opt.prof_sample) return EINVAL;
+  char path[4096];
+  if (!smi_path_expand(pattern, path, sizeof path)) return ENAMETOOLONG;
+  bool was_busy = prof_busy;
+  prof_busy = true;
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err = 0;
+  if (fd < 0) {
+    err = errno;
+  } else {
+    out_t o = {.fd = fd};
+    write_profile(&o);
+    out_flush(&o);
+    if (o.failed) err = EIO;
+    if (close(fd) != 0 && !err) err = errno;
+  }
+  prof_busy = was_busy;
+  return err;
+}
+
+/* ---- the leak report ---------------------------------------------------------------------- */
+
+/* Live objects by size class, from every block's generations (exact: what is
+ * in arenas, abandoned by exited threads and remote frees not yet collected
+ * alike), and large objects from the segment table. */
+static void count_live(uint64_t *n, uint64_t *bytes, uint64_t *large_n, uint64_t *large_bytes) {
+  uint32_t ids = smi_segment_ids_used();
+  for (uint32_t id = 0; id < ids; id++) {
+    smi_segslot_t *slot = &smi_segtab[id];
+    smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
+    if (!seg) continue;
+    if (slot->is_large) {
+      if (atomic_load_explicit(&slot->large_tag, memory_order_acquire)) {
+        ++*large_n;
+        *large_bytes += seg->large_size;
+      }
+      continue;
+    }
+    for (uint32_t k = 0; k < seg->nblocks; k++) {
+      const smi_block_t *b = &seg->blocks[k];
+      uint32_t ns = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
+      if (!ns || !(b->flags & SMI_BLOCK_FORMATTED) || (b->flags & SMI_BLOCK_DECOMMITTED) || b->cls >= SMI_CLASSES)
+        continue;
+      size_t live = smi_gens_count_live(b->gens, smi_gens_len(ns));
+      n[b->cls] += live;
+      bytes[b->cls] += (uint64_t)live * b->size;
+    }
+  }
+}
+
+static void leak_sites(out_t *o) {
+  smi_lock(&prof_lock);
+  uint64_t live_n, live_bytes;
+  tally_live(&live_n, &live_bytes);
+  out_str(o, "slotmalloc: by allocation site (1 in ");
+  out_dec(o, smi_opt.prof_sample);
+  out_str(o, " bytes sampled; ");
+  out_dec(o, live_n);
+  out_str(o, " live samples; estimated totals):\n");
+  uint64_t last = UINT64_MAX;
+  size_t last_k = SIZE_MAX;
+  for (int rank = 0; rank < LEAK_SITES; rank++) {
+    /* the next site by estimated bytes, below the last one shown (ties by index) */
+    size_t best = SIZE_MAX;
+    uint64_t best_bytes = 0;
+    for (size_t k = 0; k < nstacks; k++) {
+      const prof_stack_t *st = &stacks[k];
+      if (!st->live_n) continue;
+      uint64_t est = (uint64_t)((double)st->live_bytes * scale(st->live_n, st->live_bytes));
+      bool below = est < last || (est == last && k > last_k);
+      if (below && (best == SIZE_MAX || est > best_bytes)) {
+        best = k;
+        best_bytes = est;
+      }
+    }
+    if (best == SIZE_MAX) break;
+    const prof_stack_t *st = &stacks[best];
+    double f = scale(st->live_n, st->live_bytes);
+    out_str(o, "slotmalloc:   ");
+    out_dec(o, best_bytes);
+    out_str(o, " bytes in ");
+    out_dec(o, (uint64_t)((double)st->live_n * f + 0.5));
+    out_str(o, " objects at");
+    for (uint32_t fr = 0; fr < st->depth && fr < LEAK_SITE_FRAMES; fr++) {
+      out_str(o, fr ? " <- " : " ");
+      out_frame(o, frames[st->first + fr]);
+    }
+    out_str(o, "\n");
+    last = best_bytes;
+    last_k = best;
+  }
+  smi_unlock(&prof_lock);
+}
+
+static void leak_report(int fd) {
+  uint64_t n[SMI_CLASSES] = {0}, bytes[SMI_CLASSES] = {0}, large_n = 0, large_bytes = 0;
+  count_live(n, bytes, &large_n, &large_bytes);
+  uint64_t tn = large_n, tb = large_bytes;
+  for (unsigned c = 0; c < SMI_CLASSES; c++) {
+    tn += n[c];
+    tb += bytes[c];
+  }
+  out_t o = {.fd = fd};
+  out_str(&o, "slotmalloc: leak report (pid ");
+  out_dec(&o, (uint64_t)getpid());
+  out_str(&o, "): ");
+  out_dec(&o, tn);
+  out_str(&o, " objects, ");
+  out_dec(&o, tb);
+  out_str(&o, " bytes live at exit\n");
+  for (unsigned c = 0; c < SMI_CLASSES; c++) {
+    if (!n[c]) continue;
+    out_str(&o, "slotmalloc:   class ");
+    out_dec(&o, smi_class_size[c]);
+    out_str(&o, " B: ");
+    out_dec(&o, n[c]);
+    out_str(&o, " objects, ");
+    out_dec(&o, bytes[c]);
+    out_str(&o, " bytes\n");
+  }
+  if (large_n) {
+    out_str(&o, "slotmalloc:   large: ");
+    out_dec(&o, large_n);
+    out_str(&o, " objects, ");
+    out_dec(&o, large_bytes);
+    out_str(&o, " bytes\n");
+  }
+  if (smi_opt.prof_sample && tn) leak_sites(&o);
+  out_flush(&o);
+}
+
+void smi_prof_at_exit(void) {
+  if (!smi_opt.prof_sample && !smi_opt.leaks) return;
+  prof_busy = true;
+  if (smi_opt.prof_sample && smi_opt.prof_file) {
+    int err = smi_prof_write(smi_opt.prof_file);
+    if (err) smi_message("slotmalloc: could not write the heap profile (SLOTMALLOC_PROF_FILE)\n");
+  }
+  if (smi_opt.leaks) {
+    int err_fd = smi_stats_stderr(), fd = err_fd; /* stderr as at start-up (stats.c) */
+    char path[4096];
+    if (smi_opt.stats_file && smi_path_expand(smi_opt.stats_file, path, sizeof path)) {
+      int f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (f >= 0) fd = f;
+    }
+    leak_report(fd);
+    if (fd != err_fd) close(fd);
+  }
+  prof_busy = false;
+}
+
+/* ---- the site of a freed object -------------------------------------------------------------- */
+
+/* The generation and epoch fields of a small object's handle (handle.c's layout). */
+static uint8_t handle_gen(sm_handle_t h) { return (uint8_t)(h >> 1); }
+static uint32_t handle_epoch(sm_handle_t h) { return (uint32_t)(h >> 9) & (((uint32_t)1 << SMI_EPOCH_BITS) - 1); }
+
+/* Was sample s the last object at its address, freed once since? Small
+ * objects: the slot's generation is one past the handle's, in the same epoch.
+ * Large ones: the address only. */
+static bool freed_once(const prof_sample_t *s) {
+  uintptr_t u = s->addr;
+  if (smi_map_of(u) != SMI_MAP_SLOTS) return true;
+  const smi_block_t *b = smi_block_at(smi_segment_at(u), u);
+  uint32_t ns = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
+  if (!ns) return false;
+  uint32_t i = smi_slot_index(b, u);
+  if (i >= ns) return false;
+  uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
+  uint32_t e = atomic_load_explicit(&b->epoch, memory_order_relaxed) & (((uint32_t)1 << SMI_EPOCH_BITS) - 1);
+  return e == handle_epoch(s->h) && g == (uint8_t)(handle_gen(s->h) + 1);
+}
+
+size_t smi_prof_site(const void *p, char *out, size_t room) {
+  if (!samples || prof_busy) return 0;
+  /* not if this thread holds the lock already (a report from a signal handler) */
+  uintptr_t expect = 0;
+  if (!atomic_compare_exchange_strong_explicit(&prof_lock.holder, &expect, smi_lock_me(), memory_order_acquire,
+                                               memory_order_relaxed)) {
+    if (expect == smi_lock_me()) return 0;
+    smi_lock(&prof_lock);
+  }
+  const prof_sample_t *found = NULL;
+  for (size_t i = nsamples; i-- > 0;) { /* the latest first */
+    const prof_sample_t *s = &samples[i];
+    if (s->addr == (uintptr_t)p && !sm_deref(s->h) && freed_once(s)) {
+      found = s;
+      break;
+    }
+  }
+  size_t n = 0;
+  if (found && stacks[found->stack].depth) {
+    const prof_stack_t *st = &stacks[found->stack];
+    static const char head[] = " (allocated at";
+    if (room > sizeof head + 2) {
+      memcpy(out, head, sizeof head - 1);
+      n = sizeof head - 1;
+      for (uint32_t f = 0; f < st->depth && f < MISUSE_FRAMES; f++) {
+        char tmp[20];
+        size_t k = sizeof tmp;
+        uint64_t v = frames[st->first + f];
+        do {
+          tmp[--k] = "0123456789abcdef"[v & 15];
+          v >>= 4;
+        } while (v);
+        tmp[--k] = 'x';
+        tmp[--k] = '0';
+        tmp[--k] = ' ';
+        if (n + (sizeof tmp - k) + 1 >= room) break;
+        memcpy(out + n, tmp + k, sizeof tmp - k);
+        n += sizeof tmp - k;
+      }
+      out[n++] = ')';
+    }
+  }
+  smi_unlock(&prof_lock);
+  return n;
+}

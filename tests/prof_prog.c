@@ -1,0 +1,74 @@
+/* prof_prog.c: the child program of test_prof (the heap profiler and the leak
+ * report). Built three ways: prof_prog (no link to slotmalloc: run under
+ * LD_PRELOAD), prof_prog_fp (linked with the shared library, frame pointers
+ * kept), prof_prog_static (linked with libslotmalloc.a). Exported symbols
+ * (-rdynamic), so the leak report can name the functions.
+ *
+ *   prof_prog leaks [DUMP]   leak_a keeps 300 x 4000 bytes, leak_b 100 x 1000;
+ *                            with DUMP, calls sm_prof_dump(DUMP) and prints
+ *                            "DUMP <rc>"; prints "PID <pid>"; exits 0
+ *   prof_prog many           leak_many keeps 100000 x 256 bytes
+ *   prof_prog double_free N  alloc_site() returns malloc(N), freed twice;
+ *                            prints "ADDR <p> SITE <alloc_site>" first */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern int sm_prof_dump(const char *path) __attribute__((weak));
+
+#define KEEP 200000
+static void *volatile kept[KEEP];
+static int nkept;
+
+__attribute__((noinline)) void leak_a(void) {
+  for (int i = 0; i < 300; i++) {
+    kept[nkept++] = malloc(4000);
+    void *t = malloc(4000); /* freed at once: not live, not in the profile's live figures */
+    free(t);
+  }
+}
+
+__attribute__((noinline)) void leak_b(void) {
+  for (int i = 0; i < 100; i++) kept[nkept++] = malloc(1000);
+}
+
+__attribute__((noinline)) void leak_many(void) {
+  for (int i = 0; i < 100000; i++) kept[nkept++] = malloc(256);
+}
+
+__attribute__((noinline)) void *alloc_site(size_t n) {
+  void *p = malloc(n);
+  __asm__ volatile("" : : "r"(p) : "memory"); /* no tail call: this frame is the site */
+  return p;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return 2;
+  printf("PID %d\n", (int)getpid());
+  fflush(stdout);
+  if (!strcmp(argv[1], "leaks")) {
+    leak_a();
+    leak_b();
+    if (argc > 2) {
+      int rc = sm_prof_dump ? sm_prof_dump(argv[2]) : -1;
+      printf("DUMP %d\n", rc);
+    }
+    return 0;
+  }
+  if (!strcmp(argv[1], "many")) {
+    leak_many();
+    return 0;
+  }
+  if (!strcmp(argv[1], "double_free") && argc > 2) {
+    void *p = alloc_site((size_t)atol(argv[2]));
+    free(p);
+    printf("ADDR %p SITE %p\n", p, (void *)alloc_site);
+    fflush(stdout);
+    void *volatile again = p;
+    free(again);
+    return 0;
+  }
+  return 2;
+}
