@@ -134,7 +134,8 @@ static int parse_bool(const char *s) {
   return -1;
 }
 
-/* Decimal digits at *s (advanced past them); false on none or overflow. */
+/* Decimal digits at *s (advanced past them all); false if there are none.
+ * *overflow: the number does not fit 64 bits. */
 static bool parse_digits(const char **s, uint64_t *out, bool *overflow) {
   const char *p = *s;
   uint64_t v = 0;
@@ -147,7 +148,7 @@ static bool parse_digits(const char **s, uint64_t *out, bool *overflow) {
   }
   *s = p;
   *out = v;
-  return !*overflow;
+  return true;
 }
 
 enum { BAD_NONE, BAD_FORM, BAD_RANGE };
@@ -184,7 +185,7 @@ static int parse(const opt_t *o, const char *s, uint64_t *value) {
     }
     const char *p = s;
     uint64_t v;
-    if (parse_digits(&p, &v, &overflow) && !*p && v >= o->min && v <= o->max) {
+    if (parse_digits(&p, &v, &overflow) && !*p && !overflow && v >= o->min && v <= o->max) {
       *value = v;
       return BAD_NONE;
     }
@@ -192,7 +193,7 @@ static int parse(const opt_t *o, const char *s, uint64_t *value) {
   }
   const char *p = s;
   uint64_t v;
-  if (!parse_digits(&p, &v, &overflow)) return overflow ? BAD_RANGE : BAD_FORM;
+  if (!parse_digits(&p, &v, &overflow)) return BAD_FORM;
   uint64_t scale = o->unit;
   if (o->kind == OPT_SIZE && *p) {
     static const char suffixes[] = "kmgt";
@@ -204,7 +205,7 @@ static int parse(const opt_t *o, const char *s, uint64_t *value) {
     if (eq_word(p, str_len(p), "b") || eq_word(p, str_len(p), "ib")) p += str_len(p);
   }
   if (*p) return BAD_FORM;
-  if (v > UINT64_MAX / scale) return BAD_RANGE;
+  if (overflow || v > UINT64_MAX / scale) return BAD_RANGE;
   v *= scale;
   if (v < o->min * o->unit || v > o->max * o->unit) return BAD_RANGE;
   *value = v;
