@@ -195,7 +195,7 @@ static void write_text(out_t *o, const smi_report_t *r, bool process) {
     out_fmt(o, "slotmalloc stats (process): %s, pid %ld, %llu.%03llu s since start-up\n", program_name(),
             (long)getpid(), (unsigned long long)(s->elapsed_ms / 1000), (unsigned long long)(s->elapsed_ms % 1000));
   else out_fmt(o, "slotmalloc stats (arena): %zu arenas\n", s->arenas);
-  out_fmt(o, "  %5s %9s %12s %14s %10s %7s %6s\n", "class", "slot size", "live objects", "live bytes", "slots",
+  out_fmt(o, "  %5s %9s %12s %14s %10s %7s %7s\n", "class", "slot size", "live objects", "live bytes", "slots",
           "blocks", "used");
   for (unsigned k = 0; k < SMI_CLASSES; k++) {
     const smi_class_stats_t *cl = &r->cls[k];
