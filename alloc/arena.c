@@ -8,6 +8,7 @@
 #include "slots/counters.h"
 #include "slots/generation.h"
 #include "slots/os.h"
+#include "slots/valgrind.h"
 
 #define ALL_EMPTY(n) [0 ...(n) - 1] = &smi_block_none
 smi_block_t smi_block_none;
@@ -23,6 +24,7 @@ void smi_arena_init(sm_arena_t *a, uint8_t type) {
   for (size_t i = 0; i < SMI_DIRECT_BINS; i++) a->direct[i] = &smi_block_none;
   for (size_t i = 0; i < SMI_CLASSES; i++) a->current[i] = &smi_block_none;
   a->type = type;
+  if (SMI_VG_ON) a->limit = SIZE_MAX; /* valgrind build: every malloc and free takes the slow paths */
   atomic_store(&a->refs, 1);
   atomic_store(&a->state, SMI_ARENA_OPEN);
 }
@@ -70,10 +72,12 @@ void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
 
 static inline void *pop(smi_block_t *b) {
   smi_free_t *p = b->free;
+  SMI_VG_LINK_OPEN(p);
   b->free = p->next;
   b->used++;
   uint8_t *g = &b->gens[smi_slot_index(b, (uintptr_t)p)];
   __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE);
+  SMI_VG_BORN(p, b->size, 0);
   return p;
 }
 

@@ -5,6 +5,7 @@
 #include "internal.h"
 #include "check.h"
 #include "slots/generation.h"
+#include "slots/valgrind.h"
 
 /* The slot of u in b, if u is the start of a slot (live or not). The geometry
  * is read with relaxed loads: a caller racing a re-cut of the block (sm_handle_of
@@ -46,10 +47,13 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
   }
   sm_arena_t *a = b->arena;
   __atomic_store_n(&b->gens[i], (uint8_t)(g + 1), __ATOMIC_RELAXED); /* 255 wraps to 0 */
+  SMI_VG_DIED(p);
   if (g == 255 && smi_block_wrap_retires(b)) {
     b->retired++; /* a handle may name it: out of service until the block is cut anew */
   } else {
+    SMI_VG_LINK_OPEN(p);
     ((smi_free_t *)p)->next = b->free;
+    SMI_VG_LINK_CLOSE(p);
     b->free = (smi_free_t *)p;
   }
   b->used--;
@@ -62,7 +66,9 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
 static void remote_push(smi_block_t *b, void *p, bool wrapped) {
   uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
+    SMI_VG_LINK_OPEN(p);
     ((smi_free_t *)p)->next = (smi_free_t *)(head | wrapped);
+    SMI_VG_LINK_CLOSE(p); /* before the push: once pushed, the slot may be taken */
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_seq_cst,
                                                   memory_order_relaxed));
   sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
@@ -97,6 +103,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
     }
   } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
+  SMI_VG_DIED(p);
   remote_push(b, p, g == 255 && smi_block_wrap_retires(b));
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
 }
@@ -183,6 +190,7 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
                                          __ATOMIC_RELAXED);
   if (won) {
     if (user && a && a->limit) smi_arena_uncharge(a, b->size);
+    SMI_VG_DIED(p);
     remote_push(b, p, gen == 255 && smi_block_wrap_retires(b)); /* a handle named it: it retires */
   }
   return won;

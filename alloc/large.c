@@ -6,6 +6,7 @@
 
 #include "internal.h"
 #include "slots/os.h"
+#include "slots/valgrind.h"
 
 static smi_lock_t cache_lock = SMI_LOCK_INIT;
 static smi_segment_t *cache; /* linked through large_next */
@@ -49,6 +50,7 @@ smi_segment_t *smi_large_of(const void *p) {
 static bool kill_tag(smi_segment_t *seg, uint64_t tag) {
   if (!tag || !atomic_compare_exchange_strong(&smi_segtab[seg->id].large_tag, &tag, 0)) return false;
   __atomic_store_n(&seg->large_gen, 2, __ATOMIC_RELAXED);
+  SMI_VG_DIED(seg->large_obj);
   return true;
 }
 
@@ -85,6 +87,7 @@ bool smi_large_hfree(uint32_t id, uint64_t tag) {
   /* Ours now: nobody else disposes of it, so its header stays mapped. */
   seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);
   __atomic_store_n(&seg->large_gen, 2, __ATOMIC_RELAXED);
+  SMI_VG_DIED(seg->large_obj);
   dispose(seg);
   return true;
 }
@@ -129,6 +132,7 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (seg) {
     smi_large_revive(seg);
     seg->large_size = smi_large_room(seg);
+    SMI_VG_UNDEFINED(seg->large_obj, seg->large_size); /* dead until born below: writable for the memset */
     if (zero) memset(seg->large_obj, 0, size);
   } else {
     seg = smi_large_new(size, align);
@@ -147,6 +151,7 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   smi_lock(&a->lock);
   smi_large_list_add(a, seg);
   smi_unlock(&a->lock);
+  SMI_VG_BORN(seg->large_obj, seg->large_size, zero);
   return seg->large_obj;
 }
 
@@ -185,7 +190,9 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     *dead = true;
     return NULL;
   }
-  if (a->limit) { /* the caller moves it instead, charging the cap exactly */
+  /* the caller moves it instead, charging the cap exactly (and in the valgrind
+   * build telling memcheck, as for any move) */
+  if (a->limit || SMI_VG_ON) {
     smi_unlock(&a->lock);
     return NULL;
   }

@@ -6,6 +6,7 @@
 #include "internal.h"
 #include "check.h"
 #include "slots/generation.h"
+#include "slots/valgrind.h"
 
 smi_lock_t smi_tree_lock = SMI_LOCK_INIT;
 
@@ -99,6 +100,7 @@ static void close_one(sm_arena_t *a) {
   }
   for (b = doomed.head; b; b = b->next) {
     smi_block_wait_frees(b);
+    smi_vg_block_dies(b); /* valgrind build: memcheck sees each live object die */
     smi_gens_close(b->gens, smi_gens_len(b->nslots));
   }
   drain_revisit(a); /* after the owners are cleared: nothing is pushed here any more */
@@ -303,6 +305,7 @@ int sm_arena_merge(sm_arena_t *dst, sm_arena_t *src) {
 
 int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
   if (!a || a->type != SMI_ARENA_USER || smi_arena_is_closed(a)) return EINVAL;
+  if (SMI_VG_ON && !bytes) bytes = SIZE_MAX; /* valgrind build: the slow paths only (slots/valgrind.h) */
   smi_lock(&a->lock);
   atomic_store(&a->limited_bytes, own_bytes(a));
   a->limit = bytes;

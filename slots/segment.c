@@ -7,6 +7,7 @@
 #include "generation.h"
 #include "lock.h"
 #include "os.h"
+#include "valgrind.h"
 
 uint8_t smi_segmap[SMI_SEGMAP_LEN];
 smi_segslot_t smi_segtab[SMI_SEG_IDS];
@@ -138,6 +139,8 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
    * as a sequence lock: relaxed loads, then its acquire fence and a second
    * look at the epoch, which this release fence orders before the stores. */
   atomic_thread_fence(memory_order_release);
+  SMI_VG_DEFINED(base, (size_t)(start - base));          /* the generations */
+  SMI_VG_NOACCESS(start, (size_t)(base + span - start)); /* slots: not cut yet */
   __atomic_store_n(&b->gens, base, __ATOMIC_RELAXED);
   smi_gens_fresh(base, smi_gens_len(n));
   __atomic_store_n(&b->start, start, __ATOMIC_RELAXED);
@@ -164,6 +167,7 @@ void smi_block_reopen(smi_block_t *b) {
   /* Slots below bump, in descending order so that allocation ascends; in a
    * named block, a slot whose generation reads 0 wrapped and retires. */
   bool named = atomic_load_explicit(&b->named, memory_order_relaxed);
+  SMI_VG_UNDEFINED(b->start, (size_t)b->bump * b->size); /* all dead: written as free slots */
   for (uint32_t i = b->bump; i-- > 0;) {
     if (named && b->gens[i] == 0) {
       b->retired++;
@@ -173,6 +177,7 @@ void smi_block_reopen(smi_block_t *b) {
     f->next = b->free;
     b->free = f;
   }
+  SMI_VG_NOACCESS(b->start, (size_t)b->bump * b->size);
   b->flags &= (uint8_t)~SMI_BLOCK_CLOSED;
 }
 
@@ -180,6 +185,7 @@ size_t smi_block_collect(smi_block_t *b) {
   smi_free_t *p = (smi_free_t *)atomic_exchange_explicit(&b->remote, 0, memory_order_acquire);
   size_t n = 0;
   while (p) {
+    SMI_VG_LINK_OPEN(p);
     uintptr_t link = (uintptr_t)p->next;
     smi_free_t *next = (smi_free_t *)(link & ~(uintptr_t)1);
     if (link & 1) b->retired++; /* its generation wrapped: out of service */
@@ -187,6 +193,7 @@ size_t smi_block_collect(smi_block_t *b) {
       p->next = b->free;
       b->free = p;
     }
+    SMI_VG_LINK_CLOSE(p);
     b->used--;
     n++;
     p = next;
@@ -207,8 +214,10 @@ bool smi_block_extend(smi_block_t *b) {
   if (take > left) take = left;
   uint8_t *first = smi_slot_addr(b, b->bump);
   uint8_t *p = first;
+  SMI_VG_UNDEFINED(first, (size_t)take * b->size);
   for (uint32_t i = 1; i < take; i++, p += b->size) ((smi_free_t *)p)->next = (smi_free_t *)(p + b->size);
   ((smi_free_t *)p)->next = b->free;
+  SMI_VG_NOACCESS(first, (size_t)take * b->size);
   /* bump first: a fork (or a signal) between the two stores then leaves a few
    * slots unused, never the same slots both on the freelist and past bump */
   b->bump += take;

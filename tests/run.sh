@@ -21,9 +21,11 @@
 #                         one process each); any TSan report fails them
 #   debug   build-debug/  -DSLOTMALLOC_DEBUG=ON (invariant checks): ctest
 #                         (runs when CMakeLists.txt has the option)
+#   valgrind build-valgrind/ -DSLOTMALLOC_VALGRIND=ON: only its test programs
+#                         and the test valgrind_memcheck (tests/valgrind/)
 #   fuzz    tests/fuzz/run.sh 120 (runs when the script exists)
 #
-# Counts: the tests of each ctest stage; 1 for the fuzz stage; a stage whose
+# Counts: the tests of each ctest stage; 1 for the valgrind and fuzz stages; a stage whose
 # configure or build fails counts 1 failed. It prints the time of each stage and
 # ends with ONE line "N passed, N failed" summing all stages; exits non-zero
 # when the install or anything else failed.
@@ -158,6 +160,13 @@ if ((!quick)); then
   else
     echo "run.sh: stage debug skipped: CMakeLists.txt has no SLOTMALLOC_DEBUG option"
   fi
+
+  valgrind_stage() {
+    cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLOTMALLOC_VALGRIND=ON -DSLOTMALLOC_PERF=OFF &&
+      cmake --build build-valgrind -j2 --target vg_prog vg_prog_static vg_plain &&
+      ctest --test-dir build-valgrind -R '^valgrind_memcheck$' --no-tests=error --output-on-failure
+  }
+  script_stage valgrind valgrind_stage
 
   if [[ -f tests/fuzz/run.sh ]]; then
     script_stage fuzz bash tests/fuzz/run.sh 120
