@@ -75,8 +75,7 @@ static inline void *pop(smi_block_t *b) {
   SMI_VG_LINK_OPEN(p);
   b->free = p->next;
   b->used++;
-  uint8_t *g = &b->gens[smi_slot_index(b, (uintptr_t)p)];
-  __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE);
+  smi_gen_make_live(p->gen);
   SMI_VG_BORN(p, b->size, 0);
   return p;
 }
@@ -104,7 +103,10 @@ static void revisit(sm_arena_t *a) {
     atomic_store_explicit(&f->queued, 0, memory_order_release);
     if (f->arena == a && f->owner == smi_owner_full(a) && atomic_load_explicit(&f->remote, memory_order_relaxed)) {
       smi_block_collect(f);
-      if (has_room(f)) {
+      if (f->used == 0) { /* other threads freed all of it */
+        smi_blist_remove(&a->full, f);
+        smi_pool_give(f);
+      } else if (has_room(f)) {
         smi_blist_remove(&a->full, f);
         __atomic_store_n(&f->owner, smi_owner_of(a), __ATOMIC_RELEASE);
         smi_blist_push_tail(&a->avail[f->cls], f);
@@ -248,6 +250,17 @@ void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
 
 /* ---- upkeep and thread exit ------------------------------------------------- */
 
+void smi_block_emptied(smi_block_t *b) {
+  sm_arena_t *a = smi_owner_arena(__atomic_load_n(&b->owner, __ATOMIC_RELAXED));
+  if (!a) return;
+  smi_lock(&a->lock);
+  /* Under the lock: a block of a's, not current, not full, is on its avail list. */
+  bool give = b->owner == a && b->arena == a && b->used == 0 && a->current[b->cls] != b;
+  if (give) smi_blist_remove(&a->avail[b->cls], b);
+  smi_unlock(&a->lock);
+  if (give) smi_pool_give(b);
+}
+
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
 void smi_arena_upkeep(sm_arena_t *a, bool force) {
   uint64_t now = smi_now_ms();
@@ -269,6 +282,22 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
   smi_unlock(&a->lock);
   smi_dismantle(8);
   smi_pool_upkeep(false);
+}
+
+void smi_arena_trim(sm_arena_t *a) {
+  if (a == &smi_arena_none || smi_arena_is_closed(a)) return;
+  smi_arena_upkeep(a, true);
+  smi_lock(&a->lock);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    smi_block_t *b = a->current[cls];
+    if (b == &smi_block_none) continue;
+    if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
+    if (b->used != 1) continue; /* objects live in it (beside the pin) */
+    smi_arena_set_current(a, cls, &smi_block_none);
+    b->used = 0;
+    smi_pool_give(b);
+  }
+  smi_unlock(&a->lock);
 }
 
 /* A block leaves an arena whose thread ends: back to the pool if empty, else

@@ -122,8 +122,7 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
     BLOCK_FAIL("slot size is not its class's", NULL, true, b->size, smi_class_size[b->cls]);
   if (b->kind != smi_kind_of_class(b->cls))
     BLOCK_FAIL("kind does not hold its class", NULL, true, b->kind, smi_kind_of_class(b->cls));
-  if (b->magic != (((uint64_t)1 << SMI_MAGIC_SHIFT) + b->size - 1) / b->size)
-    BLOCK_FAIL("magic does not match the slot size", NULL, false, 0, 0);
+  if (b->magic != SMI_RECIPROCAL(b->size)) BLOCK_FAIL("magic does not match the slot size", NULL, false, 0, 0);
   uint8_t *base = smi_block_base(b);
   if (b->gens != base) BLOCK_FAIL("generation table is not at the block's base", b->gens, false, 0, 0);
   if (b->start < base + smi_gens_len(n) || b->start + (size_t)n * b->size > base + smi_block_span(b))
@@ -159,6 +158,7 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
     seen[i / 64] |= (uint64_t)1 << (i % 64);
     nfree++;
     if (b->gens[i] & 1) BLOCK_FAIL("free slot has a live (odd) generation", f, true, b->gens[i], i);
+    if (f->gen != &b->gens[i]) BLOCK_FAIL("free slot does not point at its generation", f->gen, true, i, 0);
   }
   uint32_t live = 0, loose = 0, loose0 = 0; /* loose: even, on no list (retired or in flight) */
   for (i = 0; i < bump; i++) {
@@ -337,7 +337,9 @@ typedef struct {
 static void visit_pool_block(const walk_t *w, const smi_block_t *b, const void *arg) {
   const pool_walk_t *pw = arg;
   if (pw->which == 0) {
-    if (b->kind != pw->key) list_fail(w, b, "block of another kind");
+    if (b->kind != pw->key % SMI_KINDS_OF_BLOCKS) list_fail(w, b, "block of another kind");
+    if (!(b->flags & SMI_BLOCK_DECOMMITTED) != (pw->key < SMI_KINDS_OF_BLOCKS))
+      list_fail(w, b, "a warm block is decommitted, or a cold one is not");
     if (b->owner || b->arena) list_fail(w, b, "empty block still has an owner or an arena");
     if (b->used) list_fail(w, b, "empty block has used != 0");
     if (b->flags & SMI_BLOCK_USER) list_fail(w, b, "empty block keeps the user flag");
@@ -363,13 +365,13 @@ void smi_check_pool_at(const smi_blist_t *empty, const smi_blist_t *abandoned, c
   size_t most = full ? blocks_there_are() : CLASS_WALK;
   bool contents = full && contents_due(&pool_contents_last);
   walk_t w = {.where = where, .owner = NULL, .list = "pool empty list"};
-  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
+  for (unsigned k = 0; k < SMI_EMPTY_LISTS; k++) { /* warm lists, then cold ones */
     pool_walk_t pw = {.which = 0, .key = k, .contents = contents};
     walk(&w, &empty[k], most, full, visit_pool_block, &pw);
   }
   if (full) { /* each segment counts its blocks on the empty lists (pooled): the sums agree */
     size_t listed = 0, counted = 0;
-    for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
+    for (unsigned k = 0; k < SMI_EMPTY_LISTS; k++)
       for (const smi_block_t *b = empty[k].head; b; b = b->next) listed++;
     for (uint32_t id = 1; id < smi_segment_ids_used(); id++) {
       smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_acquire);

@@ -12,11 +12,11 @@
  * of an object another thread frees) checks the epoch afterwards. */
 static bool slot_of(const smi_block_t *b, uintptr_t u, uint32_t *index) {
   uint32_t n = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
-  if (!n) return false;
-  uintptr_t off = u - (uintptr_t)__atomic_load_n(&b->start, __ATOMIC_RELAXED);
-  uint32_t i = (uint32_t)((off * __atomic_load_n(&b->magic, __ATOMIC_RELAXED)) >> SMI_MAGIC_SHIFT);
-  if (i >= n || (size_t)i * __atomic_load_n(&b->size, __ATOMIC_RELAXED) != off) return false;
-  *index = i;
+  size_t i;
+  if (!smi_slot_at(u, __atomic_load_n(&b->start, __ATOMIC_RELAXED), __atomic_load_n(&b->magic, __ATOMIC_RELAXED), n,
+                   &i))
+    return false;
+  *index = (uint32_t)i;
   return true;
 }
 
@@ -53,21 +53,23 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
   } else {
     SMI_VG_LINK_OPEN(p);
     ((smi_free_t *)p)->next = b->free;
+    ((smi_free_t *)p)->gen = &b->gens[i];
     SMI_VG_LINK_CLOSE(p);
     b->free = (smi_free_t *)p;
   }
-  b->used--;
   if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
+  if (--b->used == 0) smi_block_emptied(b);
 }
 
 /* Pushes an already freed slot onto the block's remote list; a slot that must
  * retire (its generation wrapped in a named block) is marked (bit 0 of its
  * link) so the owner retires it. */
-static void remote_push(smi_block_t *b, void *p, bool wrapped) {
+static void remote_push(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
   uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
     SMI_VG_LINK_OPEN(p);
     ((smi_free_t *)p)->next = (smi_free_t *)(head | wrapped);
+    ((smi_free_t *)p)->gen = &b->gens[i];
     SMI_VG_LINK_CLOSE(p); /* before the push: once pushed, the slot may be taken */
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_seq_cst,
                                                   memory_order_relaxed));
@@ -104,7 +106,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   SMI_VG_DIED(p);
-  remote_push(b, p, g == 255 && smi_block_wrap_retires(b));
+  remote_push(b, i, p, g == 255 && smi_block_wrap_retires(b));
   if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
 }
 
@@ -191,7 +193,7 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
   if (won) {
     if (user && a && a->limit) smi_arena_uncharge(a, b->size);
     SMI_VG_DIED(p);
-    remote_push(b, p, gen == 255 && smi_block_wrap_retires(b)); /* a handle named it: it retires */
+    remote_push(b, i, p, gen == 255 && smi_block_wrap_retires(b)); /* a handle named it: it retires */
   }
   return won;
 }

@@ -136,6 +136,10 @@ static inline sm_arena_t *smi_owner_arena(const sm_arena_t *o) {
 
 void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero);
 void smi_free_slow(void *p);
+/* The owner thread freed the last object of b, which is not a current block:
+ * it goes to the pool at once, so that memory goes back even if the program
+ * then makes only fast-path calls (arena.c). */
+void smi_block_emptied(smi_block_t *b);
 
 /* The instruction budget of the malloc+free pair is tests/fastpath_budget.txt,
  * counted by callgrind in the test suite; malloc's share includes finding the
@@ -148,9 +152,7 @@ static inline void *smi_malloc(size_t size) {
     if (smi_likely(p != NULL)) {
       b->free = p->next;
       b->used++;
-      uint8_t *g = &b->gens[smi_slot_index(b, (uintptr_t)p)];
-      __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1),
-                       __ATOMIC_RELEASE); /* even (free) -> odd (live) */
+      smi_gen_make_live(p->gen); /* even (free) -> odd (live) */
       return p;
     }
   }
@@ -162,21 +164,23 @@ static inline void *smi_malloc(size_t size) {
  * thread's block, a full block, a large object, a wrapped generation, a
  * double or invalid free) falls to smi_free_slow. */
 static inline void smi_free(void *p) {
-  uintptr_t u = (uintptr_t)p;
-  if (smi_likely(smi_map_of_unchecked(u) == SMI_MAP_SLOTS)) {
-    smi_block_t *b = smi_block_at(smi_segment_at(u), u);
+  uintptr_t u = (uintptr_t)p, span = u >> SMI_SEG_SHIFT;
+  if (smi_likely(smi_segmap[span] == SMI_MAP_SLOTS)) { /* no range check: see smi_map_of_unchecked */
+    smi_block_t *b = smi_block_at((smi_segment_t *)(span << SMI_SEG_SHIFT), u);
     if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
-      uintptr_t off = u - (uintptr_t)b->start;
-      size_t i = (size_t)((off * b->magic) >> SMI_MAGIC_SHIFT);
-      /* p must start a slot (then i <= nslots: gens[nslots] is the spare byte);
-       * next must be even (the slot was live) and not 256 (the wrap) */
-      if (smi_likely(i * b->size == off)) {
-        unsigned next = (unsigned)__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED) + 1;
+      size_t i;
+      /* p must start a slot; next must be even (the slot was live) and not
+       * 256 (the wrap) */
+      if (smi_likely(smi_slot_at(u, b->start, b->magic, b->nslots, &i))) {
+        uint8_t *g = &b->gens[i];
+        unsigned next = (unsigned)__atomic_load_n(g, __ATOMIC_RELAXED) + 1;
         if (smi_likely(!(next & 0x101))) {
-          __atomic_store_n(&b->gens[i], (uint8_t)next, __ATOMIC_RELAXED);
+          __atomic_store_n(g, (uint8_t)next, __ATOMIC_RELAXED);
+          ((smi_free_t *)p)->gen = g;
+          __asm__("" : "+r"(p)); /* two plain stores, not merged into one vector store */
           ((smi_free_t *)p)->next = b->free;
           b->free = (smi_free_t *)p;
-          b->used--;
+          if (smi_unlikely(--b->used == 0)) smi_block_emptied(b); /* never the current block: pinned */
           return;
         }
       }
@@ -238,17 +242,22 @@ void smi_arena_uncharge(sm_arena_t *a, size_t bytes);
 void smi_arena_abandon_all(sm_arena_t *a); /* thread exit */
 bool smi_arena_is_closed(const sm_arena_t *a);
 void smi_arena_upkeep(sm_arena_t *a, bool force); /* empty blocks back to the pool */
+/* On a's own thread: every empty block of a, its current ones included, to the pool. */
+void smi_arena_trim(sm_arena_t *a);
 /* In a fork child: repairs a's lists if a thread the child does not have held its lock. */
 void smi_arena_after_fork(sm_arena_t *a, bool *mine);
 
 /* pool.c */
+#define SMI_EMPTY_LISTS (2 * SMI_KINDS_OF_BLOCKS) /* the pool's empty lists: warm and cold per kind */
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);
 void smi_pool_give(smi_block_t *b);    /* an empty block, back to the pool */
 void smi_pool_abandon(smi_block_t *b); /* a block with live objects, left by its thread */
 void smi_pool_upkeep(bool force);      /* purge empty blocks past the delay */
-/* Before answering ENOMEM (and for malloc_trim): a's empty blocks go to the
- * pool, the dismantle queue is finished, every empty block and cached large
- * object goes back to the OS, and so do whole empty segments. */
+/* Before answering ENOMEM (and for malloc_trim), on the calling thread: the
+ * empty blocks of a and of the thread's root arena go to the pool (current
+ * ones too), the dismantle queue is finished, every empty block and cached
+ * large object goes back to the OS, and so do whole empty segments. Other
+ * threads' arenas give their blocks to the pool the moment they empty. */
 void smi_pool_reclaim(sm_arena_t *a);
 void smi_dismantle_push(smi_block_t *b); /* blocks of closed arenas */
 void smi_dismantle_push_large(smi_segment_t *seg);

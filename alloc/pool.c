@@ -11,7 +11,11 @@
 #include "slots/os.h"
 
 static smi_lock_t pool_lock = SMI_LOCK_INIT;
-static smi_blist_t empty[SMI_KINDS_OF_BLOCKS];
+/* Empty blocks, per kind: warm ones (committed, most recent first) at
+ * empty[kind], cold ones (their memory given back) at empty[COLD + kind]. */
+#define COLD SMI_KINDS_OF_BLOCKS
+static smi_blist_t empty[SMI_EMPTY_LISTS];
+static size_t warm_bytes;                            /* the memory of the warm empty blocks */
 static smi_blist_t abandoned[SMI_CLASSES];           /* may have room: adopt these first */
 static smi_blist_t abandoned_full[SMI_CLASSES];      /* had no room when last looked at */
 static smi_segment_t *released[SMI_KINDS_OF_BLOCKS]; /* given back to the OS (linked through large_next) */
@@ -27,10 +31,9 @@ static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
  * the lists were left in. */
 void smi_pool_after_fork(bool *mine) {
   if (!smi_lock_orphaned(&pool_lock, mine)) return;
-  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
-    empty[k] = (smi_blist_t){NULL, NULL};
-    released[k] = NULL;
-  }
+  for (unsigned k = 0; k < SMI_EMPTY_LISTS; k++) empty[k] = (smi_blist_t){NULL, NULL};
+  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) released[k] = NULL;
+  warm_bytes = 0;
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     abandoned[cls] = (smi_blist_t){NULL, NULL};
     abandoned_full[cls] = (smi_blist_t){NULL, NULL};
@@ -45,15 +48,45 @@ void smi_pool_after_fork(bool *mine) {
   }
 }
 
-/* The empty lists also count, per segment, the blocks waiting there: a
- * segment whose blocks all wait can be given back whole. */
+/* The empty lists also count, per segment, the blocks waiting there (a
+ * segment whose blocks all wait can be given back whole), and the bytes of
+ * the warm ones. */
+static bool is_cold(const smi_block_t *b) { return b->flags & SMI_BLOCK_DECOMMITTED; }
+static smi_blist_t *empty_list(const smi_block_t *b) { return &empty[b->kind + (is_cold(b) ? COLD : 0)]; }
 static void empty_push(smi_block_t *b) {
-  smi_blist_push(&empty[b->kind], b);
+  smi_blist_push(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled++;
+  if (!is_cold(b)) warm_bytes += smi_block_span(b);
 }
 static void empty_remove(smi_block_t *b) {
-  smi_blist_remove(&empty[b->kind], b);
+  smi_blist_remove(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled--;
+  if (!is_cold(b)) warm_bytes -= smi_block_span(b);
+}
+/* A warm empty block's memory goes back to the OS: it turns cold. */
+static size_t cool(smi_block_t *b) {
+  empty_remove(b);
+  smi_block_decommit(b);
+  empty_push(b);
+  return smi_block_span(b);
+}
+
+/* The pool keeps at most this much memory committed in empty blocks (an
+ * eighth of what is in use, at least SMI_RETAIN_MIN): a burst that frees most
+ * of the heap gives it back at once, with no later call needed, while a
+ * program that frees and allocates again in turn reuses warm blocks. */
+#define SMI_RETAIN_MIN ((size_t)8 << 20)
+static void keep_warm_bytes_bounded(void) {
+  size_t committed = smi_os_committed();
+  size_t in_use = committed > warm_bytes ? committed - warm_bytes : 0;
+  size_t cap = in_use / 8 > SMI_RETAIN_MIN ? in_use / 8 : SMI_RETAIN_MIN;
+  while (warm_bytes > cap) {
+    smi_block_t *oldest = NULL; /* the block empty for longest, of any kind */
+    for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
+      if (empty[k].tail && (!oldest || empty[k].tail->empty_since < oldest->empty_since)) oldest = empty[k].tail;
+    if (!oldest) break;
+    cool(oldest);
+  }
 }
 
 /* A block can serve class cls as it is (or reopened after its arena closed)
@@ -90,11 +123,7 @@ static void purge_other_kinds(unsigned kind, size_t want) {
   smi_lock(&pool_lock);
   for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS && done < want; k++) {
     if (k == kind) continue;
-    for (smi_block_t *b = empty[k].tail; b && done < want; b = b->prev) {
-      if (b->flags & SMI_BLOCK_DECOMMITTED) continue;
-      smi_block_decommit(b);
-      done += smi_block_span(b);
-    }
+    while (empty[k].tail && done < want) done += cool(empty[k].tail);
   }
   smi_unlock(&pool_lock);
 }
@@ -102,7 +131,7 @@ static void purge_other_kinds(unsigned kind, size_t want) {
 /* Segments whose blocks all wait empty in the pool go back to the OS, their
  * address space included (smi_segment_release); under pool_lock. */
 static void release_empty_segments(void) {
-  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
+  for (unsigned k = 0; k < SMI_EMPTY_LISTS; k++) {
     for (smi_block_t *b = empty[k].head; b;) {
       smi_segment_t *seg = smi_segment_at((uintptr_t)b);
       if (seg->pooled != seg->nblocks) {
@@ -111,8 +140,8 @@ static void release_empty_segments(void) {
       }
       for (uint32_t i = 0; i < seg->nblocks; i++) empty_remove(&seg->blocks[i]);
       smi_segment_release(seg);
-      seg->large_next = released[k];
-      released[k] = seg;
+      seg->large_next = released[seg->kind];
+      released[seg->kind] = seg;
       b = empty[k].head; /* its blocks left the list: start again */
     }
   }
@@ -133,7 +162,8 @@ static smi_block_t *reacquire(unsigned kind) {
 }
 
 void smi_pool_reclaim(sm_arena_t *a) {
-  if (a && a != &smi_arena_none) smi_arena_upkeep(a, true); /* the arena's empty blocks to the pool */
+  if (a) smi_arena_trim(a);
+  if (smi_tls_heap && a != &smi_tls_heap->root) smi_arena_trim(&smi_tls_heap->root);
   smi_dismantle(SIZE_MAX);
   smi_pool_upkeep(true); /* every empty block decommitted, the large cache unmapped */
   smi_lock(&pool_lock);
@@ -164,6 +194,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       }
     }
     if (!b) b = empty[kind].head;
+    if (!b) b = empty[COLD + kind].head;
     if (b) empty_remove(b);
     else b = reacquire(kind);
     smi_unlock(&pool_lock);
@@ -210,6 +241,7 @@ void smi_pool_give(smi_block_t *b) {
   b->empty_since = smi_now_ms();
   smi_lock(&pool_lock);
   empty_push(b);
+  keep_warm_bytes_bounded();
   smi_unlock(&pool_lock);
 }
 
@@ -262,15 +294,9 @@ void smi_pool_upkeep(bool force) {
       }
     }
   }
-  size_t purged = 0;
-  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++) {
-    for (smi_block_t *b = empty[k].head; b; b = b->next) {
-      if (!(b->flags & SMI_BLOCK_DECOMMITTED) && (force || now - b->empty_since >= delay)) {
-        smi_block_decommit(b);
-        purged += smi_block_span(b);
-      }
-    }
-  }
+  size_t purged = 0; /* the oldest first, from the tail */
+  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
+    while (empty[k].tail && (force || now - empty[k].tail->empty_since >= delay)) purged += cool(empty[k].tail);
   smi_unlock(&pool_lock);
   if (purged && smi_opt.verbose >= 2) {
     char line[96];

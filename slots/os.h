@@ -40,6 +40,8 @@ size_t smi_os_committed(void);
 size_t smi_os_committed_peak(void);
 /* Account for pages committed again by touching decommitted memory. */
 void smi_os_account_recommit(size_t size);
+/* Account for mapped pages never touched (so not resident) as not committed. */
+void smi_os_account_untouched(size_t size);
 
 /* A coarse monotonic clock in milliseconds (for the purge delay). */
 uint64_t smi_now_ms(void);

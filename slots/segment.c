@@ -97,6 +97,9 @@ smi_segment_t *smi_segment_new(unsigned kind) {
     smi_block_t *b = &seg->blocks[i];
     b->index = (uint8_t)i;
     b->kind = (uint8_t)kind;
+    /* Never touched, so not resident: it counts as decommitted until it is cut. */
+    b->flags = SMI_BLOCK_DECOMMITTED;
+    smi_os_account_untouched(kinds[kind].span);
     for (size_t pg = 0; pg < pages; pg++) seg->page_block[1 + i * pages + pg] = b;
   }
   atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
@@ -145,7 +148,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   smi_gens_fresh(base, smi_gens_len(n));
   __atomic_store_n(&b->start, start, __ATOMIC_RELAXED);
   __atomic_store_n(&b->size, (size_t)size, __ATOMIC_RELAXED);
-  __atomic_store_n(&b->magic, (((uint64_t)1 << SMI_MAGIC_SHIFT) + size - 1) / size, __ATOMIC_RELAXED);
+  __atomic_store_n(&b->magic, SMI_RECIPROCAL(size), __ATOMIC_RELAXED);
   b->cls = (uint8_t)cls;
   b->free = NULL;
   b->bump = 0;
@@ -175,6 +178,7 @@ void smi_block_reopen(smi_block_t *b) {
     }
     smi_free_t *f = (smi_free_t *)smi_slot_addr(b, i);
     f->next = b->free;
+    f->gen = &b->gens[i];
     b->free = f;
   }
   SMI_VG_NOACCESS(b->start, (size_t)b->bump * b->size);
@@ -213,10 +217,14 @@ bool smi_block_extend(smi_block_t *b) {
   if (take < 1) take = 1;
   if (take > left) take = left;
   uint8_t *first = smi_slot_addr(b, b->bump);
-  uint8_t *p = first;
+  uint8_t *p = first, *g = &b->gens[b->bump];
   SMI_VG_UNDEFINED(first, (size_t)take * b->size);
-  for (uint32_t i = 1; i < take; i++, p += b->size) ((smi_free_t *)p)->next = (smi_free_t *)(p + b->size);
+  for (uint32_t i = 1; i < take; i++, p += b->size, g++) {
+    ((smi_free_t *)p)->next = (smi_free_t *)(p + b->size);
+    ((smi_free_t *)p)->gen = g;
+  }
   ((smi_free_t *)p)->next = b->free;
+  ((smi_free_t *)p)->gen = g;
   SMI_VG_NOACCESS(first, (size_t)take * b->size);
   /* bump first: a fork (or a signal) between the two stores then leaves a few
    * slots unused, never the same slots both on the freelist and past bump */

@@ -38,7 +38,6 @@ struct sm_arena_s; /* alloc/'s arena: opaque here (see smi_block_t) */
 #define SMI_SEG_IDS ((size_t)1 << SMI_SEG_ID_BITS)
 #define SMI_EPOCH_BITS 17
 #define SMI_EPOCH_LIMIT (((uint32_t)1 << SMI_EPOCH_BITS) - 1) /* a block reaching it is worn out */
-#define SMI_MAGIC_SHIFT 42
 
 /* What smi_segmap says of a 4 MiB span of addresses. */
 enum {
@@ -59,10 +58,25 @@ enum {                            /* smi_block_t.flags */
        SMI_BLOCK_USER = 16,       /* belongs to a user arena, which any thread may close */
 };
 
-/* A free slot holds the link to the next one (the in-place freelist). */
+/* A free slot holds the link to the next one (the in-place freelist), and
+ * where its generation is, so that allocation advances it without working
+ * out the slot's index. Every class is at least 16 bytes: both fit. */
 typedef struct smi_free_s {
   struct smi_free_s *next;
+  uint8_t *gen;
 } smi_free_t;
+
+/* Makes a free slot's generation odd (live): the release store a handle's
+ * acquire in sm_deref pairs with. On x86-64 every store is a release, so one
+ * increment in memory, kept in order by the compiler barrier; elsewhere and
+ * under TSan, the atomic form. */
+static inline void smi_gen_make_live(uint8_t *g) {
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(SMI_TSAN)
+  __asm__ volatile("addb $1, %0" : "+m"(*g) : : "memory");
+#else
+  __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE);
+#endif
+}
 
 /* A block's descriptor. It holds the arena layer's bookkeeping of the block
  * too (owner, arena, queued, the list links, the USER and CLOSED flags,
@@ -76,7 +90,7 @@ typedef struct smi_block_s {
   /* hot: the allocation and free fast paths touch only these */
   smi_free_t *free;         /* slots ready to hand out */
   uint8_t *start;           /* the first slot */
-  uint64_t magic;           /* slot index of p = ((p - start) * magic) >> SMI_MAGIC_SHIFT */
+  uint64_t magic;           /* SMI_RECIPROCAL(size), for smi_slot_at */
   uint8_t *gens;            /* one generation per slot: odd = live */
   struct sm_arena_s *owner; /* the arena whose thread frees here without atomics (or NULL) */
   uint32_t used;            /* live slots, +1 while the block is its bin's current block */
@@ -144,8 +158,25 @@ static inline smi_segment_t *smi_segment_at(uintptr_t u) { return (smi_segment_t
 static inline smi_block_t *smi_block_at(smi_segment_t *seg, uintptr_t u) {
   return seg->page_block[(u >> SMI_PAGE_SHIFT) & (SMI_PAGES_PER_SEG - 1)];
 }
+/* ceil(2^64 / size), for every size but 1 */
+#define SMI_RECIPROCAL(size) (UINT64_MAX / (uint64_t)(size) + 1)
+/* Is u the start of a slot of b, and which (*i)? One multiplication by the
+ * block's magic (SMI_RECIPROCAL of its slot size) gives both the quotient, in
+ * its high half, and the remainder test, in its low half: exact for 32-bit
+ * offsets (Lemire, Kaser and Kurz, "Faster remainder by direct computation",
+ * 2019). An address below start wraps to a 32-bit offset past every slot,
+ * which the bound rejects. The block's geometry is passed in, so that a reader
+ * racing a re-cut can pass what it loaded atomically. */
+static inline bool smi_slot_at(uintptr_t u, const uint8_t *start, uint64_t magic, uint32_t nslots, size_t *i) {
+  uint32_t off = (uint32_t)u - (uint32_t)(uintptr_t)start;
+  unsigned __int128 m = (unsigned __int128)off * magic;
+  *i = (size_t)(m >> 64);
+  return (uint64_t)m < magic && *i < nslots;
+}
+/* The index of the slot that u lies in (u inside the block's slots). */
 static inline uint32_t smi_slot_index(const smi_block_t *b, uintptr_t u) {
-  return (uint32_t)(((u - (uintptr_t)b->start) * b->magic) >> SMI_MAGIC_SHIFT);
+  uint32_t off = (uint32_t)u - (uint32_t)(uintptr_t)b->start;
+  return (uint32_t)(((unsigned __int128)off * b->magic) >> 64);
 }
 static inline uint8_t *smi_slot_addr(const smi_block_t *b, uint32_t i) { return b->start + (size_t)i * b->size; }
 /* The kind of block that holds slots of a class. */
