@@ -266,7 +266,7 @@ bool smi_dismantle_waiting(void);
 #define SMI_DISMANTLE_BATCH 4     /* blocks dismantled at each allocation slow path */
 #define SMI_DISMANTLE_ON_CLOSE 64 /* blocks dismantled by sm_arena_close itself */
 void smi_pool_after_fork(bool *mine);
-void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics */
+void smi_pool_count_abandoned(sm_stats_t *s); /* process statistics: s, the totals of a report (stats.h) */
 
 /* large.c */
 void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero);

@@ -49,7 +49,12 @@ enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_ENUM, OPT_STR };
   X("LEAKS", OPT_BOOL, leaks, 0, 0, 1, 1, NULL)                             \
   X("BACKGROUND_PURGE", OPT_BOOL, background_purge, 0, 0, 1, 1, NULL)
 
-#define SMI_OPT_INIT(name, kind, field, def, min, max, unit, names) .field = (def) * (unit),
+#define SMI_OPT_VALUE_OPT_BOOL(def, unit) (def)
+#define SMI_OPT_VALUE_OPT_UINT(def, unit) (def)
+#define SMI_OPT_VALUE_OPT_SIZE(def, unit) (def) * (unit)
+#define SMI_OPT_VALUE_OPT_ENUM(def, unit) (def)
+#define SMI_OPT_VALUE_OPT_STR(def, unit) NULL
+#define SMI_OPT_INIT(name, kind, field, def, min, max, unit, names) .field = SMI_OPT_VALUE_##kind(def, unit),
 smi_options_t smi_opt = {SMI_OPTIONS(SMI_OPT_INIT)};
 
 typedef struct {
