@@ -57,7 +57,7 @@ static void *round_thread(void *arg) {
 int main(int argc, char **argv) {
   args_t a = parse_args(argc, argv, 2);
   int rounds = 40;
-  long long total = iters(&a, 4000000); /* replacements per lineage over all its rounds */
+  long long total = iters(&a, 10000000); /* replacements per lineage over all its rounds */
   lineage_t *ls = calloc((size_t)a.threads, sizeof *ls);
   if (!ls) die("calloc");
   for (int i = 0; i < a.threads; i++) {

@@ -26,7 +26,7 @@ def spread(res, w, a, metric):
 
 def write_data(res, path, time_metric, allocs, bw):
     """One gnuplot data block per (metric, allocator): x, ratio, min and max (relative to the baseline's
-    median) per workload, then the geomean (no spread)."""
+    median) per workload, then the geomean (no whisker: NaN)."""
     mw = res.main_workloads()
     with open(path, "w") as f:
         for metric in (time_metric, "rss"):
@@ -39,7 +39,7 @@ def write_data(res, path, time_metric, allocs, bw):
                         f.write(f"{i + bar_offset(j, len(allocs), bw):.4f} {r:.4f} {lo:.4f} {hi:.4f}\n")
                 g, _ = res.geo(a, metric)
                 if g:
-                    f.write(f"{len(mw) + 0.5 + bar_offset(j, len(allocs), bw):.4f} {g:.4f} {g:.4f} {g:.4f}\n")
+                    f.write(f"{len(mw) + 0.5 + bar_offset(j, len(allocs), bw):.4f} {g:.4f} NaN NaN\n")
                 f.write("\n\n")
 
 

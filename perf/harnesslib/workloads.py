@@ -144,7 +144,7 @@ def idle_args(ctx):
     return [ctx.bin("idle"), "-s", str(ctx.scale), "-o", "1100" if ctx.quick else "3000"], None, {}
 
 
-GIT_OBJECTS = 40000  # of the generated repository at scale 1
+GIT_OBJECTS = 30000  # of the generated repository at scale 1
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
 
@@ -223,7 +223,7 @@ WORKLOADS = [
              bench("longrun"), curve="ops"),
     Workload("idle", "bench", "a 200 MB burst, 99% freed, then 3 s idle with a few fast-path calls: RSS every 50 ms",
              idle_args, extra_metrics=("rss_idle_1s_kib", "rss_burst_kib", "rss_idle_end_kib"), curve="ms"),
-    Workload("git", "program", "git repack -adf of a generated 40,000-object repository", git_args),
+    Workload("git", "program", "git repack -adf of a generated 30,000-object repository", git_args),
     Workload("python", "program", "python3 (PYTHONMALLOC=malloc): dicts, sort, JSON round trip, strings",
              python_args),
     Workload("sqlite", "program", "sqlite3 in memory: 80,000-row table, indexes, group by, update, delete",
