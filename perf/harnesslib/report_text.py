@@ -32,6 +32,8 @@ def geo_cell(res, a, metric):
 
 def main_table(res, metric, label):
     allocs = res.main_allocs()
+    if res.reps == 1:  # one run: no spread to show
+        label = label.replace(" ±half-range", "")
     out = ["", label, row("workload", [a.name for a in allocs])]
     out += [row(w.name, [main_cell(res, w.name, a.name, metric) for a in allocs]) for w in res.main_workloads()]
     out.append(row("geomean", [geo_cell(res, a, metric) for a in allocs]))
