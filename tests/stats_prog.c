@@ -8,12 +8,17 @@
  *              100 bytes (slot 112), 3 large objects of 1 MiB
  *   freeall    the pattern, then everything freed
  *   closefd2   the pattern, then closes fd 2 before exiting (as sort and ls do)
+ *   clobber F  the pattern, then closes fd 2 and makes every descriptor from 3
+ *              to 255 a duplicate of file F (opened for appending): a report
+ *              must not land in F (stats.c keeps fd 2 on a high descriptor only
+ *              while it is still the same file)
  *   remote     another thread frees 2000 objects of 48 bytes that main
  *              allocated; main then allocates 4000 more (collecting the frees)
  *   purge      the pattern freed, then malloc_trim(0) (blocks go back to the OS)
  *   doublefree frees an object twice (aborts unless SLOTMALLOC_ABORT_ON_ERROR=0)
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -63,6 +68,13 @@ int main(int argc, char **argv) {
   } else if (!strcmp(what, "closefd2")) {
     pattern();
     close(STDERR_FILENO);
+  } else if (!strcmp(what, "clobber") && argc > 2) {
+    pattern();
+    int f = open(argv[2], O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (f < 0) return 5;
+    close(STDERR_FILENO);
+    for (int fd = 3; fd < 256; fd++)
+      if (fd != f) dup2(f, fd);
   } else if (!strcmp(what, "remote")) {
     static void *objs[2000];
     for (int i = 0; i < 2000; i++) objs[i] = must(malloc(48));

@@ -165,6 +165,31 @@ Test(stats_at_exit, fd2_closed) {
   tu_proc_free(&r);
 }
 
+/* A program that closed fd 2 and reused the descriptor slotmalloc kept for
+ * its own file: the report does not go into that file. */
+Test(stats_at_exit, kept_fd_reused) {
+  char path[] = "/tmp/sm_clobber_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  const char *set[] = {"SLOTMALLOC_STATS=1", NULL};
+  char *argv[] = {(char *)SM_STATS_PROG, "clobber", path, NULL};
+  char **env = env_with(set);
+  tu_proc_t r;
+  cr_assert_eq(tu_run(argv, env, NULL, NULL, RUN_TIMEOUT, &r), 0);
+  free(env);
+  cr_expect(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "%s", tu_status_str(&r));
+  static char text[1 << 16];
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  text[n] = 0;
+  fclose(f);
+  unlink(path);
+  cr_expect_null(strstr(text, "slotmalloc"), "the report went into the program's file:\n%s", text);
+  tu_proc_free(&r);
+}
+
 /* SLOTMALLOC_STATS_FILE with %p: the report goes to the file named with the
  * pid, nothing to stderr; JSON likewise. */
 Test(stats_at_exit, stats_file) {
