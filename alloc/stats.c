@@ -75,6 +75,7 @@ static size_t rss_bytes(void) {
   buf[n] = 0;
   const char *p = buf;
   while (*p && *p != ' ') p++;
+  if (!*p) return 0;
   size_t pages = 0;
   for (p++; *p >= '0' && *p <= '9'; p++) pages = pages * 10 + (size_t)(*p - '0');
   return pages * (size_t)sysconf(_SC_PAGESIZE);
