@@ -4,8 +4,10 @@
  * A number is a malloc'd array of 32-bit digits behind a length word, at most MAXD digits (4 + 4 * 48 = 196 B).
  * Every operation allocates its result and the chain frees its inputs as soon as they are used, as a bignum
  * library without in-place operations does; lengths drift in a random walk, so sizes cover every small class.
- * A factor base of up to 64 numbers is the small live set, refreshed now and then. At exit the two numbers of
- * the recurrence are left allocated on purpose, as cfrac leaves its own. */
+ * A factor base of up to 64 numbers is refreshed now and then, and every 32 steps a number joins a list of
+ * relations (as cfrac collects partial factorizations), one in four of them dropped again at random: a few
+ * long-lived objects among the short-lived ones, in the same size classes. Everything is freed at the end,
+ * but the two numbers of the recurrence, left allocated on purpose, as cfrac leaves its own. */
 #include "common.h"
 
 #define MAXD 48
@@ -84,7 +86,9 @@ int main(int argc, char **argv) {
   num_t *p = num_new(4), *q = num_new(3);
   for (uint32_t i = 0; i < p->len; i++) p->d[i] = (uint32_t)rng_next(&r) | 1;
   for (uint32_t i = 0; i < q->len; i++) q->d[i] = (uint32_t)rng_next(&r) | 1;
-  uint32_t target = 8; /* the length the chain drifts around */
+  size_t nrel = 0, relcap = (size_t)(steps / 32) + 1;
+  num_t **rel = xmalloc(relcap * sizeof *rel); /* the relations found: grows, a few dropped */
+  uint32_t target = 8;                         /* the length the chain drifts around */
   uint64_t check = 0;
   unsigned long long allocs = 2;
   double t0 = now_sec();
@@ -119,12 +123,24 @@ int main(int argc, char **argv) {
       base[j] = num_low(p, 1 + (uint32_t)rng_below(&r, MAXD));
       allocs++;
     }
+    if ((s & 31) == 0 && nrel < relcap) { /* a relation: kept to the end, or dropped later */
+      rel[nrel++] = num_low(p, 1 + (uint32_t)rng_below(&r, 12));
+      allocs++;
+      if ((rng_next(&r) & 3) == 0) {
+        size_t j = (size_t)rng_below(&r, nrel);
+        free(rel[j]);
+        rel[j] = rel[--nrel];
+      }
+    }
     check += p->d[0];
   }
   double t1 = now_sec();
   for (unsigned j = 0; j < BASE_MAX; j++) free(base[j]);
+  for (size_t j = 0; j < nrel; j++) check += rel[j]->d[0];
+  for (size_t j = 0; j < nrel; j++) free(rel[j]);
+  free(rel);
   char extra[96];
-  snprintf(extra, sizeof extra, "allocs=%llu live_at_exit=2", allocs);
+  snprintf(extra, sizeof extra, "allocs=%llu relations=%zu live_at_exit=2", allocs, nrel);
   report("cfrac", &a, allocs, t1 - t0, check + p->len + q->len, extra);
   return 0; /* p and q stay allocated, as cfrac leaves its last numbers */
 }
