@@ -124,6 +124,7 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     /* The object is aligned to align already; a resize that moves it must keep that. */
     if (align > seg->large_align) seg->large_align = align;
     size_t room = smi_large_room(seg);
+    SMI_VG_DEFINED(&seg->large_obj, sizeof seg->large_obj); /* hidden again below: the segment may move */
     if ((room < size || room / 2 > size + SMI_OS_PAGE) && !smi_large_resize(&seg, size)) {
       smi_large_unmap(seg);
       seg = NULL;
@@ -151,6 +152,10 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   smi_lock(&a->lock);
   smi_large_list_add(a, seg);
   smi_unlock(&a->lock);
+  /* the two words that point at it, hidden from memcheck's leak scan (the
+   * segment or its id may be new) */
+  SMI_VG_HIDE(&seg->large_obj, sizeof seg->large_obj);
+  SMI_VG_HIDE(&smi_segtab[seg->id].large_obj, sizeof seg->large_obj);
   SMI_VG_BORN(seg->large_obj, seg->large_size, zero);
   return seg->large_obj;
 }

@@ -96,6 +96,7 @@ smi_segment_t *smi_segment_new(unsigned kind) {
   for (uint32_t i = 0; i < seg->nblocks; i++) {
     smi_block_t *b = &seg->blocks[i];
     b->index = (uint8_t)i;
+    SMI_VG_HIDE(&b->start, sizeof b->start); /* it points at the first slot's object */
     b->kind = (uint8_t)kind;
     /* Never touched, so not resident: it counts as decommitted until it is cut. */
     b->flags = SMI_BLOCK_DECOMMITTED;

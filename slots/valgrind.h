@@ -16,7 +16,11 @@
  *                (smi_free_t, at a free slot's start) are bracketed: defined
  *                only while slotmalloc touches it (segment.c, arena.c, free.c);
  *   metadata     block descriptors, generation tables, a large object's segment
- *                header: always defined.
+ *                header: always defined, but for the words that point at an
+ *                object (a block's start, a large object's address in its
+ *                header and in smi_segtab): those are hidden from the leak scan
+ *                (no access, their address errors not reported), or memcheck
+ *                would count the object reachable.
  * The inline fast paths (alloc/internal.h) know nothing of this: in this build
  * every arena carries a cap of SIZE_MAX (no cap at all in effect), and a capped
  * arena's mallocs and frees all take the slow paths, where memcheck is told. */
@@ -36,6 +40,11 @@
 #define SMI_VG_NOACCESS(p, n) VALGRIND_MAKE_MEM_NOACCESS((p), (n))
 #define SMI_VG_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
 #define SMI_VG_DEFINED(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
+#define SMI_VG_HIDE(p, n)                                     \
+  do {                                                        \
+    VALGRIND_MAKE_MEM_NOACCESS((p), (n));                     \
+    VALGRIND_DISABLE_ADDR_ERROR_REPORTING_IN_RANGE((p), (n)); \
+  } while (0)
 
 /* Every live slot of b dies (its arena closes): called before the sweep that
  * advances their generations. */
@@ -53,6 +62,7 @@ static inline void smi_vg_block_dies(const smi_block_t *b) {
 #define SMI_VG_NOACCESS(p, n) ((void)0)
 #define SMI_VG_UNDEFINED(p, n) ((void)0)
 #define SMI_VG_DEFINED(p, n) ((void)0)
+#define SMI_VG_HIDE(p, n) ((void)0)
 static inline void smi_vg_block_dies(const smi_block_t *b) { (void)b; }
 #endif
 

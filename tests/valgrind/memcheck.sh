@@ -34,9 +34,16 @@ run() {
   fi
   current=$name
 }
-# has TEXT / lacks TEXT: a check on the output of the last run
+# has TEXT / has_re REGEX / lacks TEXT: a check on the output of the last run
 has() {
   if ! grep -qF -- "$1" "$out"; then
+    echo "memcheck.sh: FAILED: $current: the output lacks: $1"
+    failed=1
+    sed 's/^/    /' "$out"
+  fi
+}
+has_re() {
+  if ! grep -qE -- "$1" "$out"; then
     echo "memcheck.sh: FAILED: $current: the output lacks: $1"
     failed=1
     sed 's/^/    /' "$out"
@@ -70,8 +77,11 @@ own)
 
   run leak 99 "${vg[@]}" "$prog" leak
   has "112 bytes in 1 blocks are definitely lost"
-  has "definitely lost: 112 bytes in 1 blocks"
-  has "ERROR SUMMARY: 1 errors"
+  has "3,072 bytes in 1 blocks are definitely lost"
+  # the large object: "possibly" when a word of slotmalloc's metadata happens to
+  # look like a pointer into it (memcheck's scan is conservative)
+  has_re "1,048,576 bytes in 1 blocks are (definitely|possibly) lost"
+  has "ERROR SUMMARY: 3 errors"
 
   run close 99 "${vg[@]}" "$prog" close
   has "0 bytes inside a block of size 48 free'd"
@@ -101,7 +111,9 @@ own)
   has "10 bytes inside a block of size 64 free'd"
   has "ERROR SUMMARY: 1 errors"
   run static_leak 99 "${vgs[@]}" "$static" leak
-  has "definitely lost: 112 bytes in 1 blocks"
+  has "112 bytes in 1 blocks are definitely lost"
+  has "3,072 bytes in 1 blocks are definitely lost"
+  has "ERROR SUMMARY: 3 errors"
   run static_handle 0 "${vgs[@]}" "$static" handle
   has "vg_prog: handle done"
   has "ERROR SUMMARY: 0 errors"

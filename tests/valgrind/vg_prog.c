@@ -3,7 +3,7 @@
  * --soname-synonyms=somalloc=NONE. Each mode does one thing memcheck must see
  * (or must not complain about):
  *   uaf        frees a slot, then reads it               -> "Invalid read"
- *   leak       loses the only pointer to an object       -> "definitely lost"
+ *   leak       loses the only pointer to 3 objects       -> "definitely lost"
  *   close      closes an arena, then reads its objects   -> "Invalid read" (small and large)
  *   arena_free free() of sm_arena_malloc objects          -> no error at all
  *   handle     sm_handle_of(malloc(64)) names the object -> no error, exit 0
@@ -33,15 +33,20 @@ static int uaf(void) {
   return 0;
 }
 
-/* The lost object is not the first of its block: the block's descriptor
- * points at its first slot, so memcheck (which scans slotmalloc's memory too)
- * would call that one "still reachable" (README, "valgrind"). */
+/* Three objects lost: one in the middle of its block, one that is the first
+ * slot of a fresh block (the block's descriptor points at it: slotmalloc hides
+ * that word from memcheck's leak scan), and a large object (its segment header
+ * points at it, hidden too). */
 static void *volatile first;
 
 static __attribute__((noinline)) void lose(void) {
   first = malloc(100);
   keep = malloc(100);
   memset(keep, 1, 100);
+  keep = malloc(3000); /* class 3072: a block of its own */
+  memset(keep, 1, 3000);
+  keep = malloc(1 << 20);
+  memset(keep, 1, 1 << 20);
   keep = NULL;
 }
 
