@@ -19,7 +19,11 @@ Method, in short (perf/README.md has the long form):
     whose malloc is not the allocator under test counts as a failure, so a
     preload that silently did not load cannot pass for a result;
   * instruction counts of the malloc+free pair come from callgrind as
-    (Ir(2N) - Ir(N)) / N, which cancels start-up and exit.
+    (Ir(2N) - Ir(N)) / N, which cancels start-up and exit;
+  * memory system calls (mmap, munmap, madvise, mprotect, brk, mremap) are
+    counted in one more, untimed run of each case under strace;
+  * any allocator (--allocator name=/path/lib.so) and any program
+    (--program name="command") can join the comparison.
 """
 import argparse
 import os
