@@ -191,7 +191,26 @@ static unsigned class_for(size_t size, size_t align) {
   return cls;
 }
 
+/* Profiling keeps the direct bins empty (smi_direct_off): what the fast path
+ * would have popped is popped here (NULL: take the whole slow path). */
+static void *pop_profiled(sm_arena_t *a, size_t size, size_t align, bool zero) {
+  if (size > SMI_DIRECT_MAX || align > 16 || a->limit || ((a->slow_calls + 1) & 255) == 0) return NULL;
+  smi_block_t *b = a->current[smi_direct_class[(size + 15) >> 4]];
+  if (!b->free) return NULL;
+  a->slow_calls++;
+  void *p = pop(b);
+  if (zero) memset(p, 0, b->size);
+  return p;
+}
+
 void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
+  if (smi_unlikely(smi_opt.prof_sample)) {
+    void *p = pop_profiled(a, size, align, zero);
+    if (p) {
+      smi_prof_count(p, size, __builtin_return_address(0));
+      return p;
+    }
+  }
   if (smi_unlikely(size > PTRDIFF_MAX)) {
     errno = ENOMEM;
     return NULL;
@@ -202,7 +221,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (cls == SMI_CLASSES) {
     void *p = smi_large_malloc(a, size, align, zero); /* charges the cap itself */
     if (!p) errno = ENOMEM;
-    else if (smi_unlikely(smi_opt.prof_sample)) smi_prof_sample(p, size, __builtin_return_address(0));
+    else if (smi_unlikely(smi_opt.prof_sample)) smi_prof_count(p, size, __builtin_return_address(0));
     return p;
   }
   size_t usable = smi_class_size[cls];
@@ -217,7 +236,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     return NULL;
   }
   if (zero) memset(p, 0, usable);
-  if (smi_unlikely(smi_opt.prof_sample)) smi_prof_sample(p, size, __builtin_return_address(0));
+  if (smi_unlikely(smi_opt.prof_sample)) smi_prof_count(p, size, __builtin_return_address(0));
   return p;
 }
 

@@ -324,6 +324,11 @@ static inline bool smi_direct_off(const sm_arena_t *a) { return a->limit || smi_
 /* The byte count-down; samples p (size bytes asked) with its stack from the
  * frame returning to ret (smi_arena_alloc's return address). */
 void smi_prof_sample(void *p, size_t size, const void *ret);
+extern __thread uint64_t smi_prof_left; /* bytes before this thread's next sample (0: draw) */
+static inline void smi_prof_count(void *p, size_t size, const void *ret) {
+  if (smi_likely(smi_prof_left > size)) smi_prof_left -= size;
+  else smi_prof_sample(p, size, ret);
+}
 int smi_prof_write(const char *pattern); /* sm_prof_dump: 0 or an errno code */
 void smi_prof_at_exit(void);             /* SLOTMALLOC_PROF_FILE, SLOTMALLOC_LEAKS */
 /* " (allocated at 0x... ...)" into out if the freed object at p was sampled;

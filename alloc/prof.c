@@ -6,10 +6,12 @@
  * bytes are then a Poisson process: an object of s bytes is sampled with
  * probability 1 - exp(-s/N), which google-pprof undoes ("heap_v2/N" in the
  * profile's header) and so does the leak report. N=1 samples every object.
- * The count-down runs in the allocation slow path (smi_arena_alloc calls
- * smi_prof_sample); while profiling is on the direct bins stay empty
- * (smi_arena_set_current), so every allocation takes that path. The fast
- * paths of internal.h are the same instructions whether profiling is on or off.
+ * The count-down runs in the allocation slow path (smi_prof_count, inline,
+ * called by smi_arena_alloc; smi_prof_sample past zero); while profiling is
+ * on the direct bins stay empty (smi_arena_set_current), so every allocation
+ * takes that path, where pop_profiled pops what the fast path would have. The
+ * fast paths of internal.h are the same instructions whether profiling is on
+ * or off.
  *
  * A sample is the object's address, its generational handle, its size and
  * its stack. There is no free hook: an object is live exactly while its handle
@@ -77,12 +79,15 @@ static uint32_t *slots; /* hash index of stacks: stack index + 1, 0 empty */
 static size_t cap_slots;
 static uintptr_t *frames;
 static size_t nframes, cap_frames;
-static uintptr_t self_lo, self_hi; /* the library's code when it is a shared object */
-static bool self_known;
+typedef struct {
+  uintptr_t lo, hi;
+} range_t;
+static range_t self_code, unwind_code; /* see find_code */
+static _Atomic int ranges_known;       /* 0, 1 being found, 2 found: self_code and unwind_code */
 
-static __thread uint64_t prof_left; /* bytes before this thread's next sample */
+__thread uint64_t smi_prof_left; /* bytes before this thread's next sample (internal.h) */
 static __thread uint64_t prof_rng;
-static __thread bool prof_armed; /* prof_left was drawn */
+static __thread bool prof_armed; /* smi_prof_left was drawn */
 static __thread bool prof_busy;  /* inside the profiler: nothing is sampled */
 
 void smi_prof_after_fork(bool *mine) {
@@ -233,25 +238,45 @@ static bool make_room(void) {
 
 /* ---- stacks ------------------------------------------------------------------- */
 
-static int find_self(struct dl_phdr_info *info, size_t size, void *arg) {
+static bool in_range(range_t r, uintptr_t pc) { return pc >= r.lo && pc < r.hi; }
+
+typedef struct {
+  bool first;           /* the first object listed is the program */
+  range_t self, unwind; /* found so far */
+} find_t;
+
+/* The code of the library and of libgcc's unwinder, each when it is a shared
+ * object of its own (linked into the program, it is mixed with the program's
+ * code: no range). */
+static int find_code(struct dl_phdr_info *info, size_t size, void *arg) {
   (void)size;
-  bool *first = arg;
-  bool main_program = *first; /* the first object listed is the program */
-  *first = false;
-  uintptr_t me = (uintptr_t)&find_self;
+  find_t *f = arg;
+  bool main_program = f->first;
+  f->first = false;
+  if (main_program) return 0;
   for (int i = 0; i < info->dlpi_phnum; i++) {
     const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
     if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
-    uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
-    if (me >= lo && me < hi) {
-      if (!main_program) { /* linked statically, the library's code is mixed with the program's */
-        self_lo = lo;
-        self_hi = hi;
-      }
-      return 1;
-    }
+    range_t r = {info->dlpi_addr + ph->p_vaddr, info->dlpi_addr + ph->p_vaddr + ph->p_memsz};
+    if (in_range(r, (uintptr_t)&find_code)) f->self = r;
+    if (in_range(r, (uintptr_t)&_Unwind_Backtrace)) f->unwind = r;
   }
   return 0;
+}
+
+/* Found once, outside prof_lock: dl_iterate_phdr takes the loader's lock, whose
+ * holder may be allocating (and so waiting for prof_lock). */
+static bool find_ranges(void) {
+  int state = atomic_load_explicit(&ranges_known, memory_order_acquire);
+  if (state == 2) return true;
+  /* one thread looks; others do not sample meanwhile (waiting could deadlock) */
+  if (state == 1 || !atomic_compare_exchange_strong(&ranges_known, &state, 1)) return false;
+  find_t f = {.first = true};
+  dl_iterate_phdr(find_code, &f);
+  self_code = f.self;
+  unwind_code = f.unwind;
+  atomic_store_explicit(&ranges_known, 2, memory_order_release);
+  return true;
 }
 
 typedef struct {
@@ -270,18 +295,13 @@ static _Unwind_Reason_Code on_frame(struct _Unwind_Context *ctx, void *arg) {
 /* The caller's stack from the frame that returns to ret (smi_arena_alloc's
  * return address), less the library's own frames; its depth. */
 static uint32_t capture(uintptr_t *out, uintptr_t ret) {
-  if (!self_known) {
-    bool first = true;
-    dl_iterate_phdr(find_self, &first);
-    self_known = true;
-  }
   walk_t w;
   w.n = 0;
   _Unwind_Backtrace(on_frame, &w);
   uint32_t i = 0;
   while (i < w.n && w.pcs[i] != ret) i++;
   if (i == w.n) i = 0; /* not found: keep all but the library's own */
-  while (i < w.n && w.pcs[i] >= self_lo && w.pcs[i] < self_hi) i++;
+  while (i < w.n && in_range(self_code, w.pcs[i])) i++;
   uint32_t n = 0;
   for (; i < w.n && n < PROF_DEPTH; i++) out[n++] = w.pcs[i];
   return n;
@@ -295,15 +315,18 @@ void smi_prof_sample(void *p, size_t size, const void *ret) {
   uint64_t s = size ? size : 1;
   if (rate > 1) {
     if (!prof_armed) {
-      prof_left = draw(rate);
+      smi_prof_left = draw(rate);
       prof_armed = true;
     }
-    if (prof_left > s) {
-      prof_left -= s;
+    if (smi_prof_left > s) {
+      smi_prof_left -= s;
       return;
     }
-    prof_left = draw(rate); /* counted from this object's end: the process has no memory */
+    smi_prof_left = draw(rate); /* counted from this object's end: the process has no memory */
   }
+  /* Not an allocation by the unwinder itself (libgcc's init_object, under its
+   * object lock): unwinding again would take that lock twice. */
+  if (!find_ranges() || in_range(unwind_code, (uintptr_t)ret)) return;
   prof_busy = true;
   uintptr_t pcs[PROF_DEPTH];
   uint32_t depth = capture(pcs, (uintptr_t)ret);
@@ -519,48 +542,64 @@ static void count_live(uint64_t *n, uint64_t *bytes, uint64_t *large_n, uint64_t
   }
 }
 
+typedef struct {
+  uint64_t bytes, n; /* estimated */
+  uint32_t depth;
+  uintptr_t pcs[LEAK_SITE_FRAMES];
+} site_t;
+
+/* The top sites by estimated live bytes, copied out under prof_lock; printed
+ * after it (dladdr takes the loader's lock, whose holder may be allocating). */
 static void leak_sites(out_t *o) {
-  smi_lock(&prof_lock);
+  site_t top[LEAK_SITES];
+  int ntop = 0;
   uint64_t live_n, live_bytes;
+  smi_lock(&prof_lock);
   tally_live(&live_n, &live_bytes);
-  out_str(o, "slotmalloc: by allocation site (1 in ");
-  out_dec(o, smi_opt.prof_sample);
-  out_str(o, " bytes sampled; ");
-  out_dec(o, live_n);
-  out_str(o, " live samples; estimated totals):\n");
   uint64_t last = UINT64_MAX;
   size_t last_k = SIZE_MAX;
-  for (int rank = 0; rank < LEAK_SITES; rank++) {
-    /* the next site by estimated bytes, below the last one shown (ties by index) */
+  for (; ntop < LEAK_SITES; ntop++) {
+    /* the next site by estimated bytes, after the last one taken (ties by index) */
     size_t best = SIZE_MAX;
     uint64_t best_bytes = 0;
     for (size_t k = 0; k < nstacks; k++) {
       const prof_stack_t *st = &stacks[k];
       if (!st->live_n) continue;
       uint64_t est = (uint64_t)((double)st->live_bytes * scale(st->live_n, st->live_bytes));
-      bool below = est < last || (est == last && k > last_k);
-      if (below && (best == SIZE_MAX || est > best_bytes)) {
+      bool after = est < last || (est == last && k > last_k);
+      if (after && (best == SIZE_MAX || est > best_bytes)) {
         best = k;
         best_bytes = est;
       }
     }
     if (best == SIZE_MAX) break;
     const prof_stack_t *st = &stacks[best];
-    double f = scale(st->live_n, st->live_bytes);
-    out_str(o, "slotmalloc:   ");
-    out_dec(o, best_bytes);
-    out_str(o, " bytes in ");
-    out_dec(o, (uint64_t)((double)st->live_n * f + 0.5));
-    out_str(o, " objects at");
-    for (uint32_t fr = 0; fr < st->depth && fr < LEAK_SITE_FRAMES; fr++) {
-      out_str(o, fr ? " <- " : " ");
-      out_frame(o, frames[st->first + fr]);
-    }
-    out_str(o, "\n");
+    site_t *t = &top[ntop];
+    t->bytes = best_bytes;
+    t->n = (uint64_t)((double)st->live_n * scale(st->live_n, st->live_bytes) + 0.5);
+    t->depth = st->depth < LEAK_SITE_FRAMES ? st->depth : LEAK_SITE_FRAMES;
+    memcpy(t->pcs, frames + st->first, t->depth * sizeof *t->pcs);
     last = best_bytes;
     last_k = best;
   }
   smi_unlock(&prof_lock);
+  out_str(o, "slotmalloc: by allocation site (1 in ");
+  out_dec(o, smi_opt.prof_sample);
+  out_str(o, " bytes sampled; ");
+  out_dec(o, live_n);
+  out_str(o, " live samples; estimated totals):\n");
+  for (int i = 0; i < ntop; i++) {
+    out_str(o, "slotmalloc:   ");
+    out_dec(o, top[i].bytes);
+    out_str(o, " bytes in ");
+    out_dec(o, top[i].n);
+    out_str(o, " objects at");
+    for (uint32_t f = 0; f < top[i].depth; f++) {
+      out_str(o, f ? " <- " : " ");
+      out_frame(o, top[i].pcs[f]);
+    }
+    out_str(o, "\n");
+  }
 }
 
 static void leak_report(int fd) {
