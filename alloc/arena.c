@@ -215,7 +215,10 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     errno = ENOMEM;
     return NULL;
   }
-  if (smi_unlikely((++a->slow_calls & 255) == 0)) smi_arena_upkeep(a, false);
+  if (smi_unlikely((++a->slow_calls & 255) == 0)) {
+    smi_arena_upkeep(a, false);
+    smi_background_start();
+  }
   if (smi_unlikely(smi_dismantle_waiting())) smi_dismantle(SMI_DISMANTLE_BATCH);
   unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size, align) : SMI_CLASSES;
   if (cls == SMI_CLASSES) {
@@ -277,7 +280,10 @@ void smi_block_emptied(smi_block_t *b) {
   bool give = b->owner == a && b->arena == a && b->used == 0 && a->current[b->cls] != b;
   if (give) smi_blist_remove(&a->avail[b->cls], b);
   smi_unlock(&a->lock);
-  if (give) smi_pool_give(b);
+  if (give) {
+    smi_pool_give(b);
+    smi_background_start();
+  }
 }
 
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */

@@ -30,6 +30,7 @@ void smi_fork_child(void) {
   smi_pool_after_fork(&mine);
   smi_heap_after_fork(&mine);
   smi_prof_after_fork(&mine);
+  smi_background_after_fork();
   if (mine) return; /* forked inside the allocator: the interrupted code finishes */
   smi_heap_exit_others();
 }

@@ -339,6 +339,10 @@ void smi_prof_after_fork(bool *mine);
 /* stats.c */
 void smi_stats_at_exit(void);
 
+/* background.c: the opt-in background purge thread */
+void smi_background_start(void);      /* once, if the option is on; call holding no lock */
+void smi_background_after_fork(void); /* fork child: started again when next needed */
+
 /* meta.c: memory for arena and heap structs (never from the arenas themselves) */
 void *smi_meta_alloc(size_t size);
 void smi_meta_free(void *p, size_t size);

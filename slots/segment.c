@@ -103,6 +103,9 @@ smi_segment_t *smi_segment_new(unsigned kind) {
     smi_os_account_untouched(kinds[kind].span);
     for (size_t pg = 0; pg < pages; pg++) seg->page_block[1 + i * pages + pg] = b;
   }
+  /* a medium segment's tail past its last block is never used */
+  uint8_t *end = smi_block_base(&seg->blocks[seg->nblocks - 1]) + kinds[kind].span;
+  smi_os_account_untouched((size_t)((uint8_t *)seg + SMI_SEG_SIZE - end));
   atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
   __atomic_store_n(&smi_segmap[(uintptr_t)seg >> SMI_SEG_SHIFT], SMI_MAP_SLOTS, __ATOMIC_RELEASE);
   smi_count(SMI_COUNT_SEGMENTS_MAPPED, 1);
