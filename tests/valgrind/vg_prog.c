@@ -9,6 +9,7 @@
  *   handle     sm_handle_of(malloc(64)) names the object -> no error, exit 0
  *   clean      a bit of everything, all freed            -> no error, no leak
  * Exit status 0 unless a check of the program itself fails (then 1). */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,6 +121,13 @@ static int clean(void) {
       if (z[i]) return fail("calloc memory is not zero");
     free(z);
   }
+  /* aligned objects; all of the usable size is the program's */
+  void *al = aligned_alloc(64, 200), *pm = NULL;
+  if (!al || posix_memalign(&pm, 1 << 21, 300000)) return fail("aligned allocation");
+  memset(al, 1, malloc_usable_size(al));
+  memset(pm, 1, malloc_usable_size(pm));
+  free(al);
+  free(pm);
   /* many objects, freed in another order; one freed by another thread */
   void *v[2000];
   for (int i = 0; i < 2000; i++) {
