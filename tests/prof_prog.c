@@ -9,11 +9,17 @@
  *                            "DUMP <rc>"; prints "PID <pid>"; exits 0
  *   prof_prog many           leak_many keeps 100000 x 256 bytes
  *   prof_prog double_free N  alloc_site() returns malloc(N), freed twice;
- *                            prints "ADDR <p> SITE <alloc_site>" first */
+ *                            prints "ADDR <p> SITE <alloc_site>" first
+ *   prof_prog threads        4 threads run thread_leak (100 x 2000 bytes kept
+ *                            each) and exit; their objects outlive them
+ *   prof_prog fork           leak_a, then a child (fork) runs leak_b and
+ *                            exits; prints "CHILD <pid>" */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern int sm_prof_dump(const char *path) __attribute__((weak));
@@ -38,6 +44,19 @@ __attribute__((noinline)) void leak_many(void) {
   for (int i = 0; i < 100000; i++) kept[nkept++] = malloc(256);
 }
 
+static pthread_mutex_t keep_lock = PTHREAD_MUTEX_INITIALIZER;
+
+__attribute__((noinline)) void *thread_leak(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 100; i++) {
+    void *p = malloc(2000);
+    pthread_mutex_lock(&keep_lock);
+    kept[nkept++] = p;
+    pthread_mutex_unlock(&keep_lock);
+  }
+  return NULL;
+}
+
 __attribute__((noinline)) void *alloc_site(size_t n) {
   void *p = malloc(n);
   __asm__ volatile("" : : "r"(p) : "memory"); /* no tail call: this frame is the site */
@@ -59,6 +78,26 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "many")) {
     leak_many();
+    return 0;
+  }
+  if (!strcmp(argv[1], "threads")) {
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+      if (pthread_create(&t[i], NULL, thread_leak, NULL)) return 3;
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    return 0;
+  }
+  if (!strcmp(argv[1], "fork")) {
+    leak_a();
+    pid_t c = fork();
+    if (c < 0) return 3;
+    if (c == 0) {
+      leak_b();
+      exit(0);
+    }
+    printf("CHILD %d\n", (int)c);
+    int st;
+    if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 4;
     return 0;
   }
   if (!strcmp(argv[1], "double_free") && argc > 2) {

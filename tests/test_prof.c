@@ -230,6 +230,54 @@ Test(prof, leak_report_by_site) {
   tu_proc_free(&r);
 }
 
+/* Objects of threads that have exited (their blocks abandoned) stay in the
+ * report, at their site. */
+Test(prof, leak_report_threads) {
+  const char *set[] = {"SLOTMALLOC_LEAKS=1", "SLOTMALLOC_PROF_SAMPLE=1", NULL};
+  const char *args[] = {"threads", NULL};
+  tu_proc_t r;
+  run_prog(SM_PROF_PROG, true, args, set, &r);
+  assert_exit0(&r, "prof_prog threads");
+  const char *l = strstr(r.err, "800000 bytes in 400 objects at 0x");
+  cr_assert(l && strstr(l, "(thread_leak+0x") && strstr(l, "(thread_leak+0x") < strchr(l, '\n'),
+            "no line for thread_leak's 400 objects:\n%s", r.err);
+  tu_proc_free(&r);
+}
+
+/* A fork child writes a profile of its own (%p), with what it inherited and
+ * what it allocated; the parent's has only its own. */
+Test(prof, fork_child_writes_its_own_profile) {
+  char dir[64], var[128], file[128];
+  temp_dir(dir, sizeof dir);
+  snprintf(var, sizeof var, "SLOTMALLOC_PROF_FILE=%s/heap.%%p", dir);
+  const char *set[] = {"SLOTMALLOC_PROF_SAMPLE=1", var, NULL};
+  const char *args[] = {"fork", NULL};
+  tu_proc_t r;
+  run_prog(SM_PROF_PROG, true, args, set, &r);
+  assert_exit0(&r, "prof_prog fork");
+  int pid = 0, child = 0;
+  cr_assert_eq(sscanf(r.out, "PID %d", &pid), 1, "%s", r.out);
+  const char *c = strstr(r.out, "CHILD ");
+  cr_assert(c && sscanf(c, "CHILD %d", &child) == 1, "%s", r.out);
+  static const char *const b_line = "100: 100000 [100: 100000] @ 0x", *const a_line =
+                                                                          "300: 1200000 [300: 1200000] @ 0x";
+  for (int k = 0; k < 2; k++) {
+    snprintf(file, sizeof file, "%s/heap.%d", dir, k ? child : pid);
+    FILE *f = fopen(file, "r");
+    cr_assert_not_null(f, "no profile %s", file);
+    char line[4096];
+    bool a = false, b = false;
+    while (fgets(line, sizeof line, f)) {
+      a |= !strncmp(line, a_line, strlen(a_line));
+      b |= !strncmp(line, b_line, strlen(b_line));
+    }
+    fclose(f);
+    cr_assert(a, "%s: leak_a's objects missing", file);
+    cr_assert_eq(b, k == 1, "%s: leak_b's objects %s", file, b ? "in the parent's profile" : "missing");
+  }
+  tu_proc_free(&r);
+}
+
 /* Poisson sampling, 1 in 65536 bytes: 100,000 live objects of 256 bytes (25.6
  * MB) give about 390 samples; the estimate is within 20% (5 standard
  * deviations) of the truth. */
