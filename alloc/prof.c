@@ -91,6 +91,8 @@ static __thread bool prof_armed; /* smi_prof_left was drawn */
 static __thread bool prof_busy;  /* inside the profiler: nothing is sampled */
 
 void smi_prof_after_fork(bool *mine) {
+  int finding = 1; /* a thread the child does not have was finding the code ranges: look again */
+  atomic_compare_exchange_strong(&ranges_known, &finding, 0);
   if (!smi_lock_orphaned(&prof_lock, mine)) return;
   /* a thread the child does not have was changing the tables: start afresh */
   nsamples = nstacks = nframes = 0;
