@@ -220,6 +220,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     smi_background_start();
   }
   if (smi_unlikely(smi_dismantle_waiting())) smi_dismantle(SMI_DISMANTLE_BATCH);
+  smi_remote_flush();
   unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size, align) : SMI_CLASSES;
   if (cls == SMI_CLASSES) {
     void *p = smi_large_malloc(a, size, align, zero); /* charges the cap itself */

@@ -61,20 +61,92 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
   if (--b->used == 0) smi_block_emptied(b);
 }
 
-/* Pushes an already freed slot onto the block's remote list; a slot that must
- * retire (its generation wrapped in a named block) is marked (bit 0 of its
- * link) so the owner retires it. */
-static void remote_push(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
+/* Pushes a chain of already freed slots of b (first .. last, linked through
+ * next) onto the block's remote list with one exchange. A slot that must
+ * retire (its generation wrapped in a named block) is marked by bit 0 of its
+ * own link, so the owner retires it. */
+static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *last) {
+  SMI_VG_LINK_OPEN(last);
+  uintptr_t mark = (uintptr_t)last->next & 1;
   uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
-    SMI_VG_LINK_OPEN(p);
-    ((smi_free_t *)p)->next = (smi_free_t *)(head | wrapped);
-    ((smi_free_t *)p)->gen = &b->gens[i];
-    SMI_VG_LINK_CLOSE(p); /* before the push: once pushed, the slot may be taken */
-  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)p, memory_order_seq_cst,
+    last->next = (smi_free_t *)(head | mark);
+  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)first, memory_order_seq_cst,
                                                   memory_order_relaxed));
+  SMI_VG_LINK_CLOSE(last);
   sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
   if (smi_owner_is_full(owner)) smi_revisit_push(smi_owner_arena(owner), b);
+}
+
+/* A freed slot's link, ready for the remote list: next (with the slot's own
+ * retire mark) and where its generation is. */
+static smi_free_t *remote_link(smi_block_t *b, uint32_t i, void *p, smi_free_t *next, bool wrapped) {
+  smi_free_t *f = p;
+  SMI_VG_LINK_OPEN(f);
+  f->next = (smi_free_t *)((uintptr_t)next | wrapped);
+  f->gen = &b->gens[i];
+  SMI_VG_LINK_CLOSE(f); /* before the push: once pushed, the slot may be taken */
+  return f;
+}
+
+static void remote_push(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
+  smi_free_t *f = remote_link(b, i, p, NULL, wrapped);
+  remote_push_chain(b, f, f);
+}
+
+/* ---- the remote batch ----------------------------------------------------------
+ * A thread's frees into blocks of root arenas owned by other threads wait in a
+ * batch, one block at a time, and reach the block's remote list together: one
+ * exchange per SMI_REMOTE_BATCH frees instead of one each (a producer and a
+ * consumer thread otherwise fight over the list head at every object). Their
+ * generations move at once (the objects are dead and every handle stale at
+ * the free); only their reuse waits. The block keeps counting them as used,
+ * so it is never re-cut while they wait. The batch goes out when full, when a
+ * free goes to another block, at the thread's allocation slow path and at its
+ * exit, and at malloc_trim. Blocks of user arenas never wait in a batch: an
+ * arena close must see every free under way end (inflight). */
+#define SMI_REMOTE_BATCH 64
+typedef struct {
+  smi_block_t *block;
+  smi_free_t *first, *last;
+  uint32_t count;
+  bool off; /* the thread's heap ended: frees go out one by one */
+} smi_remote_batch_t;
+static __thread smi_remote_batch_t batch;
+
+void smi_remote_flush(void) {
+  smi_block_t *b = batch.block;
+  if (!b) return;
+  batch.block = NULL; /* first: a signal handler's free now starts a batch of its own */
+  remote_push_chain(b, batch.first, batch.last);
+}
+
+void smi_remote_batch_end(void) {
+  smi_remote_flush();
+  batch.off = true;
+}
+
+/* A thread with a heap can batch: its exit flushes (a thread that only frees
+ * gets a heap for that). */
+static bool can_batch(void) {
+  if (smi_likely(smi_tls_heap != NULL)) return true;
+  return !batch.off && smi_process_ready() && smi_root_arena() != NULL;
+}
+
+static void remote_free_out(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
+  if (batch.block == b) {
+    batch.first = remote_link(b, i, p, batch.first, wrapped);
+    if (++batch.count == SMI_REMOTE_BATCH) smi_remote_flush();
+    return;
+  }
+  if (!can_batch()) {
+    remote_push(b, i, p, wrapped);
+    return;
+  }
+  smi_remote_flush();
+  batch.first = batch.last = remote_link(b, i, p, NULL, wrapped);
+  batch.count = 1;
+  batch.block = b;
 }
 
 /* Frees slot i of b from a thread that does not own the block. The generation
@@ -106,8 +178,13 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   SMI_VG_DIED(p);
-  remote_push(b, i, p, g == 255 && smi_block_wrap_retires(b));
-  if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+  bool wrapped = g == 255 && smi_block_wrap_retires(b);
+  if (user) {
+    remote_push(b, i, p, wrapped);
+    atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+  } else {
+    remote_free_out(b, i, p, wrapped);
+  }
 }
 
 /* The first local free into a full block makes it available again; false if

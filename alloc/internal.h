@@ -283,6 +283,8 @@ void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg);    /* under a->lock 
 void smi_large_list_remove(sm_arena_t *a, smi_segment_t *seg); /* under a->lock */
 
 /* free.c */
+void smi_remote_flush(void);     /* the thread's batch of remote frees onto its block's list */
+void smi_remote_batch_end(void); /* thread exit: flushed, and no batching any more */
 bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index);
 size_t smi_usable_size(const void *p);
 /* Frees slot i of b if its generation is still gen (for sm_hfree); false otherwise. */

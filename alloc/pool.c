@@ -162,6 +162,7 @@ static smi_block_t *reacquire(unsigned kind) {
 }
 
 void smi_pool_reclaim(sm_arena_t *a) {
+  smi_remote_flush();
   if (a) smi_arena_trim(a);
   if (smi_tls_heap && a != &smi_tls_heap->root) smi_arena_trim(&smi_tls_heap->root);
   smi_dismantle(SIZE_MAX);

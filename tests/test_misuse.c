@@ -116,6 +116,26 @@ static void case_double_free_exited_thread(void) {
   free(tu_opaque(p));
 }
 
+/* an object freed twice by a thread that does not own its block, while the
+ * first free still waits in that thread's batch of remote frees */
+static void *free_twice_in_thread(void *p) {
+  free(p);
+  announce(p);
+  free(tu_opaque(p));
+  return NULL;
+}
+static void case_double_free_remote_batched(void) {
+  make_witnesses(8);
+  void *q[8];
+  for (int i = 0; i < 8; i++) q[i] = malloc(48); /* the batch holds a few frees before p's */
+  void *p = malloc(48);
+  make_witnesses(8);
+  pthread_t t;
+  for (int i = 0; i < 8; i++) free(q[i]); /* local frees */
+  if (pthread_create(&t, NULL, free_twice_in_thread, p) != 0) abort();
+  pthread_join(t, NULL);
+}
+
 /* an object of a closed arena: its slot is no longer live */
 static void case_free_closed_arena(void) {
   sm_arena_t *a = sm_arena_new(NULL);
@@ -296,6 +316,7 @@ static const misuse_case_t CASES[] = {
     {"sm_double_free", case_sm_double_free, "double free", NULL},
     {"double_free_after_allocs", case_double_free_after_allocs, "double free", NULL},
     {"double_free_exited_thread", case_double_free_exited_thread, "double free", NULL},
+    {"double_free_remote_batched", case_double_free_remote_batched, "double free", NULL},
     {"free_closed_arena", case_free_closed_arena, "double free", NULL},
     /* after sm_collect the arena's blocks may be gone: "not ours" is fine too */
     {"free_closed_arena_collected", case_free_closed_arena_collected, "double free", "invalid free"},
@@ -453,6 +474,7 @@ MISUSE_TESTS(double_free_large)
 MISUSE_TESTS(sm_double_free)
 MISUSE_TESTS(double_free_after_allocs)
 MISUSE_TESTS(double_free_exited_thread)
+MISUSE_TESTS(double_free_remote_batched)
 MISUSE_TESTS(free_closed_arena)
 MISUSE_TESTS(free_closed_arena_collected)
 MISUSE_TESTS(invalid_free_interior)
@@ -477,7 +499,7 @@ Test(misuse_abort, explicit_abort_option, .timeout = 90) { expect_abort("double_
 
 /* Every case of the table has its pair of tests above (a guard against a case
  * added to the table and forgotten). */
-Test(misuse, table_complete) { cr_assert_eq(NCASES, 27, "update MISUSE_TESTS when adding cases"); }
+Test(misuse, table_complete) { cr_assert_eq(NCASES, 28, "update MISUSE_TESTS when adding cases"); }
 
 static void no_core(void) {
   struct rlimit r = {0, 0};

@@ -219,6 +219,50 @@ Test(threads, producer_consumer_remote_free, .timeout = 180) {
   cr_assert_eq(total, (long)P * N, "consumed %ld objects, produced %ld", total, (long)P * N);
 }
 
+/* Frees from a thread that owns nothing wait in its batch of remote frees and
+ * reach the owner's blocks at the latest when the thread exits: the owner
+ * then reuses the slots, and its memory does not grow. */
+typedef struct {
+  void **objs;
+  int n;
+} batch_arg_t;
+static void *free_all(void *arg) {
+  batch_arg_t *a = arg;
+  for (int i = 0; i < a->n; i++) free(a->objs[i]);
+  return NULL;
+}
+Test(threads, batched_remote_frees_reach_the_owner, .timeout = 120) {
+  /* fewer frees per thread than a batch holds: unless the thread's exit sends
+   * them, they never reach the owner, and every round costs new memory */
+  enum { N = 40, ROUNDS = 3000 };
+  static void *objs[N];
+  batch_arg_t a = {objs, N};
+  size_t first_committed = 0;
+  for (int round = 0; round < ROUNDS; round++) {
+    sm_stats_t s0;
+    sm_arena_stats(NULL, &s0); /* the test runner's own objects */
+    for (int i = 0; i < N; i++) {
+      objs[i] = malloc(48);
+      cr_assert_not_null(objs[i]);
+      memset(objs[i], round, 48);
+    }
+    sm_stats_t s;
+    sm_arena_stats(NULL, &s);
+    if (round == 1) first_committed = s.bytes_committed;
+    if (round > 1)
+      cr_assert_leq(s.bytes_committed, first_committed + 256 * 1024,
+                    "round %d: %zu bytes committed, %zu in round 1: the other thread's frees were not reused", round,
+                    s.bytes_committed, first_committed);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, free_all, &a), 0);
+    pthread_join(t, NULL);
+    sm_arena_stats(NULL, &s);
+    /* (+16: what pthread_create itself keeps) */
+    cr_assert_leq(s.objects_live, s0.objects_live + 16, "round %d: %zu objects live after the frees, %zu before",
+                  round, s.objects_live, s0.objects_live);
+  }
+}
+
 /* ==== 3. owners exit with live objects; others free them ======================= */
 typedef struct {
   int id, n;
