@@ -262,8 +262,17 @@ sm_arena_t *smi_arena_current(void) {
   return a;
 }
 
+/* Slow calls are counted per thread and added to the process count 64 at a
+ * time (and at thread exit, and when the statistics are read): one shared
+ * atomic per slow call would make threads contend for its cache line. */
+static __thread uint32_t slow_calls_pending;
+void smi_slow_calls_flush(void) {
+  smi_count(SMI_COUNT_SLOW_CALLS, slow_calls_pending);
+  slow_calls_pending = 0;
+}
+
 void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
-  smi_count(SMI_COUNT_SLOW_CALLS, 1);
+  if (smi_unlikely(++slow_calls_pending == 64)) smi_slow_calls_flush();
   if (smi_unlikely(a == &smi_arena_none || smi_arena_is_closed(a)) && !(a = smi_arena_current())) {
     errno = ENOMEM;
     return NULL;

@@ -74,6 +74,7 @@ static void heap_done(void *arg) {
   smi_heap_t *h = arg;
   if (!h || h->done) return;
   smi_remote_batch_end();
+  smi_slow_calls_flush();
   h->done = true;
   smi_tls_cur = &smi_arena_none;
   smi_tls_heap = NULL;

@@ -236,6 +236,8 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero);
  * root (set up at the thread's first call, and again the current one when the
  * entered arena was closed); NULL when no heap can be set up. */
 sm_arena_t *smi_arena_current(void);
+/* The calling thread's count of slow calls, into the process statistics. */
+void smi_slow_calls_flush(void);
 /* The byte cap (a->limit != 0): counts bytes in; false, counting nothing, past the cap. */
 bool smi_arena_charge(sm_arena_t *a, size_t bytes);
 void smi_arena_uncharge(sm_arena_t *a, size_t bytes);

@@ -97,6 +97,7 @@ void smi_stats_collect(sm_arena_t *a, smi_report_t *r) {
   s->bytes_committed = smi_os_committed();
   s->bytes_peak = smi_os_committed_peak();
   s->rss = rss_bytes();
+  smi_slow_calls_flush(); /* the calling thread's; other threads' up to 63 each */
   s->slow_calls = smi_count_read(SMI_COUNT_SLOW_CALLS);
   s->remote_frees = smi_count_read(SMI_COUNT_REMOTE_FREES);
   s->blocks_purged = smi_count_read(SMI_COUNT_BLOCKS_PURGED);
