@@ -72,12 +72,13 @@ void *sm_realloc(void *p, size_t size) {
       smi_report(SMI_ERR_INVALID_REALLOC, p, 0);
       return NULL;
     }
-    old = b->size;
-    if (size <= old && (size > old / 2 || old <= 64)) return p; /* fits, and not much too big */
+    old = smi_hd_size_of(b, p); /* the slot's size; the hardened build: the bytes asked, canary checked */
+    size_t room = b->size - SMI_HD_TAIL;
+    if (size <= room && (size > room / 2 || room <= 64)) return smi_hd_restamp(b, p, size); /* fits */
     /* Growth by small steps (appends): take a quarter more, so the object
      * moves about half as often as the 8 classes per doubling would make it. */
-    if (size > old && size - old < old / 4 && old >= 256) {
-      want = old + old / 4;
+    if (size > room && size - room < room / 4 && room >= 256) {
+      want = room + room / 4;
       if (want > SMI_SMALL_MAX && size <= SMI_SMALL_MAX) want = SMI_SMALL_MAX;
     }
   } else {

@@ -71,6 +71,7 @@ void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
 }
 
 static inline void *pop(smi_block_t *b) {
+  if (SMI_HD_ON) return smi_hd_pop(b); /* the hardened build checks the link (NULL: it was bad) */
   smi_free_t *p = b->free;
   SMI_VG_LINK_OPEN(p);
   b->free = p->next;
@@ -165,6 +166,7 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
       if (b->free) return pop(b);
       if (atomic_load_explicit(&b->remote, memory_order_relaxed) && smi_block_collect(b)) continue;
       if (!smi_block_draining(b) && smi_block_extend(b)) continue;
+      if (smi_hd_unquarantine(b)) continue; /* hardened build: nothing else left */
       if (b->retired && b->used == 1 && smi_block_format(b, cls)) {
         b->used = 1; /* formatting cleared the pin */
         continue;
@@ -194,12 +196,13 @@ static unsigned class_for(size_t size, size_t align) {
 /* Profiling keeps the direct bins empty (smi_direct_off): what the fast path
  * would have popped is popped here (NULL: take the whole slow path). */
 static void *pop_profiled(sm_arena_t *a, size_t size, size_t align, bool zero) {
-  if (size > SMI_DIRECT_MAX || align > 16 || a->limit || ((a->slow_calls + 1) & 255) == 0) return NULL;
-  smi_block_t *b = a->current[smi_direct_class[(size + 15) >> 4]];
+  if (size > SMI_DIRECT_MAX - SMI_HD_TAIL || align > 16 || a->limit || ((a->slow_calls + 1) & 255) == 0) return NULL;
+  smi_block_t *b = a->current[smi_direct_class[(size + SMI_HD_TAIL + 15) >> 4]];
   if (!b->free) return NULL;
   a->slow_calls++;
   void *p = pop(b);
   if (zero) memset(p, 0, b->size);
+  smi_hd_stamp_slot(p, size);
   return p;
 }
 
@@ -221,7 +224,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   }
   if (smi_unlikely(smi_dismantle_waiting())) smi_dismantle(SMI_DISMANTLE_BATCH);
   smi_remote_flush();
-  unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size, align) : SMI_CLASSES;
+  unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size + SMI_HD_TAIL, align) : SMI_CLASSES;
   if (cls == SMI_CLASSES) {
     void *p = smi_large_malloc(a, size, align, zero); /* charges the cap itself */
     if (!p) errno = ENOMEM;
@@ -240,6 +243,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     return NULL;
   }
   if (zero) memset(p, 0, usable);
+  smi_hd_stamp_slot(p, size); /* hardened build: the canary past size bytes */
   if (smi_unlikely(smi_opt.prof_sample)) smi_prof_count(p, size, __builtin_return_address(0));
   return p;
 }

@@ -46,10 +46,18 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
     return;
   }
   sm_arena_t *a = b->arena;
-  __atomic_store_n(&b->gens[i], (uint8_t)(g + 1), __ATOMIC_RELAXED); /* 255 wraps to 0 */
+  /* 255 wraps to 0; in the hardened build by compare-and-swap, which a racing
+   * remote free of the same object may win */
+  if (!smi_hd_gen_step(&b->gens[i], g)) {
+    smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
+    return;
+  }
+  smi_hd_check(b, p); /* hardened build: the canary (the slot is ours alone now) */
   SMI_VG_DIED(p);
   if (g == 255 && smi_block_wrap_retires(b)) {
     b->retired++; /* a handle may name it: out of service until the block is cut anew */
+  } else if (SMI_HD_ON) {
+    smi_hd_release_local(b, p, &b->gens[i]); /* wiped, quarantined */
   } else {
     SMI_VG_LINK_OPEN(p);
     ((smi_free_t *)p)->next = b->free;
@@ -70,7 +78,7 @@ static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *las
   uintptr_t mark = (uintptr_t)last->next & 1;
   uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
-    last->next = (smi_free_t *)(head | mark);
+    last->next = smi_link_enc(b, last, head | mark);
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)first, memory_order_seq_cst,
                                                   memory_order_relaxed));
   SMI_VG_LINK_CLOSE(last);
@@ -82,9 +90,10 @@ static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *las
  * retire mark) and where its generation is. */
 static smi_free_t *remote_link(smi_block_t *b, uint32_t i, void *p, smi_free_t *next, bool wrapped) {
   smi_free_t *f = p;
+  smi_hd_release_remote(b, p); /* hardened build: wiped */
   SMI_VG_LINK_OPEN(f);
-  f->next = (smi_free_t *)((uintptr_t)next | wrapped);
-  f->gen = &b->gens[i];
+  f->next = smi_link_enc(b, f, (uintptr_t)next | wrapped);
+  f->gen = smi_gen_enc(b, &b->gens[i]);
   SMI_VG_LINK_CLOSE(f); /* before the push: once pushed, the slot may be taken */
   return f;
 }
@@ -177,6 +186,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
     }
   } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
+  smi_hd_check(b, p); /* hardened build: the canary */
   SMI_VG_DIED(p);
   bool wrapped = g == 255 && smi_block_wrap_retires(b);
   if (user) {
@@ -241,7 +251,7 @@ size_t smi_usable_size(const void *p) {
   if (smi_map_of(u) == SMI_MAP_SLOTS) {
     smi_block_t *b = smi_block_at(smi_segment_at(u), u);
     uint32_t i;
-    return smi_slot_is_live(b, u, &i) ? b->size : 0;
+    return smi_slot_is_live(b, u, &i) ? smi_hd_size_of(b, p) : 0; /* hardened build: the bytes asked */
   }
   smi_segment_t *seg = smi_large_of(p);
   return seg && seg->large_gen == 1 ? seg->large_size : 0;

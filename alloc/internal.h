@@ -141,6 +141,10 @@ void smi_free_slow(void *p);
  * then makes only fast-path calls (arena.c). */
 void smi_block_emptied(smi_block_t *b);
 
+/* The hardened build's hooks (nothing in the default build), and its own
+ * smi_malloc and smi_free, which replace the two below. */
+#include "harden.h"
+#ifndef SMI_HARDENED
 /* The instruction budget of the malloc+free pair is tests/fastpath_budget.txt,
  * counted by callgrind in the test suite; malloc's share includes finding the
  * slot's index and advancing its generation. */
@@ -188,6 +192,7 @@ static inline void smi_free(void *p) {
   }
   smi_free_slow(p);
 }
+#endif
 
 /* A block of a user arena whose arena is closing or closed. Read after the
  * reader announced itself in b->inflight, it is exact: closing clears the

@@ -125,7 +125,8 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     if (align > seg->large_align) seg->large_align = align;
     size_t room = smi_large_room(seg);
     SMI_VG_DEFINED(&seg->large_obj, sizeof seg->large_obj); /* hidden again below: the segment may move */
-    if ((room < size || room / 2 > size + SMI_OS_PAGE) && !smi_large_resize(&seg, size)) {
+    /* (the hardened build never resizes: its guard pages split the mapping) */
+    if ((room < size || room / 2 > size + SMI_OS_PAGE) && (SMI_HD_ON || !smi_large_resize(&seg, size))) {
       smi_large_unmap(seg);
       seg = NULL;
     }
@@ -197,7 +198,7 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
   }
   /* the caller moves it instead, charging the cap exactly (and in the valgrind
    * build telling memcheck, as for any move) */
-  if (a->limit || SMI_VG_ON) {
+  if (a->limit || SMI_VG_ON || SMI_HD_ON) {
     smi_unlock(&a->lock);
     return NULL;
   }

@@ -199,8 +199,9 @@ void *sm_arena_promote(void *p) {
   }
   size_t size = smi_usable_size(p);
   smi_segment_t *large = smi_large_of(p);
-  /* A slot's class keeps its alignment; a large object carries the one it was asked for. */
-  void *q = smi_arena_alloc(parent, size, large ? large->large_align : 16, false);
+  /* A slot's class keeps its alignment (the hardened build: asked for, the
+   * size being the request's); a large object carries the one it was asked for. */
+  void *q = smi_arena_alloc(parent, size, large ? large->large_align : smi_hd_slot_align(p), false);
   if (!q) return NULL;
   memcpy(q, p, size);
   smi_free(p);

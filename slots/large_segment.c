@@ -6,6 +6,7 @@
 #include "large_segment.h"
 
 #include "counters.h"
+#include "harden.h"
 #include "os.h"
 
 #define LARGE_HEADER ((size_t)4096)
@@ -13,7 +14,7 @@
 static size_t offset_for(size_t align) {
   /* The object follows the header page, at an address that is a multiple of
    * align; 4 MiB and larger alignments put it one 4 MiB span past the header. */
-  if (align <= LARGE_HEADER) return LARGE_HEADER;
+  if (align <= LARGE_HEADER) return LARGE_HEADER + SMI_HD_GUARD; /* hardened: a guard page between */
   if (align < SMI_SEG_SIZE) return align;
   return SMI_SEG_SIZE;
 }
@@ -39,7 +40,7 @@ smi_segment_t *smi_large_new(size_t size, size_t align) {
   if (align < 16) align = 16;
   size_t off = offset_for(align);
   if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
-  size_t map = (off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  size_t map = ((off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1)) + SMI_HD_GUARD;
   /* Align the header to 4 MiB and, for alignments past 4 MiB, the object to align. */
   smi_segment_t *seg =
       align > SMI_SEG_SIZE ? smi_os_map_offset_aligned(map, align, off) : smi_os_map_aligned(map, SMI_SEG_SIZE);
@@ -54,8 +55,12 @@ smi_segment_t *smi_large_new(size_t size, size_t align) {
   seg->kind = SMI_KIND_LARGE;
   seg->map_size = map;
   seg->large_obj = (uint8_t *)seg + off;
-  seg->large_size = map - off;
+  seg->large_size = map - off - SMI_HD_GUARD;
   seg->large_align = align;
+  if (SMI_HD_ON) { /* the hardened build: a guard page on each side of the object */
+    smi_os_guard(seg->large_obj - SMI_HD_GUARD, SMI_HD_GUARD);
+    smi_os_guard((uint8_t *)seg + map - SMI_HD_GUARD, SMI_HD_GUARD);
+  }
   smi_segtab[id].epoch++;
   seg->large_gen = 1;
   atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);

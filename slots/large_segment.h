@@ -2,6 +2,7 @@
 #ifndef SMI_LARGE_SEGMENT_H
 #define SMI_LARGE_SEGMENT_H
 
+#include "harden.h"
 #include "segment.h"
 
 /* A large segment holding one object of size bytes whose address is a multiple
@@ -22,8 +23,12 @@ static inline uint64_t smi_large_tag(const smi_segment_t *seg) {
   return ((uint64_t)smi_segtab[seg->id].epoch << 8) | __atomic_load_n(&seg->large_gen, __ATOMIC_RELAXED);
 }
 
-/* Where the object starts in its segment, and the bytes it may use. */
+/* Where the object starts in its segment, and the bytes it may use (the
+ * hardened build: up to its trailing guard page; such a segment is never
+ * resized, its guard pages split the mapping). */
 static inline size_t smi_large_offset(const smi_segment_t *seg) { return (size_t)(seg->large_obj - (uint8_t *)seg); }
-static inline size_t smi_large_room(const smi_segment_t *seg) { return seg->map_size - smi_large_offset(seg); }
+static inline size_t smi_large_room(const smi_segment_t *seg) {
+  return seg->map_size - smi_large_offset(seg) - SMI_HD_GUARD;
+}
 
 #endif

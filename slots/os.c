@@ -43,8 +43,41 @@ uint64_t smi_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+bool smi_os_random(void *buf, size_t size) { return syscall(SYS_getrandom, buf, size, 0) == (long)size; }
+
+bool smi_os_guard(void *p, size_t size) { return size == 0 || mprotect(p, size, PROT_NONE) == 0; }
+
+#ifdef SMI_HARDENED
+/* The hardened build asks for each mapping at a random 4 MiB-aligned address
+ * between 1 TiB and 64 TiB (a hint: the kernel takes another place if that
+ * one is taken), so where segments lie differs from one run to the next. */
+#define SMI_OS_HINT_ALIGN_MASK (((uint64_t)1 << 22) - 1)
+static void *hint(size_t size) {
+  static _Atomic uint64_t state;
+  uint64_t s = atomic_load_explicit(&state, memory_order_relaxed);
+  if (!s) {
+    if (!smi_os_random(&s, sizeof s)) s = (uint64_t)(uintptr_t)&s ^ ((uint64_t)smi_now_ms() << 32);
+    s |= 1;
+    uint64_t zero = 0;
+    atomic_compare_exchange_strong_explicit(&state, &zero, s, memory_order_relaxed, memory_order_relaxed);
+  }
+  uint64_t z = atomic_fetch_add_explicit(&state, 0x9e3779b97f4a7c15u, memory_order_relaxed); /* splitmix64 */
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  z ^= z >> 31;
+  const uint64_t lo = (uint64_t)1 << 40, hi = (uint64_t)1 << 46;
+  if (size >= hi - lo) return NULL;
+  return (void *)(uintptr_t)((lo + z % (hi - lo - size)) & ~(uint64_t)SMI_OS_HINT_ALIGN_MASK);
+}
+#else
+static void *hint(size_t size) {
+  (void)size;
+  return NULL;
+}
+#endif
+
 static void *map_raw(size_t size) {
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *p = mmap(hint(size), size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return p == MAP_FAILED ? NULL : p;
 }
 

@@ -31,6 +31,12 @@ void smi_os_shrink(void *p, size_t old_size, size_t new_size);
  * keeping its pages (no copy); NULL if the OS refuses. */
 void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset);
 
+/* Makes [p, p+size) inaccessible (PROT_NONE): a guard page of the hardened
+ * build; its pages stay counted as they were. false if the OS refuses. */
+bool smi_os_guard(void *p, size_t size);
+/* size random bytes from the kernel; false if it has none to give. */
+bool smi_os_random(void *buf, size_t size);
+
 /* When set, new segments prefer the NUMA node of the CPU that maps them
  * (mbind MPOL_PREFERRED); set from the SLOTMALLOC_NUMA option. */
 extern bool smi_os_numa_local;

@@ -5,6 +5,7 @@
 
 #include "counters.h"
 #include "generation.h"
+#include "harden.h"
 #include "lock.h"
 #include "os.h"
 #include "valgrind.h"
@@ -108,6 +109,7 @@ smi_segment_t *smi_segment_new(unsigned kind) {
   smi_os_account_untouched((size_t)((uint8_t *)seg + SMI_SEG_SIZE - end));
   atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
   __atomic_store_n(&smi_segmap[(uintptr_t)seg >> SMI_SEG_SHIFT], SMI_MAP_SLOTS, __ATOMIC_RELEASE);
+  smi_hd_guard_segment(seg);
   smi_count(SMI_COUNT_SEGMENTS_MAPPED, 1);
   return seg;
 }
@@ -135,11 +137,13 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   uint32_t size = smi_class_size[cls];
   size_t align = (size_t)size & -(size_t)size; /* the largest power of two dividing size */
   if (align > SMI_PAGE_SIZE) align = SMI_PAGE_SIZE;
-  size_t n = (span - 16) / (size + 1);
+  /* (the hardened build: a head before the generations, a guard page at the end) */
+  uint8_t *gens = base + SMI_HD_HEAD, *end = base + span - SMI_HD_GUARD;
+  size_t n = ((size_t)(end - gens) - 16) / (size + 1);
   uint8_t *start;
   for (;; n--) {
-    start = (uint8_t *)(((uintptr_t)base + smi_gens_len(n) + align - 1) & ~(uintptr_t)(align - 1));
-    if (start + n * size <= base + span) break;
+    start = (uint8_t *)(((uintptr_t)gens + smi_gens_len(n) + align - 1) & ~(uintptr_t)(align - 1));
+    if (start + n * size <= end) break;
   }
   /* The geometry, then nslots last (still 0 until then). A lock-free reader
    * (sm_deref) that checked nslots before it went to 0 reads the geometry
@@ -148,8 +152,8 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   atomic_thread_fence(memory_order_release);
   SMI_VG_DEFINED(base, (size_t)(start - base));          /* the generations */
   SMI_VG_NOACCESS(start, (size_t)(base + span - start)); /* slots: not cut yet */
-  __atomic_store_n(&b->gens, base, __ATOMIC_RELAXED);
-  smi_gens_fresh(base, smi_gens_len(n));
+  __atomic_store_n(&b->gens, gens, __ATOMIC_RELAXED);
+  smi_gens_fresh(gens, smi_gens_len(n));
   __atomic_store_n(&b->start, start, __ATOMIC_RELAXED);
   __atomic_store_n(&b->size, (size_t)size, __ATOMIC_RELAXED);
   __atomic_store_n(&b->magic, SMI_RECIPROCAL(size), __ATOMIC_RELAXED);
@@ -162,6 +166,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   atomic_store_explicit(&b->wrapped, 0, memory_order_relaxed);
   atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
   b->flags = (uint8_t)((b->flags & ~(SMI_BLOCK_DECOMMITTED | SMI_BLOCK_CLOSED)) | SMI_BLOCK_FORMATTED);
+  smi_hd_block_cut(b);
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, (uint32_t)n, memory_order_release);
   return true;
 }
@@ -171,6 +176,7 @@ void smi_block_reopen(smi_block_t *b) {
   b->used = 0;
   b->retired = 0;
   atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
+  smi_hd_block_reopen(b);
   /* Slots below bump, in descending order so that allocation ascends; in a
    * named block, a slot whose generation reads 0 wrapped and retires. */
   bool named = atomic_load_explicit(&b->named, memory_order_relaxed);
@@ -181,8 +187,8 @@ void smi_block_reopen(smi_block_t *b) {
       continue;
     }
     smi_free_t *f = (smi_free_t *)smi_slot_addr(b, i);
-    f->next = b->free;
-    f->gen = &b->gens[i];
+    f->next = smi_link_enc(b, f, (uintptr_t)b->free);
+    f->gen = smi_gen_enc(b, &b->gens[i]);
     b->free = f;
   }
   SMI_VG_NOACCESS(b->start, (size_t)b->bump * b->size);
@@ -193,12 +199,13 @@ size_t smi_block_collect(smi_block_t *b) {
   smi_free_t *p = (smi_free_t *)atomic_exchange_explicit(&b->remote, 0, memory_order_acquire);
   size_t n = 0;
   while (p) {
+    if (!smi_hd_remote_ok(b, p)) break; /* hardened build: checked before it is read */
     SMI_VG_LINK_OPEN(p);
-    uintptr_t link = (uintptr_t)p->next;
+    uintptr_t link = smi_link_dec(b, p, p->next);
     smi_free_t *next = (smi_free_t *)(link & ~(uintptr_t)1);
     if (link & 1) b->retired++; /* its generation wrapped: out of service */
     else {
-      p->next = b->free;
+      p->next = smi_link_enc(b, p, (uintptr_t)b->free);
       b->free = p;
     }
     SMI_VG_LINK_CLOSE(p);
@@ -221,20 +228,25 @@ bool smi_block_extend(smi_block_t *b) {
   if (take < 1) take = 1;
   if (take > left) take = left;
   uint8_t *first = smi_slot_addr(b, b->bump);
-  uint8_t *p = first, *g = &b->gens[b->bump];
+  smi_free_t *head = (smi_free_t *)first;
   SMI_VG_UNDEFINED(first, (size_t)take * b->size);
-  for (uint32_t i = 1; i < take; i++, p += b->size, g++) {
-    ((smi_free_t *)p)->next = (smi_free_t *)(p + b->size);
+  if (SMI_HD_ON) {
+    head = smi_hd_extend(b, first, take); /* shuffled, encoded */
+  } else {
+    uint8_t *p = first, *g = &b->gens[b->bump];
+    for (uint32_t i = 1; i < take; i++, p += b->size, g++) {
+      ((smi_free_t *)p)->next = (smi_free_t *)(p + b->size);
+      ((smi_free_t *)p)->gen = g;
+    }
+    ((smi_free_t *)p)->next = b->free;
     ((smi_free_t *)p)->gen = g;
   }
-  ((smi_free_t *)p)->next = b->free;
-  ((smi_free_t *)p)->gen = g;
   SMI_VG_NOACCESS(first, (size_t)take * b->size);
   /* bump first: a fork (or a signal) between the two stores then leaves a few
    * slots unused, never the same slots both on the freelist and past bump */
   b->bump += take;
   atomic_signal_fence(memory_order_seq_cst);
-  b->free = (smi_free_t *)first;
+  b->free = head;
   return true;
 }
 
@@ -270,5 +282,6 @@ bool smi_segment_reacquire(smi_segment_t *seg) {
     while (i-- > 0) smi_os_release(block_tail(&seg->blocks[i]), block_tail_len(&seg->blocks[i]));
     return false;
   }
+  smi_hd_guard_segment(seg); /* the guard pages were unmapped with the rest */
   return true;
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# fastpath_budget.sh SO_PATH: counts the instructions of a hot malloc+free pair
+# fastpath_budget.sh SO_PATH [BUDGET_FILE]: counts the instructions of a hot malloc+free pair
 # under LD_PRELOAD with callgrind (deterministic, unlike time) and fails when
-# the count grows past the budget in fastpath_budget.txt. Loops of N and 2N
+# the count grows past the budget in BUDGET_FILE (default fastpath_budget.txt;
+# the hardened build's: fastpath_budget_hardened.txt). Loops of N and 2N
 # pairs: (Ir(2N) - Ir(N)) / N cancels start-up and exit. Exit 77 (skipped)
 # without valgrind.
 set -euo pipefail
 so=$1
 here=$(cd "$(dirname "$0")" && pwd)
+budget_file=${2:-$here/fastpath_budget.txt}
 command -v valgrind >/dev/null || { echo "fastpath_budget: valgrind is not installed: skipped"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -39,5 +41,5 @@ while read -r name size budget; do
   else
     echo "fastpath_budget: $name: $per instructions per malloc+free pair (budget $budget)"
   fi
-done <"$here/fastpath_budget.txt"
+done <"$budget_file"
 exit $status

@@ -21,6 +21,10 @@
 #                         one process each); any TSan report fails them
 #   debug   build-debug/  -DSLOTMALLOC_DEBUG=ON (invariant checks): ctest
 #                         (runs when CMakeLists.txt has the option)
+#   hardened build-hardened/ -DSLOTMALLOC_HARDENED=ON (libslotmalloc-hardened):
+#                         only test_hardened (the attacks), test_malloc,
+#                         test_misuse, test_edges (with their _preloaded and
+#                         _single variants) and the hardened instruction budget
 #   valgrind build-valgrind/ -DSLOTMALLOC_VALGRIND=ON: only its test programs
 #                         and the test valgrind_memcheck (tests/valgrind/)
 #   fuzz    tests/fuzz/run.sh 120 (runs when the script exists)
@@ -87,6 +91,8 @@ stage_end() {
 }
 
 # ctest_stage NAME BUILD_DIR [cmake -D options...]: configure, build, ctest.
+# STAGE_TARGETS (set for the call): build only these targets; STAGE_TESTS: run
+# only the tests matching this ctest regular expression.
 ctest_stage() {
   local name=$1 dir=$2
   shift 2
@@ -98,12 +104,13 @@ ctest_stage() {
     stage_end "$name" 0 1 "$t0" "configure failed"
     return
   fi
-  if ! cmake --build "$dir" -j2; then
+  # shellcheck disable=SC2086 # STAGE_TARGETS: a list on purpose
+  if ! cmake --build "$dir" -j2 ${STAGE_TARGETS:+--target $STAGE_TARGETS}; then
     echo "run.sh: $name: build failed" >&2
     stage_end "$name" 0 1 "$t0" "build failed"
     return
   fi
-  ctest --test-dir "$dir" --output-on-failure 2>&1 | tee "$log"
+  ctest --test-dir "$dir" ${STAGE_TESTS:+-R "$STAGE_TESTS"} --output-on-failure 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   # ctest's summary: "NN% tests passed, F tests failed out of T"
   local summary passed failed total
@@ -160,6 +167,10 @@ if ((!quick)); then
   else
     echo "run.sh: stage debug skipped: CMakeLists.txt has no SLOTMALLOC_DEBUG option"
   fi
+
+  STAGE_TARGETS="test_hardened test_malloc test_misuse test_edges test_malloc_single test_edges_single" \
+    STAGE_TESTS='^(test_hardened|test_malloc|test_misuse|test_edges)(_preloaded|_single)?$|^fastpath_budget$' \
+    ctest_stage hardened build-hardened -DCMAKE_BUILD_TYPE=Release -DSLOTMALLOC_HARDENED=ON -DSLOTMALLOC_PERF=OFF
 
   valgrind_stage() {
     cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLOTMALLOC_VALGRIND=ON -DSLOTMALLOC_PERF=OFF &&

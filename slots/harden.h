@@ -1,0 +1,109 @@
+/* harden.h (slots/): the block layer's part of the hardened build
+ * (-DSLOTMALLOC_HARDENED=ON, SMI_HARDENED): how a free slot's two words are
+ * encoded, the per-block secrets, the order a fresh block hands out its slots,
+ * and the guard page that ends every block. In the default build every
+ * function here is the identity or nothing and every size is 0, so the
+ * default code is what it was. The arena layer's part (canaries, zeroed and
+ * checked freed slots, the quarantine, the fast paths) is alloc/harden.h.
+ *
+ * A hardened block's layout:
+ *   [smi_hd_head_t, 64 bytes][generations][slots ...][guard page, PROT_NONE]
+ * The head holds the block's secrets and its quarantine; b->gens points past
+ * it. A linear overflow out of a block's last slot meets the guard page
+ * before the next block's head and generations (or the next segment's
+ * header): no metadata is in its reach.
+ *
+ * A free slot's words, encoded with the block's two random keys:
+ *   next  link ^ key_next ^ slot address   (key_next has its low 4 bits 0, so
+ *                                          bit 0 of a remote link, the retire
+ *                                          mark, reads the same encoded)
+ *   gen   &gens[i] ^ key_gen
+ * Reading one freed slot (a dangling pointer) gives key_gen at most (the
+ * generation's address is predictable), never key_next: a write through a
+ * dangling pointer cannot choose where the next allocation lands. Every
+ * popped link is checked before the slot is read: a slot start of the block
+ * (smi_slot_at), generation even (free), its gen word decoding to &gens[i]. */
+#ifndef SMI_SLOTS_HARDEN_H
+#define SMI_SLOTS_HARDEN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "segment.h"
+
+#define SMI_HD_QUARANTINE 4 /* freed slots a block holds back before their reuse */
+
+typedef struct {
+  uint64_t key_next;                   /* XORed into every link (low 4 bits 0) */
+  uint64_t key_gen;                    /* XORed into every generation pointer */
+  uint64_t rng;                        /* the shuffle's state (the owner thread's) */
+  uint32_t canary;                     /* the block's canary word (alloc/harden.h) */
+  uint32_t qpos;                       /* the quarantine's next place */
+  smi_free_t *ring[SMI_HD_QUARANTINE]; /* the quarantine: freed slots not yet on the freelist */
+} smi_hd_head_t;
+_Static_assert(sizeof(smi_hd_head_t) == 64, "smi_hd_head_t is 64 bytes");
+
+#ifdef SMI_HARDENED
+#define SMI_HD_ON 1
+#define SMI_HD_HEAD ((size_t)sizeof(smi_hd_head_t)) /* before a block's generations */
+#define SMI_HD_GUARD ((size_t)4096)                 /* the guard page at a block's end */
+
+static inline smi_hd_head_t *smi_hd_head(const smi_block_t *b) { return (smi_hd_head_t *)(b->gens - SMI_HD_HEAD); }
+static inline smi_free_t *smi_link_enc(const smi_block_t *b, const void *slot, uintptr_t next) {
+  return (smi_free_t *)(next ^ smi_hd_head(b)->key_next ^ (uintptr_t)slot);
+}
+static inline uintptr_t smi_link_dec(const smi_block_t *b, const void *slot, const smi_free_t *word) {
+  return (uintptr_t)word ^ smi_hd_head(b)->key_next ^ (uintptr_t)slot;
+}
+static inline uint8_t *smi_gen_enc(const smi_block_t *b, uint8_t *g) {
+  return (uint8_t *)((uintptr_t)g ^ smi_hd_head(b)->key_gen);
+}
+
+/* segment.c's hooks (harden.c) */
+void smi_hd_block_cut(smi_block_t *b);         /* after format: new keys, empty quarantine */
+void smi_hd_block_reopen(smi_block_t *b);      /* empty quarantine, every slot below bump zeroed */
+void smi_hd_guard_segment(smi_segment_t *seg); /* the guard page of each block */
+/* Links the take slots of b from first on (zeroed) in a shuffled order in
+ * front of b->free, for smi_block_extend; returns the new head. */
+smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take);
+/* A slot on b's remote list, checked before it is read: a slot start of b, its
+ * generation not live, its gen word right; false (reported) if not: the rest
+ * of the list is dropped, never followed. */
+bool smi_hd_remote_ok(const smi_block_t *b, const void *slot);
+/* A 64-bit random number from the process's secret stream (slots/harden.c). */
+uint64_t smi_hd_random(void);
+/* The one-line report of a bad link "slotmalloc: corrupted free list in block
+ * 0x... (slot 0x...)", then the abort (unless ABORT_ON_ERROR=0): the arena
+ * layer's, alloc/harden.c, as every report is (declared here for the remote
+ * list's check above). */
+void smi_hd_report_list(const smi_block_t *b, const void *slot);
+#else
+#define SMI_HD_ON 0
+#define SMI_HD_HEAD ((size_t)0)
+#define SMI_HD_GUARD ((size_t)0)
+static inline smi_free_t *smi_link_enc(const smi_block_t *b, const void *slot, uintptr_t next) {
+  (void)b, (void)slot;
+  return (smi_free_t *)next;
+}
+static inline uintptr_t smi_link_dec(const smi_block_t *b, const void *slot, const smi_free_t *word) {
+  (void)b, (void)slot;
+  return (uintptr_t)word;
+}
+static inline uint8_t *smi_gen_enc(const smi_block_t *b, uint8_t *g) {
+  (void)b;
+  return g;
+}
+static inline void smi_hd_block_cut(smi_block_t *b) { (void)b; }
+static inline void smi_hd_block_reopen(smi_block_t *b) { (void)b; }
+static inline void smi_hd_guard_segment(smi_segment_t *seg) { (void)seg; }
+static inline smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
+  (void)b, (void)take;
+  return (smi_free_t *)first;
+}
+static inline bool smi_hd_remote_ok(const smi_block_t *b, const void *slot) {
+  (void)b, (void)slot;
+  return true;
+}
+#endif
+
+#endif

@@ -1,0 +1,384 @@
+/* test_hardened.c: the hardened build's checks (-DSLOTMALLOC_HARDENED=ON; this
+ * file is then compiled with SM_HARDENED=1), and the default build's behaviour
+ * in the same situations (unchanged: no report, no abort).
+ *
+ * Each attack runs in a child process: this executable re-executed with
+ * SM_HD_CASE=<case> (a constructor runs the case before Criterion's main). The
+ * child prints "ADDR <pointer>" (the object the report must name) and then
+ * does the bad thing; still alive afterwards, it prints "SURVIVED" and exits 0.
+ * The parent checks, in the hardened build: killed by SIGABRT (SIGSEGV for a
+ * guard page), stderr the one report line naming ADDR; in the default build,
+ * for the cases it survives: exit 0 and no report. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "slotmalloc.h"
+#include "testutil.h"
+
+#ifdef SM_HARDENED
+#define HARDENED 1
+#else
+#define HARDENED 0
+#endif
+
+/* ==== the child side ======================================================= */
+
+static void say_addr(const void *p) {
+  printf("ADDR %p\n", p);
+  fflush(stdout);
+}
+
+/* A write one byte past the request, then free. */
+static void case_overflow_free(void) {
+  char *p = malloc(tu_hide(24));
+  say_addr(p);
+  memset(p, 'A', tu_hide(25));
+  free(tu_opaque(p));
+}
+
+/* A write past the request, then realloc. */
+static void case_overflow_realloc(void) {
+  char *p = malloc(tu_hide(100));
+  say_addr(p);
+  memset(p, 'B', tu_hide(103));
+  p = realloc(tu_opaque(p), tu_hide(4000));
+  free(p);
+}
+
+/* A freed slot of class 64, out of the quarantine: it is its block's next to
+ * hand out (the four frees after it push it onto the freelist). */
+static char *freed_head(void) {
+  char *v[6];
+  for (int i = 0; i < 6; i++) v[i] = malloc(tu_hide(56));
+  free(v[0]);
+  for (int i = 1; i < 6; i++) free(v[i]); /* four push v[0] out, the fifth v[1] */
+  return v[1];
+}
+
+/* A write into a freed slot's link (its first word), as a dangling pointer
+ * would; two allocations then follow the link. */
+static void case_uaf_link(void) {
+  uint64_t *p = (uint64_t *)freed_head();
+  p[0] ^= 0x4141414141414140u;
+  void *a = malloc(tu_hide(56)); /* p itself: its own words are intact */
+  say_addr(a);
+  void *b = malloc(tu_hide(56)); /* where the link points */
+  free(a);
+  free(b);
+}
+
+/* A forged link: the address of a fake free slot on the stack, written raw
+ * (the attacker does not know the block's key). */
+static void case_forged_link(void) {
+  static _Alignas(64) char fake[256];
+  void **p = (void **)freed_head();
+  p[0] = fake;
+  p[1] = fake + 64;
+  say_addr(p);
+  void *a = malloc(tu_hide(56)); /* p: its gen word is the fake's, not its own */
+  void *b = malloc(tu_hide(56));
+  printf("GOT %p %p\n", a, b);
+}
+
+/* A write into a freed slot past its link (the zeroed part). */
+static void case_uaf_write(void) {
+  char *p = freed_head();
+  say_addr(p);
+  p[20] = 'Z';
+  void *a = malloc(tu_hide(56)); /* p again */
+  free(a);
+}
+
+/* Two threads free one object at the same moment, many times: one of each
+ * pair of frees is a double free, whichever thread's lands second. */
+static pthread_barrier_t race_bar;
+static void *volatile race_obj;
+static void *race_thread(void *arg) {
+  (void)arg;
+  for (;;) {
+    pthread_barrier_wait(&race_bar);
+    free(race_obj);
+    pthread_barrier_wait(&race_bar);
+  }
+  return NULL;
+}
+static void case_race_double_free(void) {
+  pthread_barrier_init(&race_bar, NULL, 2);
+  pthread_t t;
+  pthread_create(&t, NULL, race_thread, NULL);
+  void *first = malloc(tu_hide(48));
+  say_addr(first);
+  race_obj = first;
+  for (int i = 0; i < 1000; i++) {
+    pthread_barrier_wait(&race_bar);
+    free(race_obj);
+    pthread_barrier_wait(&race_bar);
+    race_obj = malloc(tu_hide(48));
+    if (race_obj != first) {
+      printf("MOVED\n"); /* the report names the first object; stop the race */
+      fflush(stdout);
+      _exit(3);
+    }
+  }
+}
+
+/* A remote free (another thread's), then a write into the freed slot's link
+ * while it waits on the owner's remote list; the owner collects it. */
+static void *remote_free_thread(void *p) {
+  free(p);
+  return NULL;
+}
+static void case_uaf_remote(void) {
+  void *v[8];
+  for (int i = 0; i < 8; i++) v[i] = malloc(tu_hide(56));
+  pthread_t t;
+  pthread_create(&t, NULL, remote_free_thread, v[3]);
+  pthread_join(t, NULL); /* its exit flushes its batch onto the block's remote list */
+  ((uint64_t *)v[3])[0] ^= 0x4141414141414140u;
+  say_addr(v[3]);
+  for (int i = 0; i < 100000; i++) (void)malloc(tu_hide(56)); /* collects the remote list */
+}
+
+/* A write just past a block's slots: the guard page at the block's end. */
+static void case_block_guard(void) {
+  char *p = malloc(tu_hide(100));
+  say_addr(p);
+  volatile char *g = (char *)(((uintptr_t)p & ~(uintptr_t)0xffff) | 0xf000); /* a 64 KiB block's last page */
+  *g = 1;
+}
+
+/* Writes just past and just before a large object. */
+static void case_large_guard_after(void) {
+  char *p = malloc(tu_hide(300000));
+  say_addr(p);
+  volatile char *g = p + sm_usable_size(p);
+  *g = 1;
+}
+static void case_large_guard_before(void) {
+  char *p = malloc(tu_hide(300000));
+  say_addr(p);
+  volatile char *g = (char *)tu_opaque(p) - 1;
+  *g = 1;
+}
+
+typedef struct {
+  const char *name;
+  void (*fn)(void);
+} hd_case_t;
+static const hd_case_t cases[] = {
+    {"overflow_free", case_overflow_free},
+    {"overflow_realloc", case_overflow_realloc},
+    {"uaf_link", case_uaf_link},
+    {"forged_link", case_forged_link},
+    {"uaf_write", case_uaf_write},
+    {"race_double_free", case_race_double_free},
+    {"uaf_remote", case_uaf_remote},
+    {"block_guard", case_block_guard},
+    {"large_guard_after", case_large_guard_after},
+    {"large_guard_before", case_large_guard_before},
+};
+
+__attribute__((constructor)) static void hd_child_main(void) {
+  const char *name = getenv("SM_HD_CASE");
+  if (!name) return;
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  printf("START\n");
+  fflush(stdout);
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    if (strcmp(cases[i].name, name) == 0) {
+      cases[i].fn();
+      printf("SURVIVED\n");
+      fflush(stdout);
+      _exit(0);
+    }
+  }
+  fprintf(stderr, "hardened child: unknown case %s\n", name);
+  _exit(100);
+}
+
+/* ==== the parent side ====================================================== */
+
+static void run_case(const char *name, tu_proc_t *r) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  cr_assert_gt(n, 0, "readlink /proc/self/exe failed");
+  self[n] = 0;
+  char var[128];
+  snprintf(var, sizeof var, "SM_HD_CASE=%s", name);
+  const char *unset[] = {"SM_HD_CASE", "SLOTMALLOC_ABORT_ON_ERROR", NULL};
+  const char *set[] = {var, NULL};
+  char **env = tu_env_make(unset, set);
+  char *argv[] = {self, NULL};
+  cr_assert_eq(tu_run(argv, env, NULL, NULL, 60, r), 0, "could not run the child");
+  free(env);
+}
+
+static const char *addr_of(const tu_proc_t *r, char *buf, size_t size) {
+  const char *a = strstr(r->out, "ADDR ");
+  cr_assert_not_null(a, "the child printed no ADDR: stdout '%s', stderr '%s'", r->out, r->err);
+  a += 5;
+  size_t k = 0;
+  while (a[k] && a[k] != '\n' && k + 1 < size) {
+    buf[k] = a[k];
+    k++;
+  }
+  buf[k] = 0;
+  return buf;
+}
+
+/* The hardened build: killed by SIGABRT with exactly one line, the report
+ * "slotmalloc: <what><ADDR><rest>". */
+static void expect_report(const char *name, const char *what, const char *rest) {
+  tu_proc_t r;
+  run_case(name, &r);
+  char addr[64], want[256];
+  addr_of(&r, addr, sizeof addr);
+  snprintf(want, sizeof want, "slotmalloc: %s%s%s\n", what, addr, rest);
+  cr_assert(!r.timed_out && WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT,
+            "%s: %s, not killed by SIGABRT; stdout '%s', stderr '%s'", name, tu_status_str(&r), r.out, r.err);
+  cr_assert_str_eq(r.err, want, "%s: stderr is '%s', want '%s'", name, r.err, want);
+}
+
+/* A report that names another address than ADDR (the bad link's) */
+static void expect_list_report(const char *name) {
+  tu_proc_t r;
+  run_case(name, &r);
+  cr_assert(!r.timed_out && WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT,
+            "%s: %s, not killed by SIGABRT; stdout '%s', stderr '%s'", name, tu_status_str(&r), r.out, r.err);
+  cr_assert(strncmp(r.err, "slotmalloc: corrupted free list in block 0x", 43) == 0 && strstr(r.err, " (slot 0x") &&
+                strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
+            "%s: stderr is '%s', want one line 'slotmalloc: corrupted free list in block 0x... (slot 0x...)'", name,
+            r.err);
+}
+
+static void expect_signal(const char *name, int sig) {
+  tu_proc_t r;
+  run_case(name, &r);
+  cr_assert(!r.timed_out && WIFSIGNALED(r.status) && WTERMSIG(r.status) == sig, "%s: %s, want signal %d; stderr '%s'",
+            name, tu_status_str(&r), sig, r.err);
+  cr_assert(strstr(r.out, "ADDR ") && !strstr(r.out, "SURVIVED"), "%s: stdout '%s'", name, r.out);
+}
+
+/* The default build: the child goes on, nothing reported. */
+static void expect_survival(const char *name) {
+  tu_proc_t r;
+  run_case(name, &r);
+  cr_assert(!r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "%s: %s; stdout '%s', stderr '%s'",
+            name, tu_status_str(&r), r.out, r.err);
+  cr_assert(strstr(r.out, "SURVIVED"), "%s: stdout '%s'", name, r.out);
+  cr_assert_str_eq(r.err, "", "%s: stderr '%s'", name, r.err);
+}
+
+Test(hardened, overflow_past_the_request_at_free) {
+  if (HARDENED) expect_report("overflow_free", "heap overflow past the end of ", " (24 bytes asked)");
+  else expect_survival("overflow_free"); /* the slot has room: nothing is checked */
+}
+
+Test(hardened, overflow_past_the_request_at_realloc) {
+  if (HARDENED) expect_report("overflow_realloc", "heap overflow past the end of ", " (100 bytes asked)");
+  else expect_survival("overflow_realloc");
+}
+
+Test(hardened, write_into_a_freed_slots_link) {
+  if (!HARDENED) return; /* the default build follows the link */
+  expect_list_report("uaf_link");
+}
+
+Test(hardened, forged_link) {
+  if (!HARDENED) return; /* the default build hands out the fake */
+  tu_proc_t r;
+  run_case("forged_link", &r);
+  char addr[64], want[256];
+  addr_of(&r, addr, sizeof addr);
+  cr_assert(!strstr(r.out, "GOT"), "the fake slot was handed out: '%s'", r.out);
+  /* p's own gen word is the fake's: p is refused where it is popped */
+  expect_list_report("forged_link");
+  snprintf(want, sizeof want, " (slot %s)\n", addr);
+  cr_assert(strstr(r.err, want), "the report names slot %s: '%s'", addr, r.err);
+}
+
+Test(hardened, write_after_free) {
+  if (HARDENED) expect_report("uaf_write", "write after free to ", "");
+  else expect_survival("uaf_write");
+}
+
+Test(hardened, double_free_through_a_race) {
+  if (!HARDENED) return; /* the default build's owner frees with a plain store: a race may go unseen */
+  expect_report("race_double_free", "double free of ", " (size 64)");
+}
+
+Test(hardened, write_into_a_remote_freed_slots_link) {
+  if (!HARDENED) return;
+  expect_list_report("uaf_remote");
+}
+
+Test(hardened, guard_page_at_a_blocks_end) {
+  if (HARDENED) expect_signal("block_guard", SIGSEGV);
+  else expect_survival("block_guard"); /* slots, or the next block's */
+}
+
+Test(hardened, guard_pages_around_a_large_object) {
+  if (!HARDENED) return; /* the default build maps the next page or not: either */
+  expect_signal("large_guard_after", SIGSEGV);
+  expect_signal("large_guard_before", SIGSEGV);
+}
+
+/* In-process: what the program sees does not change. */
+Test(hardened, usable_size_and_realloc_in_place) {
+  char *p = malloc(tu_hide(100));
+  size_t u = sm_usable_size(p);
+  if (HARDENED) cr_assert_eq(u, 100, "the usable size is the request: %zu", u);
+  else cr_assert_geq(u, 100);
+  memset(p, 7, u); /* all of it is the program's */
+  char *q = realloc(p, tu_hide(90));
+  cr_assert_eq(q, p, "a shrink stays in place");
+  memset(q, 8, 90);
+  q = realloc(q, tu_hide(104)); /* within the slot (112), past the old canary */
+  memset(q, 9, 104);
+  free(q);
+  void *c = calloc(tu_hide(3), tu_hide(40));
+  for (int i = 0; i < 120; i++) cr_assert_eq(((char *)c)[i], 0);
+  free(c);
+  void *a = aligned_alloc(256, tu_hide(256));
+  cr_assert_eq((uintptr_t)a % 256, 0);
+  memset(a, 1, 256);
+  free(a);
+}
+
+/* A fresh block's slots: shuffled in the hardened build, in address order in
+ * the default one. */
+Test(hardened, fresh_slots_order) {
+  sm_arena_t *ar = sm_arena_new(NULL);
+  cr_assert_not_null(ar);
+  uintptr_t prev = 0;
+  int ascending = 0;
+  for (int i = 0; i < 64; i++) {
+    uintptr_t u = (uintptr_t)sm_arena_malloc(ar, tu_hide(200));
+    ascending += u > prev;
+    prev = u;
+  }
+  if (HARDENED) cr_assert_lt(ascending, 48, "%d of 64 in address order", ascending);
+  else cr_assert_eq(ascending, 64, "%d of 64 in address order", ascending);
+  tu_arena_drop(ar);
+}
+
+/* Freed slots are zeroed, and wait in the quarantine before their reuse. */
+Test(hardened, freed_slots_zeroed_and_quarantined) {
+  if (!HARDENED) return;
+  char *p = malloc(tu_hide(200));
+  memset(p, 0x5a, 200);
+  free(p);
+  for (int i = 16; i < 200; i++) cr_assert_eq(((volatile char *)p)[i], 0, "byte %d of a freed slot", i);
+  void *q = malloc(tu_hide(200));
+  cr_assert_neq(q, p, "a freed slot is not handed out at once");
+  free(q);
+}
