@@ -52,23 +52,35 @@ void smi_pool_after_fork(bool *mine) {
  * segment whose blocks all wait can be given back whole), and the bytes of
  * the warm ones. */
 static bool is_cold(const smi_block_t *b) { return b->flags & SMI_BLOCK_DECOMMITTED; }
+/* What of a warm block's memory was ever touched, in whole pages: its
+ * generations and the slots handed out at least once (below bump). The rest
+ * was never written, so it is not resident (a big block of a large class is
+ * often mostly that). Constant while the block waits in the pool. */
+static size_t touched(const smi_block_t *b) {
+  size_t span = smi_block_span(b);
+  if (!(b->flags & SMI_BLOCK_FORMATTED)) return span;
+  size_t bytes = (size_t)(b->start - smi_block_base(b)) + (size_t)b->bump * b->size;
+  bytes = (bytes + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  return bytes < span ? bytes : span;
+}
 static smi_blist_t *empty_list(const smi_block_t *b) { return &empty[b->kind + (is_cold(b) ? COLD : 0)]; }
 static void empty_push(smi_block_t *b) {
   smi_blist_push(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled++;
-  if (!is_cold(b)) warm_bytes += smi_block_span(b);
+  if (!is_cold(b)) warm_bytes += touched(b);
 }
 static void empty_remove(smi_block_t *b) {
   smi_blist_remove(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled--;
-  if (!is_cold(b)) warm_bytes -= smi_block_span(b);
+  if (!is_cold(b)) warm_bytes -= touched(b);
 }
 /* A warm empty block's memory goes back to the OS: it turns cold. */
 static size_t cool(smi_block_t *b) {
+  size_t bytes = touched(b);
   empty_remove(b);
   smi_block_decommit(b);
   empty_push(b);
-  return smi_block_span(b);
+  return bytes;
 }
 
 /* The pool keeps at most this much memory committed in empty blocks (an
@@ -113,19 +125,6 @@ static smi_block_t *adopt(unsigned cls) {
     smi_blist_push(&abandoned_full[cls], b); /* upkeep looks at it again */
   }
   return NULL;
-}
-
-/* Before a new segment is mapped: the oldest empty blocks of the other kinds
- * give their memory back, about as much as the new segment will use, so that
- * a shift of sizes from one kind to another does not add up in RSS. */
-static void purge_other_kinds(unsigned kind, size_t want) {
-  size_t done = 0;
-  smi_lock(&pool_lock);
-  for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS && done < want; k++) {
-    if (k == kind) continue;
-    while (empty[k].tail && done < want) done += cool(empty[k].tail);
-  }
-  smi_unlock(&pool_lock);
 }
 
 /* Segments whose blocks all wait empty in the pool go back to the OS, their
@@ -200,7 +199,6 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
     else b = reacquire(kind);
     smi_unlock(&pool_lock);
     if (!b) {
-      purge_other_kinds(kind, SMI_SEG_SIZE);
       smi_segment_t *seg = smi_segment_new(kind);
       if (smi_opt.verbose >= 2) {
         char line[128];

@@ -48,10 +48,17 @@ void smi_id_give_back(uint32_t id) {
 
 uint32_t smi_segment_ids_used(void) { return ids_next; }
 
+/* segment_space: the mapping segments are taken from */
+static smi_lock_t reserve_lock = SMI_LOCK_INIT;
+static uint8_t *reserve_next; /* the next segment's place in the current mapping */
+static size_t reserve_left;   /* segments left there */
+
 void smi_segment_after_fork(bool *mine) {
   /* A pop from the free-id stack may be half done: forget the stack (its ids
    * are not reused in the child). */
   if (smi_lock_orphaned(&ids_lock, mine)) ids_free = 0;
+  /* A segment taken from the mapping may be half counted: forget the rest of it. */
+  if (smi_lock_orphaned(&reserve_lock, mine)) reserve_left = 0;
   /* Frees that were under way on threads the child does not have never end. */
   for (uint32_t id = 1; id < ids_next; id++) {
     smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
@@ -80,10 +87,46 @@ uint8_t *smi_block_base(const smi_block_t *b) {
 
 size_t smi_block_span(const smi_block_t *b) { return kinds[b->kind].span; }
 
+/* Slot segments are mapped SEGMENTS_PER_MAPPING at a time: one mmap (and at
+ * most two munmaps to align it) for 64 MiB of address space instead of for
+ * every 4 MiB; untouched, it costs no memory. The hardened build and the NUMA
+ * option map each segment on its own (at a random place; on the node of the
+ * thread that needs it). An address-space limit too tight for a whole
+ * mapping falls back to one segment. */
+#ifdef SMI_HARDENED
+#define SEGMENTS_PER_MAPPING 1
+#else
+#define SEGMENTS_PER_MAPPING 16
+#endif
+
+static void *segment_space(void) {
+  uint8_t *seg = NULL;
+  if (SEGMENTS_PER_MAPPING > 1 && !smi_os_numa_local) {
+    smi_lock(&reserve_lock);
+    if (!reserve_left) {
+      size_t size = SEGMENTS_PER_MAPPING * SMI_SEG_SIZE;
+      uint8_t *p = smi_os_map_aligned(size, SMI_SEG_SIZE);
+      if (p) {
+        smi_os_account_untouched(size); /* counted one segment at a time, below */
+        reserve_next = p;
+        reserve_left = SEGMENTS_PER_MAPPING;
+      }
+    }
+    if (reserve_left) {
+      seg = reserve_next;
+      reserve_next += SMI_SEG_SIZE;
+      reserve_left--;
+      smi_os_account_recommit(SMI_SEG_SIZE);
+    }
+    smi_unlock(&reserve_lock);
+  }
+  return seg ? seg : smi_os_map_aligned(SMI_SEG_SIZE, SMI_SEG_SIZE);
+}
+
 smi_segment_t *smi_segment_new(unsigned kind) {
   uint32_t id = smi_id_take(false);
   if (!id) return NULL;
-  smi_segment_t *seg = smi_os_map_aligned(SMI_SEG_SIZE, SMI_SEG_SIZE);
+  smi_segment_t *seg = segment_space();
   if (!seg) {
     smi_segtab[id].epoch = SMI_EPOCH_LIMIT; /* not worth keeping */
     return NULL;
