@@ -40,11 +40,21 @@ void smi_hd_block_cut(smi_block_t *b) {
   h->canary = (uint32_t)(r >> 32);
 }
 
+/* Free slots' heads zeroed, as a freed slot's is (SMI_HD_WIPE bytes): not
+ * more, so that the pages of a big slot are not touched before the program
+ * touches them. */
+static void zero_heads(const smi_block_t *b, uint8_t *first, uint32_t n) {
+  size_t len = b->size < SMI_HD_WIPE ? b->size : SMI_HD_WIPE;
+  if (len == b->size) memset(first, 0, (size_t)n * b->size);
+  else
+    for (uint32_t i = 0; i < n; i++) memset(first + (size_t)i * b->size, 0, len);
+}
+
 void smi_hd_block_reopen(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   memset(h->ring, 0, sizeof h->ring);
   h->qpos = 0;
-  memset(b->start, 0, (size_t)b->bump * b->size); /* every slot free: zeroed, as a freed one is */
+  zero_heads(b, b->start, b->bump); /* every slot free, zeroed as a freed one is */
 }
 
 static uint64_t next_random(smi_hd_head_t *h) { /* xorshift64 */
@@ -60,13 +70,13 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
   uint16_t order[4096 / 16]; /* take <= 4096 / 16 (a page worth of slots, at least one) */
   if (take > sizeof order / sizeof *order) take = sizeof order / sizeof *order;
   for (uint32_t i = 0; i < take; i++) order[i] = (uint16_t)i;
-  for (uint32_t i = take; i > 1; i--) { /* Fisher-Yates */
-    uint32_t j = (uint32_t)(next_random(h) % i);
+  for (uint32_t i = take; i > 1; i--) {                          /* Fisher-Yates */
+    uint32_t j = (uint32_t)(((next_random(h) >> 32) * i) >> 32); /* in [0, i), no division */
     uint16_t t = order[i - 1];
     order[i - 1] = order[j];
     order[j] = t;
   }
-  memset(first, 0, (size_t)take * b->size);
+  zero_heads(b, first, take);
   uintptr_t next = (uintptr_t)b->free;
   for (uint32_t k = take; k-- > 0;) {
     uint32_t i = order[k];
