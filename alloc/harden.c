@@ -113,14 +113,23 @@ bool smi_hd_unquarantine(smi_block_t *b) {
 
 /* ---- free and realloc ---- */
 
+/* The bytes asked for a live slot object, as its size record says (the
+ * largest possible if the record itself was overwritten). */
+static size_t recorded(const smi_block_t *b, const void *p) {
+  uint32_t n = smi_hd_load32((const uint8_t *)p + b->size - 4) ^ smi_hd_head(b)->canary;
+  return n <= b->size - SMI_HD_TAIL ? n : b->size - SMI_HD_TAIL;
+}
+
 void smi_hd_check(const smi_block_t *b, const void *p) {
-  if (!smi_hd_canary_ok(b, smi_hd_head(b), (uintptr_t)p)) smi_hd_overflow(b, p);
+  if (smi_hd_canary_ok(b, smi_hd_head(b), (uintptr_t)p)) return;
+  smi_hd_overflow(b, p);
+  /* still here (ABORT_ON_ERROR=0): stamped again, so that it is reported once */
+  smi_hd_stamp(b, smi_hd_head(b), (void *)p, recorded(b, p));
 }
 
 size_t smi_hd_size_of(const smi_block_t *b, const void *p) {
   smi_hd_check(b, p);
-  uint32_t n = smi_hd_load32((const uint8_t *)p + b->size - 4) ^ smi_hd_head(b)->canary;
-  return n <= b->size - SMI_HD_TAIL ? n : b->size - SMI_HD_TAIL;
+  return recorded(b, p);
 }
 
 void *smi_hd_restamp(const smi_block_t *b, void *p, size_t n) {

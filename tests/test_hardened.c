@@ -207,7 +207,7 @@ __attribute__((constructor)) static void hd_child_main(void) {
 
 /* ==== the parent side ====================================================== */
 
-static void run_case(const char *name, tu_proc_t *r) {
+static void run_case_env(const char *name, const char *extra, tu_proc_t *r) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   cr_assert_gt(n, 0, "readlink /proc/self/exe failed");
@@ -215,12 +215,14 @@ static void run_case(const char *name, tu_proc_t *r) {
   char var[128];
   snprintf(var, sizeof var, "SM_HD_CASE=%s", name);
   const char *unset[] = {"SM_HD_CASE", "SLOTMALLOC_ABORT_ON_ERROR", NULL};
-  const char *set[] = {var, NULL};
+  const char *set[] = {var, extra, NULL};
   char **env = tu_env_make(unset, set);
   char *argv[] = {self, NULL};
   cr_assert_eq(tu_run(argv, env, NULL, NULL, 60, r), 0, "could not run the child");
   free(env);
 }
+
+static void run_case(const char *name, tu_proc_t *r) { run_case_env(name, NULL, r); }
 
 static const char *addr_of(const tu_proc_t *r, char *buf, size_t size) {
   const char *a = strstr(r->out, "ADDR ");
@@ -381,4 +383,24 @@ Test(hardened, freed_slots_zeroed_and_quarantined) {
   void *q = malloc(tu_hide(200));
   cr_assert_neq(q, p, "a freed slot is not handed out at once");
   free(q);
+}
+
+/* SLOTMALLOC_ABORT_ON_ERROR=0: the same one line, and the program goes on (a
+ * bad free list dropped, never followed). */
+static void expect_report_and_survival(const char *name, const char *start) {
+  tu_proc_t r;
+  run_case_env(name, "SLOTMALLOC_ABORT_ON_ERROR=0", &r);
+  cr_assert(!r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0 && strstr(r.out, "SURVIVED"),
+            "%s: %s; stdout '%s', stderr '%s'", name, tu_status_str(&r), r.out, r.err);
+  cr_assert(strncmp(r.err, start, strlen(start)) == 0 && strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
+            "%s: stderr is '%s', want one line starting '%s'", name, r.err, start);
+}
+
+Test(hardened, reports_without_abort) {
+  if (!HARDENED) return;
+  expect_report_and_survival("overflow_free", "slotmalloc: heap overflow past the end of 0x");
+  expect_report_and_survival("overflow_realloc", "slotmalloc: heap overflow past the end of 0x");
+  expect_report_and_survival("uaf_link", "slotmalloc: corrupted free list in block 0x");
+  expect_report_and_survival("uaf_write", "slotmalloc: write after free to 0x");
+  expect_report_and_survival("uaf_remote", "slotmalloc: corrupted free list in block 0x");
 }
