@@ -166,7 +166,7 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
       if (b->free) return pop(b);
       if (atomic_load_explicit(&b->remote, memory_order_relaxed) && smi_block_collect(b)) continue;
       if (!smi_block_draining(b) && smi_block_extend(b)) continue;
-      if (smi_hd_unquarantine(b)) continue; /* hardened build: nothing else left */
+      if (!smi_block_draining(b) && smi_hd_unquarantine(b)) continue; /* hardened build: nothing else left */
       if (b->retired && b->used == 1 && smi_block_format(b, cls)) {
         b->used = 1; /* formatting cleared the pin */
         continue;
