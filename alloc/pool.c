@@ -65,11 +65,13 @@ static size_t touched(const smi_block_t *b) {
 }
 static smi_blist_t *empty_list(const smi_block_t *b) { return &empty[b->kind + (is_cold(b) ? COLD : 0)]; }
 static void empty_push(smi_block_t *b) {
+  b->flags |= SMI_BLOCK_WAITING;
   smi_blist_push(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled++;
   if (!is_cold(b)) warm_bytes += touched(b);
 }
 static void empty_remove(smi_block_t *b) {
+  b->flags &= (uint8_t)~SMI_BLOCK_WAITING;
   smi_blist_remove(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled--;
   if (!is_cold(b)) warm_bytes -= touched(b);
@@ -80,6 +82,28 @@ static size_t cool(smi_block_t *b) {
   empty_remove(b);
   smi_block_decommit(b);
   empty_push(b);
+  return bytes;
+}
+
+/* Cools b and the warm empty blocks next to it in its segment, with one
+ * system call for the run (a burst of frees empties whole runs of blocks). */
+static size_t cool_run(smi_block_t *b) {
+  smi_segment_t *seg = smi_segment_at((uintptr_t)b);
+  uint32_t lo = b->index, hi = b->index;
+  const uint8_t warm_waiting = SMI_BLOCK_WAITING | SMI_BLOCK_DECOMMITTED;
+  while (lo > 0 &&
+         (__atomic_load_n(&seg->blocks[lo - 1].flags, __ATOMIC_RELAXED) & warm_waiting) == SMI_BLOCK_WAITING)
+    lo--;
+  while (hi + 1 < seg->nblocks &&
+         (__atomic_load_n(&seg->blocks[hi + 1].flags, __ATOMIC_RELAXED) & warm_waiting) == SMI_BLOCK_WAITING)
+    hi++;
+  size_t bytes = 0;
+  for (uint32_t i = lo; i <= hi; i++) {
+    bytes += touched(&seg->blocks[i]);
+    empty_remove(&seg->blocks[i]);
+  }
+  smi_blocks_decommit(&seg->blocks[lo], hi - lo + 1);
+  for (uint32_t i = lo; i <= hi; i++) empty_push(&seg->blocks[i]);
   return bytes;
 }
 
@@ -97,7 +121,7 @@ static void keep_warm_bytes_bounded(void) {
     for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
       if (empty[k].tail && (!oldest || empty[k].tail->empty_since < oldest->empty_since)) oldest = empty[k].tail;
     if (!oldest) break;
-    cool(oldest);
+    cool_run(oldest);
   }
 }
 

@@ -295,11 +295,15 @@ bool smi_block_extend(smi_block_t *b) {
 
 void smi_block_decommit(smi_block_t *b) {
   if (b->flags & SMI_BLOCK_DECOMMITTED) return;
-  /* The generation table goes too: it reads as zero afterwards, which is what a
-   * fresh format wants; the epoch (in the header) survives. */
-  smi_os_decommit(smi_block_base(b), smi_block_span(b));
-  b->flags |= SMI_BLOCK_DECOMMITTED;
-  smi_count(SMI_COUNT_BLOCKS_PURGED, 1);
+  smi_blocks_decommit(b, 1);
+}
+
+void smi_blocks_decommit(smi_block_t *first, uint32_t n) {
+  /* The generation tables go too: they read as zero afterwards, which is what
+   * a fresh format wants; the epochs (in the header) survive. */
+  smi_os_decommit(smi_block_base(first), (size_t)n * smi_block_span(first));
+  for (uint32_t i = 0; i < n; i++) first[i].flags |= SMI_BLOCK_DECOMMITTED;
+  smi_count(SMI_COUNT_BLOCKS_PURGED, n);
 }
 
 /* The part of a block's span past its first page: what a release unmaps. */

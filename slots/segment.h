@@ -56,6 +56,7 @@ enum {                            /* smi_block_t.flags */
        SMI_BLOCK_DECOMMITTED = 4, /* its memory was given back to the OS */
        SMI_BLOCK_CLOSED = 8,      /* its arena closed; waiting to be dismantled */
        SMI_BLOCK_USER = 16,       /* belongs to a user arena, which any thread may close */
+       SMI_BLOCK_WAITING = 32,    /* on the pool's empty lists (alloc/pool.c; changed under its lock) */
 };
 
 /* A free slot holds the link to the next one (the in-place freelist), and
@@ -243,6 +244,9 @@ static inline void smi_block_name(smi_block_t *b) {
 bool smi_block_extend(smi_block_t *b);
 /* Gives the block's slot memory back to the OS (the generation table too). */
 void smi_block_decommit(smi_block_t *b);
+/* The same for n neighbouring blocks of one segment, none decommitted yet,
+ * with one system call. */
+void smi_blocks_decommit(smi_block_t *first, uint32_t n);
 /* Gives a segment whose blocks are all empty and out of use back to the OS,
  * all but its header and each block's first page (where its generations are,
  * so that a stale handle still reads them, as zero): the address space goes
