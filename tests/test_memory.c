@@ -22,8 +22,7 @@ typedef struct {
 
 static burst_t run_burst(const char *idle_ms, const char *drop_kib, const char *const *set) {
   char *argv[] = {(char *)SM_MEMORY_PROG, (char *)idle_ms, (char *)drop_kib, NULL};
-  static const char *const unset[] = {"LD_PRELOAD", "SLOTMALLOC_BACKGROUND_PURGE", "SLOTMALLOC_PURGE_DELAY_MS", NULL};
-  char **env = tu_env_make(unset, set);
+  char **env = tu_env_without_options(set);
   tu_proc_t r;
   cr_assert_eq(tu_run(argv, env, NULL, NULL, RUN_TIMEOUT, &r), 0);
   cr_assert(!r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "memory_prog: %s\n%s", r.out, r.err);

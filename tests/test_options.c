@@ -24,25 +24,10 @@
 
 #define RUN_TIMEOUT 60.0
 
-/* A copy of environ without any SLOTMALLOC_* variable, with set added. */
-static char **env_with(const char *const *set) {
-  size_t n = 0, m = 0;
-  while (environ[n]) n++;
-  while (set && set[m]) m++;
-  char **env = calloc(n + m + 1, sizeof *env);
-  cr_assert_not_null(env);
-  size_t out = 0;
-  for (size_t i = 0; i < n; i++)
-    if (strncmp(environ[i], "SLOTMALLOC_", 11) != 0) env[out++] = environ[i];
-  for (size_t i = 0; i < m; i++) env[out++] = (char *)set[i];
-  env[out] = NULL;
-  return env;
-}
-
 /* Runs stats_prog <mode> with the variables of set (NULL-ended). */
 static void run_prog(const char *mode, const char *const *set, tu_proc_t *r) {
   char *argv[] = {(char *)SM_STATS_PROG, (char *)mode, NULL};
-  char **env = env_with(set);
+  char **env = tu_env_without_options(set);
   cr_assert_eq(tu_run(argv, env, NULL, NULL, RUN_TIMEOUT, r), 0, "could not run %s", SM_STATS_PROG);
   free(env);
   cr_assert(!r->timed_out, "stats_prog %s timed out", mode);

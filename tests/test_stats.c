@@ -29,24 +29,10 @@
 
 /* ---- the child ---------------------------------------------------------------- */
 
-static char **env_with(const char *const *set) {
-  size_t n = 0, m = 0;
-  while (environ[n]) n++;
-  while (set && set[m]) m++;
-  char **env = calloc(n + m + 1, sizeof *env);
-  cr_assert_not_null(env);
-  size_t out = 0;
-  for (size_t i = 0; i < n; i++)
-    if (strncmp(environ[i], "SLOTMALLOC_", 11) != 0) env[out++] = environ[i];
-  for (size_t i = 0; i < m; i++) env[out++] = (char *)set[i];
-  env[out] = NULL;
-  return env;
-}
-
 /* Runs stats_prog <mode> with set; checks it exited 0; returns its pid. */
 static long run_prog(const char *mode, const char *const *set, tu_proc_t *r) {
   char *argv[] = {(char *)SM_STATS_PROG, (char *)mode, NULL};
-  char **env = env_with(set);
+  char **env = tu_env_without_options(set);
   cr_assert_eq(tu_run(argv, env, NULL, NULL, RUN_TIMEOUT, r), 0);
   free(env);
   cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0, "stats_prog %s: %s; stderr:\n%s", mode,
@@ -186,7 +172,7 @@ Test(stats_at_exit, kept_fd_reused) {
   close(fd);
   const char *set[] = {"SLOTMALLOC_STATS=1", NULL};
   char *argv[] = {(char *)SM_STATS_PROG, "clobber", path, NULL};
-  char **env = env_with(set);
+  char **env = tu_env_without_options(set);
   tu_proc_t r;
   cr_assert_eq(tu_run(argv, env, NULL, NULL, RUN_TIMEOUT, &r), 0);
   free(env);

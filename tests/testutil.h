@@ -232,6 +232,23 @@ static inline char **tu_env_make(const char *const *unset, const char *const *se
   return env;
 }
 
+/* A malloc'd copy of environ without any SLOTMALLOC_* variable, with the
+ * "NAME=VALUE" strings of set (NULL-ended, may be NULL) added: a child that
+ * sees only the options a test gives it. */
+static inline char **tu_env_without_options(const char *const *set) {
+  size_t n = 0, m = 0;
+  while (environ[n]) n++;
+  while (set && set[m]) m++;
+  char **env = (char **)calloc(n + m + 1, sizeof(char *));
+  if (!env) abort();
+  size_t out = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], "SLOTMALLOC_", 11) != 0) env[out++] = environ[i];
+  for (size_t i = 0; i < m; i++) env[out++] = (char *)set[i];
+  env[out] = NULL;
+  return env;
+}
+
 /* ---- running a program -------------------------------------------------------------- */
 typedef struct {
   int status;    /* waitpid status (valid when !timed_out) */
