@@ -46,6 +46,7 @@
 #include <unwind.h>
 
 #include "internal.h"
+#include "out.h"
 #include "stats.h"
 #include "slots/generation.h"
 #include "slots/os.h"
@@ -360,91 +361,34 @@ static void tally_live(uint64_t *n, uint64_t *bytes) {
   }
 }
 
-/* ---- output without allocating ----------------------------------------------------- */
-
-typedef struct {
-  int fd;
-  size_t n;
-  bool failed;
-  char buf[4096];
-} out_t;
-
-static void out_flush(out_t *o) {
-  size_t done = 0;
-  while (done < o->n) {
-    ssize_t w = write(o->fd, o->buf + done, o->n - done);
-    if (w <= 0) {
-      o->failed = true;
-      break;
-    }
-    done += (size_t)w;
-  }
-  o->n = 0;
-}
-
-static void out_mem(out_t *o, const char *s, size_t len) {
-  while (len) {
-    if (o->n == sizeof o->buf) out_flush(o);
-    size_t k = sizeof o->buf - o->n < len ? sizeof o->buf - o->n : len;
-    memcpy(o->buf + o->n, s, k);
-    o->n += k;
-    s += k;
-    len -= k;
-  }
-}
-
-static void out_str(out_t *o, const char *s) { out_mem(o, s, strlen(s)); }
-
-static void out_dec(out_t *o, uint64_t v) {
-  char tmp[24];
-  size_t n = sizeof tmp;
-  do {
-    tmp[--n] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  out_mem(o, tmp + n, sizeof tmp - n);
-}
-
-static void out_hex(out_t *o, uint64_t v) {
-  char tmp[18];
-  size_t n = sizeof tmp;
-  do {
-    tmp[--n] = "0123456789abcdef"[v & 15];
-    v >>= 4;
-  } while (v);
-  tmp[--n] = 'x';
-  tmp[--n] = '0';
-  out_mem(o, tmp + n, sizeof tmp - n);
-}
-
 /* A code address as "name+0xoff" (dladdr: exported symbols only; it does not
  * allocate) or "object+0xoff", after the raw address. A return address is
  * looked up one byte back, in the call. */
-static void out_frame(out_t *o, uintptr_t pc) {
-  out_hex(o, pc);
+static void out_frame(smi_out_t *o, uintptr_t pc) {
+  smi_out_hex(o, pc);
   Dl_info info;
   if (!dladdr((void *)(pc - 1), &info)) return;
-  out_str(o, " (");
+  smi_out_str(o, " (");
   if (info.dli_sname && info.dli_saddr) {
-    out_str(o, info.dli_sname);
-    out_str(o, "+");
-    out_hex(o, pc - (uintptr_t)info.dli_saddr);
+    smi_out_str(o, info.dli_sname);
+    smi_out_str(o, "+");
+    smi_out_hex(o, pc - (uintptr_t)info.dli_saddr);
   } else if (info.dli_fname && info.dli_fname[0]) {
     const char *base = info.dli_fname;
     for (const char *c = base; *c; c++)
       if (*c == '/') base = c + 1;
-    out_str(o, base);
-    out_str(o, "+");
-    out_hex(o, pc - (uintptr_t)info.dli_fbase);
+    smi_out_str(o, base);
+    smi_out_str(o, "+");
+    smi_out_hex(o, pc - (uintptr_t)info.dli_fbase);
   } else {
-    out_str(o, "?");
+    smi_out_str(o, "?");
   }
-  out_str(o, ")");
+  smi_out_str(o, ")");
 }
 
 /* ---- the heap profile ------------------------------------------------------------------ */
 
-static void write_profile(out_t *o) {
+static void write_profile(smi_out_t *o) {
   smi_lock(&prof_lock);
   uint64_t live_n, live_bytes, all_n = 0, all_bytes = 0;
   tally_live(&live_n, &live_bytes);
@@ -452,43 +396,43 @@ static void write_profile(out_t *o) {
     all_n += stacks[k].alloc_n;
     all_bytes += stacks[k].alloc_bytes;
   }
-  out_str(o, "heap profile: ");
-  out_dec(o, live_n);
-  out_str(o, ": ");
-  out_dec(o, live_bytes);
-  out_str(o, " [");
-  out_dec(o, all_n);
-  out_str(o, ": ");
-  out_dec(o, all_bytes);
-  out_str(o, "] @ heap_v2/");
-  out_dec(o, smi_opt.prof_sample);
-  out_str(o, "\n");
+  smi_out_str(o, "heap profile: ");
+  smi_out_dec(o, live_n);
+  smi_out_str(o, ": ");
+  smi_out_dec(o, live_bytes);
+  smi_out_str(o, " [");
+  smi_out_dec(o, all_n);
+  smi_out_str(o, ": ");
+  smi_out_dec(o, all_bytes);
+  smi_out_str(o, "] @ heap_v2/");
+  smi_out_dec(o, smi_opt.prof_sample);
+  smi_out_str(o, "\n");
   for (size_t k = 0; k < nstacks; k++) {
     const prof_stack_t *st = &stacks[k];
     if (!st->depth) continue;
-    out_dec(o, st->live_n);
-    out_str(o, ": ");
-    out_dec(o, st->live_bytes);
-    out_str(o, " [");
-    out_dec(o, st->alloc_n);
-    out_str(o, ": ");
-    out_dec(o, st->alloc_bytes);
-    out_str(o, "] @");
+    smi_out_dec(o, st->live_n);
+    smi_out_str(o, ": ");
+    smi_out_dec(o, st->live_bytes);
+    smi_out_str(o, " [");
+    smi_out_dec(o, st->alloc_n);
+    smi_out_str(o, ": ");
+    smi_out_dec(o, st->alloc_bytes);
+    smi_out_str(o, "] @");
     /* pprof takes one from every address but the first: the first is put
      * back into its call as well */
     for (uint32_t f = 0; f < st->depth; f++) {
-      out_str(o, " ");
-      out_hex(o, frames[st->first + f] - (f == 0));
+      smi_out_str(o, " ");
+      smi_out_hex(o, frames[st->first + f] - (f == 0));
     }
-    out_str(o, "\n");
+    smi_out_str(o, "\n");
   }
   smi_unlock(&prof_lock);
-  out_str(o, "\nMAPPED_LIBRARIES:\n");
+  smi_out_str(o, "\nMAPPED_LIBRARIES:\n");
   int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
   char buf[4096];
   ssize_t r;
-  while ((r = read(fd, buf, sizeof buf)) > 0) out_mem(o, buf, (size_t)r);
+  while ((r = read(fd, buf, sizeof buf)) > 0) smi_out_put(o, buf, (size_t)r);
   close(fd);
 }
 
@@ -504,9 +448,9 @@ int smi_prof_write(const char *pattern) {
   if (fd < 0) {
     err = errno;
   } else {
-    out_t o = {.fd = fd};
+    smi_out_t o = SMI_OUT_FD(fd);
     write_profile(&o);
-    out_flush(&o);
+    smi_out_flush(&o);
     if (o.failed) err = EIO;
     if (close(fd) != 0 && !err) err = errno;
   }
@@ -552,7 +496,7 @@ typedef struct {
 
 /* The top sites by estimated live bytes, copied out under prof_lock; printed
  * after it (dladdr takes the loader's lock, whose holder may be allocating). */
-static void leak_sites(out_t *o) {
+static void leak_sites(smi_out_t *o) {
   site_t top[LEAK_SITES];
   int ntop = 0;
   uint64_t live_n, live_bytes;
@@ -585,22 +529,22 @@ static void leak_sites(out_t *o) {
     last_k = best;
   }
   smi_unlock(&prof_lock);
-  out_str(o, "slotmalloc: by allocation site (1 in ");
-  out_dec(o, smi_opt.prof_sample);
-  out_str(o, " bytes sampled; ");
-  out_dec(o, live_n);
-  out_str(o, " live samples; estimated totals):\n");
+  smi_out_str(o, "slotmalloc: by allocation site (1 in ");
+  smi_out_dec(o, smi_opt.prof_sample);
+  smi_out_str(o, " bytes sampled; ");
+  smi_out_dec(o, live_n);
+  smi_out_str(o, " live samples; estimated totals):\n");
   for (int i = 0; i < ntop; i++) {
-    out_str(o, "slotmalloc:   ");
-    out_dec(o, top[i].bytes);
-    out_str(o, " bytes in ");
-    out_dec(o, top[i].n);
-    out_str(o, " objects at");
+    smi_out_str(o, "slotmalloc:   ");
+    smi_out_dec(o, top[i].bytes);
+    smi_out_str(o, " bytes in ");
+    smi_out_dec(o, top[i].n);
+    smi_out_str(o, " objects at");
     for (uint32_t f = 0; f < top[i].depth; f++) {
-      out_str(o, f ? " <- " : " ");
+      smi_out_str(o, f ? " <- " : " ");
       out_frame(o, top[i].pcs[f]);
     }
-    out_str(o, "\n");
+    smi_out_str(o, "\n");
   }
 }
 
@@ -612,33 +556,33 @@ static void leak_report(int fd) {
     tn += n[c];
     tb += bytes[c];
   }
-  out_t o = {.fd = fd};
-  out_str(&o, "slotmalloc: leak report (pid ");
-  out_dec(&o, (uint64_t)getpid());
-  out_str(&o, "): ");
-  out_dec(&o, tn);
-  out_str(&o, " objects, ");
-  out_dec(&o, tb);
-  out_str(&o, " bytes live at exit\n");
+  smi_out_t o = SMI_OUT_FD(fd);
+  smi_out_str(&o, "slotmalloc: leak report (pid ");
+  smi_out_dec(&o, (uint64_t)getpid());
+  smi_out_str(&o, "): ");
+  smi_out_dec(&o, tn);
+  smi_out_str(&o, " objects, ");
+  smi_out_dec(&o, tb);
+  smi_out_str(&o, " bytes live at exit\n");
   for (unsigned c = 0; c < SMI_CLASSES; c++) {
     if (!n[c]) continue;
-    out_str(&o, "slotmalloc:   class ");
-    out_dec(&o, smi_class_size[c]);
-    out_str(&o, " B: ");
-    out_dec(&o, n[c]);
-    out_str(&o, " objects, ");
-    out_dec(&o, bytes[c]);
-    out_str(&o, " bytes\n");
+    smi_out_str(&o, "slotmalloc:   class ");
+    smi_out_dec(&o, smi_class_size[c]);
+    smi_out_str(&o, " B: ");
+    smi_out_dec(&o, n[c]);
+    smi_out_str(&o, " objects, ");
+    smi_out_dec(&o, bytes[c]);
+    smi_out_str(&o, " bytes\n");
   }
   if (large_n) {
-    out_str(&o, "slotmalloc:   large: ");
-    out_dec(&o, large_n);
-    out_str(&o, " objects, ");
-    out_dec(&o, large_bytes);
-    out_str(&o, " bytes\n");
+    smi_out_str(&o, "slotmalloc:   large: ");
+    smi_out_dec(&o, large_n);
+    smi_out_str(&o, " objects, ");
+    smi_out_dec(&o, large_bytes);
+    smi_out_str(&o, " bytes\n");
   }
   if (smi_opt.prof_sample && tn) leak_sites(&o);
-  out_flush(&o);
+  smi_out_flush(&o);
 }
 
 void smi_prof_at_exit(void) {

@@ -9,13 +9,13 @@
 #define _GNU_SOURCE /* program_invocation_short_name */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "out.h"
 #include "stats.h"
 #include "slots/counters.h"
 #include "slots/generation.h"
@@ -113,63 +113,17 @@ void sm_arena_stats(sm_arena_t *a, sm_stats_t *out) {
   *out = r.s;
 }
 
-/* ---- writing: into a caller's buffer, or to a file descriptor ---------------------- */
-typedef struct {
-  char *buf;   /* the caller's buffer (fd < 0) */
-  size_t size; /* its size */
-  size_t n;    /* bytes written so far (the length needed, past size) */
-  int fd;      /* >= 0: written to this descriptor through own[] */
-  size_t used; /* bytes waiting in own[] */
-  char own[4096];
-} out_t;
-
-static void out_flush(out_t *o) {
-  size_t done = 0;
-  while (done < o->used) {
-    ssize_t w = write(o->fd, o->own + done, o->used - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) break;
-    done += (size_t)w;
-  }
-  o->used = 0;
-}
-
-static void out_put(out_t *o, const char *s, size_t len) {
-  if (o->fd >= 0) {
-    for (size_t i = 0; i < len; i++) {
-      if (o->used == sizeof o->own) out_flush(o);
-      o->own[o->used++] = s[i];
-    }
-  } else if (o->size) {
-    for (size_t i = 0; i < len && o->n + i < o->size - 1; i++) o->buf[o->n + i] = s[i];
-    size_t end = o->n + len < o->size - 1 ? o->n + len : o->size - 1;
-    o->buf[end] = 0;
-  }
-  o->n += len;
-}
-
-/* printf into a stack line (glibc's vsnprintf allocates nothing for these
- * conversions: integers and short strings, no floating point). */
-__attribute__((format(printf, 2, 3))) static void out_fmt(out_t *o, const char *fmt, ...) {
-  char line[512];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (n > 0) out_put(o, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
-
 /* A string as a JSON string's contents. */
-static void out_json_str(out_t *o, const char *s) {
+static void out_json_str(smi_out_t *o, const char *s) {
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
     if (c == '"' || c == '\\') {
       char e[2] = {'\\', (char)c};
-      out_put(o, e, 2);
+      smi_out_put(o, e, 2);
     } else if (c < 0x20) {
-      out_fmt(o, "\\u%04x", c);
+      smi_out_fmt(o, "\\u%04x", c);
     } else {
-      out_put(o, (const char *)&c, 1);
+      smi_out_put(o, (const char *)&c, 1);
     }
   }
 }
@@ -190,74 +144,77 @@ static size_t permille(size_t part, size_t whole) {
   return whole ? (size_t)(((unsigned __int128)part * 1000 + whole / 2) / whole) : 0;
 }
 
-static void write_text(out_t *o, const smi_report_t *r, bool process) {
+static void write_text(smi_out_t *o, const smi_report_t *r, bool process) {
   const sm_stats_t *s = &r->s;
   char a[32], b[32], c[32];
   if (process)
-    out_fmt(o, "slotmalloc stats (process): %s, pid %ld, %llu.%03llu s since start-up\n", program_name(),
-            (long)getpid(), (unsigned long long)(s->elapsed_ms / 1000), (unsigned long long)(s->elapsed_ms % 1000));
-  else out_fmt(o, "slotmalloc stats (arena): %zu arenas\n", s->arenas);
-  out_fmt(o, "  %5s %9s %12s %14s %10s %7s %7s\n", "class", "slot size", "live objects", "live bytes", "slots",
-          "blocks", "used");
+    smi_out_fmt(o, "slotmalloc stats (process): %s, pid %ld, %llu.%03llu s since start-up\n", program_name(),
+                (long)getpid(), (unsigned long long)(s->elapsed_ms / 1000),
+                (unsigned long long)(s->elapsed_ms % 1000));
+  else smi_out_fmt(o, "slotmalloc stats (arena): %zu arenas\n", s->arenas);
+  smi_out_fmt(o, "  %5s %9s %12s %14s %10s %7s %7s\n", "class", "slot size", "live objects", "live bytes", "slots",
+              "blocks", "used");
   for (unsigned k = 0; k < SMI_CLASSES; k++) {
     const smi_class_stats_t *cl = &r->cls[k];
     if (!cl->blocks) continue;
     size_t pm = permille(cl->live, cl->slots);
-    out_fmt(o, "  %5u %9u %12zu %14zu %10zu %7zu %4zu.%zu%%\n", k, (unsigned)smi_class_size[k], cl->live,
-            cl->live * smi_class_size[k], cl->slots, cl->blocks, pm / 10, pm % 10);
+    smi_out_fmt(o, "  %5u %9u %12zu %14zu %10zu %7zu %4zu.%zu%%\n", k, (unsigned)smi_class_size[k], cl->live,
+                cl->live * smi_class_size[k], cl->slots, cl->blocks, pm / 10, pm % 10);
   }
-  out_fmt(o, "  large objects:  %zu live, %zu bytes\n", s->large_objects, s->large_bytes);
-  out_fmt(o, "  live in all:    %zu objects, %zu bytes; %zu blocks, %zu arenas\n", s->objects_live, s->bytes_live,
-          s->blocks, s->arenas);
+  smi_out_fmt(o, "  large objects:  %zu live, %zu bytes\n", s->large_objects, s->large_bytes);
+  smi_out_fmt(o, "  live in all:    %zu objects, %zu bytes; %zu blocks, %zu arenas\n", s->objects_live, s->bytes_live,
+              s->blocks, s->arenas);
   mib(a, sizeof a, s->bytes_committed);
   mib(b, sizeof b, s->bytes_peak);
   mib(c, sizeof c, s->rss);
-  out_fmt(o, "  memory:         committed %zu bytes (%s MiB), peak %zu bytes (%s MiB), resident %zu bytes (%s MiB)\n",
-          s->bytes_committed, a, s->bytes_peak, b, s->rss, c);
-  out_fmt(
+  smi_out_fmt(
+      o, "  memory:         committed %zu bytes (%s MiB), peak %zu bytes (%s MiB), resident %zu bytes (%s MiB)\n",
+      s->bytes_committed, a, s->bytes_peak, b, s->rss, c);
+  smi_out_fmt(
       o,
       "  events:         %zu slow path calls, %zu remote frees collected, %zu blocks purged, %zu segments mapped, "
       "%zu large objects mapped\n",
       s->slow_calls, s->remote_frees, s->blocks_purged, s->segments_mapped, s->large_mapped);
-  if (s->objects_live == 0) out_fmt(o, "  all freed:      yes\n");
-  else out_fmt(o, "  all freed:      no, %zu objects (%zu bytes) still live\n", s->objects_live, s->bytes_live);
+  if (s->objects_live == 0) smi_out_fmt(o, "  all freed:      yes\n");
+  else smi_out_fmt(o, "  all freed:      no, %zu objects (%zu bytes) still live\n", s->objects_live, s->bytes_live);
 }
 
-static void write_json(out_t *o, const smi_report_t *r, bool process) {
+static void write_json(smi_out_t *o, const smi_report_t *r, bool process) {
   const sm_stats_t *s = &r->s;
-  out_fmt(o, "{\"scope\":\"%s\",", process ? "process" : "arena");
+  smi_out_fmt(o, "{\"scope\":\"%s\",", process ? "process" : "arena");
   if (process) {
-    out_put(o, "\"program\":\"", 11);
+    smi_out_put(o, "\"program\":\"", 11);
     out_json_str(o, program_name());
-    out_fmt(o, "\",\"pid\":%ld,", (long)getpid());
+    smi_out_fmt(o, "\",\"pid\":%ld,", (long)getpid());
   }
-  out_fmt(o,
-          "\"elapsed_ms\":%llu,\"objects_live\":%zu,\"bytes_live\":%zu,\"blocks\":%zu,\"slots\":%zu,"
-          "\"large_objects\":%zu,\"large_bytes\":%zu,\"arenas\":%zu,\"bytes_committed\":%zu,\"bytes_peak\":%zu,"
-          "\"rss\":%zu,\"slow_calls\":%zu,\"remote_frees\":%zu,\"blocks_purged\":%zu,\"segments_mapped\":%zu,"
-          "\"large_mapped\":%zu,\"classes\":[",
-          (unsigned long long)s->elapsed_ms, s->objects_live, s->bytes_live, s->blocks, s->slots, s->large_objects,
-          s->large_bytes, s->arenas, s->bytes_committed, s->bytes_peak, s->rss, s->slow_calls, s->remote_frees,
-          s->blocks_purged, s->segments_mapped, s->large_mapped);
+  smi_out_fmt(o,
+              "\"elapsed_ms\":%llu,\"objects_live\":%zu,\"bytes_live\":%zu,\"blocks\":%zu,\"slots\":%zu,"
+              "\"large_objects\":%zu,\"large_bytes\":%zu,\"arenas\":%zu,\"bytes_committed\":%zu,\"bytes_peak\":%zu,"
+              "\"rss\":%zu,\"slow_calls\":%zu,\"remote_frees\":%zu,\"blocks_purged\":%zu,\"segments_mapped\":%zu,"
+              "\"large_mapped\":%zu,\"classes\":[",
+              (unsigned long long)s->elapsed_ms, s->objects_live, s->bytes_live, s->blocks, s->slots,
+              s->large_objects, s->large_bytes, s->arenas, s->bytes_committed, s->bytes_peak, s->rss, s->slow_calls,
+              s->remote_frees, s->blocks_purged, s->segments_mapped, s->large_mapped);
   bool first = true;
   for (unsigned k = 0; k < SMI_CLASSES; k++) {
     const smi_class_stats_t *cl = &r->cls[k];
     if (!cl->blocks) continue;
     size_t pm = permille(cl->live, cl->slots);
-    out_fmt(o,
-            "%s{\"class\":%u,\"slot_size\":%u,\"objects_live\":%zu,\"bytes_live\":%zu,\"slots\":%zu,\"blocks\":%zu,"
-            "\"used\":%zu.%03zu}",
-            first ? "" : ",", k, (unsigned)smi_class_size[k], cl->live, cl->live * smi_class_size[k], cl->slots,
-            cl->blocks, pm / 1000, pm % 1000);
+    smi_out_fmt(
+        o,
+        "%s{\"class\":%u,\"slot_size\":%u,\"objects_live\":%zu,\"bytes_live\":%zu,\"slots\":%zu,\"blocks\":%zu,"
+        "\"used\":%zu.%03zu}",
+        first ? "" : ",", k, (unsigned)smi_class_size[k], cl->live, cl->live * smi_class_size[k], cl->slots,
+        cl->blocks, pm / 1000, pm % 1000);
     first = false;
   }
-  out_fmt(o, "],\"all_freed\":%s}\n", s->objects_live ? "false" : "true");
+  smi_out_fmt(o, "],\"all_freed\":%s}\n", s->objects_live ? "false" : "true");
 }
 
 static size_t to_buffer(sm_arena_t *a, char *buf, size_t size, bool json) {
   smi_report_t r;
   smi_stats_collect(a, &r);
-  out_t o = {.buf = buf, .size = buf ? size : 0, .fd = -1};
+  smi_out_t o = SMI_OUT_BUF(buf, size);
   if (o.size) buf[0] = 0;
   if (json) write_json(&o, &r, !a);
   else write_text(&o, &r, !a);
@@ -270,10 +227,10 @@ size_t sm_stats_json(sm_arena_t *a, char *buf, size_t size) { return to_buffer(a
 void smi_stats_write(int fd, bool json) {
   smi_report_t r;
   smi_stats_collect(NULL, &r);
-  out_t o = {.fd = fd};
+  smi_out_t o = SMI_OUT_FD(fd);
   if (json) write_json(&o, &r, true);
   else write_text(&o, &r, true);
-  out_flush(&o);
+  smi_out_flush(&o);
 }
 
 /* ---- where reports at exit go ----------------------------------------------------- */

@@ -1,0 +1,76 @@
+/* out.c: text output that allocates nothing (out.h). */
+#include "out.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+void smi_out_flush(smi_out_t *o) {
+  size_t done = 0;
+  while (done < o->used) {
+    ssize_t w = write(o->fd, o->own + done, o->used - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      o->failed = true;
+      break;
+    }
+    done += (size_t)w;
+  }
+  o->used = 0;
+}
+
+void smi_out_put(smi_out_t *o, const char *s, size_t len) {
+  if (o->fd >= 0) {
+    while (len) {
+      if (o->used == sizeof o->own) smi_out_flush(o);
+      size_t k = sizeof o->own - o->used < len ? sizeof o->own - o->used : len;
+      memcpy(o->own + o->used, s, k);
+      o->used += k;
+      o->n += k;
+      s += k;
+      len -= k;
+    }
+    return;
+  }
+  if (o->size) {
+    for (size_t i = 0; i < len && o->n + i < o->size - 1; i++) o->buf[o->n + i] = s[i];
+    size_t end = o->n + len < o->size - 1 ? o->n + len : o->size - 1;
+    o->buf[end] = 0;
+  }
+  o->n += len;
+}
+
+void smi_out_str(smi_out_t *o, const char *s) { smi_out_put(o, s, strlen(s)); }
+
+void smi_out_dec(smi_out_t *o, uint64_t v) {
+  char tmp[24];
+  size_t n = sizeof tmp;
+  do {
+    tmp[--n] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  smi_out_put(o, tmp + n, sizeof tmp - n);
+}
+
+void smi_out_hex(smi_out_t *o, uint64_t v) {
+  char tmp[18];
+  size_t n = sizeof tmp;
+  do {
+    tmp[--n] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v);
+  tmp[--n] = 'x';
+  tmp[--n] = '0';
+  smi_out_put(o, tmp + n, sizeof tmp - n);
+}
+
+void smi_out_fmt(smi_out_t *o, const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n > 0) smi_out_put(o, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
