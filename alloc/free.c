@@ -177,6 +177,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
       return;
     }
   }
+  smi_hd_share(b); /* hardened build: the owner's frees into b take the compare-and-swap too */
   uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
   do {
     if (!(g & 1)) {
@@ -275,6 +276,7 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
   bool user = __atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_USER;
   sm_arena_t *a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
   uint8_t expect = gen;
+  smi_hd_share(b); /* hardened build: as free_remote */
   bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_RELAXED,
                                          __ATOMIC_RELAXED);
   if (won) {

@@ -131,8 +131,93 @@ static inline void *smi_malloc(size_t size) {
   return smi_malloc_generic(a, size, false);
 }
 
+/* ---- the owner's free without a locked instruction ---------------------------
+ * The promise: when two threads free one live object at once, one of them
+ * reports the double free. Threads other than the block's owner move a
+ * generation by compare-and-swap (free.c), so two of them cannot both win.
+ * The owner would need a locked instruction too (a plain load and store can
+ * straddle another thread's compare-and-swap, and both frees then "win"),
+ * which costs more than the rest of the free. So, per block, h->shared:
+ *
+ *   the owner   if h->shared != PRIVATE: compare-and-swap, as the others.
+ *               else, inside a restartable sequence (rseq, registered by
+ *               glibc for each thread): [load h->shared, != PRIVATE: abort
+ *               to the compare-and-swap; store the generation] — the store
+ *               commits it. The kernel restarts the sequence at its abort
+ *               handler (the compare-and-swap, from the generation loaded
+ *               before) if the thread is preempted, takes a signal, or is hit
+ *               by membarrier's rseq restart while inside it.
+ *   the others  before their compare-and-swap, if h->shared != SHARED (once a
+ *               block, smi_hd_share): h->shared >= ARMING (an atomic store),
+ *               then membarrier(PRIVATE_EXPEDITED_RSEQ), then h->shared =
+ *               SHARED (release); the compare-and-swap comes after.
+ *
+ * Proof that an owner free O and another thread's free R of one live object,
+ * at once, cannot both succeed. R's compare-and-swap runs after a membarrier M
+ * that began after h->shared >= ARMING was visible (R's own, or that of the
+ * thread that stored SHARED, which R read with acquire). M interrupts every
+ * CPU running a thread of the process, with a full barrier there, and
+ * restarts a sequence it interrupts; a thread not running passes a barrier
+ * (and a restart, if inside the sequence) when it runs again. Take O's
+ * sequence, which runs on one CPU:
+ *   - it committed before M reached O's thread: its store was drained by that
+ *     barrier, before M returned, so before R's compare-and-swap, which then
+ *     reads an even generation (or, on ABA, a newer object's) and R reports;
+ *   - M reached O's thread inside it: restarted, O takes the compare-and-swap,
+ *     and of two compare-and-swaps one loses and reports;
+ *   - it began after M reached O's thread: its load reads h->shared >= ARMING
+ *     (stored before M began) and O takes the compare-and-swap.
+ * O's own generation load may come before its sequence: the sequence commits
+ * old + 1 only if it was not disturbed, and its abort handler's
+ * compare-and-swap expects old, so a generation R moved meanwhile fails it.
+ * A thread whose rseq is not registered (cpu_id < 0: glibc did not or could
+ * not, valgrind) and a process where membarrier's rseq command is missing
+ * (every block then SHARED from its cut) always take the compare-and-swap.
+ * The cost: one membarrier per block the first time another thread frees into
+ * it; h->shared never goes back (a cut keeps it). */
+#if defined(__x86_64__)
+#define SMI_HD_RSEQ_SIG "0x53053053" /* glibc's RSEQ_SIG on x86: the 4 bytes before the abort handler */
+/* Stores next into *g in the owner's restartable sequence; false: not done
+ * (the block is shared, the thread has no rseq, or the sequence was aborted),
+ * the caller takes the compare-and-swap. */
+static inline bool smi_hd_gen_plain(const smi_hd_head_t *h, uint8_t *g, uint8_t next) {
+  __asm__ goto(".pushsection __rseq_cs, \"aw\"\n\t"
+               ".balign 32\n"
+               "3:\n\t"
+               ".long 0, 0\n\t"            /* version, flags */
+               ".quad 1f, 2f - 1f, 4f\n\t" /* start, post-commit offset, abort */
+               ".popsection\n\t"
+               "cmpl $0, %%fs:4(%[off])\n\t" /* cpu_id < 0: not registered */
+               "js %l[cas]\n\t"
+               "leaq 3b(%%rip), %%rax\n\t"
+               "movq %%rax, %%fs:8(%[off])\n" /* rseq_cs: the sequence starts */
+               "1:\n\t"
+               "cmpw $0, %[shared]\n\t"
+               "jne %l[cas]\n\t"
+               "movb %[next], (%[g])\n" /* the commit */
+               "2:\n\t"
+               ".pushsection .text.unlikely, \"ax\"\n\t"
+               ".long " SMI_HD_RSEQ_SIG "\n"
+               "4:\n\t"
+               "jmp %l[cas]\n\t"
+               ".popsection"
+               :
+               : [off] "r"(smi_hd_rseq_off), [shared] "m"(h->shared), [g] "r"(g), [next] "q"(next)
+               : "rax", "cc", "memory"
+               : cas);
+  return true;
+cas:
+  return false;
+}
+#else
+static inline bool smi_hd_gen_plain(const smi_hd_head_t *h, uint8_t *g, uint8_t next) {
+  (void)h, (void)g, (void)next;
+  return false;
+}
+#endif
+
 /* The hardened free fast path: the default one's checks, then the canary,
- * then the generation by compare-and-swap; the slot is wiped and quarantined.
+ * then the generation (see above); the slot is wiped and quarantined.
  * Anything else falls to smi_free_slow, which reports. */
 static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p, span = u >> SMI_SEG_SHIFT;
@@ -145,8 +230,8 @@ static inline void smi_free(void *p) {
         uint8_t old = __atomic_load_n(g, __ATOMIC_RELAXED);
         smi_hd_head_t *h = smi_hd_head(b);
         if (smi_likely(!(((unsigned)old + 1) & 0x101)) && smi_likely(smi_hd_canary_ok(b, h, u)) &&
-            smi_likely(__atomic_compare_exchange_n(g, &old, (uint8_t)(old + 1), false, __ATOMIC_RELAXED,
-                                                   __ATOMIC_RELAXED))) {
+            (smi_likely(smi_hd_gen_plain(h, g, (uint8_t)(old + 1))) ||
+             __atomic_compare_exchange_n(g, &old, (uint8_t)(old + 1), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))) {
           smi_hd_wipe(b, p, g);
           smi_hd_quarantine(b, h, (smi_free_t *)p);
           if (smi_unlikely(--b->used == 0)) smi_block_emptied(b); /* never the current block: pinned */

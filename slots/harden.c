@@ -5,8 +5,12 @@
 #include "harden.h"
 
 #ifdef SMI_HARDENED
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "generation.h"
 #include "os.h"
@@ -30,9 +34,58 @@ uint64_t smi_hd_random(void) {
   return mix(atomic_fetch_add_explicit(&stream, 0x9e3779b97f4a7c15u, memory_order_relaxed));
 }
 
+/* ---- the owner's restartable sequence (see alloc/harden.h) ---- */
+
+/* glibc's (2.35 on): where each thread's struct rseq is, from the thread
+ * pointer; weak, so that an older glibc leaves it unset. */
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+/* A thread-local stand-in with the layout of struct rseq's first fields: its
+ * cpu_id reads -1 ("not registered"), so the owner's free takes the
+ * compare-and-swap; the sequence's descriptor store lands here, harmless. */
+static __thread struct {
+  uint32_t cpu_id_start, cpu_id;
+  uint64_t rseq_cs;
+} fake_rseq = {0, UINT32_MAX, 0};
+intptr_t smi_hd_rseq_off;
+static _Atomic int rseq_state; /* 0: not yet looked at, 1: usable, 2: not */
+
+static long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0, 0); }
+
+/* Once, before the first block is cut: restartable sequences are usable if
+ * glibc registered its rseq area and the kernel lets this process ask for
+ * membarrier's rseq restart (registered here; a fork child inherits it). */
+static bool rseq_usable(void) {
+  int st = atomic_load_explicit(&rseq_state, memory_order_acquire);
+  if (__builtin_expect(st != 0, 1)) return st == 1;
+  bool ok = &__rseq_offset != NULL && &__rseq_size != NULL && __rseq_size >= 20 &&
+            membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ) == 0;
+  smi_hd_rseq_off =
+      ok ? (intptr_t)__rseq_offset : (intptr_t)((char *)&fake_rseq - (char *)__builtin_thread_pointer());
+  atomic_store_explicit(&rseq_state, ok ? 1 : 2, memory_order_release);
+  return ok;
+}
+
+void smi_hd_share_slow(smi_hd_head_t *h) {
+  uint16_t none = SMI_HD_PRIVATE;
+  __atomic_compare_exchange_n(&h->shared, &none, SMI_HD_ARMING, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+  /* Every thread that sees the block not yet shared waits for its own barrier
+   * (none waits for another's: a signal handler's free may interrupt the
+   * arming thread). Registered at start-up: cannot fail (if it did, a block is
+   * shared from its cut, rseq_usable false). */
+  if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) != 0) {
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ);
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ);
+  }
+  __atomic_store_n(&h->shared, SMI_HD_SHARED, __ATOMIC_RELEASE);
+}
+
 void smi_hd_block_cut(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
+  /* shared only grows: a free under way from before the cut stays covered */
+  uint16_t shared = rseq_usable() ? __atomic_load_n(&h->shared, __ATOMIC_RELAXED) : SMI_HD_SHARED;
   memset(h, 0, sizeof *h);
+  h->shared = shared;
   h->key_next = smi_hd_random() & ~(uint64_t)15; /* the low 4 bits: a remote link's mark reads through */
   h->key_gen = smi_hd_random();
   uint64_t r = smi_hd_random();
