@@ -83,7 +83,7 @@ void *smi_hd_pop(smi_block_t *b) {
     b->free = NULL;
     return NULL;
   }
-  if (b->size > 16 && w[2]) report("write after free to ", p, NULL, 0, false, NULL);
+  if (b->size > 16 && (w[2] | w[3])) report("write after free to ", p, NULL, 0, false, NULL);
   b->free = (smi_free_t *)smi_link_dec(b, p, p->next);
   w[0] = 0;
   w[1] = 0;

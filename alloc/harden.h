@@ -11,20 +11,22 @@
  *          mixed with the address); ... zero ...; [S-4, S) the size record
  *          (n mixed with the canary word). Every request takes a class of at
  *          least n + SMI_HD_TAIL bytes, so there is always a canary.
- *   freed  zeroed (its first SMI_HD_WIPE bytes: all of a slot of 256 bytes
- *          or less, the head of a bigger one, where a dangling pointer's
- *          fields most often are), then its gen word (encoded) and,
- *          once out of the quarantine, its link (encoded).
+ *   freed  its first SMI_HD_WIPE (32) bytes zeroed, where a dangling
+ *          pointer's writes land most (a struct's header: its links, counts,
+ *          vtable pointer); then its gen word (encoded) and, once out of the
+ *          quarantine, its link (encoded). Zeroing 256 bytes cost ×1.2 more on
+ *          the batch workloads (perf harness), for bytes no check reads.
  * Checks:
  *   free, realloc  the size record and the canary: "heap overflow past the
  *                  end of 0x... (N bytes asked)";
  *   malloc         the popped link (a free slot start of the block, gen word
  *                  right: "corrupted free list in block 0x... (slot 0x...)")
- *                  and the sample word at offset 16, which a freed slot has
- *                  zero: "write after free to 0x...";
- *   every free     moves the generation by compare-and-swap (on the owner's
- *                  thread too): of two racing frees one loses and reports
- *                  the double free.
+ *                  and the 16 bytes at offset 16, which a freed slot has
+ *                  zero (all of the wiped bytes past the link words):
+ *                  "write after free to 0x...";
+ *   every free     moves the generation so that of two racing frees one
+ *                  always reports the double free: compare-and-swap, or the
+ *                  owner's restartable sequence (below).
  * The quarantine: a block holds its last SMI_HD_QUARANTINE locally freed slots
  * back (a ring in its head, slots/harden.h); each free puts the oldest on the
  * freelist. A block with nothing else to give takes them back at once. */
@@ -72,22 +74,13 @@ static inline void smi_hd_stamp(const smi_block_t *b, const smi_hd_head_t *h, vo
   memcpy(q + b->size - 4, &r, 4);
 }
 void smi_hd_zero(void *p, size_t len); /* memset, called (never expanded inline) */
-/* A freed slot: zeroed (its first SMI_HD_WIPE bytes), its gen word written;
- * by 16-byte stores in line (the compiler's memset, rep stos, costs more than
- * the rest of the free). */
+/* A freed slot: its first SMI_HD_WIPE (32) bytes zeroed, its gen word written:
+ * three stores (a 16-byte slot has only the two link words). */
 static inline void smi_hd_wipe(const smi_block_t *b, void *p, uint8_t *g) {
-  typedef uint64_t v2 __attribute__((vector_size(16), aligned(16)));
-  size_t n = (b->size < SMI_HD_WIPE ? b->size : SMI_HD_WIPE) / 16; /* sizes are multiples of 16 */
-  v2 *q = p;
-  for (; n >= 4; n -= 4, q += 4) {
-    q[0] = q[1] = q[2] = q[3] = (v2){0, 0};
-    __asm__("" : "+r"(q)); /* not turned back into memset (rep stos costs more) */
-  }
-  for (; n; n--, q++) {
-    *q = (v2){0, 0};
-    __asm__("" : "+r"(q));
-  }
-  ((smi_free_t *)p)->gen = smi_gen_enc(b, g);
+  uint64_t *w = p;
+  w[0] = 0;
+  w[1] = (uintptr_t)smi_gen_enc(b, g);
+  if (b->size > 16) memset(w + 2, 0, 16); /* one 16-byte store */
 }
 /* Into the quarantine; the oldest slot there goes onto the freelist. */
 static inline void smi_hd_quarantine(smi_block_t *b, smi_hd_head_t *h, smi_free_t *p) {
@@ -117,7 +110,7 @@ static inline void *smi_malloc(size_t size) {
       smi_hd_head_t *h = smi_hd_head(b);
       uint8_t *g = &b->gens[i];
       uint64_t *w = (uint64_t *)p;
-      if (smi_unlikely((w[1] ^ h->key_gen) != (uintptr_t)g || (*g & 1) || (b->size > 16 && w[2])))
+      if (smi_unlikely((w[1] ^ h->key_gen) != (uintptr_t)g || (*g & 1) || (b->size > 16 && (w[2] | w[3]))))
         return smi_hd_pop_fail(b, p, size);
       b->free = (smi_free_t *)(w[0] ^ h->key_next ^ u);
       w[0] = 0;

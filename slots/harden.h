@@ -55,7 +55,7 @@ enum { SMI_HD_PRIVATE = 0, SMI_HD_ARMING = 1, SMI_HD_SHARED = 2 };
 #define SMI_HD_ON 1
 #define SMI_HD_HEAD ((size_t)sizeof(smi_hd_head_t)) /* before a block's generations */
 #define SMI_HD_GUARD ((size_t)4096)                 /* the guard page at a block's end */
-#define SMI_HD_WIPE ((size_t)256)                   /* a free slot's first bytes, zeroed (alloc/harden.h) */
+#define SMI_HD_WIPE ((size_t)32)                    /* a free slot's first bytes, zeroed (alloc/harden.h) */
 
 static inline smi_hd_head_t *smi_hd_head(const smi_block_t *b) { return (smi_hd_head_t *)(b->gens - SMI_HD_HEAD); }
 static inline smi_free_t *smi_link_enc(const smi_block_t *b, const void *slot, uintptr_t next) {
