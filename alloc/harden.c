@@ -92,6 +92,18 @@ void *smi_hd_pop(smi_block_t *b) {
   return p;
 }
 
+void *smi_hd_malloc_top(sm_arena_t *a, size_t size) {
+  if (size <= SMI_DIRECT_MAX && !smi_direct_off(a)) { /* the direct bins' conditions: no cap, no profiling */
+    smi_block_t *b = a->current[smi_class_of(SMI_DIRECT_MAX + SMI_HD_TAIL)];
+    void *p;
+    if (b->free && (p = smi_hd_pop(b)) != NULL) {
+      smi_hd_stamp(b, smi_hd_head(b), p, size);
+      return p;
+    }
+  }
+  return smi_malloc_generic(a, size, false);
+}
+
 void smi_hd_stamp_slot(void *p, size_t n) {
   smi_block_t *b = smi_block_of(p);
   if (b) smi_hd_stamp(b, smi_hd_head(b), p, n);

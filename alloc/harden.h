@@ -44,14 +44,18 @@
 SMI_COLD void *smi_hd_pop_fail(smi_block_t *b, smi_free_t *p, size_t size);
 SMI_COLD void smi_hd_overflow(const smi_block_t *b, const void *p); /* reports the overflow found */
 void *smi_hd_pop(smi_block_t *b);                                   /* the slow paths' pop: NULL (reported) if bad */
-void smi_hd_stamp_slot(void *p, size_t n);                          /* canary and record of a slot object */
-bool smi_hd_unquarantine(smi_block_t *b);                           /* the quarantine onto the freelist */
-size_t smi_hd_size_of(const smi_block_t *b, const void *p);         /* bytes asked (canary checked) */
-void *smi_hd_restamp(const smi_block_t *b, void *p, size_t n);      /* realloc in place */
-void smi_hd_check(const smi_block_t *b, const void *p);             /* at a slow-path free: the canary */
-void smi_hd_release_remote(const smi_block_t *b, void *p);          /* a remote free: wiped */
-void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g);     /* a local free: wiped, quarantined */
-bool smi_hd_gen_step(uint8_t *g, uint8_t from);                     /* from -> from + 1, atomically */
+/* Requests past the direct bins' reach (SMI_DIRECT_MAX - SMI_HD_TAIL): those
+ * up to SMI_DIRECT_MAX pop their class's current block (1152) out of line,
+ * not the whole slow path; the rest go to smi_malloc_generic. */
+void *smi_hd_malloc_top(sm_arena_t *a, size_t size);
+void smi_hd_stamp_slot(void *p, size_t n);                      /* canary and record of a slot object */
+bool smi_hd_unquarantine(smi_block_t *b);                       /* the quarantine onto the freelist */
+size_t smi_hd_size_of(const smi_block_t *b, const void *p);     /* bytes asked (canary checked) */
+void *smi_hd_restamp(const smi_block_t *b, void *p, size_t n);  /* realloc in place */
+void smi_hd_check(const smi_block_t *b, const void *p);         /* at a slow-path free: the canary */
+void smi_hd_release_remote(const smi_block_t *b, void *p);      /* a remote free: wiped */
+void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g); /* a local free: wiped, quarantined */
+bool smi_hd_gen_step(uint8_t *g, uint8_t from);                 /* from -> from + 1, atomically */
 
 static inline uint32_t smi_hd_canary_at(const smi_hd_head_t *h, uintptr_t u) {
   return h->canary ^ (uint32_t)(u >> 4);
@@ -120,8 +124,9 @@ static inline void *smi_malloc(size_t size) {
       smi_hd_stamp(b, h, p, size);
       return p;
     }
+    return smi_malloc_generic(a, size, false);
   }
-  return smi_malloc_generic(a, size, false);
+  return smi_hd_malloc_top(a, size);
 }
 
 /* ---- the owner's free without a locked instruction ---------------------------
@@ -187,16 +192,16 @@ static inline bool smi_hd_gen_plain(const smi_hd_head_t *h, uint8_t *g, uint8_t 
                "1:\n\t"
                "cmpw $0, %[shared]\n\t"
                "jne %l[cas]\n\t"
-               "movb %[next], (%[g])\n" /* the commit */
+               "movb %[next], %[gen]\n" /* the commit */
                "2:\n\t"
                ".pushsection .text.unlikely, \"ax\"\n\t"
                ".long " SMI_HD_RSEQ_SIG "\n"
                "4:\n\t"
                "jmp %l[cas]\n\t"
                ".popsection"
-               :
-               : [off] "r"(smi_hd_rseq_off), [shared] "m"(h->shared), [g] "r"(g), [next] "q"(next)
-               : "rax", "cc", "memory"
+               : [gen] "+m"(*g)
+               : [off] "r"(smi_hd_rseq_off), [shared] "m"(h->shared), [next] "q"(next)
+               : "rax", "cc"
                : cas);
   return true;
 cas:

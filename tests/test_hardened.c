@@ -350,6 +350,16 @@ Test(hardened, usable_size_and_realloc_in_place) {
   void *c = calloc(tu_hide(3), tu_hide(40));
   for (int i = 0; i < 120; i++) cr_assert_eq(((char *)c)[i], 0);
   free(c);
+  for (size_t n = 1009; n <= 1024; n++) { /* past the direct bins' reach in the hardened build (n + 8 > 1024) */
+    char *v[3];
+    for (int k = 0; k < 3; k++) {
+      v[k] = malloc(tu_hide(n));
+      cr_assert_not_null(v[k]);
+      if (HARDENED) cr_assert_eq(sm_usable_size(v[k]), n, "usable size of %zu: %zu", n, sm_usable_size(v[k]));
+      memset(v[k], 3, n);
+    }
+    for (int k = 0; k < 3; k++) free(v[k]);
+  }
   void *a = aligned_alloc(256, tu_hide(256));
   cr_assert_eq((uintptr_t)a % 256, 0);
   memset(a, 1, 256);
