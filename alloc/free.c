@@ -177,17 +177,15 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
       return;
     }
   }
-  smi_hd_share_begin(b); /* hardened build: the owner's frees into b take the compare-and-swap too */
+  smi_hd_share(b); /* hardened build: the owner's frees into b take the compare-and-swap too */
   uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
   do {
     if (!(g & 1)) {
-      smi_hd_share_end(b);
       if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
       report_not_live(b, i, p, g);
       return;
     }
   } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-  smi_hd_share_end(b);
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   smi_hd_check(b, p); /* hardened build: the canary */
   SMI_VG_DIED(p);
@@ -278,10 +276,9 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
   bool user = __atomic_load_n(&b->flags, __ATOMIC_ACQUIRE) & SMI_BLOCK_USER;
   sm_arena_t *a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
   uint8_t expect = gen;
-  smi_hd_share_begin(b); /* hardened build: as free_remote */
+  smi_hd_share(b); /* hardened build: as free_remote */
   bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_RELAXED,
                                          __ATOMIC_RELAXED);
-  smi_hd_share_end(b);
   if (won) {
     if (user && a && a->limit) smi_arena_uncharge(a, b->size);
     SMI_VG_DIED(p);

@@ -145,22 +145,15 @@ static inline void *smi_malloc(size_t size) {
  *               handler (the compare-and-swap, from the generation loaded
  *               before) if the thread is preempted, takes a signal, or is hit
  *               by membarrier's rseq restart while inside it.
- *   the others  count themselves in h->inflight, then, if h->shared !=
- *               SHARED (smi_hd_share_begin): h->shared >= ARMING (an atomic
- *               store), membarrier(PRIVATE_EXPEDITED_RSEQ), h->shared = SHARED
- *               (release); then their compare-and-swap; then inflight - 1.
- *   the reset   when the owner's thread cuts or reopens b (slots/harden.c,
- *               unshare): h->shared = PRIVATE, then if inflight != 0, back
- *               to SHARED (both sides store, then load, seq_cst).
+ *   the others  before their compare-and-swap, if h->shared != SHARED (once a
+ *               block, smi_hd_share): h->shared >= ARMING (an atomic store),
+ *               then membarrier(PRIVATE_EXPEDITED_RSEQ), then h->shared =
+ *               SHARED (release); the compare-and-swap comes after.
  *
  * Proof that an owner free O and another thread's free R of one live object,
- * at once, cannot both succeed. If R read SHARED from before the last reset,
- * R's count came before that reset's PRIVATE store, so the reset saw it and
- * left b SHARED, or saw it gone, R's compare-and-swap then done before the
- * owner's next free, which reads the generation R moved. Otherwise R's
- * compare-and-swap runs after a membarrier M that began after h->shared >=
- * ARMING was visible (R's own, or that of the thread that stored SHARED,
- * which R read). M interrupts every
+ * at once, cannot both succeed. R's compare-and-swap runs after a membarrier M
+ * that began after h->shared >= ARMING was visible (R's own, or that of the
+ * thread that stored SHARED, which R read with acquire). M interrupts every
  * CPU running a thread of the process, with a full barrier there, and
  * restarts a sequence it interrupts; a thread not running passes a barrier
  * (and a restart, if inside the sequence) when it runs again. Take O's
@@ -178,8 +171,8 @@ static inline void *smi_malloc(size_t size) {
  * A thread whose rseq is not registered (cpu_id < 0: glibc did not or could
  * not, valgrind) and a process where membarrier's rseq command is missing
  * (every block then SHARED from its cut) always take the compare-and-swap.
- * The cost: one membarrier each time another thread frees into a block not
- * yet shared since its last cut or reopening. */
+ * The cost: one membarrier per block the first time another thread frees into
+ * it; h->shared never goes back (a cut keeps it). */
 #if defined(__x86_64__)
 #define SMI_HD_RSEQ_SIG "0x53053053" /* glibc's RSEQ_SIG on x86: the 4 bytes before the abort handler */
 /* Stores next into *g in the owner's restartable sequence; false: not done

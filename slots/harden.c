@@ -66,7 +66,7 @@ static bool rseq_usable(void) {
   return ok;
 }
 
-void smi_hd_share_slow(smi_hd_head_t *h) { /* h->inflight counted by the caller */
+void smi_hd_share_slow(smi_hd_head_t *h) {
   uint16_t none = SMI_HD_PRIVATE;
   __atomic_compare_exchange_n(&h->shared, &none, SMI_HD_ARMING, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
   /* Every thread that sees the block not yet shared waits for its own barrier
@@ -80,36 +80,16 @@ void smi_hd_share_slow(smi_hd_head_t *h) { /* h->inflight counted by the caller 
   __atomic_store_n(&h->shared, SMI_HD_SHARED, __ATOMIC_RELEASE);
 }
 
-/* Back to private, on the thread that will own b (cut or reopened, empty), if
- * no other thread's free is between its look at h->shared and its
- * compare-and-swap (inflight, counted before that look): both sides store then
- * load with seq_cst, so either this thread sees the free counted and b stays
- * shared, or that free sees private and arms it again (membarrier). Until it
- * returns, this thread frees nothing plainly into b. */
-static void unshare(smi_hd_head_t *h) {
-  if (!rseq_usable()) {
-    __atomic_store_n(&h->shared, SMI_HD_SHARED, __ATOMIC_RELEASE);
-    return;
-  }
-  if (__atomic_load_n(&h->shared, __ATOMIC_RELAXED) == SMI_HD_PRIVATE) return;
-  __atomic_store_n(&h->shared, SMI_HD_PRIVATE, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&h->inflight, __ATOMIC_SEQ_CST) != 0)
-    __atomic_store_n(&h->shared, SMI_HD_SHARED, __ATOMIC_SEQ_CST);
-}
-
 void smi_hd_block_cut(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
-  /* shared and inflight kept: a free under way from before the cut stays counted */
-  uint16_t shared = __atomic_load_n(&h->shared, __ATOMIC_RELAXED);
-  uint32_t inflight = __atomic_load_n(&h->inflight, __ATOMIC_RELAXED);
+  /* shared only grows: a free under way from before the cut stays covered */
+  uint16_t shared = rseq_usable() ? __atomic_load_n(&h->shared, __ATOMIC_RELAXED) : SMI_HD_SHARED;
   memset(h, 0, sizeof *h);
   h->shared = shared;
-  h->inflight = inflight;
-  unshare(h);
   h->key_next = smi_hd_random() & ~(uint64_t)15; /* the low 4 bits: a remote link's mark reads through */
   h->key_gen = smi_hd_random();
   uint64_t r = smi_hd_random();
-  h->rng = (uint32_t)r | 1;
+  h->rng = r | 1;
   h->canary = (uint32_t)(r >> 32);
 }
 
@@ -127,15 +107,14 @@ void smi_hd_block_reopen(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   memset(h->ring, 0, sizeof h->ring);
   h->qpos = 0;
-  unshare(h);
   zero_heads(b, b->start, b->bump); /* every slot free, zeroed as a freed one is */
 }
 
-static uint32_t next_random(smi_hd_head_t *h) { /* xorshift32 */
-  uint32_t x = h->rng;
+static uint64_t next_random(smi_hd_head_t *h) { /* xorshift64 */
+  uint64_t x = h->rng;
   x ^= x << 13;
-  x ^= x >> 17;
-  x ^= x << 5;
+  x ^= x >> 7;
+  x ^= x << 17;
   return h->rng = x;
 }
 
@@ -144,8 +123,8 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
   uint16_t order[4096 / 16]; /* take <= 4096 / 16 (a page worth of slots, at least one) */
   if (take > sizeof order / sizeof *order) take = sizeof order / sizeof *order;
   for (uint32_t i = 0; i < take; i++) order[i] = (uint16_t)i;
-  for (uint32_t i = take; i > 1; i--) {                            /* Fisher-Yates */
-    uint32_t j = (uint32_t)(((uint64_t)next_random(h) * i) >> 32); /* in [0, i), no division */
+  for (uint32_t i = take; i > 1; i--) {                          /* Fisher-Yates */
+    uint32_t j = (uint32_t)(((next_random(h) >> 32) * i) >> 32); /* in [0, i), no division */
     uint16_t t = order[i - 1];
     order[i - 1] = order[j];
     order[j] = t;

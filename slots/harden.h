@@ -36,8 +36,7 @@
 typedef struct {
   uint64_t key_next;                   /* XORed into every link (low 4 bits 0) */
   uint64_t key_gen;                    /* XORed into every generation pointer */
-  uint32_t rng;                        /* the shuffle's state (the owner thread's) */
-  uint32_t inflight;                   /* frees by other threads between their look at shared and their CAS */
+  uint64_t rng;                        /* the shuffle's state (the owner thread's) */
   uint32_t canary;                     /* the block's canary word (alloc/harden.h) */
   uint16_t qpos;                       /* the quarantine's next place */
   uint16_t shared;                     /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
@@ -48,9 +47,8 @@ _Static_assert(sizeof(smi_hd_head_t) == 64, "smi_hd_head_t is 64 bytes");
 /* h->shared: may a thread other than the owner move the block's generations?
  * Never so far (private: the owner's free stores its generation inside a
  * restartable sequence); one is making it so (arming); it did (shared: the
- * owner's free moves it by compare-and-swap). Back to private when the block
- * is cut or reopened with no such free under way (alloc/harden.h has the
- * proof this serves). */
+ * owner's free moves it by compare-and-swap). Only ever grows, cut after cut
+ * (alloc/harden.h has the proof this serves). */
 enum { SMI_HD_PRIVATE = 0, SMI_HD_ARMING = 1, SMI_HD_SHARED = 2 };
 
 #ifdef SMI_HARDENED
@@ -81,18 +79,13 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take);
  * generation not live, its gen word right; false (reported) if not: the rest
  * of the list is dropped, never followed. */
 bool smi_hd_remote_ok(const smi_block_t *b, const void *slot);
-/* Around a compare-and-swap of a generation of b by a thread that does not
- * own b (a remote free, sm_hfree): counted in h->inflight, and b marked
- * shared first, with the membarrier the proof in alloc/harden.h needs when it
- * was not. */
+/* Before a thread moves a generation of b by compare-and-swap without owning
+ * b (a remote free, sm_hfree): b marked shared, with the membarrier the proof
+ * in alloc/harden.h needs the first time. */
 void smi_hd_share_slow(smi_hd_head_t *h);
-static inline void smi_hd_share_begin(const smi_block_t *b) {
+static inline void smi_hd_share(const smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
-  __atomic_fetch_add(&h->inflight, 1, __ATOMIC_SEQ_CST);
-  if (__builtin_expect(__atomic_load_n(&h->shared, __ATOMIC_SEQ_CST) != SMI_HD_SHARED, 0)) smi_hd_share_slow(h);
-}
-static inline void smi_hd_share_end(const smi_block_t *b) {
-  __atomic_fetch_sub(&smi_hd_head(b)->inflight, 1, __ATOMIC_RELEASE);
+  if (__builtin_expect(__atomic_load_n(&h->shared, __ATOMIC_ACQUIRE) != SMI_HD_SHARED, 0)) smi_hd_share_slow(h);
 }
 /* The owner's restartable sequence (alloc/harden.h): the offset of the
  * thread's struct rseq from the thread pointer (glibc's __rseq_offset, or a
@@ -133,8 +126,7 @@ static inline bool smi_hd_remote_ok(const smi_block_t *b, const void *slot) {
   (void)b, (void)slot;
   return true;
 }
-static inline void smi_hd_share_begin(const smi_block_t *b) { (void)b; }
-static inline void smi_hd_share_end(const smi_block_t *b) { (void)b; }
+static inline void smi_hd_share(const smi_block_t *b) { (void)b; }
 #endif
 
 #endif
