@@ -157,12 +157,8 @@ bool smi_hd_gen_step(uint8_t *g, uint8_t from) {
   return __atomic_compare_exchange_n(g, &from, (uint8_t)(from + 1), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
-/* Through a volatile pointer: the compiler cannot expand it in line. */
-static void *(*volatile zero_fn)(void *, int, size_t) = memset;
-void smi_hd_zero(void *p, size_t len) { zero_fn(p, 0, len); }
-
 void smi_hd_release_remote(const smi_block_t *b, void *p) {
-  smi_hd_zero(p, b->size < SMI_HD_WIPE ? b->size : SMI_HD_WIPE); /* the caller writes both link words next */
+  if (b->size > 16) memset((uint8_t *)p + 16, 0, SMI_HD_WIPE - 16); /* the caller writes both link words next */
 }
 
 void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g) {

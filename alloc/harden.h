@@ -77,7 +77,6 @@ static inline void smi_hd_stamp(const smi_block_t *b, const smi_hd_head_t *h, vo
   memcpy(q + n, &c, 4);
   memcpy(q + b->size - 4, &r, 4);
 }
-void smi_hd_zero(void *p, size_t len); /* memset, called (never expanded inline) */
 /* A freed slot: its first SMI_HD_WIPE (32) bytes zeroed, its gen word written:
  * three stores (a 16-byte slot has only the two link words). */
 static inline void smi_hd_wipe(const smi_block_t *b, void *p, uint8_t *g) {
