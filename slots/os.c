@@ -35,7 +35,6 @@ static void account(ptrdiff_t delta) {
 size_t smi_os_committed(void) { return atomic_load_explicit(&committed, memory_order_relaxed); }
 size_t smi_os_committed_peak(void) { return atomic_load_explicit(&committed_peak, memory_order_relaxed); }
 void smi_os_account_recommit(size_t size) { account((ptrdiff_t)size); }
-void smi_os_account_untouched(size_t size) { account(-(ptrdiff_t)size); }
 
 uint64_t smi_now_ms(void) {
   struct timespec ts;
@@ -92,15 +91,22 @@ static char *trim_to_alignment(char *raw, size_t size, size_t align, size_t offs
   return (char *)want;
 }
 
-void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset) {
+static void *map_offset_aligned(size_t size, size_t align, size_t offset) {
   if (size > (SIZE_MAX >> 2) || align > (SIZE_MAX >> 2)) return NULL;
   char *raw = map_raw(size + align);
   if (!raw) return NULL;
   char *want = trim_to_alignment(raw, size, align, offset);
   if (smi_os_numa_local) bind_local(want, size);
-  account((ptrdiff_t)size);
   return (void *)want;
 }
+
+void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset) {
+  void *p = map_offset_aligned(size, align, offset);
+  if (p) account((ptrdiff_t)size);
+  return p;
+}
+
+void *smi_os_reserve_aligned(size_t size, size_t align) { return map_offset_aligned(size, align, 0); }
 
 void *smi_os_map_aligned(size_t size, size_t align) { return smi_os_map_offset_aligned(size, align, 0); }
 

@@ -11,6 +11,9 @@
 /* Maps size bytes of zeroed read-write memory whose address is a multiple of
  * align (a power of two, at least a page); NULL if the OS refuses. */
 void *smi_os_map_aligned(size_t size, size_t align);
+/* The same, not counted as committed: for memory that is counted a piece at
+ * a time as it is first used (smi_os_account_recommit). */
+void *smi_os_reserve_aligned(size_t size, size_t align);
 /* Maps size bytes of zeroed read-write memory such that (addr + offset) is a
  * multiple of align: used for large objects whose header precedes them. */
 void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset);
@@ -46,8 +49,6 @@ size_t smi_os_committed(void);
 size_t smi_os_committed_peak(void);
 /* Account for pages committed again by touching decommitted memory. */
 void smi_os_account_recommit(size_t size);
-/* Account for mapped pages never touched (so not resident) as not committed. */
-void smi_os_account_untouched(size_t size);
 
 /* A coarse monotonic clock in milliseconds (for the purge delay). */
 uint64_t smi_now_ms(void);

@@ -103,24 +103,16 @@ static void *segment_space(void) {
   uint8_t *seg = NULL;
   if (SEGMENTS_PER_MAPPING > 1 && !smi_os_numa_local) {
     smi_lock(&reserve_lock);
-    if (!reserve_left) {
-      size_t size = SEGMENTS_PER_MAPPING * SMI_SEG_SIZE;
-      uint8_t *p = smi_os_map_aligned(size, SMI_SEG_SIZE);
-      if (p) {
-        smi_os_account_untouched(size); /* counted one segment at a time, below */
-        reserve_next = p;
-        reserve_left = SEGMENTS_PER_MAPPING;
-      }
-    }
+    if (!reserve_left && (reserve_next = smi_os_reserve_aligned(SEGMENTS_PER_MAPPING * SMI_SEG_SIZE, SMI_SEG_SIZE)))
+      reserve_left = SEGMENTS_PER_MAPPING;
     if (reserve_left) {
       seg = reserve_next;
       reserve_next += SMI_SEG_SIZE;
       reserve_left--;
-      smi_os_account_recommit(SMI_SEG_SIZE);
     }
     smi_unlock(&reserve_lock);
   }
-  return seg ? seg : smi_os_map_aligned(SMI_SEG_SIZE, SMI_SEG_SIZE);
+  return seg ? seg : smi_os_reserve_aligned(SMI_SEG_SIZE, SMI_SEG_SIZE);
 }
 
 smi_segment_t *smi_segment_new(unsigned kind) {
@@ -144,12 +136,11 @@ smi_segment_t *smi_segment_new(unsigned kind) {
     b->kind = (uint8_t)kind;
     /* Never touched, so not resident: it counts as decommitted until it is cut. */
     b->flags = SMI_BLOCK_DECOMMITTED;
-    smi_os_account_untouched(kinds[kind].span);
     for (size_t pg = 0; pg < pages; pg++) seg->page_block[1 + i * pages + pg] = b;
   }
-  /* a medium segment's tail past its last block is never used */
-  uint8_t *end = smi_block_base(&seg->blocks[seg->nblocks - 1]) + kinds[kind].span;
-  smi_os_account_untouched((size_t)((uint8_t *)seg + SMI_SEG_SIZE - end));
+  /* Only the header page counts as committed: each block counts once it is
+   * cut (alloc/pool.c), and a medium segment's tail is never used. */
+  smi_os_account_recommit(SMI_PAGE_SIZE);
   atomic_store_explicit(&smi_segtab[id].seg, seg, memory_order_release);
   __atomic_store_n(&smi_segmap[(uintptr_t)seg >> SMI_SEG_SHIFT], SMI_MAP_SLOTS, __ATOMIC_RELEASE);
   smi_hd_guard_segment(seg);
