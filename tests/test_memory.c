@@ -78,3 +78,15 @@ Test(memory, malloc_trim_gives_back_the_current_blocks) {
   cr_assert_leq(after, before + 2 * 65536, "after malloc_trim: %zu bytes committed, before the allocations %zu",
                 after, before);
 }
+
+/* Address space is reserved 64 MiB at a time, and only what is used counts as
+ * committed: a small process's peak stays small. */
+Test(memory, reserved_address_space_is_not_committed) {
+  void *p = malloc(100);
+  cr_assert_not_null(p);
+  free(tu_opaque(p));
+  sm_stats_t s;
+  sm_arena_stats(NULL, &s);
+  cr_assert_lt(s.bytes_peak, (size_t)32 << 20, "peak committed %zu bytes in a process that allocated little",
+               s.bytes_peak);
+}
