@@ -21,7 +21,7 @@ static smi_blist_t abandoned_full[SMI_CLASSES];      /* had no room when last lo
 static smi_segment_t *released[SMI_KINDS_OF_BLOCKS]; /* given back to the OS (linked through large_next) */
 static smi_blist_t dismantle_blocks;
 static smi_segment_t *dismantle_large;
-static uint64_t last_purge_ms;
+static _Atomic uint64_t last_purge_ms; /* read before the lock is taken */
 
 static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
 
@@ -51,6 +51,9 @@ void smi_pool_after_fork(bool *mine) {
 /* The empty lists also count, per segment, the blocks waiting there (a
  * segment whose blocks all wait can be given back whole), and the bytes of
  * the warm ones. */
+/* Flags change under pool_lock here, but lock-free readers (sm_hfree's
+ * smi_block_closing) may read them: an atomic store. */
+static void set_flags(smi_block_t *b, uint8_t flags) { __atomic_store_n(&b->flags, flags, __ATOMIC_RELAXED); }
 static bool is_cold(const smi_block_t *b) { return b->flags & SMI_BLOCK_DECOMMITTED; }
 /* What of a warm block's memory was ever touched, in whole pages: its
  * generations and the slots handed out at least once (below bump). The rest
@@ -65,13 +68,13 @@ static size_t touched(const smi_block_t *b) {
 }
 static smi_blist_t *empty_list(const smi_block_t *b) { return &empty[b->kind + (is_cold(b) ? COLD : 0)]; }
 static void empty_push(smi_block_t *b) {
-  b->flags |= SMI_BLOCK_WAITING;
+  set_flags(b, (uint8_t)(b->flags | SMI_BLOCK_WAITING));
   smi_blist_push(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled++;
   if (!is_cold(b)) warm_bytes += touched(b);
 }
 static void empty_remove(smi_block_t *b) {
-  b->flags &= (uint8_t)~SMI_BLOCK_WAITING;
+  set_flags(b, (uint8_t)(b->flags & ~SMI_BLOCK_WAITING));
   smi_blist_remove(empty_list(b), b);
   smi_segment_at((uintptr_t)b)->pooled--;
   if (!is_cold(b)) warm_bytes -= touched(b);
@@ -294,9 +297,9 @@ void smi_pool_count_abandoned(sm_stats_t *s) {
 void smi_pool_upkeep(bool force) {
   uint64_t now = smi_now_ms();
   uint32_t delay = smi_opt.purge_delay_ms;
-  if (!force && now - last_purge_ms < delay / 4 + 1) return;
+  if (!force && now - atomic_load_explicit(&last_purge_ms, memory_order_relaxed) < delay / 4 + 1) return;
   smi_lock(&pool_lock);
-  last_purge_ms = now;
+  atomic_store_explicit(&last_purge_ms, now, memory_order_relaxed);
   smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, true);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     for (smi_block_t *b = abandoned_full[cls].head, *next; b; b = next) {

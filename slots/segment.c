@@ -293,7 +293,8 @@ void smi_blocks_decommit(smi_block_t *first, uint32_t n) {
   /* The generation tables go too: they read as zero afterwards, which is what
    * a fresh format wants; the epochs (in the header) survive. */
   smi_os_decommit(smi_block_base(first), (size_t)n * smi_block_span(first));
-  for (uint32_t i = 0; i < n; i++) first[i].flags |= SMI_BLOCK_DECOMMITTED;
+  for (uint32_t i = 0; i < n; i++)
+    __atomic_store_n(&first[i].flags, (uint8_t)(first[i].flags | SMI_BLOCK_DECOMMITTED), __ATOMIC_RELAXED);
   smi_count(SMI_COUNT_BLOCKS_PURGED, n);
 }
 
