@@ -6,39 +6,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-
-static size_t put_str(char *out, const char *s) {
-  size_t n = 0;
-  while (s[n]) {
-    out[n] = s[n];
-    n++;
-  }
-  return n;
-}
-
-static size_t put_hex(char *out, uintptr_t v) {
-  char tmp[16];
-  size_t n = 0;
-  do {
-    tmp[n++] = "0123456789abcdef"[v & 15];
-    v >>= 4;
-  } while (v);
-  out[0] = '0';
-  out[1] = 'x';
-  for (size_t i = 0; i < n; i++) out[2 + i] = tmp[n - 1 - i];
-  return n + 2;
-}
-
-static size_t put_dec(char *out, size_t v) {
-  char tmp[24];
-  size_t n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
-  return n;
-}
+#include "out.h"
 
 void smi_message(const char *text) {
   size_t n = 0;
@@ -55,16 +23,18 @@ void smi_report(int kind, const void *p, size_t size) {
       [SMI_ERR_CORRUPT] = "corrupted metadata at ",
   };
   char line[320];
-  size_t n = put_str(line, "slotmalloc: ");
-  n += put_str(line + n, what[kind]);
-  n += put_hex(line + n, (uintptr_t)p);
+  smi_out_t o = SMI_OUT_BUF(line, sizeof line - 1); /* room for the newline */
+  smi_out_str(&o, "slotmalloc: ");
+  smi_out_str(&o, what[kind]);
+  smi_out_hex(&o, (uintptr_t)p);
   if (size) {
-    n += put_str(line + n, " (size ");
-    n += put_dec(line + n, size);
-    n += put_str(line + n, ")");
+    smi_out_str(&o, " (size ");
+    smi_out_dec(&o, size);
+    smi_out_str(&o, ")");
   } else if (kind == SMI_ERR_INVALID_FREE || kind == SMI_ERR_INVALID_REALLOC) {
-    n += put_str(line + n, " (not a live object of slotmalloc)");
+    smi_out_str(&o, " (not a live object of slotmalloc)");
   }
+  size_t n = o.n;
   n += smi_prof_site(p, line + n, sizeof line - n - 1); /* when the object was sampled */
   line[n++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, n);

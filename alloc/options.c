@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "out.h"
 #include "stats.h"
 #include "slots/os.h"
 
@@ -74,41 +75,32 @@ static const opt_t options[] = {SMI_OPTIONS(SMI_OPT_ROW)};
 static const char prefix[] = "SLOTMALLOC_";
 #define PREFIX_LEN (sizeof prefix - 1)
 
-/* ---- a message line in a stack buffer ---------------------------------------- */
-typedef struct {
-  char buf[320];
-  size_t n;
-} line_t;
+/* ---- a message line in a stack buffer (out.h) ------------------------------- */
+typedef smi_out_t line_t;
+#define LINE(l)      \
+  char l##_buf[320]; \
+  line_t l = SMI_OUT_BUF(l##_buf, sizeof l##_buf)
 
-static void put(line_t *l, const char *s) {
-  while (*s && l->n < sizeof l->buf - 2) l->buf[l->n++] = *s++;
-}
-static void put_num(line_t *l, uint64_t v) {
-  char tmp[24];
-  size_t k = 0;
-  do {
-    tmp[k++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (k && l->n < sizeof l->buf - 2) l->buf[l->n++] = tmp[--k];
-}
+static void put(line_t *l, const char *s) { smi_out_str(l, s); }
 /* A value from the environment: at most 48 characters, control bytes as '?'. */
 static void put_value(line_t *l, const char *s) {
   size_t k = 0;
-  for (; s[k] && k < 48 && l->n < sizeof l->buf - 2; k++) {
+  for (; s[k] && k < 48; k++) {
     unsigned char c = (unsigned char)s[k];
-    l->buf[l->n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    char shown = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    smi_out_put(l, &shown, 1);
   }
   if (s[k]) put(l, "...");
 }
 static void put_enum_name(line_t *l, const char *names, uint64_t index) {
   for (; index && *names; names++)
     if (*names == '|') index--;
-  for (; *names && *names != '|' && l->n < sizeof l->buf - 2; names++) l->buf[l->n++] = *names;
+  size_t k = 0;
+  while (names[k] && names[k] != '|') k++;
+  smi_out_put(l, names, k);
 }
 static void emit(line_t *l) {
-  l->buf[l->n++] = '\n';
-  l->buf[l->n] = 0;
+  smi_out_put(l, "\n", 1);
   smi_message(l->buf);
 }
 
@@ -227,11 +219,11 @@ static void store(const opt_t *o, uint64_t v) {
 
 static void put_default(line_t *l, const opt_t *o) {
   if (o->kind == OPT_ENUM) put_enum_name(l, o->names, o->def);
-  else put_num(l, o->def);
+  else smi_out_dec(l, o->def);
 }
 
 static void warn_bad(const opt_t *o, const char *value, int bad) {
-  line_t l = {.n = 0};
+  LINE(l);
   put(&l, "slotmalloc: ");
   put(&l, prefix);
   put(&l, o->name);
@@ -239,9 +231,9 @@ static void warn_bad(const opt_t *o, const char *value, int bad) {
   put_value(&l, value);
   if (bad == BAD_RANGE) {
     put(&l, " is out of range (");
-    put_num(&l, o->min);
+    smi_out_dec(&l, o->min);
     put(&l, "..");
-    put_num(&l, o->max);
+    smi_out_dec(&l, o->max);
     put(&l, o->kind == OPT_SIZE && o->unit == 1 ? " bytes)" : ")");
   } else if (o->kind == OPT_BOOL) {
     put(&l, " is not a boolean (1/0, on/off, yes/no, true/false)");
@@ -295,7 +287,7 @@ static const opt_t *find(const char *s, size_t len) {
 }
 
 static void warn_unknown(const char *entry, const char *name, size_t len) {
-  line_t l = {.n = 0};
+  LINE(l);
   put(&l, "slotmalloc: ");
   put_value(&l, entry);
   put(&l, " is not an option of slotmalloc; ignored");
@@ -315,7 +307,7 @@ static void warn_unknown(const char *entry, const char *name, size_t len) {
 }
 
 static void print_in_force(void) {
-  line_t l = {.n = 0};
+  LINE(l);
   put(&l, "slotmalloc: options");
   for (size_t i = 0; i < NOPTIONS; i++) {
     const opt_t *o = &options[i];
@@ -333,7 +325,7 @@ static void print_in_force(void) {
                  : o->width == 4     ? *(const uint32_t *)f
                                      : *(const uint64_t *)f;
     if (o->kind == OPT_ENUM) put_enum_name(&l, o->names, v);
-    else put_num(&l, v / o->unit);
+    else smi_out_dec(&l, v / o->unit);
   }
   emit(&l);
 }

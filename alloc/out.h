@@ -20,11 +20,12 @@ typedef struct {
   char own[4096];
 } smi_out_t;
 
-/* Initializers: smi_out_t o = SMI_OUT_FD(fd); or SMI_OUT_BUF(buf, size). */
+/* Initializers: smi_out_t o = SMI_OUT_FD(fd); or SMI_OUT_BUF(buf, size)
+ * (size 0: nothing is stored, n only counts). */
 #define SMI_OUT_FD(d) \
   { .fd = (d) }
 #define SMI_OUT_BUF(b, s) \
-  { .buf = (b), .size = (b) ? (s) : 0, .fd = -1 }
+  { .buf = (b), .size = (s), .fd = -1 }
 
 void smi_out_put(smi_out_t *o, const char *s, size_t len);
 void smi_out_str(smi_out_t *o, const char *s);

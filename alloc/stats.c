@@ -214,7 +214,7 @@ static void write_json(smi_out_t *o, const smi_report_t *r, bool process) {
 static size_t to_buffer(sm_arena_t *a, char *buf, size_t size, bool json) {
   smi_report_t r;
   smi_stats_collect(a, &r);
-  smi_out_t o = SMI_OUT_BUF(buf, size);
+  smi_out_t o = SMI_OUT_BUF(buf, buf ? size : 0);
   if (o.size) buf[0] = 0;
   if (json) write_json(&o, &r, !a);
   else write_text(&o, &r, !a);
