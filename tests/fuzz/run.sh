@@ -70,7 +70,7 @@ for mode in st mt; do
   threads=1
   [[ $mode == mt ]] && threads=3
   $CC -std=gnu11 -O1 -g $san -fsanitize=fuzzer -I"$root/include" -Wall -Wextra -DFUZZ_THREADS=$threads ${FUZZ_CFLAGS:-} \
-    "$here/fuzz_ops.c" "${lib_objs[@]}" -lpthread -o "$out/fuzz_$mode" ||
+    "$here/fuzz_ops.c" "$here/fuzz_calls.c" "${lib_objs[@]}" -lpthread -o "$out/fuzz_$mode" ||
     { echo "run.sh: build of fuzz_$mode failed" >&2; exit 1; }
 done
 echo "run.sh: built $out/fuzz_st and $out/fuzz_mt"
