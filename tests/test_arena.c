@@ -849,6 +849,30 @@ Test(merge, invalid_is_einval) {
 
 /* ---- set_limit ------------------------------------------------------------------ */
 
+/* The bytes a new object counts for in the statistics and against a byte cap,
+ * read off a's statistics around the allocation (a and its subtree must see no
+ * other allocation meanwhile): its usable size; in the hardened build its
+ * whole slot, which holds the canary and size record past the request that
+ * sm_usable_size does not count (it answers the bytes asked: README "Hardened
+ * mode"); a large object counts its usable size in both builds. */
+static void *malloc_counted(sm_arena_t *a, size_t size, size_t *counted) {
+  sm_stats_t st0, st1;
+  sm_arena_stats(a, &st0);
+  void *p = sm_arena_malloc(a, size);
+  cr_assert_not_null(p);
+  sm_arena_stats(a, &st1);
+  size_t d = st1.bytes_live - st0.bytes_live, u = sm_usable_size(p);
+#ifdef SM_HARDENED
+  bool large = size > 256 * KiB;
+  cr_assert_geq(d, u + (large ? 0 : 8), "an object of %zu bytes counts %zu bytes: no room for its canary", size, d);
+  cr_assert_leq(d, u + (large ? 4 * KiB : u / 4 + 64), "an object of %zu bytes counts %zu bytes", size, d);
+#else
+  cr_assert_eq(d, u, "an object of usable size %zu counts %zu bytes", u, d);
+#endif
+  *counted = d;
+  return p;
+}
+
 /* With a 64 KiB limit, 1 KiB allocations succeed up to the cap, then fail with ENOMEM. */
 Test(limit, caps_live_bytes) {
   sm_arena_t *a = sm_arena_new(NULL);
@@ -868,8 +892,12 @@ Test(limit, caps_live_bytes) {
   }
   cr_assert_lt(n, 200, "the 64 KiB limit never refused an allocation");
   cr_assert_eq(err, ENOMEM, "refused allocation: errno %d, want ENOMEM", err);
-  size_t u = sm_usable_size(ps[0]);
-  cr_assert_eq(n, 64 * KiB / u, "%zu objects of usable size %zu fit under 64 KiB, want %zu", n, u, 64 * KiB / u);
+  size_t u; /* what one counts against the cap (a fresh arena of no cap: its statistics) */
+  sm_arena_t *t = sm_arena_new(NULL);
+  cr_assert_not_null(t);
+  malloc_counted(t, 1 * KiB, &u);
+  tu_arena_drop(t);
+  cr_assert_eq(n, 64 * KiB / u, "%zu objects counting %zu bytes fit under 64 KiB, want %zu", n, u, 64 * KiB / u);
   sm_stats_t st;
   sm_arena_stats(a, &st);
   cr_assert_leq(st.bytes_live, 64 * KiB, "bytes_live %zu past the limit", st.bytes_live);
@@ -935,15 +963,16 @@ Test(stats, counts_and_rolls_up) {
   size_t counts[4] = {300, 200, 100, 50};
   size_t bytes[4] = {0};
   void **ps[4];
-  for (int k = 0; k < 4; k++) {
+  size_t *counted[4];           /* each object's bytes (malloc_counted: its usable size but in the hardened build) */
+  for (int k = 0; k < 4; k++) { /* (arena k's children allocate later: its stats see only its own) */
     ps[k] = malloc(counts[k] * sizeof(void *));
-    cr_assert_not_null(ps[k]);
+    counted[k] = malloc(counts[k] * sizeof(size_t));
+    cr_assert(ps[k] && counted[k]);
     for (size_t i = 0; i < counts[k]; i++) {
       size_t s = 16 + (i * 131 + (size_t)k * 17) % 3000;
       if (i == 7) s = 300 * KiB;
-      ps[k][i] = sm_arena_malloc(arenas[k], s);
-      cr_assert_not_null(ps[k][i]);
-      bytes[k] += sm_usable_size(ps[k][i]);
+      ps[k][i] = malloc_counted(arenas[k], s, &counted[k][i]);
+      bytes[k] += counted[k][i];
     }
   }
   sm_stats_t st;
@@ -978,7 +1007,7 @@ Test(stats, counts_and_rolls_up) {
   /* Frees (from the owner thread) show at once. */
   size_t fb = 0;
   for (size_t i = 0; i < 20; i++) {
-    fb += sm_usable_size(ps[3][i]);
+    fb += counted[3][i];
     free(ps[3][i]);
   }
   sm_arena_stats(g, &st);
@@ -992,7 +1021,10 @@ Test(stats, counts_and_rolls_up) {
   sm_arena_close(c2);
   sm_arena_stats(a, &st);
   cr_assert_eq(st.objects_live, all_o - 20 - counts[2], "closed child still counted: %zu", st.objects_live);
-  for (int k = 0; k < 4; k++) free(ps[k]);
+  for (int k = 0; k < 4; k++) {
+    free(ps[k]);
+    free(counted[k]);
+  }
   tu_arena_drop(g);
   tu_arena_drop(c2);
   tu_arena_drop(c1);

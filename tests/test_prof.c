@@ -193,6 +193,24 @@ static long leak_class(const char *err, size_t slot) {
   return l ? atol(l + strlen(want)) : -1;
 }
 
+/* The slot size (the class) of an allocation of n bytes: its usable size; in
+ * the hardened build the usable size is the bytes asked and the slot holds
+ * the canary and size record past them too: read off the statistics. */
+static size_t slot_of(size_t n) {
+  sm_arena_t *a = sm_arena_new(NULL);
+  cr_assert_not_null(a);
+  void *p = sm_arena_malloc(a, n);
+  cr_assert_not_null(p);
+  sm_stats_t st;
+  sm_arena_stats(a, &st);
+#ifndef SM_HARDENED
+  cr_assert_eq(st.bytes_live, sm_usable_size(p), "the statistics count %zu bytes, not the usable size %zu",
+               st.bytes_live, sm_usable_size(p));
+#endif
+  tu_arena_drop(a);
+  return st.bytes_live;
+}
+
 Test(prof, leak_report_by_size_class) {
   const char *set[] = {"SLOTMALLOC_LEAKS=1", NULL};
   const char *args[] = {"leaks", NULL};
@@ -200,10 +218,7 @@ Test(prof, leak_report_by_size_class) {
   run_prog(SM_PROF_PROG, true, args, set, &r);
   assert_exit0(&r, "prof_prog leaks");
   cr_assert(strstr(r.err, "slotmalloc: leak report (pid "), "no leak report:\n%s", r.err);
-  void *p = malloc(4000), *q = malloc(1000);
-  size_t slot_a = sm_usable_size(p), slot_b = sm_usable_size(q);
-  free(p);
-  free(q);
+  size_t slot_a = slot_of(4000), slot_b = slot_of(1000);
   /* leak_a's 300 objects (and maybe stdio's buffer, if it is of that class) */
   long na = leak_class(r.err, slot_a), nb = leak_class(r.err, slot_b);
   cr_assert(na >= 300 && na <= 302, "class %zu: %ld objects\n%s", slot_a, na, r.err);
