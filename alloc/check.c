@@ -123,10 +123,10 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
   if (b->kind != smi_kind_of_class(b->cls))
     BLOCK_FAIL("kind does not hold its class", NULL, true, b->kind, smi_kind_of_class(b->cls));
   if (b->magic != SMI_RECIPROCAL(b->size)) BLOCK_FAIL("magic does not match the slot size", NULL, false, 0, 0);
-  uint8_t *base = smi_block_base(b);
-  if (b->gens != base) BLOCK_FAIL("generation table is not at the block's base", b->gens, false, 0, 0);
-  if (b->start < base + smi_gens_len(n) || b->start + (size_t)n * b->size > base + smi_block_span(b))
-    BLOCK_FAIL("slots overlap the generation table or pass the block's end", b->start, false, 0, 0);
+  smi_layout_t l = smi_block_layout(b, b->size);
+  if (b->gens != l.gens) BLOCK_FAIL("generation table is not where the layout puts it", b->gens, false, 0, 0);
+  if (b->start != l.start || n != l.nslots)
+    BLOCK_FAIL("slots are not where the layout puts them", b->start, true, n, l.nslots);
   uint32_t bump = b->bump, retired = b->retired, used = b->used;
   if (bump > n) BLOCK_FAIL("bump past the last slot", NULL, true, bump, n);
   if (retired > bump) BLOCK_FAIL("more slots retired than ever handed out", NULL, true, retired, bump);

@@ -135,6 +135,9 @@ static inline sm_arena_t *smi_owner_arena(const sm_arena_t *o) {
 /* ---- fast paths ----------------------------------------------------------- */
 
 void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero);
+/* smi_malloc's miss: smi_malloc_generic on the thread's arena, with the size
+ * still in the first argument's register (one move fewer on the fast path). */
+void *smi_malloc_miss(size_t size);
 void smi_free_slow(void *p);
 /* The owner thread freed the last object of b, which is not a current block:
  * it goes to the pool at once, so that memory goes back even if the program
@@ -160,7 +163,7 @@ static inline void *smi_malloc(size_t size) {
       return p;
     }
   }
-  return smi_malloc_generic(a, size, false);
+  return smi_malloc_miss(size);
 }
 
 /* Its share of the pair's budget (tests/fastpath_budget.txt) goes mostly to the
@@ -170,16 +173,13 @@ static inline void *smi_malloc(size_t size) {
 static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p, span = u >> SMI_SEG_SHIFT;
   if (smi_likely(smi_segmap[span] == SMI_MAP_SLOTS)) { /* no range check: see smi_map_of_unchecked */
+    __asm__("" : "+r"(span)); /* the segment from span, not from u again: one copy of u fewer */
     smi_block_t *b = smi_block_at((smi_segment_t *)(span << SMI_SEG_SHIFT), u);
     if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
-      size_t i;
-      /* p must start a slot; next must be even (the slot was live) and not
-       * 256 (the wrap) */
-      if (smi_likely(smi_slot_at(u, b->start, b->magic, b->nslots, &i))) {
-        uint8_t *g = &b->gens[i];
-        unsigned next = (unsigned)__atomic_load_n(g, __ATOMIC_RELAXED) + 1;
-        if (smi_likely(!(next & 0x101))) {
-          __atomic_store_n(g, (uint8_t)next, __ATOMIC_RELAXED);
+      uint8_t *g;
+      /* p must start a slot, which must be live, its generation not at the wrap */
+      if (smi_likely(smi_slot_gen(b, u, &g))) {
+        if (smi_likely(smi_gen_make_free(g))) {
           ((smi_free_t *)p)->gen = g;
           __asm__("" : "+r"(p)); /* two plain stores, not merged into one vector store */
           ((smi_free_t *)p)->next = b->free;

@@ -62,7 +62,7 @@ static bool is_cold(const smi_block_t *b) { return b->flags & SMI_BLOCK_DECOMMIT
 static size_t touched(const smi_block_t *b) {
   size_t span = smi_block_span(b);
   if (!(b->flags & SMI_BLOCK_FORMATTED)) return span;
-  size_t bytes = (size_t)(b->start - smi_block_base(b)) + (size_t)b->bump * b->size;
+  size_t bytes = smi_block_touched(b);
   bytes = (bytes + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
   return bytes < span ? bytes : span;
 }

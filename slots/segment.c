@@ -2,6 +2,7 @@
 #include "segment.h"
 
 #include <sched.h>
+#include <string.h>
 
 #include "counters.h"
 #include "generation.h"
@@ -148,6 +149,47 @@ smi_segment_t *smi_segment_new(unsigned kind) {
   return seg;
 }
 
+/* Where a block's generation table and slots go.
+ *
+ * Default build: slots from the block's base, the table at its end, with an
+ * entry for every offset of the block that is a multiple of the slot size
+ * (those past the last slot stay 0: never live). So a slot start found by the
+ * magic multiplication always has its entry, and free's fast path needs no
+ * bound check (smi_slot_gen). It costs the table's entries past the last slot:
+ * at most one slot of the block.
+ *
+ * Hardened build: the head and the table first, then the slots, then the
+ * guard page, so that no metadata lies where a linear overflow out of the last
+ * slot reaches it. */
+smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
+  uint8_t *base = smi_block_base(b);
+  size_t span = smi_block_span(b);
+  smi_layout_t l;
+#ifdef SMI_HARDENED
+  size_t align = size & -size; /* the largest power of two dividing size */
+  if (align > SMI_PAGE_SIZE) align = SMI_PAGE_SIZE;
+  uint8_t *end = base + span - SMI_HD_GUARD;
+  l.gens = base + SMI_HD_HEAD;
+  for (l.nslots = ((size_t)(end - l.gens) - 16) / (size + 1);; l.nslots--) {
+    l.start = (uint8_t *)(((uintptr_t)l.gens + smi_gens_len(l.nslots) + align - 1) & ~(uintptr_t)(align - 1));
+    if (l.start + l.nslots * size <= end) break;
+  }
+  l.table = smi_gens_len(l.nslots);
+#else
+  l.start = base; /* page-aligned: every slot is aligned to its size's largest power of two */
+  l.table = smi_gens_len((span + size - 1) / size);
+  l.gens = base + span - l.table;
+  l.nslots = (size_t)(l.gens - l.start) / size;
+#endif
+  return l;
+}
+
+size_t smi_block_touched(const smi_block_t *b) {
+  smi_layout_t l = smi_block_layout(b, b->size);
+  size_t below = (size_t)(l.start - smi_block_base(b)); /* hardened: the head and the table */
+  return below + (size_t)b->bump * b->size + (l.gens > l.start ? l.table : 0);
+}
+
 bool smi_block_format(smi_block_t *b, unsigned cls) {
   uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_relaxed);
   if ((b->flags & SMI_BLOCK_FORMATTED) && epoch + 1 >= SMI_EPOCH_LIMIT) {
@@ -157,6 +199,9 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   /* Hide the slots (nslots 0), then wait for frees that started before: a
    * handle validated by one of them must still name this epoch. */
   uint32_t old_n = b->nslots;
+  /* (magic 0: free's fast path, which has no bound check, sees no slot start
+   * either; it can only run here on this thread, from a signal handler) */
+  __atomic_store_n(&b->magic, 0, __ATOMIC_RELAXED);
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, 0, memory_order_seq_cst);
   smi_block_wait_frees(b);
   if (b->flags & SMI_BLOCK_FORMATTED) {
@@ -166,31 +211,22 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
     smi_gens_clear(b->gens, smi_gens_len(old_n));
     atomic_store_explicit(&b->epoch, epoch + 1, memory_order_release);
   }
-  uint8_t *base = smi_block_base(b);
-  size_t span = smi_block_span(b);
   uint32_t size = smi_class_size[cls];
-  size_t align = (size_t)size & -(size_t)size; /* the largest power of two dividing size */
-  if (align > SMI_PAGE_SIZE) align = SMI_PAGE_SIZE;
-  /* (the hardened build: a head before the generations, a guard page at the end) */
-  uint8_t *gens = base + SMI_HD_HEAD, *end = base + span - SMI_HD_GUARD;
-  size_t n = ((size_t)(end - gens) - 16) / (size + 1);
-  uint8_t *start;
-  for (;; n--) {
-    start = (uint8_t *)(((uintptr_t)gens + smi_gens_len(n) + align - 1) & ~(uintptr_t)(align - 1));
-    if (start + n * size <= end) break;
-  }
+  smi_layout_t l = smi_block_layout(b, size);
+  uint8_t *gens = l.gens, *start = l.start;
+  size_t n = l.nslots, table = l.table;
   /* The geometry, then nslots last (still 0 until then). A lock-free reader
    * (sm_deref) that checked nslots before it went to 0 reads the geometry
    * as a sequence lock: relaxed loads, then its acquire fence and a second
    * look at the epoch, which this release fence orders before the stores. */
   atomic_thread_fence(memory_order_release);
-  SMI_VG_DEFINED(base, (size_t)(start - base));          /* the generations */
-  SMI_VG_NOACCESS(start, (size_t)(base + span - start)); /* slots: not cut yet */
+  SMI_VG_NOACCESS(start, n * size);                        /* slots: not cut yet */
+  SMI_VG_DEFINED(gens - SMI_HD_HEAD, SMI_HD_HEAD + table); /* the generations (hardened: and the head) */
   __atomic_store_n(&b->gens, gens, __ATOMIC_RELAXED);
   smi_gens_fresh(gens, smi_gens_len(n));
+  memset(gens + smi_gens_len(n), 0, table - smi_gens_len(n)); /* offsets past the last slot: never live */
   __atomic_store_n(&b->start, start, __ATOMIC_RELAXED);
   __atomic_store_n(&b->size, (size_t)size, __ATOMIC_RELAXED);
-  __atomic_store_n(&b->magic, SMI_RECIPROCAL(size), __ATOMIC_RELAXED);
   b->cls = (uint8_t)cls;
   b->free = NULL;
   b->bump = 0;
@@ -201,6 +237,7 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
   b->flags = (uint8_t)((b->flags & ~(SMI_BLOCK_DECOMMITTED | SMI_BLOCK_CLOSED)) | SMI_BLOCK_FORMATTED);
   smi_hd_block_cut(b);
+  __atomic_store_n(&b->magic, SMI_RECIPROCAL(size), __ATOMIC_RELAXED); /* free's fast path: a slot start again */
   atomic_store_explicit((_Atomic uint32_t *)&b->nslots, (uint32_t)n, memory_order_release);
   return true;
 }

@@ -78,6 +78,21 @@ static inline void smi_gen_make_live(uint8_t *g) {
   __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE);
 #endif
 }
+/* Free's fast path: advances a live generation (odd, not 255) to free and
+ * says so; a free one (a double free) or 255 (the wrap) is left for the slow
+ * path. The next value is tested in its 9 bits: even and below 256. On x86-64
+ * the store is written out, because gcc otherwise computes the next value
+ * twice (two instructions more on every free). */
+static inline bool smi_gen_make_free(uint8_t *g) {
+  uint32_t next = (uint32_t)__atomic_load_n(g, __ATOMIC_RELAXED) + 1;
+  if (next & 0x101) return false;
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(SMI_TSAN)
+  __asm__("movb %b1, %0" : "=m"(*g) : "q"(next));
+#else
+  __atomic_store_n(g, (uint8_t)next, __ATOMIC_RELAXED);
+#endif
+  return true;
+}
 
 /* A block's descriptor. It holds the arena layer's bookkeeping of the block
  * too (owner, arena, queued, the list links, the USER and CLOSED flags,
@@ -174,6 +189,18 @@ static inline bool smi_slot_at(uintptr_t u, const uint8_t *start, uint64_t magic
   *i = (size_t)(m >> 64);
   return (uint64_t)m < magic && *i < nslots;
 }
+#ifndef SMI_HARDENED
+/* Free's fast path: does u start a slot of b, and where is its generation?
+ * No bound check: u lies in b (found by its page), b's slots start at its base
+ * and its table has an entry for every multiple of the slot size in the block,
+ * 0 (never live) past the last slot (smi_block_format). */
+static inline bool smi_slot_gen(const smi_block_t *b, uintptr_t u, uint8_t **g) {
+  uint32_t off = (uint32_t)u - (uint32_t)(uintptr_t)b->start;
+  unsigned __int128 m = (unsigned __int128)off * b->magic;
+  *g = b->gens + (size_t)(m >> 64);
+  return (uint64_t)m < b->magic;
+}
+#endif
 /* The index of the slot that u lies in (u inside the block's slots). */
 static inline uint32_t smi_slot_index(const smi_block_t *b, uintptr_t u) {
   uint32_t off = (uint32_t)u - (uint32_t)(uintptr_t)b->start;
@@ -207,6 +234,21 @@ void smi_id_give_back(uint32_t id); /* a large segment's id, when it is unmapped
 /* Block memory: where the block starts and how long it is. */
 uint8_t *smi_block_base(const smi_block_t *b);
 size_t smi_block_span(const smi_block_t *b);
+/* Where a block cut for slots of `size` puts its generation table and its
+ * slots, and how many it holds. Default build: slots from the block's base,
+ * then the table at its end, with an entry for every multiple of size in the
+ * block (0, never live, past the last slot), so that free's fast path needs
+ * no bound check (smi_slot_gen); it costs at most one slot. Hardened build:
+ * the head and the table first, then the slots, then the guard page, so that
+ * no metadata lies where a linear overflow out of the last slot reaches. */
+typedef struct {
+  uint8_t *gens, *start;
+  size_t nslots, table; /* table: the generation table's bytes */
+} smi_layout_t;
+smi_layout_t smi_block_layout(const smi_block_t *b, size_t size);
+/* Bytes of a cut block ever written: its table (and head), and the slots
+ * below bump. */
+size_t smi_block_touched(const smi_block_t *b);
 /* Cuts the block into slots of class cls, generations zero, nothing handed out.
  * Advances the block's epoch when it held slots before. false if the block's
  * epochs are used up (it is then marked worn out). */

@@ -255,6 +255,25 @@ static void case_double_free_after_wrap(void) {
   free(tu_opaque(p));
   sm_arena_enter(prev);
 }
+/* the last multiple of the slot size in a small block (64 KiB, aligned): past
+ * the last slot, where the block keeps its generation table; freed by the
+ * thread that allocates there (free's fast path, which has no bound check) */
+static void block_tail(size_t size) {
+  sm_arena_t *a = sm_arena_new(NULL);
+  if (!a) abort();
+  sm_arena_t *prev = sm_arena_enter(a);
+  char *p = malloc(size);
+  if (!p) abort();
+  witness_add(p, size);
+  make_witnesses(8);
+  uintptr_t end = ((uintptr_t)p | 0xffff) + 1;
+  char *tail = p + (end - 1 - (uintptr_t)p) / size * size;
+  announce(tail);
+  free(tu_opaque(tail));
+  sm_arena_enter(prev);
+}
+static void case_invalid_free_block_tail_16(void) { block_tail(16); }
+static void case_invalid_free_block_tail_48(void) { block_tail(48); }
 static void case_invalid_free_unused_slot(void) { unused_slot(0); }
 static void case_invalid_free_unused_slot_local(void) { unused_slot(1); }
 
@@ -331,6 +350,8 @@ static const misuse_case_t CASES[] = {
     {"double_free_after_wrap", case_double_free_after_wrap, "double free", NULL},
     {"invalid_free_unused_slot", case_invalid_free_unused_slot, "invalid free", NULL},
     {"invalid_free_unused_slot_local", case_invalid_free_unused_slot_local, "invalid free", NULL},
+    {"invalid_free_block_tail_16", case_invalid_free_block_tail_16, "invalid free", NULL},
+    {"invalid_free_block_tail_48", case_invalid_free_block_tail_48, "invalid free", NULL},
     {"invalid_realloc_interior", case_invalid_realloc_interior, "invalid realloc", NULL},
     {"invalid_realloc_stack", case_invalid_realloc_stack, "invalid realloc", NULL},
     {"invalid_realloc_global", case_invalid_realloc_global, "invalid realloc", NULL},
@@ -488,6 +509,8 @@ MISUSE_TESTS(sm_invalid_free_interior)
 MISUSE_TESTS(double_free_after_wrap)
 MISUSE_TESTS(invalid_free_unused_slot)
 MISUSE_TESTS(invalid_free_unused_slot_local)
+MISUSE_TESTS(invalid_free_block_tail_16)
+MISUSE_TESTS(invalid_free_block_tail_48)
 MISUSE_TESTS(invalid_realloc_interior)
 MISUSE_TESTS(invalid_realloc_stack)
 MISUSE_TESTS(invalid_realloc_global)
@@ -499,7 +522,7 @@ Test(misuse_abort, explicit_abort_option, .timeout = 90) { expect_abort("double_
 
 /* Every case of the table has its pair of tests above (a guard against a case
  * added to the table and forgotten). */
-Test(misuse, table_complete) { cr_assert_eq(NCASES, 28, "update MISUSE_TESTS when adding cases"); }
+Test(misuse, table_complete) { cr_assert_eq(NCASES, 30, "update MISUSE_TESTS when adding cases"); }
 
 static void no_core(void) {
   struct rlimit r = {0, 0};

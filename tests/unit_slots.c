@@ -81,11 +81,28 @@ Test(segment, blocks_are_cut_consistently) {
     for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
       if (smi_kind_of_class(cls) != kind) continue;
       cr_assert(smi_block_format(b, cls));
-      uint8_t *base = smi_block_base(b);
-      cr_assert_eq(b->gens, base);
-      cr_assert_geq(b->start, base + smi_gens_len(b->nslots));
-      cr_assert_leq(b->start + (size_t)b->nslots * b->size, base + smi_block_span(b));
+      uint8_t *base = smi_block_base(b), *end = base + smi_block_span(b);
+      smi_layout_t l = smi_block_layout(b, b->size);
+      cr_assert_eq(b->gens, l.gens);
+      cr_assert_eq(b->start, l.start);
+      cr_assert_eq(b->nslots, l.nslots);
+      /* the slots and the table do not overlap, and both lie in the block */
+      cr_assert(b->start + (size_t)b->nslots * b->size <= b->gens || b->gens + l.table <= b->start, "class %u", cls);
+      cr_assert_geq(b->start, base);
+      cr_assert_leq(b->start + (size_t)b->nslots * b->size, end);
+      cr_assert_leq(b->gens + l.table, end);
       cr_assert_geq(b->nslots, 7u);
+#ifndef SMI_HARDENED
+      /* free's fast path has no bound check: every multiple of the slot size
+       * in the block has its entry in the table, never live past the last slot */
+      cr_assert_eq(b->start, base);
+      for (uint8_t *p = base; p < end; p += b->size) {
+        uint8_t *g;
+        cr_assert(smi_slot_gen(b, (uintptr_t)p, &g), "class %u offset %zu", cls, (size_t)(p - base));
+        cr_assert(g >= b->gens && g < b->gens + l.table, "class %u offset %zu", cls, (size_t)(p - base));
+        if (p >= b->start + (size_t)b->nslots * b->size) cr_assert_eq(*g % 2, 0, "class %u", cls);
+      }
+#endif
       size_t align = b->size & -b->size;
       if (align > SMI_PAGE_SIZE) align = SMI_PAGE_SIZE;
       cr_assert_eq((uintptr_t)b->start % align, 0, "class %u", cls);
