@@ -2,7 +2,6 @@
  * switching, thread exit, and upkeep. The arena tree, closing and the other
  * user operations are in tree.c. */
 #include <string.h>
-#include <stdlib.h>
 
 #include "internal.h"
 #include "check.h"
@@ -303,78 +302,6 @@ void smi_block_emptied(smi_block_t *b) {
   }
 }
 
-/* ---- free slots' pages back to the OS ----------------------------------------
- * A slot of a medium or big class spans pages; while it is free, the pages
- * past its first one hold nothing the allocator reads (the links are in the
- * first bytes). Upkeep gives them back once a slot stayed free from one upkeep
- * to the next: a mark in the slot's first page (MARK_AT, past every link word
- * of both builds) says "seen free" or "purged", tied to the slot's address and
- * generation, so a slot reused and freed again since is never taken for one
- * still purged (a stale mark only makes upkeep skip a purge). */
-#define MARK_AT 40
-enum { MARK_SEEN = 1, MARK_PURGED = 2 };
-static uint64_t mark(const uint8_t *slot, uint8_t gen, unsigned state) {
-  return (0x51075EEDull << 32) ^ (uint64_t)(uintptr_t)slot ^ ((uint64_t)gen << 2) ^ state;
-}
-
-/* Sorts b's freelist by address and drops the free slots past the last one
- * in use (bump goes down to it, their pages back to the OS). */
-static void tidy(smi_block_t *b) {
-  static long h2tidy = -1; if (h2tidy < 0) { const char *e = getenv("H2_TIDY"); h2tidy = e ? atol(e) : 1; }
-  if (!h2tidy || SMI_HD_ON || SMI_VG_ON || b == &smi_block_none || !b->free) return;
-  if (b->kind == SMI_KIND_SMALL && h2tidy < 2) return;
-  uint64_t bits[4096 / 64] = {0};
-  for (smi_free_t *p = b->free; p; p = p->next) {
-    uint32_t i = smi_slot_index(b, (uintptr_t)p);
-    bits[i >> 6] |= (uint64_t)1 << (i & 63);
-  }
-  uint32_t old = b->bump, top = old;
-  while (top > 0 && (bits[(top - 1) >> 6] >> ((top - 1) & 63) & 1)) top--;
-  smi_free_t *head = NULL;
-  for (uint32_t i = top; i-- > 0;) {
-    if (!(bits[i >> 6] >> (i & 63) & 1)) continue;
-    smi_free_t *f = (smi_free_t *)smi_slot_addr(b, i);
-    f->next = head;
-    head = f;
-  }
-  b->free = head;
-  if (top == old) return;
-  b->bump = top;
-  uintptr_t lo = ((uintptr_t)smi_slot_addr(b, top) + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
-  uintptr_t hi = ((uintptr_t)smi_slot_addr(b, old)) & ~(SMI_OS_PAGE - 1);
-  if (hi > lo) {
-    smi_os_decommit((void *)lo, hi - lo);
-    smi_os_account_recommit(hi - lo);
-  }
-}
-
-static size_t purge_free_slots(smi_block_t *b) {
-  tidy(b);
-  static long h2min = -1, h2age = 1; if (h2min < 0) { const char *e = getenv("H2_PURGE_MIN"); h2min = e ? atol(e) : 8192; e = getenv("H2_PURGE_AGE"); if (e) h2age = atol(e); }
-  if (SMI_VG_ON || b == &smi_block_none || b->size < (size_t)h2min) return 0;
-  size_t bytes = 0;
-  for (uint32_t i = 0; i < b->bump; i++) {
-    uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
-    if (g & 1) continue; /* live */
-    uint8_t *slot = smi_slot_addr(b, i);
-    uint64_t *m = (uint64_t *)(slot + MARK_AT), seen = mark(slot, g, MARK_SEEN);
-    if (*m == mark(slot, g, MARK_PURGED)) continue;
-    if (h2age && *m != seen) {
-      *m = seen;
-      continue;
-    }
-    uintptr_t lo = ((uintptr_t)slot + MARK_AT + 8 + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
-    uintptr_t hi = ((uintptr_t)slot + b->size) & ~(SMI_OS_PAGE - 1);
-    if (hi > lo) {
-      smi_os_decommit((void *)lo, hi - lo);
-      smi_os_account_recommit(hi - lo); /* the block's memory counts as committed as a whole */
-      bytes += hi - lo;
-    }
-    *m = mark(slot, g, MARK_PURGED);
-  }
-  return bytes;
-}
-
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
 void smi_arena_upkeep(sm_arena_t *a, bool force) {
   uint64_t now = smi_now_ms();
@@ -390,11 +317,8 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
       if (b->used == 0) {
         smi_blist_remove(&a->avail[cls], b);
         smi_pool_give(b);
-      } else {
-        purge_free_slots(b);
       }
     }
-    purge_free_slots(a->current[cls]);
   }
   smi_unlock(&a->lock);
   smi_dismantle(8);
