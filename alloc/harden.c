@@ -162,7 +162,8 @@ void smi_hd_release_remote(const smi_block_t *b, void *p) {
 }
 
 void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g) {
-  smi_hd_wipe(b, p, g);
-  smi_hd_quarantine(b, smi_hd_head(b), (smi_free_t *)p);
+  smi_hd_head_t *h = smi_hd_head(b);
+  smi_hd_wipe(h->key_gen, b->size, p, g);
+  smi_hd_quarantine(b, h, (smi_free_t *)p, h->key_next, b->free);
 }
 #endif

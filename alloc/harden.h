@@ -7,10 +7,12 @@
  * code is what it was.
  *
  * What a hardened slot holds (S its size, n the bytes asked):
- *   live   [0, n) the object; [n, n+4) the canary (the block's canary word
- *          mixed with the address); ... zero ...; [S-4, S) the size record
- *          (n mixed with the canary word). Every request takes a class of at
- *          least n + SMI_HD_TAIL bytes, so there is always a canary.
+ *   live   [0, n) the object; [n, n+4) the canary; ... zero ...; [S-4, S)
+ *          the size record. Both hold r = n ^ the block's random canary word:
+ *          the record says where the canary is, the canary must equal it.
+ *          (Mixing the address in as well bought nothing: whoever reads one
+ *          object's canary knows its address.) Every request takes a class of
+ *          at least n + SMI_HD_TAIL bytes, so there is always a canary.
  *   freed  its first SMI_HD_WIPE (32) bytes zeroed, where a dangling
  *          pointer's writes land most (a struct's header: its links, counts,
  *          vtable pointer); then its gen word (encoded) and, once out of the
@@ -57,50 +59,56 @@ void smi_hd_release_remote(const smi_block_t *b, void *p);      /* a remote free
 void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g); /* a local free: wiped, quarantined */
 bool smi_hd_gen_step(uint8_t *g, uint8_t from);                 /* from -> from + 1, atomically */
 
-static inline uint32_t smi_hd_canary_at(const smi_hd_head_t *h, uintptr_t u) {
-  return h->canary ^ (uint32_t)(u >> 4);
-}
 static inline uint32_t smi_hd_load32(const uint8_t *q) {
   uint32_t v;
   memcpy(&v, q, 4);
   return v;
 }
-/* A live slot's canary and size record intact? */
+/* A live slot's canary and size record intact? Both hold the same word r = n
+ * ^ the block's canary (n the bytes asked): the record, at the slot's end,
+ * says where the canary is; the canary, right past the object, must match it. */
 static inline bool smi_hd_canary_ok(const smi_block_t *b, const smi_hd_head_t *h, uintptr_t u) {
   const uint8_t *q = (const uint8_t *)u;
-  uint32_t n = smi_hd_load32(q + b->size - 4) ^ h->canary;
-  return n <= b->size - SMI_HD_TAIL && smi_hd_load32(q + n) == smi_hd_canary_at(h, u);
+  size_t size = b->size;
+  uint32_t r = smi_hd_load32(q + size - 4), n = r ^ h->canary;
+  return n <= size - SMI_HD_TAIL && smi_hd_load32(q + n) == r;
 }
 static inline void smi_hd_stamp(const smi_block_t *b, const smi_hd_head_t *h, void *p, size_t n) {
   uint8_t *q = p;
-  uint32_t c = smi_hd_canary_at(h, (uintptr_t)p), r = (uint32_t)n ^ h->canary;
-  memcpy(q + n, &c, 4);
+  uint32_t r = (uint32_t)n ^ h->canary;
+  memcpy(q + n, &r, 4);
   memcpy(q + b->size - 4, &r, 4);
 }
-/* A freed slot: its first SMI_HD_WIPE (32) bytes zeroed, its gen word written:
- * three stores (a 16-byte slot has only the two link words). */
-static inline void smi_hd_wipe(const smi_block_t *b, void *p, uint8_t *g) {
+/* A freed slot: its first SMI_HD_WIPE (32) bytes zeroed, its gen word written
+ * (key_gen passed in: loaded before the stores); three stores (a 16-byte
+ * slot has only the two link words). */
+static inline void smi_hd_wipe(uint64_t key_gen, size_t size, void *p, uint8_t *g) {
   uint64_t *w = p;
   w[0] = 0;
-  w[1] = (uintptr_t)smi_gen_enc(b, g);
-  if (b->size > 16) memset(w + 2, 0, 16); /* one 16-byte store */
+  w[1] = (uintptr_t)g ^ key_gen;
+  if (size > 16) memset(w + 2, 0, 16); /* one 16-byte store */
 }
-/* Into the quarantine; the oldest slot there goes onto the freelist. */
-static inline void smi_hd_quarantine(smi_block_t *b, smi_hd_head_t *h, smi_free_t *p) {
-  uint32_t k = h->qpos;
-  smi_free_t *e = h->ring[k];
-  h->ring[k] = p;
-  h->qpos = (k + 1) & (SMI_HD_QUARANTINE - 1);
+/* Into the quarantine; the oldest slot there goes onto the freelist (key_next
+ * and the freelist's head passed in: loaded before the wipe's stores). The
+ * ring is the head's first 32 bytes, its place a byte offset: no index
+ * arithmetic. */
+static inline void smi_hd_quarantine(smi_block_t *b, smi_hd_head_t *h, smi_free_t *p, uint64_t key_next,
+                                     smi_free_t *head) {
+  uint32_t k = h->qoff;
+  smi_free_t **place = (smi_free_t **)((uint8_t *)h + k);
+  smi_free_t *e = *place;
+  *place = p;
+  h->qoff = (uint8_t)((k + sizeof(void *)) & (SMI_HD_QUARANTINE * sizeof(void *) - 1));
   if (e) {
-    e->next = smi_link_enc(b, e, (uintptr_t)b->free);
+    e->next = (smi_free_t *)((uintptr_t)head ^ key_next ^ (uintptr_t)e);
     b->free = e;
   }
 }
 
 /* The hardened allocation fast path: the popped slot is checked before it is
  * read (a slot start of the block), then its gen word and generation, then
- * the sample word; its two link words are cleared, the canary and the size
- * record written. */
+ * the 16 wiped bytes past the link words; its two link words are cleared, the
+ * canary and the size record written. */
 static inline void *smi_malloc(size_t size) {
   sm_arena_t *a = smi_tls_cur;
   if (smi_likely(size <= SMI_DIRECT_MAX - SMI_HD_TAIL)) {
@@ -113,14 +121,17 @@ static inline void *smi_malloc(size_t size) {
       smi_hd_head_t *h = smi_hd_head(b);
       uint8_t *g = &b->gens[i];
       uint64_t *w = (uint64_t *)p;
-      if (smi_unlikely((w[1] ^ h->key_gen) != (uintptr_t)g || (*g & 1) || (b->size > 16 && (w[2] | w[3]))))
+      size_t slot = b->size;
+      if (smi_unlikely((w[1] ^ h->key_gen) != (uintptr_t)g || (*g & 1) || (slot > 16 && (w[2] | w[3]))))
         return smi_hd_pop_fail(b, p, size);
+      uint32_t r = (uint32_t)size ^ h->canary;
       b->free = (smi_free_t *)(w[0] ^ h->key_next ^ u);
       w[0] = 0;
       w[1] = 0;
       b->used++;
       smi_gen_make_live(g);
-      smi_hd_stamp(b, h, p, size);
+      memcpy((uint8_t *)p + size, &r, 4); /* the canary and the size record (smi_hd_stamp) */
+      memcpy((uint8_t *)p + slot - 4, &r, 4);
       return p;
     }
     return smi_malloc_generic(a, size, false);
@@ -229,8 +240,13 @@ static inline void smi_free(void *p) {
         if (smi_likely(!(((unsigned)old + 1) & 0x101)) && smi_likely(smi_hd_canary_ok(b, h, u)) &&
             (smi_likely(smi_hd_gen_plain(h, g, (uint8_t)(old + 1))) ||
              __atomic_compare_exchange_n(g, &old, (uint8_t)(old + 1), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))) {
-          smi_hd_wipe(b, p, g);
-          smi_hd_quarantine(b, h, (smi_free_t *)p);
+          /* read before the slot's stores, which the compiler cannot tell
+           * from stores to the block or its head */
+          uint64_t key_gen = h->key_gen, key_next = h->key_next;
+          smi_free_t *head = b->free;
+          size_t size = b->size;
+          smi_hd_wipe(key_gen, size, p, g);
+          smi_hd_quarantine(b, h, (smi_free_t *)p, key_next, head);
           if (smi_unlikely(--b->used == 0)) smi_block_emptied(b); /* never the current block: pinned */
           return;
         }

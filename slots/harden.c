@@ -89,7 +89,7 @@ void smi_hd_block_cut(smi_block_t *b) {
   h->key_next = smi_hd_random() & ~(uint64_t)15; /* the low 4 bits: a remote link's mark reads through */
   h->key_gen = smi_hd_random();
   uint64_t r = smi_hd_random();
-  h->rng = r | 1;
+  h->rng = (uint32_t)r | 1;
   h->canary = (uint32_t)(r >> 32);
 }
 
@@ -106,15 +106,15 @@ static void zero_heads(const smi_block_t *b, uint8_t *first, uint32_t n) {
 void smi_hd_block_reopen(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   memset(h->ring, 0, sizeof h->ring);
-  h->qpos = 0;
+  h->qoff = 0;
   zero_heads(b, b->start, b->bump); /* every slot free, zeroed as a freed one is */
 }
 
-static uint64_t next_random(smi_hd_head_t *h) { /* xorshift64 */
-  uint64_t x = h->rng;
+static uint32_t next_random(smi_hd_head_t *h) { /* xorshift32 */
+  uint32_t x = h->rng;
   x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
+  x ^= x >> 17;
+  x ^= x << 5;
   return h->rng = x;
 }
 
@@ -123,8 +123,8 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
   uint16_t order[4096 / 16]; /* take <= 4096 / 16 (a page worth of slots, at least one) */
   if (take > sizeof order / sizeof *order) take = sizeof order / sizeof *order;
   for (uint32_t i = 0; i < take; i++) order[i] = (uint16_t)i;
-  for (uint32_t i = take; i > 1; i--) {                          /* Fisher-Yates */
-    uint32_t j = (uint32_t)(((next_random(h) >> 32) * i) >> 32); /* in [0, i), no division */
+  for (uint32_t i = take; i > 1; i--) {                            /* Fisher-Yates */
+    uint32_t j = (uint32_t)(((uint64_t)next_random(h) * i) >> 32); /* in [0, i), no division */
     uint16_t t = order[i - 1];
     order[i - 1] = order[j];
     order[j] = t;

@@ -34,13 +34,16 @@
 #define SMI_HD_QUARANTINE 4 /* freed slots a block holds back before their reuse */
 
 typedef struct {
+  smi_free_t *ring[SMI_HD_QUARANTINE]; /* the quarantine: freed slots not yet on the freelist (first: free
+                                          steps through it by byte offset from the head) */
   uint64_t key_next;                   /* XORed into every link (low 4 bits 0) */
   uint64_t key_gen;                    /* XORed into every generation pointer */
-  uint64_t rng;                        /* the shuffle's state (the owner thread's) */
   uint32_t canary;                     /* the block's canary word (alloc/harden.h) */
-  uint16_t qpos;                       /* the quarantine's next place */
-  uint16_t shared;                     /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
-  smi_free_t *ring[SMI_HD_QUARANTINE]; /* the quarantine: freed slots not yet on the freelist */
+  uint32_t rng;                        /* the shuffle's state (xorshift32, the owner thread's) */
+  uint32_t unused;
+  uint16_t shared; /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
+  uint8_t qoff;    /* the quarantine's next place: its byte offset in ring (0, 8, 16, 24) */
+  uint8_t unused2;
 } smi_hd_head_t;
 _Static_assert(sizeof(smi_hd_head_t) == 64, "smi_hd_head_t is 64 bytes");
 
@@ -91,7 +94,7 @@ static inline void smi_hd_share(const smi_block_t *b) {
  * thread's struct rseq from the thread pointer (glibc's __rseq_offset, or a
  * thread-local stand-in whose cpu_id reads -1 when the process cannot use
  * restartable sequences), and its descriptor. */
-extern intptr_t smi_hd_rseq_off;
+extern intptr_t smi_hd_rseq_off __attribute__((visibility("hidden"))); /* one load, not through the GOT */
 /* A 64-bit random number from the process's secret stream (slots/harden.c). */
 uint64_t smi_hd_random(void);
 /* The one-line report of a bad link "slotmalloc: corrupted free list in block
