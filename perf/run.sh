@@ -39,9 +39,10 @@ done
 # build: cmake gcc make libc6-dev (libc.a for the static meter) libhwloc-dev
 # allocators: libmimalloc-dev (libmimalloc.so.2), libjemalloc2, libtcmalloc-minimal4
 # workloads and reports: libtalloc-dev python3 sqlite3 git gnuplot-nox valgrind
+# the redis workload: redis-server (skipped with a note when it is missing)
 # the memory system call counts: strace
 packages=(cmake gcc make libc6-dev libhwloc-dev libmimalloc-dev libjemalloc2 libtcmalloc-minimal4
-          libtalloc-dev python3 sqlite3 git gnuplot-nox valgrind strace)
+          libtalloc-dev python3 sqlite3 git gnuplot-nox valgrind strace redis-server)
 if [ "$install" = 1 ] && command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for p in "${packages[@]}"; do

@@ -3,7 +3,7 @@
  *
  *   measure OUTFILE PROGRAM [ARG...]
  *
- * writes one line to OUTFILE: wall=S maxrss_kib=N user=S sys=S wstatus=N
+ * writes one line to OUTFILE: wall=S maxrss_kib=N user=S sys=S minflt=N majflt=N wstatus=N
  * and exits 0 (or 127 if it could not run PROGRAM; the status is in wstatus).
  *
  * Why not os.wait4 in the Python harness directly: Linux carries the peak RSS
@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
   while (wait4(pid, &status, 0, &ru) < 0) {
   }
   double t1 = now();
-  fprintf(out, "wall=%.9f maxrss_kib=%ld user=%.6f sys=%.6f wstatus=%d\n", t1 - t0, ru.ru_maxrss, tv(ru.ru_utime),
-          tv(ru.ru_stime), status);
+  fprintf(out, "wall=%.9f maxrss_kib=%ld user=%.6f sys=%.6f minflt=%ld majflt=%ld wstatus=%d\n", t1 - t0,
+          ru.ru_maxrss, tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_minflt, ru.ru_majflt, status);
   return fclose(out) == 0 ? 0 : 2;
 }

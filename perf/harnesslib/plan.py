@@ -80,17 +80,22 @@ def choose_baseline(allocs, wanted, notes):
 
 def usable_allocators(w, ctx, allocs, note):
     """The allocators w can run under here: its program exists and its input can be made."""
-    usable = []
+    usable, missing = [], []
     for a in w.allocators(allocs):
         try:
             argv0 = w.args(ctx.with_allocator(a))[0][0]
         except (OSError, subprocess.CalledProcessError) as e:
             note(f"{w.name} skipped: cannot prepare its input ({e})")
-            break
+            return []
         if not argv0 or not os.path.exists(argv0):
-            note(f"{w.name} under {a.name} skipped: {argv0 or 'its program'} not found")
+            missing.append((a, argv0 or "its program"))
             continue
         usable.append(a)
+    if missing and not usable and len({m for _, m in missing}) == 1:
+        note(f"{w.name} skipped: {missing[0][1]} not found")
+    else:
+        for a, m in missing:
+            note(f"{w.name} under {a.name} skipped: {m} not found")
     return usable
 
 

@@ -161,8 +161,8 @@ def draw_rss_chart(res, png, tmpdir):
                 plot.append(f"'{dat}' index {idx} using 1:2 title '{a.name}' with lines lw 2 "
                             f"lc rgb '{a.color or DEFAULT_COLOR}'")
                 idx += 1
-            xlabel = ("seconds since the frees (before 0: the burst, then the frees)" if w.curve == "ms"
-                      else "operations (millions)")
+            xlabel = w.curve_label or ("seconds since the frees (before 0: the burst, then the frees)"
+                                       if w.curve == "ms" else "operations (millions)")
             script += [f"set title '{w.name}: {w.desc.replace(chr(39), '')}' noenhanced", f"set xlabel '{xlabel}'",
                        "set ylabel 'RSS, MiB'", "set yrange [0:*]", "plot " + ", ".join(plot)]
     script.append("unset multiplot")

@@ -1,10 +1,13 @@
 """The summary CSV (latest.csv): one row per workload × allocator × metric, then the callgrind counts."""
 import csv
 
+from .syscalls import COUNTED
+
 HEADER = ["section", "workload", "allocator", "metric", "unit", "n", "median", "min", "q1", "q3",
           "max", "ratio_to_baseline", "baseline", "failed_runs"]
-CSV_NAMES = {"rss": "peak_rss", "seconds": "timed_core", "cpu": "cpu_user_sys"}  # the others keep their names
-RATIO_METRICS = ("wall", "rss", "cpu")  # of the main table: the ones with a ratio to the baseline
+CSV_NAMES = {"rss": "peak_rss", "seconds": "timed_core", "cpu": "cpu_user_sys", "user": "cpu_user",
+             "sys": "cpu_sys", "minflt": "minor_faults"}  # the others keep their names
+RATIO_METRICS = ("wall", "rss", "cpu", "user", "sys", "minflt")  # of the main table: with a ratio to the baseline
 
 
 def metric_row(res, w, a, metric, unit, failed):
@@ -35,12 +38,13 @@ def callgrind_rows(res):
 
 
 def syscall_rows(res):
-    """section syscalls: one row per workload × allocator × counted call, and their total (one run: n = 1)."""
+    """section syscalls: one row per workload × allocator × traced call, and the total of the memory calls
+    (one run: n = 1)."""
     for (wn, an), counts in sorted(res.syscalls.items()):
         if counts is None:
             yield ["syscalls", wn, an, "total", "calls", 0, "", "", "", "", "", "", res.baseline, 1]
             continue
-        for k, v in list(counts.items()) + [("total", sum(counts.values()))]:
+        for k, v in list(counts.items()) + [("total", sum(counts.get(c, 0) for c in COUNTED))]:
             yield ["syscalls", wn, an, k, "calls", 1, v, v, v, v, v, "", res.baseline, 0]
 
 

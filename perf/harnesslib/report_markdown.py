@@ -1,10 +1,12 @@
 """The markdown report (latest.md): the machine and run, every table, the workloads, the notes."""
 from . import targets
-from .syscalls import COUNTED
+from .syscalls import COUNTED, WAITS
 from .tables import api_tables, fmt_metric, fmt_ratio
 
 MAIN_TABLES = (("wall", "Wall time, seconds"), ("cpu", "CPU time (user + system, all threads), seconds"),
-               ("rss", "Peak RSS, MiB"))
+               ("user", "User time (all threads), seconds"),
+               ("sys", "System time (in the kernel, all threads), seconds"),
+               ("minflt", "Minor page faults (the kernel mapping a page at its first touch)"), ("rss", "Peak RSS, MiB"))
 
 
 def table_head(first, names, align="---:"):
@@ -45,9 +47,16 @@ def syscall_cell(res, w, a):
     c = res.syscalls.get((w, a))
     if not c:
         return "**FAIL**"
-    n, b = sum(c.values()), res.syscall_total(w, res.baseline)
+    n, b = res.syscall_total(w, a), res.syscall_total(w, res.baseline)
     ratio = f" **{fmt_ratio(n / b)}**" if b else ""
     return f"{n:,}{ratio} ({'/'.join(str(c[k]) for k in COUNTED)})"
+
+
+def wait_cell(res, w, a):
+    if (w, a) not in res.runs:
+        return "n/a"
+    c = res.syscalls.get((w, a))
+    return f"{c.get('futex', 0):,}/{c.get('sched_yield', 0):,}" if c else "**FAIL**"
 
 
 def syscall_table(res):
@@ -56,6 +65,10 @@ def syscall_table(res):
     out += table_head("workload", [a.name for a in allocs])
     for w in res.main_workloads():
         out.append(f"| {w.name} | " + " | ".join(syscall_cell(res, w.name, a.name) for a in allocs) + " |")
+    out += ["", f"### Waiting threads: {'/'.join(WAITS)} calls of the same strace run", ""]
+    out += table_head("workload", [a.name for a in allocs])
+    for w in res.main_workloads():
+        out.append(f"| {w.name} | " + " | ".join(wait_cell(res, w.name, a.name) for a in allocs) + " |")
     return out
 
 

@@ -2,7 +2,7 @@
 import csv
 
 HEADER = ["seq", "rep", "workload", "allocator", "status", "wall_s", "peak_rss_kib", "user_s",
-          "sys_s", "result_line", "command"]
+          "sys_s", "minor_faults", "result_line", "command"]
 
 
 def write_runs_csv(path, order):
@@ -12,7 +12,7 @@ def write_runs_csv(path, order):
         wr.writerow(HEADER)
         for seq, (rep, wn, an, r) in enumerate(order, 1):
             wr.writerow([seq, rep, wn, an, r.status, f"{r.wall:.6f}", r.maxrss_kib, f"{r.user:.6f}",
-                         f"{r.sys:.6f}", r.line, r.command()])
+                         f"{r.sys:.6f}", r.minflt, r.line, r.command()])
 
 
 def write_failures_log(path, failures):

@@ -1,11 +1,14 @@
 """The terminal report (latest.txt): fixed-width tables."""
 from . import targets
-from .syscalls import COUNTED
+from .syscalls import COUNTED, WAITS
 from .tables import api_tables, fmt_metric, fmt_ratio
 
 WIDTH = 20  # of an allocator's column
 MAIN_TABLES = (("wall", "WALL TIME: median seconds ×ratio ±half-range"),
                ("cpu", "CPU TIME (user+sys, all threads): median seconds ×ratio ±half-range"),
+               ("user", "USER TIME (all threads): median seconds ×ratio ±half-range"),
+               ("sys", "SYSTEM TIME (in the kernel, all threads): median seconds ×ratio ±half-range"),
+               ("minflt", "MINOR PAGE FAULTS (pages mapped by the kernel at first touch): median ×ratio ±half-range"),
                ("rss", "PEAK RSS: median MiB ×ratio ±half-range"))
 
 
@@ -51,11 +54,22 @@ def syscall_cell(res, w, a):
     return f"{n:,}" + (f" {fmt_ratio(n / b)}" if b else "")
 
 
+def wait_cell(res, w, a):
+    """futex+sched_yield calls of the counted run: 'futex/yield', or n/a or FAIL."""
+    if (w, a) not in res.runs:
+        return "n/a"
+    c = res.syscalls.get((w, a))
+    return f"{c.get('futex', 0):,}/{c.get('sched_yield', 0):,}" if c else "FAIL"
+
+
 def syscall_table(res):
     allocs = res.main_allocs()
     out = ["", f"MEMORY SYSTEM CALLS ({'+'.join(COUNTED)}; one strace run each) ×ratio",
            row("workload", [a.name for a in allocs])]
     out += [row(w.name, [syscall_cell(res, w.name, a.name) for a in allocs]) for w in res.main_workloads()]
+    out += ["", f"WAITING THREADS: futex/{'+'.join(WAITS[1:])} calls of the same strace run",
+            row("workload", [a.name for a in allocs])]
+    out += [row(w.name, [wait_cell(res, w.name, a.name) for a in allocs]) for w in res.main_workloads()]
     return out
 
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Run:
-    """The outcome of one process: wall time, peak RSS, CPU times, its result line."""
+    """The outcome of one process: wall time, peak RSS, CPU times, page faults, its result line."""
 
     wall: float = 0.0
     user: float = 0.0
-    sys: float = 0.0
+    sys: float = 0.0  # system (kernel) time
     maxrss_kib: int = 0
+    minflt: int = 0  # minor page faults: a page mapped on first touch (or touch after it was given back)
     status: str = "ok"
     fields: dict = field(default_factory=dict)
     line: str = ""  # the workload=... result line
@@ -93,6 +94,7 @@ def read_meter(meas_path, r):
             m = dict(tok.split("=", 1) for tok in f.read().split())
         r.wall, r.maxrss_kib = float(m["wall"]), int(m["maxrss_kib"])
         r.user, r.sys = float(m["user"]), float(m["sys"])
+        r.minflt = int(m.get("minflt", 0))
         decode_wait_status(int(m["wstatus"]), r)
     except (OSError, KeyError, ValueError):
         r.status = "the meter (perf-measure) reported nothing"
@@ -140,7 +142,7 @@ def spawn(argv, env, stdin_path, timeout, tmpdir, meter=None):
     t1 = time.perf_counter()
     timer.cancel()
     r.wall = t1 - t0
-    r.user, r.sys, r.maxrss_kib = ru.ru_utime, ru.ru_stime, ru.ru_maxrss
+    r.user, r.sys, r.maxrss_kib, r.minflt = ru.ru_utime, ru.ru_stime, ru.ru_maxrss, ru.ru_minflt
     r.stderr = read_text(err_path)
     stdout = read_text(out_path)
     r.fields, r.line = parse_line(stdout)

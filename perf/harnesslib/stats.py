@@ -3,6 +3,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from .syscalls import COUNTED
+
 
 def summarize(values):
     """n, median, min, max and quartiles of a list of numbers, or None if it is empty."""
@@ -23,13 +25,20 @@ def geomean(xs):
 
 
 def metric_value(run, metric):
-    """One run's value of a metric: wall (s), rss (KiB), cpu (user + sys, s), or a result-line field."""
+    """One run's value of a metric: wall (s), rss (KiB), cpu (user + sys, s), user (s), sys (s, the kernel's),
+    minflt (minor page faults), or a result-line field."""
     if metric == "wall":
         return run.wall
     if metric == "rss":
         return float(run.maxrss_kib)
     if metric == "cpu":
         return run.user + run.sys
+    if metric == "user":
+        return run.user
+    if metric == "sys":
+        return run.sys
+    if metric == "minflt":
+        return float(run.minflt)
     return float(run.fields[metric])
 
 
@@ -102,10 +111,12 @@ class Results:
         allocs = [a for a in self.allocs if any((a.name, s) in self.callgrind for s in sizes)]
         return allocs, sizes
 
-    def syscall_total(self, w, a):
-        """The memory system calls of one counted run of (w, a), or None."""
+    def syscall_total(self, w, a, names=None):
+        """The memory system calls (or those of `names`) of one counted run of (w, a), or None."""
         c = self.syscalls.get((w, a))
-        return sum(c.values()) if c else None
+        if not c:
+            return None
+        return sum(c.get(k, 0) for k in (names or COUNTED))
 
     def curve_workloads(self):
         """The workloads whose RSS curve is charted (those that print samples)."""

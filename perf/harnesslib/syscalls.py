@@ -1,5 +1,6 @@
 """Memory system calls per run: one extra, untimed run of each case under strace, counting
-mmap, munmap, madvise, mprotect, brk and mremap in every thread and child process.
+mmap, munmap, madvise, mprotect, brk and mremap in every thread and child process, and the two calls of
+waiting threads, futex and sched_yield (an allocator's lock that sleeps or yields shows there).
 
 strace runs with --seccomp-bpf: a seccomp filter stops the program only at the counted calls, so the other
 system calls and the allocator's own code run at full speed; the counts are exact, the time of this run is
@@ -10,11 +11,12 @@ import shutil
 from .runner import child_env, spawn
 
 COUNTED = ("mmap", "munmap", "madvise", "mprotect", "brk", "mremap")
+WAITS = ("futex", "sched_yield")
 
 
-def parse_strace_summary(text):
-    """{syscall: calls} of the counted calls from strace -c's table (every counted one present, 0 if absent)."""
-    counts = dict.fromkeys(COUNTED, 0)
+def parse_strace_summary(text, names=COUNTED):
+    """{syscall: calls} of the calls `names` from strace -c's table (every one present, 0 if absent)."""
+    counts = dict.fromkeys(names, 0)
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 5 and parts[-1] in counts:
@@ -32,7 +34,7 @@ def strace_run(w, alloc, ctx, strace, timeout, tmpdir):
     out = os.path.join(tmpdir, "strace.txt")
     if os.path.exists(out):
         os.unlink(out)
-    cmd = [strace, "-f", "--seccomp-bpf", "-c", "-o", out, "-e", "trace=" + ",".join(COUNTED)]
+    cmd = [strace, "-f", "--seccomp-bpf", "-c", "-o", out, "-e", "trace=" + ",".join(COUNTED + WAITS)]
     if preload:
         cmd += ["-E", f"LD_PRELOAD={preload}"]
     r = spawn(cmd + ["--"] + list(argv), child_env(extra, None), stdin_path, timeout, tmpdir)
@@ -40,7 +42,7 @@ def strace_run(w, alloc, ctx, strace, timeout, tmpdir):
         return None, r.status
     try:
         with open(out) as f:
-            return parse_strace_summary(f.read()), "ok"
+            return parse_strace_summary(f.read(), COUNTED + WAITS), "ok"
     except OSError:
         return None, "strace wrote no summary"
 
@@ -61,7 +63,7 @@ def count_syscalls(workloads, cases, ctx, timeout, tmpdir, log):
                 notes.append(f"syscall count of {w.name} under {a.name}: {status}")
                 log(f"syscalls   {w.name:<12} {a.name:<18} FAIL: {status}")
             else:
-                log(f"syscalls   {w.name:<12} {a.name:<18} {sum(counts.values()):>8} " +
+                log(f"syscalls   {w.name:<12} {a.name:<18} {sum(counts[k] for k in COUNTED):>8} " +
                     " ".join(f"{k}={v}" for k, v in counts.items() if v))
     if res and all(v is None for v in res.values()):
         notes.append("strace could not trace here (ptrace not permitted?): no system call counts")

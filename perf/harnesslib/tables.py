@@ -1,5 +1,5 @@
 """What the reports share: number formats, the titles of the main tables, the handle and tree tables."""
-from .workloads import TREE_TEARDOWNS
+from .workloads import REDIS_STEP_NAMES, REDIS_STEPS, TREE_TEARDOWNS
 
 
 # ---------------------------------------------------------------- numbers
@@ -34,9 +34,18 @@ def fmt_us(s):
     return f"{us:.1f} µs" if us >= 10 else f"{us:.2f} µs"
 
 
+def fmt_count(n):
+    """A count: 1234567 as 1.23M, 45678 as 45.7k."""
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e4:
+        return f"{n / 1e3:.1f}k"
+    return f"{n:.0f}"
+
+
 def fmt_metric(metric):
     """The formatter of a main-table metric's medians."""
-    return fmt_mib if metric == "rss" else fmt_secs
+    return fmt_mib if metric == "rss" else fmt_count if metric == "minflt" else fmt_secs
 
 
 # ---------------------------------------------------------------- the slotmalloc API tables
@@ -90,9 +99,38 @@ def tree_objects(res):
     return "small"
 
 
+# ---------------------------------------------------------------- the redis table
+REDIS_HEAD = ["allocator", "malloc"] + [f"RSS {n}" for n in REDIS_STEP_NAMES] + \
+    ["live (used_memory)", "server CPU user+sys", "peak MiB"]
+
+
+def redis_row(res, w, a):
+    """The server's RSS after each step in MiB (medians, ×ratio to the baseline's), its live bytes and CPU."""
+    rs = res.ok_runs(w, a)
+    st = {m: res.stat(w, a, m) for m in REDIS_STEPS + ("used_kib", "rss")}
+    if not rs or any(v is None for v in st.values()):
+        return [a, "", "FAIL"] + [""] * (len(REDIS_HEAD) - 3)
+    base = {m: res.stat(w, res.baseline, m) for m in REDIS_STEPS}
+    cells = []
+    for m in REDIS_STEPS:
+        b = base[m]
+        ratio = f" {fmt_ratio(st[m]['median'] / b['median'])}" if b and b["median"] > 0 and a != res.baseline else ""
+        cells.append(fmt_mib(st[m]["median"]) + ratio)
+    cpu = sorted(float(r.fields.get("server_user_s", 0)) + float(r.fields.get("server_sys_s", 0)) for r in rs)
+    return ([a, rs[0].fields.get("malloc", "?")] + cells +
+            [fmt_mib(st["used_kib"]["median"]), f"{cpu[(len(cpu) - 1) // 2]:.2f} s", fmt_mib(st["rss"]["median"])])
+
+
+def redis_rows(res):
+    return [redis_row(res, w.name, a.name) for w in res.workloads if w.table == "redis"
+            for a in res.allocs if (w.name, a.name) in res.runs]
+
+
 def api_tables(res):
-    """[(title, header, rows)] of the handle and tree tables that have rows."""
+    """[(title, header, rows)] of the handle, tree and redis tables that have rows."""
     tables = [("HANDLES: sm_deref against a plain pointer load (median, min–max)", DEREF_HEAD, deref_rows(res)),
               (f"TREE of {tree_objects(res)} objects: teardown by free(), talloc and arenas "
-               "(pause = the close call alone)", TREE_HEAD, tree_rows(res))]
+               "(pause = the close call alone)", TREE_HEAD, tree_rows(res)),
+              (f"REDIS: redis-server's resident set (VmRSS, MiB, medians ×ratio to {res.baseline}) after each step",
+               REDIS_HEAD, redis_rows(res))]
     return [t for t in tables if t[2]]

@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from .allocators import find_library
+
 PERF = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = os.path.join(PERF, "programs")
 
@@ -45,9 +47,12 @@ class Workload:
           "program" a real program from a Debian package: every preload allocator;
           "api"     uses include/slotmalloc.h: slotmalloc (linked with the shared
                     library) and slotmalloc-static;
-          "talloc"  the talloc tree: glibc and slotmalloc (preloaded).
+          "talloc"  the talloc tree: glibc and slotmalloc (preloaded);
+          "driver"  a driver program (run under the system allocator) that starts a server with the
+                    allocator preloaded into the server alone (PERF_SERVER_PRELOAD; for glibc, libc.so.6
+                    itself) and reports which malloc the server got: every preload allocator.
     args(ctx) returns (argv, stdin path or None, extra environment).
-    table: the report table it belongs to: "main", "deref" or "tree".
+    table: the report table it belongs to: "main", "deref", "tree" or "redis".
     """
 
     name: str
@@ -57,12 +62,13 @@ class Workload:
     table: str = "main"
     extra_metrics: tuple = ()  # result-line fields reported in the CSV (KiB), e.g. the idle RSS
     curve: str = ""  # its RSS curve ("sample" lines) is charted against "ms" or "ops"
+    curve_label: str = ""  # the x axis of that chart, if not the default of its kind
 
     def allocators(self, allocs):
         """The allocators of `allocs` this workload runs under."""
         if self.kind == "bench":
             return list(allocs)
-        if self.kind == "program":
+        if self.kind in ("program", "driver"):
             return [a for a in allocs if not a.static]
         if self.kind == "api":
             return [a for a in allocs if a.name in ("slotmalloc", "slotmalloc-static")]
@@ -72,7 +78,7 @@ class Workload:
 
     def preloads(self):
         """Whether the allocator is preloaded (api workloads link libslotmalloc.so themselves)."""
-        return self.kind != "api"
+        return self.kind not in ("api", "driver")
 
     def reports_malloc(self):
         """Whether the program prints the malloc= result line (the real programs do not)."""
@@ -80,7 +86,7 @@ class Workload:
 
     def metrics(self):
         """The (metric, unit) pairs measured for this workload: see stats.metric_value."""
-        metrics = [("wall", "s"), ("rss", "KiB"), ("cpu", "s")]
+        metrics = [("wall", "s"), ("rss", "KiB"), ("cpu", "s"), ("user", "s"), ("sys", "s"), ("minflt", "faults")]
         if self.reports_malloc():
             metrics.append(("seconds", "s"))
         if self.table == "deref":
@@ -144,6 +150,29 @@ def idle_args(ctx):
     return [ctx.bin("idle"), "-s", str(ctx.scale), "-o", "1100" if ctx.quick else "3000"], None, {}
 
 
+def stress_args(ctx):
+    """perf/bench/stress.c as in the issue (8 threads, load 200), 10 rounds times the scale (the program's own
+    default, 50, takes 20-40 s on 2 CPUs)."""
+    rounds = max(1, round(10 * ctx.scale))
+    return [ctx.bin("stress"), "-t", "8", "-z", "200", "-n", str(rounds)], None, {}
+
+
+REDIS_KEYS = 100000  # SETs of the load at scale 1
+LIBC = "libc.so.6"
+
+
+def redis_args(ctx):
+    """programs/redisjob.py: redis-server under the allocator, loaded, flushed, 20,000 SETs, idle, MEMORY PURGE."""
+    if not shutil.which("redis-server"):
+        return ["redis-server (apt-get install redis-server)"], None, {}
+    preload = ctx.allocator.preload if ctx.allocator is not None and ctx.allocator.preload else find_library(LIBC)
+    keys = max(2000, int(REDIS_KEYS * ctx.scale))
+    sets, idle_ms = (2000, 200) if ctx.quick else (20000, 1000)
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+    return ([py, os.path.join(PROGRAMS, "redisjob.py"), str(keys), str(sets), str(idle_ms)], None,
+            {"PERF_SERVER_PRELOAD": preload or ""})
+
+
 GIT_OBJECTS = 30000  # of the generated repository at scale 1
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
@@ -183,6 +212,10 @@ def program_workload(spec):
 
 
 # ---------------------------------------------------------------- the table
+# The redis workload's RSS after each step (result-line fields, KiB), and their names in the reports.
+REDIS_STEPS = ("rss_load_kib", "rss_flush_kib", "rss_sets_kib", "rss_idle_kib", "rss_purge_kib")
+REDIS_STEP_NAMES = ("after the load", "after FLUSHALL", "after 20,000 SETs", "after 1 s idle", "after MEMORY PURGE")
+
 WORKLOADS = [
     Workload("pair-16", "bench", "hot malloc+free pair of 16 B: the thread-local fast path", bench("pair", "-z", 16)),
     Workload("pair-64", "bench", "hot malloc+free pair of 64 B", bench("pair", "-z", 64)),
@@ -223,12 +256,18 @@ WORKLOADS = [
              bench("longrun"), curve="ops"),
     Workload("idle", "bench", "a 200 MB burst, 99% freed, then 3 s idle with a few fast-path calls: RSS every 50 ms",
              idle_args, extra_metrics=("rss_idle_1s_kib", "rss_burst_kib", "rss_idle_end_kib"), curve="ms"),
+    Workload("stress", "bench", "mimalloc's test-stress pattern: 8 threads, random sizes and lifetimes, objects "
+             "traded between threads, threads retired and restarted in rounds (10 at scale 1)", stress_args),
     Workload("git", "program", "git repack -adf of a generated 30,000-object repository", git_args),
     Workload("python", "program", "python3 (PYTHONMALLOC=malloc): dicts, sort, JSON round trip, strings",
              python_args),
     Workload("sqlite", "program", "sqlite3 in memory: 80,000-row table, indexes, group by, update, delete",
              sqlite_args),
     Workload("gcc", "program", "gcc -O2 -c of a generated 800-line C file (the driver, cc1 and as)", gcc_args),
+    Workload("redis", "driver", "redis-server: 100,000 SETs of mixed sizes (16 B-8 KiB), FLUSHALL, 20,000 SETs, "
+             "1 s idle, MEMORY PURGE: the server's RSS after each", redis_args, table="redis",
+             extra_metrics=REDIS_STEPS + ("used_kib",), curve="ms",
+             curve_label="seconds since the load began (load, FLUSHALL, 20,000 SETs, idle, MEMORY PURGE)"),
     Workload("deref-hot", "api", "sm_deref of 8 handles in a loop against a plain pointer load",
              deref_args("hot"), table="deref"),
     Workload("deref-miss", "api", "sm_deref of 1,000,000 handles in random order against pointer loads",
