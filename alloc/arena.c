@@ -117,6 +117,20 @@ static void revisit(sm_arena_t *a) {
   }
 }
 
+/* A block's bump moves: the pool counts what the heap holds (smi_pool_touch). */
+static bool extend(smi_block_t *b) {
+  size_t before = smi_pool_touched(b);
+  if (!smi_block_extend(b)) return false;
+  smi_pool_touch(before, smi_pool_touched(b));
+  return true;
+}
+static bool recut(smi_block_t *b, unsigned cls) {
+  size_t before = smi_pool_touched(b);
+  bool cut = smi_block_format(b, cls);
+  smi_pool_touch(before, smi_pool_touched(b));
+  return cut;
+}
+
 /* Another block for class cls: one of the arena's own, else from the pool. */
 static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
   smi_block_t *b;
@@ -135,7 +149,7 @@ static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
   if (!b) b = smi_pool_take(a, cls);
   /* Empty, with many slots retired by generation wrap: re-cut it now (if its
    * epochs are used up it stays as it is, retired slots and all). */
-  if (b && b->used == 0 && b->retired > b->nslots / 8) smi_block_format(b, cls);
+  if (b && b->used == 0 && b->retired > b->nslots / 8) recut(b, cls);
   if (b) {
     __atomic_store_n(&b->arena, a, __ATOMIC_RELEASE);
     __atomic_store_n(&b->owner, smi_owner_of(a), __ATOMIC_RELEASE);
@@ -165,9 +179,9 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
     if (b != &smi_block_none) {
       if (b->free) return pop(b);
       if (atomic_load_explicit(&b->remote, memory_order_relaxed) && smi_block_collect(b)) continue;
-      if (!smi_block_draining(b) && smi_block_extend(b)) continue;
+      if (!smi_block_draining(b) && extend(b)) continue;
       if (!smi_block_draining(b) && smi_hd_unquarantine(b)) continue; /* hardened build: nothing else left */
-      if (b->retired && b->used == 1 && smi_block_format(b, cls)) {
+      if (b->retired && b->used == 1 && recut(b, cls)) {
         b->used = 1; /* formatting cleared the pin */
         continue;
       }
@@ -302,6 +316,80 @@ void smi_block_emptied(smi_block_t *b) {
   }
 }
 
+/* ---- tidying a block's free slots (upkeep) ------------------------------------
+ * A block of a medium or big class (slots of 4.5 KiB and more) keeps the pages
+ * of every slot it ever handed out, free or not: a class whose population
+ * shrinks holds its high-water mark resident, and a heap that moves between
+ * classes (buffers grown by realloc pass through a dozen) holds the sum of the
+ * classes' high-water marks. Upkeep, on the owner's thread, tidies the
+ * arena's own blocks of those kinds:
+ *   - the freelist is sorted by address, so allocation fills the lowest free
+ *     slots first and the highest ones stay free;
+ *   - free slots past the last slot in use leave the freelist and bump comes
+ *     down to it; their pages go back to the OS (extend hands them out again);
+ *   - a free slot that was free at the previous upkeep too gives back the
+ *     pages past its first one (its links are in its first bytes). A mark in
+ *     the slot (MARK_AT, past the link words of every build) says "seen free"
+ *     or "purged", tied to the slot's address and generation: a slot reused
+ *     since carries another generation, so a stale mark at worst skips a purge.
+ * Small blocks are left alone: their slots share pages, and the freelist of a
+ * 64 KiB block of 16-byte slots is long to walk. The hardened build (encoded
+ * links, the quarantine) and the valgrind build are left alone too. */
+#define MARK_AT 40
+enum { MARK_SEEN = 1, MARK_PURGED = 2 };
+static uint64_t mark(const uint8_t *slot, uint8_t gen, unsigned state) {
+  return (0x51075EEDull << 32) ^ (uint64_t)(uintptr_t)slot ^ ((uint64_t)gen << 2) ^ state;
+}
+
+/* The pages of [lo, hi), rounded inwards, back to the OS; the block's span
+ * stays counted as committed (it is, until the block is purged). */
+static void give_back(uintptr_t lo, uintptr_t hi) {
+  lo = (lo + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  hi &= ~(SMI_OS_PAGE - 1);
+  if (hi <= lo) return;
+  smi_os_decommit((void *)lo, hi - lo);
+  smi_os_account_recommit(hi - lo);
+}
+
+#define TIDY_SLOTS_MAX 128 /* more than any medium or big block holds (113) */
+static void tidy(smi_block_t *b) {
+  if (SMI_HD_ON || SMI_VG_ON || b == &smi_block_none || b->kind == SMI_KIND_SMALL || !b->free ||
+      b->nslots > TIDY_SLOTS_MAX)
+    return;
+  uint64_t on_list[TIDY_SLOTS_MAX / 64] = {0};
+  for (smi_free_t *p = b->free; p; p = p->next) {
+    uint32_t i = smi_slot_index(b, (uintptr_t)p);
+    on_list[i >> 6] |= (uint64_t)1 << (i & 63);
+  }
+#define ON_LIST(i) (on_list[(i) >> 6] >> ((i)&63) & 1)
+  uint32_t old_bump = b->bump, top = old_bump;
+  while (top > 0 && ON_LIST(top - 1)) top--;
+  smi_free_t *head = NULL;
+  for (uint32_t i = top; i-- > 0;) {
+    if (!ON_LIST(i)) continue;
+    smi_free_t *f = (smi_free_t *)smi_slot_addr(b, i);
+    f->next = head;
+    head = f;
+    /* a slot free since the last upkeep gives back its pages past the first */
+    uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
+    uint64_t *m = (uint64_t *)((uint8_t *)f + MARK_AT);
+    if (*m == mark((uint8_t *)f, g, MARK_PURGED)) continue;
+    if (*m != mark((uint8_t *)f, g, MARK_SEEN)) {
+      *m = mark((uint8_t *)f, g, MARK_SEEN);
+      continue;
+    }
+    give_back((uintptr_t)f + MARK_AT + 8, (uintptr_t)f + b->size);
+    *m = mark((uint8_t *)f, g, MARK_PURGED);
+  }
+#undef ON_LIST
+  b->free = head;
+  if (top == old_bump) return;
+  size_t before = smi_pool_touched(b);
+  b->bump = top;
+  smi_pool_touch(before, smi_pool_touched(b));
+  give_back((uintptr_t)smi_slot_addr(b, top), (uintptr_t)smi_slot_addr(b, old_bump));
+}
+
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
 void smi_arena_upkeep(sm_arena_t *a, bool force) {
   uint64_t now = smi_now_ms();
@@ -317,8 +405,11 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
       if (b->used == 0) {
         smi_blist_remove(&a->avail[cls], b);
         smi_pool_give(b);
+      } else {
+        tidy(b);
       }
     }
+    tidy(a->current[cls]);
   }
   smi_unlock(&a->lock);
   smi_dismantle(8);

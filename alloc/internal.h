@@ -260,6 +260,11 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);
 void smi_pool_give(smi_block_t *b);    /* an empty block, back to the pool */
 void smi_pool_abandon(smi_block_t *b); /* a block with live objects, left by its thread */
 void smi_pool_upkeep(bool force);      /* purge empty blocks past the delay */
+/* What of a block's memory was touched (whole pages); a block out of the pool
+ * whose bump moves reports it, before and after, so the pool knows how much
+ * the heap holds (its warm cap is a share of that). */
+size_t smi_pool_touched(const smi_block_t *b);
+void smi_pool_touch(size_t before, size_t after);
 /* Before answering ENOMEM (and for malloc_trim), on the calling thread: the
  * empty blocks of a and of the thread's root arena go to the pool (current
  * ones too), the dismantle queue is finished, every empty block and cached
