@@ -86,7 +86,7 @@ static inline void smi_hd_wipe(uint64_t key_gen, size_t size, void *p, uint8_t *
   uint64_t *w = p;
   w[0] = 0;
   w[1] = (uintptr_t)g ^ key_gen;
-  if (size > 16) memset(w + 2, 0, 16); /* one 16-byte store */
+  if (smi_likely(size > 16)) memset(w + 2, 0, 16); /* one 16-byte store */
 }
 /* Into the quarantine; the oldest slot there goes onto the freelist (key_next
  * and the freelist's head passed in: loaded before the wipe's stores). The
@@ -115,14 +115,19 @@ static inline void *smi_malloc(size_t size) {
     smi_block_t *b = a->direct[(size + SMI_HD_TAIL + 15) >> 4];
     smi_free_t *p = b->free;
     if (smi_likely(p != NULL)) {
-      uintptr_t u = (uintptr_t)p;
-      size_t i;
-      if (smi_unlikely(!smi_slot_at(u, b->start, b->magic, b->nslots, &i))) return smi_hd_pop_fail(b, p, size);
-      smi_hd_head_t *h = smi_hd_head(b);
-      uint8_t *g = &b->gens[i];
+      /* p inside the block's slots (so its words can be read), then its gen
+       * word: it decodes to the generation g of slot i, the slot p starts
+       * (i * size is p's offset), g even; no division. A g past the table
+       * passes only with a product that wraps, where g is no canonical
+       * address: forging one takes key_gen, and ends in a fault. */
+      uintptr_t u = (uintptr_t)p, off = u - (uintptr_t)b->start;
+      uint8_t *gens = b->gens;
+      smi_hd_head_t *h = (smi_hd_head_t *)(gens - SMI_HD_HEAD);
+      if (smi_unlikely(off >= h->span)) return smi_hd_pop_fail(b, p, size);
       uint64_t *w = (uint64_t *)p;
+      uint8_t *g = (uint8_t *)(w[1] ^ h->key_gen);
       size_t slot = b->size;
-      if (smi_unlikely((w[1] ^ h->key_gen) != (uintptr_t)g || (*g & 1) || (slot > 16 && (w[2] | w[3]))))
+      if (smi_unlikely((uintptr_t)(g - gens) * slot != off || (*g & 1) || (smi_likely(slot > 16) && (w[2] | w[3]))))
         return smi_hd_pop_fail(b, p, size);
       uint32_t r = (uint32_t)size ^ h->canary;
       b->free = (smi_free_t *)(w[0] ^ h->key_next ^ u);

@@ -88,9 +88,7 @@ void smi_hd_block_cut(smi_block_t *b) {
   h->shared = shared;
   h->key_next = smi_hd_random() & ~(uint64_t)15; /* the low 4 bits: a remote link's mark reads through */
   h->key_gen = smi_hd_random();
-  uint64_t r = smi_hd_random();
-  h->rng = (uint32_t)r | 1;
-  h->canary = (uint32_t)(r >> 32);
+  h->canary = (uint32_t)smi_hd_random();
 }
 
 /* Free slots' heads zeroed, as a freed slot's is (SMI_HD_WIPE bytes): not
@@ -107,24 +105,27 @@ void smi_hd_block_reopen(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   memset(h->ring, 0, sizeof h->ring);
   h->qoff = 0;
+  h->span = (uint64_t)b->nslots * b->size;
   zero_heads(b, b->start, b->bump); /* every slot free, zeroed as a freed one is */
 }
 
-static uint32_t next_random(smi_hd_head_t *h) { /* xorshift32 */
-  uint32_t x = h->rng;
+static uint32_t next_random(uint32_t *state) { /* xorshift32 */
+  uint32_t x = *state;
   x ^= x << 13;
   x ^= x >> 17;
   x ^= x << 5;
-  return h->rng = x;
+  return *state = x;
 }
 
 smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
   smi_hd_head_t *h = smi_hd_head(b);
-  uint16_t order[4096 / 16]; /* take <= 4096 / 16 (a page worth of slots, at least one) */
+  h->span = (uint64_t)b->nslots * b->size; /* (nslots is not set yet when the block is cut) */
+  uint16_t order[4096 / 16];               /* take <= 4096 / 16 (a page worth of slots, at least one) */
+  uint32_t state = (uint32_t)smi_hd_random() | 1;
   if (take > sizeof order / sizeof *order) take = sizeof order / sizeof *order;
   for (uint32_t i = 0; i < take; i++) order[i] = (uint16_t)i;
-  for (uint32_t i = take; i > 1; i--) {                            /* Fisher-Yates */
-    uint32_t j = (uint32_t)(((uint64_t)next_random(h) * i) >> 32); /* in [0, i), no division */
+  for (uint32_t i = take; i > 1; i--) {                                 /* Fisher-Yates */
+    uint32_t j = (uint32_t)(((uint64_t)next_random(&state) * i) >> 32); /* in [0, i), no division */
     uint16_t t = order[i - 1];
     order[i - 1] = order[j];
     order[j] = t;

@@ -38,12 +38,12 @@ typedef struct {
                                           steps through it by byte offset from the head) */
   uint64_t key_next;                   /* XORed into every link (low 4 bits 0) */
   uint64_t key_gen;                    /* XORed into every generation pointer */
+  uint64_t span;                       /* nslots * size: a popped slot's offset from start is below it
+                                          (set where slots go onto the freelist: extend, reopen) */
   uint32_t canary;                     /* the block's canary word (alloc/harden.h) */
-  uint32_t rng;                        /* the shuffle's state (xorshift32, the owner thread's) */
-  uint32_t unused;
-  uint16_t shared; /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
-  uint8_t qoff;    /* the quarantine's next place: its byte offset in ring (0, 8, 16, 24) */
-  uint8_t unused2;
+  uint16_t shared;                     /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
+  uint8_t qoff;                        /* the quarantine's next place: its byte offset in ring (0, 8, 16, 24) */
+  uint8_t unused;
 } smi_hd_head_t;
 _Static_assert(sizeof(smi_hd_head_t) == 64, "smi_hd_head_t is 64 bytes");
 
