@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "slots/generation.h"
+#include "slots/harden.h"
 #include "slots/os.h"
 #include "slots/large_segment.h"
 #include "slots/segment.h"
@@ -127,14 +128,31 @@ Test(segment, reformat_advances_epoch) {
   cr_assert_eq(smi_gens_count_live(b->gens, smi_gens_len(b->nslots)), 0);
 }
 
-/* Extending hands out never-used slots in address order, a page at a time. */
+/* The next slot of a freelist (its link decoded: the hardened build stores
+ * it XORed with the block's key, slots/harden.h). */
+static smi_free_t *next_free(const smi_block_t *b, const smi_free_t *f) {
+  return (smi_free_t *)smi_link_dec(b, f, f->next);
+}
+
+/* Extending hands out never-used slots a page at a time: in address order;
+ * in the hardened build in a shuffled order, each of the page's once. */
 Test(segment, extend_builds_an_in_place_freelist) {
   smi_segment_t *seg = smi_segment_new(SMI_KIND_SMALL);
   smi_block_t *b = &seg->blocks[1];
   cr_assert(smi_block_format(b, 1)); /* 32-byte slots */
   cr_assert(smi_block_extend(b));
   size_t n = 0;
-  for (smi_free_t *f = b->free; f; f = f->next, n++) cr_assert_eq((uint8_t *)f, smi_slot_addr(b, (uint32_t)n));
+  bool seen[4096 / 32] = {false};
+  for (smi_free_t *f = b->free; f; f = next_free(b, f), n++) {
+    cr_assert_lt(n, 4096 / 32, "the freelist is longer than a page worth of slots");
+    if (SMI_HD_ON) {
+      uint32_t i = smi_slot_index(b, (uintptr_t)f);
+      cr_assert((uint8_t *)f == smi_slot_addr(b, i) && i < 4096 / 32 && !seen[i], "slot %p", (void *)f);
+      seen[i] = true;
+    } else {
+      cr_assert_eq((uint8_t *)f, smi_slot_addr(b, (uint32_t)n));
+    }
+  }
   cr_assert_eq(n, 4096 / 32);
   while (smi_block_extend(b)) {
   }
@@ -196,7 +214,7 @@ static void reopen_case(bool named) {
   cr_assert_eq(b->retired, named ? zero + 1 : 0);
   size_t n = 0;
   uint8_t *last = NULL;
-  for (smi_free_t *f = b->free; f; f = f->next, n++) {
+  for (smi_free_t *f = b->free; f; f = next_free(b, f), n++) {
     uint32_t i = smi_slot_index(b, (uintptr_t)f);
     if (named) cr_assert_neq(b->gens[i], 0, "slot %u with generation 0 is free in a named block", i);
     cr_assert_gt((uint8_t *)f, last, "the freelist is not in address order");
