@@ -3,7 +3,7 @@
  * exchange table, and are retired and started again in rounds while part of what they left survives
  * into the next round.
  *
- *   stress [-t threads] [-z load] [-n rounds] [-s scale]
+ *   stress [-t threads] [-z load] [-n rounds] [-s scale] [-o rounds]
  *
  * Defaults: 8 threads, load 200, 50 rounds times the scale: the issue's "8 threads at scale 200".
  * In a round, thread i (0-based) makes 100 * load * (i % 8 + 1) short-lived allocations and half as
@@ -23,10 +23,12 @@
  *
  * The time it takes in the kernel is the point (mapping and unmapping of large objects and of
  * emptied memory, page faults of memory given back and touched again): the harness reports user and
- * system time apart. */
-#include <stdatomic.h>
-
+ * system time apart. With -o rounds, a line per round on stderr: its minor page faults, system and
+ * user time, and the RSS after it. */
 #include "common.h"
+
+#include <stdatomic.h>
+#include <sys/resource.h>
 
 #define EXCHANGE 1000
 #define WORD sizeof(uintptr_t)
@@ -116,8 +118,13 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+static double tv_sec(struct timeval t) { return (double)t.tv_sec + (double)t.tv_usec * 1e-6; }
+
 int main(int argc, char **argv) {
   args_t a = parse_args(argc, argv, 8);
+  int per_round = a.mode && strcmp(a.mode, "rounds") == 0;
+  struct rusage before, after;
+  getrusage(RUSAGE_SELF, &before);
   if (a.size > 0) load_factor = (long)a.size;
   long long rounds = iters(&a, 50);
   worker_t *ws = xmalloc(sizeof *ws * (size_t)a.threads);
@@ -130,6 +137,13 @@ int main(int argc, char **argv) {
     for (int i = 0; i < EXCHANGE; i++) {
       if (n + 1 == rounds || (rng_next(&main_rng) & 1))
         checked_main += obj_free(atomic_exchange(&exchange_table[i], NULL));
+    }
+    if (per_round) {
+      getrusage(RUSAGE_SELF, &after);
+      fprintf(stderr, "round %lld minflt=%ld sys=%.3f user=%.3f rss_kib=%ld\n", n + 1,
+              after.ru_minflt - before.ru_minflt, tv_sec(after.ru_stime) - tv_sec(before.ru_stime),
+              tv_sec(after.ru_utime) - tv_sec(before.ru_utime), rss_kib());
+      before = after;
     }
   }
   double t1 = now_sec();
