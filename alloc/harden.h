@@ -105,10 +105,10 @@ static inline void smi_hd_quarantine(smi_block_t *b, smi_hd_head_t *h, smi_free_
   }
 }
 
-/* The hardened allocation fast path: the popped slot is checked before it is
- * read (a slot start of the block), then its gen word and generation, then
- * the 16 wiped bytes past the link words; its two link words are cleared, the
- * canary and the size record written. */
+/* The hardened allocation fast path: the popped slot is checked (inside the
+ * block's slots before it is read, then its gen word and generation, then
+ * the 16 wiped bytes past the link words); its two link words are cleared,
+ * the canary and the size record written. */
 static inline void *smi_malloc(size_t size) {
   sm_arena_t *a = smi_tls_cur;
   if (smi_likely(size <= SMI_DIRECT_MAX - SMI_HD_TAIL)) {

@@ -21,8 +21,10 @@
  * Reading one freed slot (a dangling pointer) gives key_gen at most (the
  * generation's address is predictable), never key_next: a write through a
  * dangling pointer cannot choose where the next allocation lands. Every
- * popped link is checked before the slot is read: a slot start of the block
- * (smi_slot_at), generation even (free), its gen word decoding to &gens[i]. */
+ * popped link is checked before it is followed: inside the block's slots
+ * (before the slot is read), its gen word decoding to &gens[i] of the slot i
+ * it starts, generation even (free); the slow paths and the remote list
+ * check the same by smi_slot_at. */
 #ifndef SMI_SLOTS_HARDEN_H
 #define SMI_SLOTS_HARDEN_H
 
