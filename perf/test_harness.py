@@ -127,11 +127,11 @@ class Reports(unittest.TestCase):
                                             **dict(steps, rss_sets_kib=10240, malloc="libmimalloc.so.2"))]}
         allocs = [Allocator(n, "#000000") for n in ("slotmalloc", "mimalloc")]
         res = Results(allocs, [workload("redis")], runs, {}, "mimalloc", 1, 2, True, [])
-        rows = {r[0]: r for r in redis_rows(res)}
-        self.assertEqual(rows["slotmalloc"][1:8], ["libslotmalloc.so", "100 ×1.00", "50.0 ×1.00", "20.0 ×2.00",
-                                                   "10.0 ×1.00", "10.0 ×1.00", "4.0"])
-        self.assertEqual(rows["slotmalloc"][8], "0.75 s")
-        self.assertEqual(rows["mimalloc"][4], "10.0")  # the baseline shows no ratio
+        rows = {r[1]: r for r in redis_rows(res)}
+        self.assertEqual(rows["slotmalloc"][:9], ["redis", "slotmalloc", "libslotmalloc.so", "100 ×1.00",
+                                                  "50.0 ×1.00", "20.0 ×2.00", "10.0 ×1.00", "10.0 ×1.00", "4.0"])
+        self.assertEqual(rows["slotmalloc"][9], "0.75 s")
+        self.assertEqual(rows["mimalloc"][5], "10.0")  # the baseline shows no ratio
         self.assertIn("REDIS", render_text(res))
 
     def test_targets(self):

@@ -100,7 +100,7 @@ def tree_objects(res):
 
 
 # ---------------------------------------------------------------- the redis table
-REDIS_HEAD = ["allocator", "malloc"] + [f"RSS {n}" for n in REDIS_STEP_NAMES] + \
+REDIS_HEAD = ["workload", "allocator", "malloc"] + [f"RSS {n}" for n in REDIS_STEP_NAMES] + \
     ["live (used_memory)", "server CPU user+sys", "peak MiB"]
 
 
@@ -109,7 +109,7 @@ def redis_row(res, w, a):
     rs = res.ok_runs(w, a)
     st = {m: res.stat(w, a, m) for m in REDIS_STEPS + ("used_kib", "rss")}
     if not rs or any(v is None for v in st.values()):
-        return [a, "", "FAIL"] + [""] * (len(REDIS_HEAD) - 3)
+        return [w, a, "", "FAIL"] + [""] * (len(REDIS_HEAD) - 4)
     base = {m: res.stat(w, res.baseline, m) for m in REDIS_STEPS}
     cells = []
     for m in REDIS_STEPS:
@@ -117,7 +117,7 @@ def redis_row(res, w, a):
         ratio = f" {fmt_ratio(st[m]['median'] / b['median'])}" if b and b["median"] > 0 and a != res.baseline else ""
         cells.append(fmt_mib(st[m]["median"]) + ratio)
     cpu = sorted(float(r.fields.get("server_user_s", 0)) + float(r.fields.get("server_sys_s", 0)) for r in rs)
-    return ([a, rs[0].fields.get("malloc", "?")] + cells +
+    return ([w, a, rs[0].fields.get("malloc", "?")] + cells +
             [fmt_mib(st["used_kib"]["median"]), f"{cpu[(len(cpu) - 1) // 2]:.2f} s", fmt_mib(st["rss"]["median"])])
 
 

@@ -157,20 +157,22 @@ def stress_args(ctx):
     return [ctx.bin("stress"), "-t", "8", "-z", "200", "-n", str(rounds)], None, {}
 
 
-REDIS_KEYS = 100000  # SETs of the load at scale 1
 LIBC = "libc.so.6"
 
 
-def redis_args(ctx):
-    """programs/redisjob.py: redis-server under the allocator, loaded, flushed, 20,000 SETs, idle, MEMORY PURGE."""
-    if not shutil.which("redis-server"):
-        return ["redis-server (apt-get install redis-server)"], None, {}
-    preload = ctx.allocator.preload if ctx.allocator is not None and ctx.allocator.preload else find_library(LIBC)
-    keys = max(2000, int(REDIS_KEYS * ctx.scale))
-    sets, idle_ms = (2000, 200) if ctx.quick else (20000, 1000)
-    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
-    return ([py, os.path.join(PROGRAMS, "redisjob.py"), str(keys), str(sets), str(idle_ms)], None,
-            {"PERF_SERVER_PRELOAD": preload or ""})
+def redis_args(mix, load_keys):
+    """programs/redisjob.py: redis-server under the allocator, load_keys SETs (times the scale) of values of the
+    mix ("mixed" or "small"), FLUSHALL, 20,000 SETs, 1 s idle, MEMORY PURGE."""
+    def args(ctx):
+        if not shutil.which("redis-server"):
+            return ["redis-server (apt-get install redis-server)"], None, {}
+        preload = ctx.allocator.preload if ctx.allocator is not None and ctx.allocator.preload else find_library(LIBC)
+        keys = max(2000, int(load_keys * ctx.scale))
+        sets, idle_ms = (2000, 200) if ctx.quick else (20000, 1000)
+        py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+        return ([py, os.path.join(PROGRAMS, "redisjob.py"), str(keys), str(sets), str(idle_ms), mix], None,
+                {"PERF_SERVER_PRELOAD": preload or ""})
+    return args
 
 
 GIT_OBJECTS = 30000  # of the generated repository at scale 1
@@ -215,6 +217,7 @@ def program_workload(spec):
 # The redis workload's RSS after each step (result-line fields, KiB), and their names in the reports.
 REDIS_STEPS = ("rss_load_kib", "rss_flush_kib", "rss_sets_kib", "rss_idle_kib", "rss_purge_kib")
 REDIS_STEP_NAMES = ("after the load", "after FLUSHALL", "after 20,000 SETs", "after 1 s idle", "after MEMORY PURGE")
+REDIS_CURVE = "seconds since the load began (load, FLUSHALL, 20,000 SETs, idle, MEMORY PURGE)"
 
 WORKLOADS = [
     Workload("pair-16", "bench", "hot malloc+free pair of 16 B: the thread-local fast path", bench("pair", "-z", 16)),
@@ -265,9 +268,11 @@ WORKLOADS = [
              sqlite_args),
     Workload("gcc", "program", "gcc -O2 -c of a generated 800-line C file (the driver, cc1 and as)", gcc_args),
     Workload("redis", "driver", "redis-server: 100,000 SETs of mixed sizes (16 B-8 KiB), FLUSHALL, 20,000 SETs, "
-             "1 s idle, MEMORY PURGE: the server's RSS after each", redis_args, table="redis",
-             extra_metrics=REDIS_STEPS + ("used_kib",), curve="ms",
-             curve_label="seconds since the load began (load, FLUSHALL, 20,000 SETs, idle, MEMORY PURGE)"),
+             "1 s idle, MEMORY PURGE: the server's RSS after each", redis_args("mixed", 100000), table="redis",
+             extra_metrics=REDIS_STEPS + ("used_kib",), curve="ms", curve_label=REDIS_CURVE),
+    Workload("redis-small", "driver", "the same with 300,000 SETs of small values (3-64 B, as redis-benchmark's "
+             "3 B) in the load and the 20,000 SETs", redis_args("small", 300000), table="redis",
+             extra_metrics=REDIS_STEPS + ("used_kib",), curve="ms", curve_label=REDIS_CURVE),
     Workload("deref-hot", "api", "sm_deref of 8 handles in a loop against a plain pointer load",
              deref_args("hot"), table="deref"),
     Workload("deref-miss", "api", "sm_deref of 1,000,000 handles in random order against pointer loads",
