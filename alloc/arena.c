@@ -96,13 +96,17 @@ void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
 }
 
 /* Full blocks that other threads freed into come back to the avail lists
- * (under a->lock). */
-static void revisit(sm_arena_t *a) {
+ * (under a->lock). On another thread than a's (foreign), a draining block is
+ * left for a's own thread: its owner frees into it without the lock. */
+static void revisit_as(sm_arena_t *a, bool foreign) {
   smi_block_t *f = atomic_exchange_explicit(&a->revisit, NULL, memory_order_acquire);
   while (f) {
     smi_block_t *next = f->revisit_next;
     atomic_store_explicit(&f->queued, 0, memory_order_release);
-    if (f->arena == a && f->owner == smi_owner_full(a) && atomic_load_explicit(&f->remote, memory_order_relaxed)) {
+    if (foreign && smi_block_draining(f)) {
+      smi_revisit_push(a, f);
+    } else if (f->arena == a && f->owner == smi_owner_full(a) &&
+               atomic_load_explicit(&f->remote, memory_order_relaxed)) {
       smi_block_collect(f);
       if (f->used == 0) { /* other threads freed all of it */
         smi_blist_remove(&a->full, f);
@@ -116,6 +120,7 @@ static void revisit(sm_arena_t *a) {
     f = next;
   }
 }
+static void revisit(sm_arena_t *a) { revisit_as(a, false); }
 
 /* A block's bump moves: the pool counts what the heap holds (smi_pool_touch). */
 static bool extend(smi_block_t *b) {
@@ -232,7 +237,7 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     errno = ENOMEM;
     return NULL;
   }
-  if (smi_unlikely((++a->slow_calls & 255) == 0)) {
+  if (smi_unlikely((++a->slow_calls & 15) == 0)) { /* upkeep looks at the clock */
     smi_arena_upkeep(a, false);
     smi_background_start();
   }
@@ -327,11 +332,12 @@ void smi_block_emptied(smi_block_t *b) {
  *     slots first and the highest ones stay free;
  *   - free slots past the last slot in use leave the freelist and bump comes
  *     down to it; their pages go back to the OS (extend hands them out again);
- *   - a free slot that was free at the previous upkeep too gives back the
- *     pages past its first one (its links are in its first bytes). A mark in
- *     the slot (MARK_AT, past the link words of every build) says "seen free"
- *     or "purged", tied to the slot's address and generation: a slot reused
- *     since carries another generation, so a stale mark at worst skips a purge.
+ *   - a free slot that was free at the previous upkeep too (any free slot, at
+ *     malloc_trim) gives back the pages past its first one (its links are in
+ *     its first bytes). A mark in the slot (MARK_AT, past the link words of
+ *     every build) says "seen free" or "purged", tied to the slot's address
+ *     and generation: a slot reused since carries another generation, so a
+ *     stale mark at worst skips a purge.
  * Small blocks are left alone: their slots share pages, and the freelist of a
  * 64 KiB block of 16-byte slots is long to walk. The hardened build (encoded
  * links, the quarantine) and the valgrind build are left alone too. */
@@ -352,7 +358,7 @@ static void give_back(uintptr_t lo, uintptr_t hi) {
 }
 
 #define TIDY_SLOTS_MAX 128 /* more than any medium or big block holds (113) */
-static void tidy(smi_block_t *b) {
+static void tidy(smi_block_t *b, bool force) {
   if (SMI_HD_ON || SMI_VG_ON || b == &smi_block_none || b->kind == SMI_KIND_SMALL || !b->free ||
       b->nslots > TIDY_SLOTS_MAX)
     return;
@@ -374,7 +380,7 @@ static void tidy(smi_block_t *b) {
     uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
     uint64_t *m = (uint64_t *)((uint8_t *)f + MARK_AT);
     if (*m == mark((uint8_t *)f, g, MARK_PURGED)) continue;
-    if (*m != mark((uint8_t *)f, g, MARK_SEEN)) {
+    if (!force && *m != mark((uint8_t *)f, g, MARK_SEEN)) {
       *m = mark((uint8_t *)f, g, MARK_SEEN);
       continue;
     }
@@ -406,10 +412,10 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
         smi_blist_remove(&a->avail[cls], b);
         smi_pool_give(b);
       } else {
-        tidy(b);
+        tidy(b, force);
       }
     }
-    tidy(a->current[cls]);
+    tidy(a->current[cls], force);
   }
   smi_unlock(&a->lock);
   smi_dismantle(8);
@@ -428,6 +434,37 @@ void smi_arena_trim(sm_arena_t *a) {
     smi_arena_set_current(a, cls, &smi_block_none);
     b->used = 0;
     smi_pool_give(b);
+  }
+  smi_unlock(&a->lock);
+}
+
+/* Blocks of a live thread's arena that other threads' frees emptied wait
+ * for that thread's next slow path; a thread that then makes none (idle, or
+ * only fast-path calls: a server after its background thread freed a
+ * database) would hold them for good. malloc_trim and the background purge
+ * give them to the pool from any thread, under the arena's lock:
+ *   - full blocks freed into are collected as the owner's revisit does: the
+ *     full tag sends even the owner's frees to the slow path, which takes the
+ *     lock (draining blocks excepted: revisit_as leaves them);
+ *   - a block on an avail list is the owner's to free into without the lock,
+ *     but only into a live slot: once every slot reads free it cannot change
+ *     under us but by other threads' pushes, and is collected here.
+ * A block goes to the pool only if used reads 0 then: a free on its way (its
+ * generation moved, its push not done yet) still counts in used. Current
+ * blocks stay: their owner allocates from them without the lock. */
+void smi_arena_reclaim(sm_arena_t *a) {
+  smi_lock(&a->lock);
+  revisit_as(a, true);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    for (smi_block_t *b = a->avail[cls].head, *next; b; b = next) {
+      next = b->next;
+      if (!atomic_load_explicit(&b->remote, memory_order_acquire) || smi_block_live(b)) continue;
+      smi_block_collect(b);
+      if (b->used == 0) {
+        smi_blist_remove(&a->avail[cls], b);
+        smi_pool_give(b);
+      }
+    }
   }
   smi_unlock(&a->lock);
 }

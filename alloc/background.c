@@ -32,6 +32,7 @@ static void *purge_main(void *arg) {
     struct timespec t = {.tv_sec = period / 1000, .tv_nsec = (long)(period % 1000) * 1000000L};
     while (nanosleep(&t, &t) != 0) {
     }
+    smi_heap_reclaim_others(); /* what other threads' frees emptied in idle threads' arenas */
     smi_pool_upkeep(false);
   }
   return NULL;

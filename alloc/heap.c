@@ -138,6 +138,13 @@ void smi_heap_exit_others(void) {
   }
 }
 
+void smi_heap_reclaim_others(void) {
+  smi_lock(&smi_tree_lock);
+  for (smi_heap_t *h = heaps; h; h = h->next)
+    if (h != smi_tls_heap) smi_arena_reclaim(&h->root);
+  smi_unlock(&smi_tree_lock);
+}
+
 /* Calls fn on every live thread's root arena (under smi_tree_lock). */
 void smi_heap_each_root(void (*fn)(sm_arena_t *, sm_stats_t *), sm_stats_t *s) {
   for (smi_heap_t *h = heaps; h; h = h->next) fn(&h->root, s);

@@ -225,6 +225,7 @@ void smi_heap_after_fork(bool *mine); /* fork child: every heap and arena repair
 /* Calls fn on every live thread's root arena (under smi_tree_lock). */
 void smi_heap_each_root(void (*fn)(sm_arena_t *, sm_stats_t *), sm_stats_t *s);
 void smi_heap_exit_others(void); /* fork child: the other threads' heaps end as at thread exit */
+void smi_heap_reclaim_others(void); /* smi_arena_reclaim of every other live thread's root arena */
 
 /* fork.c */
 void smi_fork_child(void); /* the pthread_atfork child handler */
@@ -251,6 +252,9 @@ bool smi_arena_is_closed(const sm_arena_t *a);
 void smi_arena_upkeep(sm_arena_t *a, bool force); /* empty blocks back to the pool */
 /* On a's own thread: every empty block of a, its current ones included, to the pool. */
 void smi_arena_trim(sm_arena_t *a);
+/* From any thread: the blocks of a that other threads' frees emptied (not its
+ * current ones) to the pool. */
+void smi_arena_reclaim(sm_arena_t *a);
 /* In a fork child: repairs a's lists if a thread the child does not have held its lock. */
 void smi_arena_after_fork(sm_arena_t *a, bool *mine);
 

@@ -211,6 +211,7 @@ void smi_pool_reclaim(sm_arena_t *a) {
   smi_remote_flush();
   if (a) smi_arena_trim(a);
   if (smi_tls_heap && a != &smi_tls_heap->root) smi_arena_trim(&smi_tls_heap->root);
+  smi_heap_reclaim_others();
   smi_dismantle(SIZE_MAX);
   smi_pool_upkeep(true); /* every empty block decommitted, the large cache unmapped */
   smi_lock(&pool_lock);

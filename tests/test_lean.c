@@ -1,0 +1,158 @@
+/* test_lean.c: memory a program no longer uses goes back, measured by the
+ * library's own counters (sm_stats: committed bytes, and the process's RSS as
+ * /proc reads it), never by timing:
+ *   - the pool keeps at most about 1 MiB warm for a small heap, so short-lived
+ *     threads that allocate and free leave little committed behind;
+ *   - malloc_trim gives back the pages of free slots of medium and big classes
+ *     in blocks that still hold a live object (past the last one in use, and
+ *     inside every free slot);
+ *   - malloc_trim takes back blocks of another, live but idle, thread's arena
+ *     that this thread's frees emptied. */
+#define _GNU_SOURCE /* pipe2, in testutil.h */
+#include <criterion/criterion.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "slotmalloc.h"
+#include "testutil.h"
+
+static sm_stats_t stats(void) {
+  sm_stats_t s;
+  sm_arena_stats(NULL, &s);
+  return s;
+}
+
+/* ---- short-lived threads ---------------------------------------------------- */
+
+#define THREADS 8
+#define PER_THREAD (4 * MiB)
+
+/* (no Criterion assertion off the test's own thread: a failure aborts) */
+static void *burst(void *arg) {
+  (void)arg;
+  enum { N = 16384 };
+  void *p[N];
+  size_t bytes = 0, n = 0;
+  for (tu_rng_t r = tu_rng(7); bytes < PER_THREAD && n < N; n++) {
+    size_t size = tu_rng_range(&r, 32, 480);
+    if (!(p[n] = malloc(size))) abort();
+    memset(p[n], 0x5a, size);
+    bytes += size;
+  }
+  for (size_t i = 0; i < n; i++) free(tu_opaque(p[i]));
+  return NULL;
+}
+
+Test(lean, short_lived_threads_leave_little_committed) {
+  malloc_trim(0);
+  size_t before = stats().bytes_committed;
+  for (int i = 0; i < THREADS; i++) { /* one after another: each exits before the next starts */
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, burst, NULL), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+  }
+  size_t after = stats().bytes_committed;
+  /* each thread's 4 MiB went back to the pool at its exit; the pool keeps at
+   * most 1 MiB of it warm, plus the headers of segments mapped meanwhile
+   * (5.0 MiB stayed committed when the pool kept up to 8 MiB warm) */
+  cr_assert_lt(after, before + 2 * MiB, "committed %zu bytes after the threads, %zu before", after, before);
+}
+
+/* ---- free slots of big classes -------------------------------------------------- */
+
+#define BIG (48 * KiB) /* a big class: 4 MiB blocks of 83 slots */
+#define COUNT 64
+
+/* COUNT objects of BIG bytes, every page written, then all freed but keep. */
+static void *fill_and_free_but(void **p, size_t keep) {
+  for (size_t i = 0; i < COUNT; i++) {
+    p[i] = malloc(BIG);
+    cr_assert_not_null(p[i]);
+    memset(p[i], 1, BIG);
+  }
+  for (size_t i = 0; i < COUNT; i++)
+    if (i != keep) free(tu_opaque(p[i]));
+  return p[keep];
+}
+
+Test(lean, malloc_trim_gives_back_free_slots_past_the_last_used) {
+  void *p[COUNT];
+  malloc_trim(0);
+  void *kept = fill_and_free_but(p, 0); /* the block still holds its first slot */
+  size_t held = stats().rss;
+  malloc_trim(0);
+  size_t after = stats().rss;
+  /* 63 free slots of 48 KiB: 3 MiB (the block stays: it is in use) */
+  cr_assert_geq(held, after + 2 * MiB, "RSS %zu bytes before malloc_trim, %zu after", held, after);
+  free(kept);
+}
+
+Test(lean, malloc_trim_gives_back_the_inside_of_free_slots) {
+  void *p[COUNT];
+  malloc_trim(0);
+  void *kept = fill_and_free_but(p, COUNT - 1); /* the last slot is in use: nothing past it */
+  size_t held = stats().rss;
+  malloc_trim(0);
+  size_t after = stats().rss;
+  /* every free slot keeps its first page (the freelist's links), the other 11 go */
+  cr_assert_geq(held, after + 2 * MiB, "RSS %zu bytes before malloc_trim, %zu after", held, after);
+  /* and the slots serve again, their pages faulted in anew */
+  for (size_t i = 0; i < COUNT - 1; i++) {
+    p[i] = malloc(BIG);
+    cr_assert_not_null(p[i]);
+    memset(p[i], 2, BIG);
+  }
+  for (size_t i = 0; i < COUNT - 1; i++) free(tu_opaque(p[i]));
+  free(kept);
+}
+
+/* ---- another thread's arena, emptied by our frees ------------------------------- */
+
+#define SMALL_OBJECTS 100000 /* 64 B each: 6.1 MiB in 98 blocks */
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int stage; /* 1: allocated; 2: may exit */
+  void **objects;
+} idle = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL};
+
+static void *allocate_then_idle(void *arg) {
+  (void)arg;
+  for (size_t i = 0; i < SMALL_OBJECTS; i++) {
+    if (!(idle.objects[i] = malloc(64))) abort();
+    memset(idle.objects[i], 3, 64);
+  }
+  pthread_mutex_lock(&idle.lock);
+  idle.stage = 1;
+  pthread_cond_broadcast(&idle.cond);
+  while (idle.stage != 2) pthread_cond_wait(&idle.cond, &idle.lock); /* no allocator call meanwhile */
+  pthread_mutex_unlock(&idle.lock);
+  return NULL;
+}
+
+Test(lean, malloc_trim_takes_back_blocks_other_threads_emptied) {
+  idle.objects = calloc(SMALL_OBJECTS, sizeof(void *));
+  cr_assert_not_null(idle.objects);
+  malloc_trim(0);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, allocate_then_idle, NULL), 0);
+  pthread_mutex_lock(&idle.lock);
+  while (idle.stage != 1) pthread_cond_wait(&idle.cond, &idle.lock);
+  pthread_mutex_unlock(&idle.lock);
+  size_t held = stats().bytes_committed;
+  for (size_t i = 0; i < SMALL_OBJECTS; i++) free(tu_opaque(idle.objects[i])); /* remote frees */
+  malloc_trim(0);
+  size_t after = stats().bytes_committed;
+  /* the thread's full blocks went to the pool and back to the OS; its current
+   * block stays (it allocates from it without a lock) */
+  cr_assert_leq(after + 5 * MiB, held, "committed %zu bytes before malloc_trim, %zu after", held, after);
+  pthread_mutex_lock(&idle.lock);
+  idle.stage = 2;
+  pthread_cond_broadcast(&idle.cond);
+  pthread_mutex_unlock(&idle.lock);
+  cr_assert_eq(pthread_join(t, NULL), 0);
+  free(idle.objects);
+}
