@@ -199,10 +199,18 @@ static inline bool smi_slot_at(uintptr_t u, const uint8_t *start, uint64_t magic
  * and its table has an entry for every multiple of the slot size in the block,
  * 0 (never live) past the last slot (smi_block_format). */
 static inline bool smi_slot_gen(const smi_block_t *b, uintptr_t u, uint8_t **g) {
-  uint32_t off = (uint32_t)u - (uint32_t)(uintptr_t)b->start;
-  unsigned __int128 m = (unsigned __int128)off * b->magic;
-  *g = b->gens + (size_t)(m >> 64);
-  return (uint64_t)m < b->magic;
+  uint32_t off = (uint32_t)(u - (uintptr_t)b->start);
+#if defined(__x86_64__)
+  uint64_t magic = b->magic, low, high;
+  /* (written out: gcc copies the low half once more before comparing it) */
+  __asm__("mulq %3" : "=a"(low), "=d"(high) : "0"((uint64_t)off), "r"(magic) : "cc");
+#else
+  uint64_t magic = b->magic;
+  unsigned __int128 m = (unsigned __int128)off * magic;
+  uint64_t low = (uint64_t)m, high = (uint64_t)(m >> 64);
+#endif
+  *g = b->gens + high;
+  return low < magic;
 }
 #endif
 /* The index of the slot that u lies in (u inside the block's slots). */
