@@ -100,7 +100,7 @@ static inline void smi_hd_quarantine(smi_block_t *b, smi_hd_head_t *h, smi_free_
   *place = p;
   h->qoff = (uint8_t)((k + sizeof(void *)) & (SMI_HD_QUARANTINE * sizeof(void *) - 1));
   if (e) {
-    e->next = (smi_free_t *)((uintptr_t)head ^ key_next ^ (uintptr_t)e);
+    e->next = (smi_free_t *)((uintptr_t)head ^ key_next);
     b->free = e;
   }
 }
@@ -130,7 +130,7 @@ static inline void *smi_malloc(size_t size) {
       if (smi_unlikely((uintptr_t)(g - gens) * slot != off || (*g & 1) || (smi_likely(slot > 16) && (w[2] | w[3]))))
         return smi_hd_pop_fail(b, p, size);
       uint32_t r = (uint32_t)size ^ h->canary;
-      b->free = (smi_free_t *)(w[0] ^ h->key_next ^ u);
+      b->free = (smi_free_t *)(w[0] ^ h->key_next);
       w[0] = 0;
       w[1] = 0;
       b->used++;

@@ -14,17 +14,21 @@
  * header): no metadata is in its reach.
  *
  * A free slot's words, encoded with the block's two random keys:
- *   next  link ^ key_next ^ slot address   (key_next has its low 4 bits 0, so
- *                                          bit 0 of a remote link, the retire
- *                                          mark, reads the same encoded)
+ *   next  link ^ key_next   (key_next has its low 4 bits 0, so bit 0 of a
+ *                           remote link, the retire mark, reads the same
+ *                           encoded)
  *   gen   &gens[i] ^ key_gen
- * Reading one freed slot (a dangling pointer) gives key_gen at most (the
- * generation's address is predictable), never key_next: a write through a
- * dangling pointer cannot choose where the next allocation lands. Every
- * popped link is checked before it is followed: inside the block's slots
- * (before the slot is read), its gen word decoding to &gens[i] of the slot i
- * it starts, generation even (free); the slow paths and the remote list
- * check the same by smi_slot_at. */
+ * (Mixing the slot's address into the link, as before, bought nothing: a
+ * dangling pointer's owner knows the address, and reading a slot whose link
+ * ends its list gives key_next either way, as reading any gives key_gen, the
+ * generation's address being predictable.) What keeps a write through a
+ * dangling pointer from choosing where the next allocation lands is the
+ * check: every popped link is checked before it is followed: inside the
+ * block's slots (before the slot is read), its gen word decoding to &gens[i]
+ * of the slot i it starts, generation even (free); the slow paths and the
+ * remote list check the same by smi_slot_at. Without the keys a bad link is
+ * caught at once; with both, it can at most name another free slot of the
+ * block. */
 #ifndef SMI_SLOTS_HARDEN_H
 #define SMI_SLOTS_HARDEN_H
 
@@ -64,10 +68,12 @@ enum { SMI_HD_PRIVATE = 0, SMI_HD_ARMING = 1, SMI_HD_SHARED = 2 };
 
 static inline smi_hd_head_t *smi_hd_head(const smi_block_t *b) { return (smi_hd_head_t *)(b->gens - SMI_HD_HEAD); }
 static inline smi_free_t *smi_link_enc(const smi_block_t *b, const void *slot, uintptr_t next) {
-  return (smi_free_t *)(next ^ smi_hd_head(b)->key_next ^ (uintptr_t)slot);
+  (void)slot;
+  return (smi_free_t *)(next ^ smi_hd_head(b)->key_next);
 }
 static inline uintptr_t smi_link_dec(const smi_block_t *b, const void *slot, const smi_free_t *word) {
-  return (uintptr_t)word ^ smi_hd_head(b)->key_next ^ (uintptr_t)slot;
+  (void)slot;
+  return (uintptr_t)word ^ smi_hd_head(b)->key_next;
 }
 static inline uint8_t *smi_gen_enc(const smi_block_t *b, uint8_t *g) {
   return (uint8_t *)((uintptr_t)g ^ smi_hd_head(b)->key_gen);
