@@ -9,7 +9,7 @@ from .allocators import ALLOCATORS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # after the allocators' packages: the workloads' and the tools'
-OTHER_PACKAGES = ("libtalloc2", "python3", "sqlite3", "gcc-12", "git", "valgrind", "strace")
+OTHER_PACKAGES = ("libtalloc2", "python3", "sqlite3", "gcc-12", "git", "valgrind", "strace", "redis-server")
 ALLOCATOR_ENV_PREFIXES = ("MALLOC_", "MIMALLOC_", "SLOTMALLOC_", "TCMALLOC_", "JE_", "GLIBC_TUNABLES")
 
 
@@ -79,6 +79,9 @@ def machine_meta(args, duration, load):
         ("machine", f"{cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}"),
         ("topology (hwloc)", topology(args.build_dir)),
         ("commit", commit()),
+        ("build folder", os.path.abspath(args.build_dir) +
+         ("" if os.path.abspath(args.build_dir).startswith(ROOT + os.sep) else " (outside this work tree: its library "
+          "may be of another commit)")),
         ("mode", f"{'quick' if args.quick else 'full'}, {args.reps} reps, {args.threads} threads, "
                  f"run took {duration / 60:.1f} min"),
         ("packages", ", ".join(versions) if versions else "unknown"),
