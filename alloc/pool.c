@@ -125,26 +125,56 @@ static size_t in_use(void) {
   return n > 0 ? (size_t)n : 0; /* (a fork child that lost the pool's lists may count a little wrong) */
 }
 
-/* The pool keeps at most this much memory warm in empty blocks: a sixteenth
- * of what the heap holds, at least SMI_RETAIN_MIN. A burst that frees most of
- * the heap gives it back at once, with no later call needed, and so does a
- * program whose heap moves between size classes (blocks empty in some classes
- * while others fill), while a program that frees and allocates again in turn
- * reuses warm blocks. Measured (perf harness, README): with 8 MiB and an
- * eighth of the committed bytes, the realloc workload kept 6-10 MiB warm at its
- * peak and threadlife 1.6 MiB of its 6.8. */
+/* The pool keeps at most this much memory warm in empty blocks: a target
+ * that follows the program, from SMI_RETAIN_MIN up to a quarter of what the
+ * heap holds. A block the cap cooled that is taken again within the purge
+ * delay was cooled too early (its pages fault in again): the target grows by
+ * a block. Every pool upkeep (a quarter of the delay) without such a block
+ * brings it a quarter of the way back down. So a burst that frees most of the
+ * heap gives it back at once, with no later call needed, and so does a heap
+ * that moves between size classes (blocks empty in some while others fill),
+ * while a program that frees and allocates again in turn keeps what it
+ * reuses warm. Measured (perf harness, README): with a fixed cap of 8 MiB or
+ * an eighth of the committed bytes, realloc kept 6-10 MiB warm at its peak and
+ * threadlife 1.6 MiB of its 6.8 MiB; with a fixed 1 MiB, alloctest-2 and
+ * larson fault two to three times as many pages in. Under pool_lock. */
 #define SMI_RETAIN_MIN ((size_t)1 << 20)
-#define SMI_RETAIN_SHARE 16
+#define CAPPED ((uint64_t)1 << 63) /* in a cold block's empty_since: the cap cooled it (then) */
+static size_t retain_target = SMI_RETAIN_MIN;
+static bool regretted; /* since the last upkeep */
+
 static void keep_warm_bytes_bounded(void) {
-  size_t held = in_use();
-  size_t cap = held / SMI_RETAIN_SHARE > SMI_RETAIN_MIN ? held / SMI_RETAIN_SHARE : SMI_RETAIN_MIN;
+  size_t most = in_use() / 4;
+  size_t cap = retain_target < most ? retain_target : most;
+  if (cap < SMI_RETAIN_MIN) cap = SMI_RETAIN_MIN;
   while (warm_bytes > cap) {
     smi_block_t *oldest = NULL; /* the block empty for longest, of any kind */
     for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
       if (empty[k].tail && (!oldest || empty[k].tail->empty_since < oldest->empty_since)) oldest = empty[k].tail;
     if (!oldest) break;
+    smi_segment_t *seg = smi_segment_at((uintptr_t)oldest);
+    uint32_t first = oldest->index;
     cool_run(oldest);
+    uint64_t now = smi_now_ms() | CAPPED;
+    for (uint32_t i = first; i < seg->nblocks && (seg->blocks[i].flags & SMI_BLOCK_DECOMMITTED); i++)
+      seg->blocks[i].empty_since = now;
+    for (uint32_t i = first; i-- > 0 && (seg->blocks[i].flags & SMI_BLOCK_DECOMMITTED);)
+      seg->blocks[i].empty_since = now;
   }
+}
+
+/* A cold block is taken: was it cooled by the cap within the purge delay? */
+static void taken_cold(const smi_block_t *b) {
+  if (!(b->empty_since & CAPPED) || smi_now_ms() - (b->empty_since & ~CAPPED) >= smi_opt.purge_delay_ms) return;
+  regretted = true;
+  size_t step = smi_block_span(b) < 2 * SMI_RETAIN_MIN ? smi_block_span(b) : SMI_RETAIN_MIN;
+  if (retain_target < in_use() / 4) retain_target += step;
+}
+
+/* At every pool upkeep: the target comes down while no block is taken back. */
+static void retain_decay(void) {
+  if (!regretted) retain_target -= (retain_target - SMI_RETAIN_MIN) / 4;
+  regretted = false;
 }
 
 /* A block can serve class cls as it is (or reopened after its arena closed)
@@ -242,7 +272,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       }
     }
     if (!b) b = empty[kind].head;
-    if (!b) b = empty[COLD + kind].head;
+    if (!b && (b = empty[COLD + kind].head) != NULL) taken_cold(b);
     if (b) empty_remove(b);
     else b = reacquire(kind);
     smi_unlock(&pool_lock);
@@ -327,6 +357,7 @@ void smi_pool_upkeep(bool force) {
   smi_lock(&pool_lock);
   atomic_store_explicit(&last_purge_ms, now, memory_order_relaxed);
   smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, true);
+  retain_decay();
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     for (smi_block_t *b = abandoned_full[cls].head, *next; b; b = next) {
       next = b->next;
