@@ -161,9 +161,9 @@ def stress_args(ctx):
 LIBC = "libc.so.6"
 
 
-def redis_args(mix, load_keys):
+def redis_args(mix, load_keys, flush="sync"):
     """programs/redisjob.py: redis-server under the allocator, load_keys SETs (times the scale) of values of the
-    mix ("mixed" or "small"), FLUSHALL, 20,000 SETs, 1 s idle, MEMORY PURGE."""
+    mix ("mixed" or "small"), FLUSHALL (flush: "sync" or "async"), 20,000 SETs, 1 s idle, MEMORY PURGE."""
     def args(ctx):
         if not shutil.which("redis-server"):
             return ["redis-server (apt-get install redis-server)"], None, {}
@@ -171,7 +171,7 @@ def redis_args(mix, load_keys):
         keys = max(2000, int(load_keys * ctx.scale))
         sets, idle_ms = (2000, 200) if ctx.quick else (20000, 1000)
         py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
-        return ([py, os.path.join(PROGRAMS, "redisjob.py"), str(keys), str(sets), str(idle_ms), mix], None,
+        return ([py, os.path.join(PROGRAMS, "redisjob.py"), str(keys), str(sets), str(idle_ms), mix, flush], None,
                 {"PERF_SERVER_PRELOAD": preload or ""})
     return args
 
@@ -273,6 +273,9 @@ WORKLOADS = [
              extra_metrics=REDIS_STEPS + ("used_kib",), curve="ms", curve_label=REDIS_CURVE),
     Workload("redis-small", "driver", "the same with 300,000 SETs of small values (3-64 B, as redis-benchmark's "
              "3 B) in the load and the 20,000 SETs", redis_args("small", 300000), table="redis",
+             extra_metrics=REDIS_STEPS + ("used_kib",), curve="ms", curve_label=REDIS_CURVE),
+    Workload("redis-async", "driver", "redis with FLUSHALL ASYNC: the values freed by redis's lazyfree thread, "
+             "not the one that allocated them", redis_args("mixed", 100000, "async"), table="redis",
              extra_metrics=REDIS_STEPS + ("used_kib",), curve="ms", curve_label=REDIS_CURVE),
     Workload("deref-hot", "api", "sm_deref of 8 handles in a loop against a plain pointer load",
              deref_args("hot"), table="deref"),

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """redisjob.py: the redis workload of the perf harness: does an allocator give back what redis freed?
 
-    redisjob.py KEYS SETS IDLE_MS
+    redisjob.py KEYS SETS IDLE_MS [mixed|small] [sync|async]
 
 Starts Debian's redis-server on a free loopback port with the allocator of the environment variable
 PERF_SERVER_PRELOAD preloaded into the server alone (this driver runs under the system allocator), then:
-  1. load:  KEYS SETs of values of mixed sizes (1/2 16-256 B, 3/8 256 B-2 KiB, 1/8 2-8 KiB);
-  2. flush: FLUSHALL (synchronous: every value freed);
+  1. load:  KEYS SETs of values of mixed sizes (1/2 16-256 B, 3/8 256 B-2 KiB, 1/8 2-8 KiB), or small ones
+            (3-64 B);
+  2. flush: FLUSHALL SYNC (every value freed by the main thread), or FLUSHALL ASYNC (freed by redis's lazyfree
+            thread, another thread than the one that allocated them), then until INFO's
+            lazyfree_pending_objects is 0;
   3. sets:  SETS SETs of the same mix (new keys);
   4. idle:  IDLE_MS milliseconds with nothing to do;
   5. purge: MEMORY PURGE, then 200 ms.
@@ -227,10 +230,12 @@ def stop_server(proc, client):
 
 
 def main(argv):
-    if len(argv) not in (4, 5) or (len(argv) == 5 and argv[4] not in ("mixed", "small")):
-        fail("usage: redisjob.py KEYS SETS IDLE_MS [mixed|small]")
+    if not 4 <= len(argv) <= 6 or (len(argv) >= 5 and argv[4] not in ("mixed", "small")) or \
+            (len(argv) == 6 and argv[5] not in ("sync", "async")):
+        fail("usage: redisjob.py KEYS SETS IDLE_MS [mixed|small] [sync|async]")
     keys, sets, idle_ms = int(argv[1]), int(argv[2]), int(argv[3])
-    mix = argv[4] if len(argv) == 5 else "mixed"
+    mix = argv[4] if len(argv) >= 5 else "mixed"
+    flush = argv[5] if len(argv) == 6 else "sync"
     server = shutil.which("redis-server")
     if not server:
         fail("redis-server not found (apt-get install redis-server)")
@@ -260,7 +265,12 @@ def main(argv):
         rss = {}
         set_keys(client, "load", keys, r, mix, progress)
         rss["load"] = sampler.take()
-        client.call("FLUSHALL", "SYNC")
+        client.call("FLUSHALL", flush.upper())
+        deadline = time.time() + 60
+        while flush == "async" and info_field(client, "lazyfree_pending_objects") not in ("0", ""):
+            if time.time() > deadline:
+                fail("the lazyfree thread did not finish within 60 s")
+            time.sleep(0.01)
         sampler.ops = 0
         rss["flush"] = sampler.take()
         set_keys(client, "sets", sets, r, mix, progress)
