@@ -442,30 +442,16 @@ void smi_arena_trim(sm_arena_t *a) {
  * for that thread's next slow path; a thread that then makes none (idle, or
  * only fast-path calls: a server after its background thread freed a
  * database) would hold them for good. malloc_trim and the background purge
- * give them to the pool from any thread, under the arena's lock:
- *   - full blocks freed into are collected as the owner's revisit does: the
- *     full tag sends even the owner's frees to the slow path, which takes the
- *     lock (draining blocks excepted: revisit_as leaves them);
- *   - a block on an avail list is the owner's to free into without the lock,
- *     but only into a live slot: once every slot reads free it cannot change
- *     under us but by other threads' pushes, and is collected here.
- * A block goes to the pool only if used reads 0 then: a free on its way (its
- * generation moved, its push not done yet) still counts in used. Current
- * blocks stay: their owner allocates from them without the lock. */
+ * collect the arena's full blocks that other threads freed into, from any
+ * thread, as the owner's revisit does, under the arena's lock: the full tag
+ * sends even the owner's own frees into such a block to the slow path, which
+ * takes the lock (draining blocks excepted: revisit_as leaves them). Blocks on
+ * the avail lists stay: their owner frees into them without the lock, and
+ * nothing tells another thread that such a free is not under way. Current
+ * blocks stay too: their owner allocates from them without the lock. */
 void smi_arena_reclaim(sm_arena_t *a) {
   smi_lock(&a->lock);
   revisit_as(a, true);
-  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    for (smi_block_t *b = a->avail[cls].head, *next; b; b = next) {
-      next = b->next;
-      if (!atomic_load_explicit(&b->remote, memory_order_acquire) || smi_block_live(b)) continue;
-      smi_block_collect(b);
-      if (b->used == 0) {
-        smi_blist_remove(&a->avail[cls], b);
-        smi_pool_give(b);
-      }
-    }
-  }
   smi_unlock(&a->lock);
 }
 

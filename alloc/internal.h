@@ -252,8 +252,8 @@ bool smi_arena_is_closed(const sm_arena_t *a);
 void smi_arena_upkeep(sm_arena_t *a, bool force); /* empty blocks back to the pool */
 /* On a's own thread: every empty block of a, its current ones included, to the pool. */
 void smi_arena_trim(sm_arena_t *a);
-/* From any thread: the blocks of a that other threads' frees emptied (not its
- * current ones) to the pool. */
+/* From any thread: a's full blocks that other threads' frees emptied go to
+ * the pool (those with room back to its avail lists), as its revisit does. */
 void smi_arena_reclaim(sm_arena_t *a);
 /* In a fork child: repairs a's lists if a thread the child does not have held its lock. */
 void smi_arena_after_fork(sm_arena_t *a, bool *mine);
