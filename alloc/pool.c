@@ -29,6 +29,7 @@ static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
  * its lists are forgotten: their blocks stay out of use in the child (blocks
  * with live objects can still be freed into), which is safe whatever state
  * the lists were left in. */
+static void set_flags(smi_block_t *b, uint8_t flags);
 void smi_pool_after_fork(bool *mine) {
   if (!smi_lock_orphaned(&pool_lock, mine)) return;
   for (unsigned k = 0; k < SMI_EMPTY_LISTS; k++) empty[k] = (smi_blist_t){NULL, NULL};
@@ -41,10 +42,16 @@ void smi_pool_after_fork(bool *mine) {
   dismantle_blocks = (smi_blist_t){NULL, NULL};
   dismantle_large = NULL;
   atomic_store_explicit(&dismantle_pending, 0, memory_order_relaxed);
-  /* No block waits in the pool any more: no segment may be released whole. */
+  /* No block waits in the pool any more: no segment may be released whole,
+   * and no block reads as waiting (cool_run takes a warm waiting neighbour
+   * off the lists: one left marked would be taken off a list it is not on). */
   for (uint32_t id = 1; id < smi_segment_ids_used(); id++) {
     smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
-    if (seg && !smi_segtab[id].is_large) seg->pooled = 0;
+    if (!seg || smi_segtab[id].is_large) continue;
+    seg->pooled = 0;
+    for (uint32_t i = 0; i < seg->nblocks; i++)
+      if (seg->blocks[i].flags & SMI_BLOCK_WAITING)
+        set_flags(&seg->blocks[i], (uint8_t)(seg->blocks[i].flags & ~SMI_BLOCK_WAITING));
   }
 }
 
