@@ -24,6 +24,11 @@ static smi_segment_t *dismantle_large;
 static _Atomic uint64_t last_purge_ms; /* read before the lock is taken */
 
 static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
+/* Per segment id, its blocks waiting in the pool (bit = the block's index;
+ * at most 63 blocks a segment), under pool_lock: cool_run finds a block's
+ * waiting neighbours here, never by reading the flags of a block that another
+ * thread may be cutting at that moment. */
+static uint64_t waiting[SMI_SEG_IDS];
 
 /* In a fork child: if a thread the child does not have was changing the pool,
  * its lists are forgotten: their blocks stay out of use in the child (blocks
@@ -49,6 +54,7 @@ void smi_pool_after_fork(bool *mine) {
     smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
     if (!seg || smi_segtab[id].is_large) continue;
     seg->pooled = 0;
+    waiting[id] = 0;
     for (uint32_t i = 0; i < seg->nblocks; i++)
       if (seg->blocks[i].flags & SMI_BLOCK_WAITING)
         set_flags(&seg->blocks[i], (uint8_t)(seg->blocks[i].flags & ~SMI_BLOCK_WAITING));
@@ -74,16 +80,21 @@ static size_t touched(const smi_block_t *b) {
   return bytes < span ? bytes : span;
 }
 static smi_blist_t *empty_list(const smi_block_t *b) { return &empty[b->kind + (is_cold(b) ? COLD : 0)]; }
+static bool waits(const smi_segment_t *seg, uint32_t i) { return waiting[seg->id] >> i & 1; }
 static void empty_push(smi_block_t *b) {
   set_flags(b, (uint8_t)(b->flags | SMI_BLOCK_WAITING));
   smi_blist_push(empty_list(b), b);
-  smi_segment_at((uintptr_t)b)->pooled++;
+  smi_segment_t *seg = smi_segment_at((uintptr_t)b);
+  seg->pooled++;
+  waiting[seg->id] |= (uint64_t)1 << b->index;
   if (!is_cold(b)) warm_bytes += touched(b);
 }
 static void empty_remove(smi_block_t *b) {
   set_flags(b, (uint8_t)(b->flags & ~SMI_BLOCK_WAITING));
   smi_blist_remove(empty_list(b), b);
-  smi_segment_at((uintptr_t)b)->pooled--;
+  smi_segment_t *seg = smi_segment_at((uintptr_t)b);
+  seg->pooled--;
+  waiting[seg->id] &= ~((uint64_t)1 << b->index);
   if (!is_cold(b)) warm_bytes -= touched(b);
 }
 /* A warm empty block's memory goes back to the OS: it turns cold. */
@@ -96,24 +107,26 @@ static size_t cool(smi_block_t *b) {
 }
 
 /* Cools b and the warm empty blocks next to it in its segment, with one
- * system call for the run (a burst of frees empties whole runs of blocks). */
-static size_t cool_run(smi_block_t *b) {
+ * system call for the run (a burst of frees empties whole runs of blocks);
+ * a stamp other than 0 becomes the cooled blocks' empty_since. */
+static bool warm_waits(const smi_segment_t *seg, uint32_t i) {
+  return waits(seg, i) && !is_cold(&seg->blocks[i]); /* a waiting block's flags change under pool_lock */
+}
+static size_t cool_run(smi_block_t *b, uint64_t stamp) {
   smi_segment_t *seg = smi_segment_at((uintptr_t)b);
   uint32_t lo = b->index, hi = b->index;
-  const uint8_t warm_waiting = SMI_BLOCK_WAITING | SMI_BLOCK_DECOMMITTED;
-  while (lo > 0 &&
-         (__atomic_load_n(&seg->blocks[lo - 1].flags, __ATOMIC_RELAXED) & warm_waiting) == SMI_BLOCK_WAITING)
-    lo--;
-  while (hi + 1 < seg->nblocks &&
-         (__atomic_load_n(&seg->blocks[hi + 1].flags, __ATOMIC_RELAXED) & warm_waiting) == SMI_BLOCK_WAITING)
-    hi++;
+  while (lo > 0 && warm_waits(seg, lo - 1)) lo--;
+  while (hi + 1 < seg->nblocks && warm_waits(seg, hi + 1)) hi++;
   size_t bytes = 0;
   for (uint32_t i = lo; i <= hi; i++) {
     bytes += touched(&seg->blocks[i]);
     empty_remove(&seg->blocks[i]);
   }
   smi_blocks_decommit(&seg->blocks[lo], hi - lo + 1);
-  for (uint32_t i = lo; i <= hi; i++) empty_push(&seg->blocks[i]);
+  for (uint32_t i = lo; i <= hi; i++) {
+    if (stamp) seg->blocks[i].empty_since = stamp;
+    empty_push(&seg->blocks[i]);
+  }
   return bytes;
 }
 
@@ -159,14 +172,7 @@ static void keep_warm_bytes_bounded(void) {
     for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
       if (empty[k].tail && (!oldest || empty[k].tail->empty_since < oldest->empty_since)) oldest = empty[k].tail;
     if (!oldest) break;
-    smi_segment_t *seg = smi_segment_at((uintptr_t)oldest);
-    uint32_t first = oldest->index;
-    cool_run(oldest);
-    uint64_t now = smi_now_ms() | CAPPED;
-    for (uint32_t i = first; i < seg->nblocks && (seg->blocks[i].flags & SMI_BLOCK_DECOMMITTED); i++)
-      seg->blocks[i].empty_since = now;
-    for (uint32_t i = first; i-- > 0 && (seg->blocks[i].flags & SMI_BLOCK_DECOMMITTED);)
-      seg->blocks[i].empty_since = now;
+    cool_run(oldest, smi_now_ms() | CAPPED);
   }
 }
 
