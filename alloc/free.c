@@ -21,19 +21,22 @@ static bool slot_of(const smi_block_t *b, uintptr_t u, uint32_t *index) {
 }
 
 bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
-  return slot_of(b, u, index) &&
-         (__atomic_load_n(&__atomic_load_n(&b->gens, __ATOMIC_RELAXED)[*index], __ATOMIC_RELAXED) & 1);
+  if (!slot_of(b, u, index)) return false;
+  _Atomic uint8_t *g = smi_gen_at(b, *index); /* (a re-cut may race this) */
+  return g && (atomic_load_explicit(g, memory_order_relaxed) & 1);
 }
 
 /* A free of slot i, whose generation g is even (not live): a double free if
  * the slot was handed out since its block was cut, an invalid free if it never
- * was: past bump, or its generation still the fresh one. That last test holds
- * until a slot of the block wraps (a wrapped slot passes every value again: a
- * slot that wrapped and retired reads 0, one that wrapped and serves on
- * anything), so in a block with wrapped slots a free slot counts as used. */
+ * was: its generation still the fresh one. That test holds until a slot of the
+ * block wraps (a wrapped slot passes every value again: a slot that wrapped
+ * and retired reads 0, one that wrapped and serves on anything), so in a block
+ * with wrapped slots a free slot counts as used, unless it lies past bump
+ * (never handed out, or handed out and dropped by upkeep's tidy, which leaves
+ * its generation past the fresh one). */
 static void report_not_live(const smi_block_t *b, uint32_t i, void *p, uint8_t g) {
   bool wrapped = atomic_load_explicit(&b->wrapped, memory_order_relaxed);
-  bool never = i >= b->bump || (g == smi_gen_fresh(i) && !wrapped);
+  bool never = g == smi_gen_fresh(i) && (i >= b->bump || !wrapped);
   if (never) smi_report(SMI_ERR_INVALID_FREE, p, 0);
   else smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
 }
@@ -178,14 +181,16 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
     }
   }
   smi_hd_share(b); /* hardened build: the owner's frees into b take the compare-and-swap too */
-  uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
+  /* (a double free can race a re-cut: the generation is the table's as loaded) */
+  _Atomic uint8_t *gp = smi_gen_at(b, i);
+  uint8_t g = gp ? atomic_load_explicit(gp, memory_order_relaxed) : 0;
   do {
     if (!(g & 1)) {
       if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
       report_not_live(b, i, p, g);
       return;
     }
-  } while (!__atomic_compare_exchange_n(&b->gens[i], &g, (uint8_t)(g + 1), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+  } while (!atomic_compare_exchange_weak_explicit(gp, &g, (uint8_t)(g + 1), memory_order_relaxed, memory_order_relaxed));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   smi_hd_check(b, p); /* hardened build: the canary */
   SMI_VG_DIED(p);

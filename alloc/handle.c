@@ -48,8 +48,9 @@ sm_handle_t sm_handle_of(const void *p) {
     uint32_t epoch = atomic_load_explicit(&b->epoch, memory_order_acquire);
     if (!smi_slot_is_live(b, u, &i)) return 0;
     smi_block_name(b); /* before the generation the handle carries is read: see smi_block_wrap_retires */
-    uint8_t gen = __atomic_load_n(&__atomic_load_n(&b->gens, __ATOMIC_RELAXED)[i], __ATOMIC_ACQUIRE);
-    if (!(gen & 1)) return 0; /* freed meanwhile */
+    _Atomic uint8_t *g = smi_gen_at(b, i);
+    uint8_t gen = g ? atomic_load_explicit(g, memory_order_acquire) : 0;
+    if (!(gen & 1)) return 0; /* freed (or re-cut) meanwhile */
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&b->epoch, memory_order_relaxed) != epoch) return 0; /* re-cut meanwhile */
     return make(seg->id, b->index, i, epoch, gen);
@@ -68,7 +69,9 @@ static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *se
   smi_block_t *b = &seg->blocks[h_block(h)];
   uint32_t i = h_slot(h);
   if (i >= atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire)) return NULL;
-  uint8_t g = __atomic_load_n(&__atomic_load_n(&b->gens, __ATOMIC_RELAXED)[i], __ATOMIC_ACQUIRE);
+  _Atomic uint8_t *gp = smi_gen_at(b, i);
+  if (!gp) return NULL; /* re-cut meanwhile */
+  uint8_t g = atomic_load_explicit(gp, memory_order_acquire);
   uint32_t e = atomic_load_explicit(&b->epoch, memory_order_acquire);
   uint64_t want = ((uint64_t)(e & H_EPOCH_MASK) << 8) | g;
   if ((g & 1) == 0 || want != h_tag(h)) return NULL;

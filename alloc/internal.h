@@ -6,7 +6,7 @@
  *               (slots/large_segment.h). Found by address through the segment
  *               map, by id through the id table.
  *   block       a span of a segment cut into slots of one size class, with its
- *               generation table at its start.
+ *               generation table (at its end; the hardened build: its start).
  *   slot        the place of one object in a block; a free slot's first word
  *               links to the next free slot (the in-place freelist).
  *   generation  a slot's 8-bit counter: odd while the slot holds an object.
@@ -224,7 +224,7 @@ sm_arena_t *smi_root_arena(void);     /* this thread's root arena, made on first
 void smi_heap_after_fork(bool *mine); /* fork child: every heap and arena repaired */
 /* Calls fn on every live thread's root arena (under smi_tree_lock). */
 void smi_heap_each_root(void (*fn)(sm_arena_t *, sm_stats_t *), sm_stats_t *s);
-void smi_heap_exit_others(void); /* fork child: the other threads' heaps end as at thread exit */
+void smi_heap_exit_others(void);    /* fork child: the other threads' heaps end as at thread exit */
 void smi_heap_reclaim_others(void); /* smi_arena_reclaim of every other live thread's root arena */
 
 /* fork.c */

@@ -481,7 +481,10 @@ static void count_live(uint64_t *n, uint64_t *bytes, uint64_t *large_n, uint64_t
       uint32_t ns = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
       if (!ns || !(b->flags & SMI_BLOCK_FORMATTED) || (b->flags & SMI_BLOCK_DECOMMITTED) || b->cls >= SMI_CLASSES)
         continue;
-      size_t live = smi_gens_count_live(b->gens, smi_gens_len(ns));
+      /* (the table as loaded bounds the count: a re-cut may race this) */
+      uint8_t *gens = __atomic_load_n(&b->gens, __ATOMIC_RELAXED);
+      size_t len = smi_gens_len(ns), room = (size_t)(smi_block_end(b) - gens);
+      size_t live = smi_gens_count_live(gens, len < room ? len : room);
       n[b->cls] += live;
       bytes[b->cls] += (uint64_t)live * b->size;
     }
@@ -621,8 +624,9 @@ static bool freed_once(const prof_sample_t *s) {
   uint32_t ns = atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_acquire);
   if (!ns) return false;
   uint32_t i = smi_slot_index(b, u);
-  if (i >= ns) return false;
-  uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
+  _Atomic uint8_t *gp = i < ns ? smi_gen_at(b, i) : NULL;
+  if (!gp) return false;
+  uint8_t g = atomic_load_explicit(gp, memory_order_relaxed);
   uint32_t e = atomic_load_explicit(&b->epoch, memory_order_relaxed) & (((uint32_t)1 << SMI_EPOCH_BITS) - 1);
   return e == handle_epoch(s->h) && g == (uint8_t)(handle_gen(s->h) + 1);
 }

@@ -72,9 +72,9 @@ static const struct {
   uint32_t nblocks;
   size_t span;
 } kinds[SMI_KINDS_OF_BLOCKS] = {
-    [SMI_KIND_SMALL] = {63, SMI_PAGE_SIZE},
-    [SMI_KIND_MEDIUM] = {7, 8 * SMI_PAGE_SIZE},
-    [SMI_KIND_BIG] = {1, 63 * SMI_PAGE_SIZE},
+    [SMI_KIND_SMALL] = {63, SMI_SPAN_SMALL},
+    [SMI_KIND_MEDIUM] = {7, SMI_SPAN_MEDIUM},
+    [SMI_KIND_BIG] = {1, SMI_SPAN_BIG},
 };
 
 /* Every page that is not a block's (the header page, a medium segment's tail)
@@ -335,9 +335,20 @@ void smi_blocks_decommit(smi_block_t *first, uint32_t n) {
   smi_count(SMI_COUNT_BLOCKS_PURGED, n);
 }
 
-/* The part of a block's span past its first page: what a release unmaps. */
-static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b) + SMI_OS_PAGE; }
-static size_t block_tail_len(const smi_block_t *b) { return smi_block_span(b) - SMI_OS_PAGE; }
+/* What a release unmaps of a block: all but the pages where any cut of it
+ * keeps its generation table, which a stale handle may still read. Default
+ * build: the table lies at the block's end, 4112 bytes at the most (16-byte
+ * slots in a small block), so the last two pages stay; hardened build: it
+ * lies at the start, after the head, so the first page stays. */
+#ifdef SMI_HARDENED
+#define TABLE_PAGES 1
+static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b) + TABLE_PAGES * SMI_OS_PAGE; }
+#else
+#define TABLE_PAGES 2
+_Static_assert(((SMI_SPAN_SMALL / 16 + 1 + 15) & ~15) <= TABLE_PAGES * SMI_OS_PAGE, "a table fits the kept pages");
+static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b); }
+#endif
+static size_t block_tail_len(const smi_block_t *b) { return smi_block_span(b) - TABLE_PAGES * SMI_OS_PAGE; }
 
 void smi_segment_release(smi_segment_t *seg) {
   for (uint32_t i = 0; i < seg->nblocks; i++) {

@@ -3,8 +3,9 @@
  * A segment is a 4 MiB-aligned span. Its first 64 KiB page holds the segment
  * header with the descriptors of its blocks; the rest is cut into blocks of one
  * kind: 63 small blocks of 64 KiB, 7 medium blocks of 512 KiB, or one big block
- * of 4 MiB - 64 KiB. A block is cut into slots of one size class. Its first
- * bytes are its generation table, one byte per slot; the slots follow.
+ * of 4 MiB - 64 KiB. A block is cut into slots of one size class, and has a
+ * generation table, one byte per slot: in the default build the slots start
+ * at the block's base and the table lies at its end (smi_block_layout).
  * Objects larger than the largest class get a segment of their own (kind
  * LARGE): one mapping, one slot, its generation in the header.
  *
@@ -175,6 +176,28 @@ static inline unsigned smi_map_of(uintptr_t u) {
  * makes it read outside the map, which faults (it never returns a segment). */
 static inline unsigned smi_map_of_unchecked(uintptr_t u) { return smi_segmap[u >> SMI_SEG_SHIFT]; }
 static inline smi_segment_t *smi_segment_at(uintptr_t u) { return (smi_segment_t *)(u & ~(uintptr_t)SMI_SEG_MASK); }
+/* Each kind's block span (the header page comes first in every segment). */
+#define SMI_SPAN_SMALL SMI_PAGE_SIZE
+#define SMI_SPAN_MEDIUM (8 * SMI_PAGE_SIZE)
+#define SMI_SPAN_BIG (63 * SMI_PAGE_SIZE)
+/* Where a block's span ends. */
+static inline uint8_t *smi_block_end(const smi_block_t *b) {
+  size_t span = b->kind == SMI_KIND_SMALL    ? SMI_SPAN_SMALL
+                : b->kind == SMI_KIND_MEDIUM ? SMI_SPAN_MEDIUM
+                                             : SMI_SPAN_BIG;
+  return (uint8_t *)smi_segment_at((uintptr_t)b) + SMI_PAGE_SIZE + ((size_t)b->index + 1) * span;
+}
+/* Slot i's generation, for a reader that holds no lock and may race a re-cut
+ * (handles, reports): NULL if i lies past the table it loaded. A re-cut
+ * changes nslots and the table's place (in the default build it depends on
+ * the class) apart, so an i checked against the old nslots is checked against
+ * the table too, and the read stays inside the block whatever it reads (the
+ * epoch, read after it, tells the reader the slot is another one). */
+static inline _Atomic uint8_t *smi_gen_at(const smi_block_t *b, size_t i) {
+  uint8_t *gens = __atomic_load_n(&b->gens, __ATOMIC_RELAXED);
+  if (i >= (size_t)(smi_block_end(b) - gens)) return NULL;
+  return (_Atomic uint8_t *)(gens + i);
+}
 static inline smi_block_t *smi_block_at(smi_segment_t *seg, uintptr_t u) {
   return seg->page_block[(u >> SMI_PAGE_SHIFT) & (SMI_PAGES_PER_SEG - 1)];
 }
@@ -302,8 +325,9 @@ void smi_block_decommit(smi_block_t *b);
  * with one system call. */
 void smi_blocks_decommit(smi_block_t *first, uint32_t n);
 /* Gives a segment whose blocks are all empty and out of use back to the OS,
- * all but its header and each block's first page (where its generations are,
- * so that a stale handle still reads them, as zero): the address space goes
+ * all but its header and the pages where any cut of a block keeps its
+ * generation table (its last two pages; the hardened build: its first), so
+ * that a stale handle still reads them, as zero: the address space goes
  * back too, which an address-space limit needs. Its blocks hold no slots
  * (nslots 0) until smi_segment_reacquire; their epochs go on. */
 void smi_segment_release(smi_segment_t *seg);

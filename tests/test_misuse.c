@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -281,6 +282,18 @@ static void block_tail(size_t size) {
 }
 static void case_invalid_free_block_tail_16(void) { block_tail(16); }
 static void case_invalid_free_block_tail_48(void) { block_tail(48); }
+/* a double free of a medium object after malloc_trim tidied its block (the
+ * free slots past the last used one dropped, bump lowered below them) */
+static void case_double_free_after_trim(void) {
+  void *p[40];
+  for (int i = 0; i < 40; i++)
+    if (!(p[i] = malloc(8000))) abort();
+  for (int i = 20; i < 40; i++) free(p[i]);
+  malloc_trim(0);
+  make_witnesses(8);
+  announce(p[38]);
+  free(tu_opaque(p[38]));
+}
 static void case_invalid_free_unused_slot(void) { unused_slot(0); }
 static void case_invalid_free_unused_slot_local(void) { unused_slot(1); }
 
@@ -357,6 +370,7 @@ static const misuse_case_t CASES[] = {
     {"double_free_after_wrap", case_double_free_after_wrap, "double free", NULL},
     {"invalid_free_unused_slot", case_invalid_free_unused_slot, "invalid free", NULL},
     {"invalid_free_unused_slot_local", case_invalid_free_unused_slot_local, "invalid free", NULL},
+    {"double_free_after_trim", case_double_free_after_trim, "double free", NULL},
     {"invalid_free_block_tail_16", case_invalid_free_block_tail_16, "invalid free", NULL},
     {"invalid_free_block_tail_48", case_invalid_free_block_tail_48, "invalid free", NULL},
     {"invalid_realloc_interior", case_invalid_realloc_interior, "invalid realloc", NULL},
@@ -516,6 +530,7 @@ MISUSE_TESTS(sm_invalid_free_interior)
 MISUSE_TESTS(double_free_after_wrap)
 MISUSE_TESTS(invalid_free_unused_slot)
 MISUSE_TESTS(invalid_free_unused_slot_local)
+MISUSE_TESTS(double_free_after_trim)
 MISUSE_TESTS(invalid_free_block_tail_16)
 MISUSE_TESTS(invalid_free_block_tail_48)
 MISUSE_TESTS(invalid_realloc_interior)
@@ -529,7 +544,7 @@ Test(misuse_abort, explicit_abort_option, .timeout = 90) { expect_abort("double_
 
 /* Every case of the table has its pair of tests above (a guard against a case
  * added to the table and forgotten). */
-Test(misuse, table_complete) { cr_assert_eq(NCASES, 30, "update MISUSE_TESTS when adding cases"); }
+Test(misuse, table_complete) { cr_assert_eq(NCASES, 31, "update MISUSE_TESTS when adding cases"); }
 
 static void no_core(void) {
   struct rlimit r = {0, 0};

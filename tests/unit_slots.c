@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "slots/generation.h"
 #include "slots/harden.h"
@@ -136,6 +137,62 @@ static smi_free_t *next_free(const smi_block_t *b, const smi_free_t *f) {
 
 /* Extending hands out never-used slots a page at a time: in address order;
  * in the hardened build in a shuffled order, each of the page's once. */
+/* A lock-free reader (a handle) checks its slot index against nslots, then
+ * reads the generation from the table: a re-cut to another class in between
+ * moves the table (in the default build its place depends on the class). The
+ * index, checked against the table as loaded, must keep the read inside the
+ * block, for every pair of classes of a kind and every slot of the first. */
+Test(segment, generation_reads_stay_in_the_block_across_a_recut) {
+  for (unsigned kind = 0; kind < SMI_KINDS_OF_BLOCKS; kind++) {
+    smi_segment_t *seg = smi_segment_new(kind);
+    cr_assert_not_null(seg);
+    smi_block_t *b = &seg->blocks[seg->nblocks - 1]; /* the last: past it lies the next segment, or nothing */
+    for (unsigned from = 0; from < SMI_CLASSES; from++) {
+      if (smi_kind_of_class(from) != kind) continue;
+      for (unsigned to = 0; to < SMI_CLASSES; to++) {
+        if (smi_kind_of_class(to) != kind || to == from) continue;
+        cr_assert(smi_block_format(b, from));
+        uint32_t old_n = b->nslots;
+        cr_assert(smi_block_format(b, to));
+        for (uint32_t i = 0; i < old_n; i++) {
+          uint8_t *g = (uint8_t *)smi_gen_at(b, i);
+          if (g) cr_assert(g >= smi_block_base(b) && g < smi_block_end(b), "classes %u -> %u, slot %u", from, to, i);
+        }
+        for (uint32_t i = 0; i < b->nslots; i++)
+          cr_assert_not_null(smi_gen_at(b, i)); /* the new slots all have one */
+      }
+    }
+  }
+}
+
+/* A released segment keeps mapped the pages where any cut of a block keeps
+ * its table: a stale handle's reader may still read there. */
+Test(segment, release_keeps_the_generation_tables_mapped) {
+  for (unsigned kind = 0; kind < SMI_KINDS_OF_BLOCKS; kind++) {
+    smi_segment_t *seg = smi_segment_new(kind);
+    cr_assert_not_null(seg);
+    uint8_t *first[64], *last[64];
+    for (uint32_t k = 0; k < seg->nblocks; k++) {
+      smi_block_t *b = &seg->blocks[k];
+      first[k] = smi_block_end(b), last[k] = smi_block_base(b);
+      for (unsigned cls = 0; cls < SMI_CLASSES; cls++) { /* every place a table takes */
+        if (smi_kind_of_class(cls) != kind) continue;
+        cr_assert(smi_block_format(b, cls));
+        smi_layout_t l = smi_block_layout(b, b->size);
+        if (l.gens < first[k]) first[k] = l.gens;
+        if (l.gens + l.table > last[k]) last[k] = l.gens + l.table;
+      }
+    }
+    smi_segment_release(seg);
+    for (uint32_t k = 0; k < seg->nblocks; k++) {
+      uintptr_t lo = (uintptr_t)first[k] & ~(SMI_OS_PAGE - 1);
+      cr_assert_eq(msync((void *)lo, (size_t)(last[k] - (uint8_t *)lo), MS_ASYNC), 0,
+                   "kind %u block %u: a table's pages were unmapped", kind, k);
+    }
+    cr_assert(smi_segment_reacquire(seg));
+  }
+}
+
 Test(segment, extend_builds_an_in_place_freelist) {
   smi_segment_t *seg = smi_segment_new(SMI_KIND_SMALL);
   smi_block_t *b = &seg->blocks[1];
