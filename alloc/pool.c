@@ -425,6 +425,7 @@ void smi_dismantle_push_large(smi_segment_t *seg) {
 /* One unit is one block or one large object. */
 size_t smi_dismantle(size_t budget) {
   size_t done = 0;
+  if (!smi_dismantle_waiting()) return 0; /* (every upkeep calls this: no lock when nothing waits) */
   while (done < budget) {
     smi_lock(&pool_lock);
     smi_block_t *b = dismantle_blocks.head;
