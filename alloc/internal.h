@@ -322,7 +322,7 @@ typedef struct {
   int verbose;             /* SLOTMALLOC_VERBOSE (0..2) */
   uint32_t purge_delay_ms; /* SLOTMALLOC_PURGE_DELAY_MS (default 100) */
   bool numa;               /* SLOTMALLOC_NUMA (default 0): bind new segments to the thread's node */
-  size_t large_cache;      /* SLOTMALLOC_LARGE_CACHE_MB, in bytes (default 64 MiB) */
+  size_t large_cache;      /* SLOTMALLOC_LARGE_CACHE_MB, in bytes (default 128 MiB) */
   size_t prof_sample;      /* SLOTMALLOC_PROF_SAMPLE: mean bytes between samples (0: off) */
   const char *prof_file;   /* SLOTMALLOC_PROF_FILE: path (%p: pid) or NULL; points into environ */
   bool leaks;              /* SLOTMALLOC_LEAKS: a leak report at exit (default 0) */

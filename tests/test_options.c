@@ -237,7 +237,7 @@ Test(options, booleans) {
  * suffixes; 1G is 1024 MiB. */
 Test(options, large_cache_mb) {
   static const option_case_t cases[] = {
-      {"LARGE_CACHE_MB", "128", NULL, "128"},
+      {"LARGE_CACHE_MB", "96", NULL, "96"},
       {"LARGE_CACHE_MB", "0", NULL, "0"},
       {"LARGE_CACHE_MB", "1G", NULL, "1024"},
       {"LARGE_CACHE_MB", "1g", NULL, "1024"},
@@ -246,16 +246,19 @@ Test(options, large_cache_mb) {
       {"LARGE_CACHE_MB", "512MB", NULL, "512"},
       {"LARGE_CACHE_MB", "1T", NULL, "1048576"},
       {"LARGE_CACHE_MB", "1X",
-       W("LARGE_CACHE_MB", "1X", "is not a size (a number, optionally with K, M or G); using the default 64"), "64"},
+       W("LARGE_CACHE_MB", "1X", "is not a size (a number, optionally with K, M or G); using the default 128"),
+       "128"},
       {"LARGE_CACHE_MB", "G",
-       W("LARGE_CACHE_MB", "G", "is not a size (a number, optionally with K, M or G); using the default 64"), "64"},
+       W("LARGE_CACHE_MB", "G", "is not a size (a number, optionally with K, M or G); using the default 128"), "128"},
       {"LARGE_CACHE_MB", "1GG",
-       W("LARGE_CACHE_MB", "1GG", "is not a size (a number, optionally with K, M or G); using the default 64"), "64"},
+       W("LARGE_CACHE_MB", "1GG", "is not a size (a number, optionally with K, M or G); using the default 128"),
+       "128"},
       {"LARGE_CACHE_MB", "1048577",
-       W("LARGE_CACHE_MB", "1048577", "is out of range (0..1048576); using the default 64"), "64"},
-      {"LARGE_CACHE_MB", "2T", W("LARGE_CACHE_MB", "2T", "is out of range (0..1048576); using the default 64"), "64"},
+       W("LARGE_CACHE_MB", "1048577", "is out of range (0..1048576); using the default 128"), "128"},
+      {"LARGE_CACHE_MB", "2T", W("LARGE_CACHE_MB", "2T", "is out of range (0..1048576); using the default 128"),
+       "128"},
       {"LARGE_CACHE_MB", "99999999999999999G",
-       W("LARGE_CACHE_MB", "99999999999999999G", "is out of range (0..1048576); using the default 64"), "64"},
+       W("LARGE_CACHE_MB", "99999999999999999G", "is out of range (0..1048576); using the default 128"), "128"},
   };
   RUN(cases);
 }
@@ -310,8 +313,8 @@ Test(options, defaults_and_silence) {
   const char *set[] = {"SLOTMALLOC_VERBOSE=1", NULL};
   tu_proc_t r;
   run_prog("touch", set, &r);
-  static const char *const want[] = {"ABORT_ON_ERROR=1",   "STATS=off", "STATS_FILE=",       "VERBOSE=1",
-                                     "PURGE_DELAY_MS=100", "NUMA=0",    "LARGE_CACHE_MB=64", "PROF_SAMPLE=0",
+  static const char *const want[] = {"ABORT_ON_ERROR=1",   "STATS=off", "STATS_FILE=",        "VERBOSE=1",
+                                     "PURGE_DELAY_MS=100", "NUMA=0",    "LARGE_CACHE_MB=128", "PROF_SAMPLE=0",
                                      "PROF_FILE=",         "LEAKS=0",   "BACKGROUND_PURGE=0"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     char key[64];
