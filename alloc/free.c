@@ -190,7 +190,8 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
       report_not_live(b, i, p, g);
       return;
     }
-  } while (!atomic_compare_exchange_weak_explicit(gp, &g, (uint8_t)(g + 1), memory_order_relaxed, memory_order_relaxed));
+  } while (
+      !atomic_compare_exchange_weak_explicit(gp, &g, (uint8_t)(g + 1), memory_order_relaxed, memory_order_relaxed));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   smi_hd_check(b, p); /* hardened build: the canary */
   SMI_VG_DIED(p);

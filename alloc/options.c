@@ -44,7 +44,7 @@ enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_ENUM, OPT_STR };
   X("VERBOSE", OPT_UINT, verbose, 0, 0, 2, 1, NULL)                         \
   X("PURGE_DELAY_MS", OPT_UINT, purge_delay_ms, 100, 0, 3600000, 1, NULL)   \
   X("NUMA", OPT_BOOL, numa, 0, 0, 1, 1, NULL)                               \
-  X("LARGE_CACHE_MB", OPT_SIZE, large_cache, 128, 0, 1048576, MIB, NULL)     \
+  X("LARGE_CACHE_MB", OPT_SIZE, large_cache, 128, 0, 1048576, MIB, NULL)    \
   X("PROF_SAMPLE", OPT_SIZE, prof_sample, 0, 0, (uint64_t)1 << 40, 1, NULL) \
   X("PROF_FILE", OPT_STR, prof_file, 0, 0, 0, 1, NULL)                      \
   X("LEAKS", OPT_BOOL, leaks, 0, 0, 1, 1, NULL)                             \
