@@ -656,19 +656,13 @@ size_t smi_prof_site(const void *p, char *out, size_t room) {
       memcpy(out, head, sizeof head - 1);
       n = sizeof head - 1;
       for (uint32_t f = 0; f < st->depth && f < MISUSE_FRAMES; f++) {
-        char tmp[20];
-        size_t k = sizeof tmp;
-        uint64_t v = frames[st->first + f];
-        do {
-          tmp[--k] = "0123456789abcdef"[v & 15];
-          v >>= 4;
-        } while (v);
-        tmp[--k] = 'x';
-        tmp[--k] = '0';
-        tmp[--k] = ' ';
-        if (n + (sizeof tmp - k) + 1 >= room) break;
-        memcpy(out + n, tmp + k, sizeof tmp - k);
-        n += sizeof tmp - k;
+        char frame[20]; /* " 0x" and 16 digits, whole frames only */
+        smi_out_t o = SMI_OUT_BUF(frame, sizeof frame);
+        smi_out_put(&o, " ", 1);
+        smi_out_hex(&o, frames[st->first + f]);
+        if (n + o.n + 1 >= room) break;
+        memcpy(out + n, frame, o.n);
+        n += o.n;
       }
       out[n++] = ')';
     }
