@@ -83,10 +83,8 @@ static smi_block_t no_block = {.nslots = 0, .magic = 0, .size = 0};
 
 uint8_t *smi_block_base(const smi_block_t *b) {
   smi_segment_t *seg = smi_segment_at((uintptr_t)b);
-  return (uint8_t *)seg + SMI_PAGE_SIZE + (size_t)b->index * kinds[b->kind].span;
+  return (uint8_t *)seg + SMI_PAGE_SIZE + (size_t)b->index * smi_block_span(b);
 }
-
-size_t smi_block_span(const smi_block_t *b) { return kinds[b->kind].span; }
 
 /* Slot segments are mapped SEGMENTS_PER_MAPPING at a time: one mmap (and at
  * most two munmaps to align it) for 64 MiB of address space instead of for

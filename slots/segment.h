@@ -180,12 +180,13 @@ static inline smi_segment_t *smi_segment_at(uintptr_t u) { return (smi_segment_t
 #define SMI_SPAN_SMALL SMI_PAGE_SIZE
 #define SMI_SPAN_MEDIUM (8 * SMI_PAGE_SIZE)
 #define SMI_SPAN_BIG (63 * SMI_PAGE_SIZE)
+/* A block's span, from its kind. */
+static inline size_t smi_block_span(const smi_block_t *b) {
+  return b->kind == SMI_KIND_SMALL ? SMI_SPAN_SMALL : b->kind == SMI_KIND_MEDIUM ? SMI_SPAN_MEDIUM : SMI_SPAN_BIG;
+}
 /* Where a block's span ends. */
 static inline uint8_t *smi_block_end(const smi_block_t *b) {
-  size_t span = b->kind == SMI_KIND_SMALL    ? SMI_SPAN_SMALL
-                : b->kind == SMI_KIND_MEDIUM ? SMI_SPAN_MEDIUM
-                                             : SMI_SPAN_BIG;
-  return (uint8_t *)smi_segment_at((uintptr_t)b) + SMI_PAGE_SIZE + ((size_t)b->index + 1) * span;
+  return (uint8_t *)smi_segment_at((uintptr_t)b) + SMI_PAGE_SIZE + ((size_t)b->index + 1) * smi_block_span(b);
 }
 /* Slot i's generation, for a reader that holds no lock and may race a re-cut
  * (handles, reports): NULL if i lies past the table it loaded. A re-cut
@@ -266,9 +267,8 @@ uint32_t smi_segment_ids_used(void);
  * may be reused (under a new epoch), else a fresh one. */
 uint32_t smi_id_take(bool large);
 void smi_id_give_back(uint32_t id); /* a large segment's id, when it is unmapped */
-/* Block memory: where the block starts and how long it is. */
+/* Where a block's memory starts (its span: smi_block_span). */
 uint8_t *smi_block_base(const smi_block_t *b);
-size_t smi_block_span(const smi_block_t *b);
 /* Where a block cut for slots of `size` puts its generation table and its
  * slots, and how many it holds. Default build: slots from the block's base,
  * then the table at its end, with an entry for every multiple of size in the
