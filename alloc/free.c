@@ -204,18 +204,29 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   }
 }
 
-/* The first local free into a full block makes it available again; false if
- * the block left the arena meanwhile (closed, merged): then it is not ours. */
-static bool unfull(smi_block_t *b, sm_arena_t *a) {
+/* The owner's free of slot i of its own full block (owner tagged full), under
+ * the arena's lock: another thread's smi_arena_reclaim may be collecting the
+ * block meanwhile, and that collect is what can turn it draining. The first
+ * free into a full block makes it available again; a draining one (it takes
+ * no new allocation) stays full until its last object (a root's: never
+ * closed), freed under the lock. false, nothing done, if the block left the
+ * arena meanwhile (closed, merged): then it is not ours. */
+static bool free_into_full(smi_block_t *b, sm_arena_t *a, uint32_t i, void *p) {
   smi_lock(&a->lock);
   if (b->owner != smi_owner_full(a)) {
     smi_unlock(&a->lock);
     return false;
   }
+  if (smi_block_draining(b) && b->used > 1 && !(b->flags & SMI_BLOCK_USER)) {
+    free_local(b, i, p); /* used stays above 0: no smi_block_emptied (it takes the lock) */
+    smi_unlock(&a->lock);
+    return true;
+  }
   smi_blist_remove(&a->full, b);
   __atomic_store_n(&b->owner, smi_owner_of(a), __ATOMIC_RELEASE);
   smi_blist_push_tail(&a->avail[b->cls], b);
   smi_unlock(&a->lock);
+  free_local(b, i, p);
   return true;
 }
 
@@ -235,12 +246,9 @@ void smi_free_slow(void *p) {
       if (owner == cur) {
         free_local(b, i, p);
         smi_check_block(b, cur->current[b->cls] == b);
-      } else if (owner == smi_owner_full(cur) && smi_block_draining(b) && b->used > 1 &&
-                 !(b->flags & SMI_BLOCK_USER)) {
-        free_local(b, i, p); /* a draining block comes back with its last object (a root's: never closed) */
       } else if (owner == smi_owner_full(cur) && (__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED) & 1) &&
-                 unfull(b, cur)) {
-        free_local(b, i, p);
+                 free_into_full(b, cur, i, p)) {
+        /* (freed: the thread's own full block) */
       } else {
         free_remote(b, i, p);
       }

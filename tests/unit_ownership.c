@@ -1,0 +1,162 @@
+/* unit_ownership.c: the owner's frees into its full blocks against another
+ * thread's smi_arena_reclaim (malloc_trim, the background purge), and a fork
+ * in the middle of that reclaim. Linked with the static library and with two
+ * of its internal calls wrapped (tests/CMakeLists.txt: -Wl,--wrap), which
+ * pause a thread at an exact point, so each interleaving is forced, not
+ * hoped for:
+ *   smi_block_collect  the reclaiming thread stops inside its critical
+ *                      section (the arena's lock held) at a chosen block;
+ *   smi_lock_wait      says when a thread found a watched lock held and waits. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "alloc/internal.h"
+
+/* ---- the hooks ----------------------------------------------------------------- */
+
+size_t __real_smi_block_collect(smi_block_t *b);
+void __real_smi_lock_wait(smi_lock_t *l);
+
+static _Atomic(smi_lock_t *) watch;     /* the lock whose waiters are counted */
+static atomic_int watch_hits;           /* threads that found it held */
+static _Atomic(smi_block_t *) pause_at; /* the block whose collect pauses (once) */
+static void (*pause_fn)(void);          /* what the paused thread does meanwhile */
+static bool pause_after;                /* pause after the collect (else before it) */
+static atomic_int paused;               /* the pause happened */
+
+void __wrap_smi_lock_wait(smi_lock_t *l) {
+  if (l == atomic_load(&watch)) atomic_fetch_add(&watch_hits, 1);
+  __real_smi_lock_wait(l);
+}
+
+size_t __wrap_smi_block_collect(smi_block_t *b) {
+  smi_block_t *want = b;
+  if (!atomic_compare_exchange_strong(&pause_at, &want, NULL)) return __real_smi_block_collect(b);
+  size_t n = pause_after ? __real_smi_block_collect(b) : 0;
+  atomic_store(&paused, 1);
+  pause_fn();
+  return pause_after ? n : __real_smi_block_collect(b);
+}
+
+static void wait_for(atomic_int *v, int value) {
+  while (atomic_load(v) < value) sched_yield();
+}
+
+/* ---- full blocks of the calling thread ------------------------------------------- */
+
+#define SIZE 1024 /* a small block of 1 KiB slots: 63 of them */
+#define MAX_OBJS 512
+
+typedef struct {
+  smi_block_t *b;
+  void *objs[128]; /* the block's objects, all of its slots */
+  uint32_t n;
+} full_block_t;
+
+static void *spill[MAX_OBJS]; /* objects past the full blocks */
+static int nspill;
+
+/* Fills blocks with the calling thread's objects until n of them went full:
+ * each is full, all its slots the thread's, its owner tagged full. */
+static void fill_blocks(full_block_t *out, int n) {
+  sm_arena_t *a = smi_tls_cur;
+  int k = -1;
+  for (int tries = 0; tries < MAX_OBJS * 4; tries++) {
+    void *p = sm_malloc(SIZE);
+    cr_assert_not_null(p);
+    smi_block_t *b = smi_block_of(p);
+    if (k < 0 || b != out[k].b) {
+      if (k + 1 == n) {
+        cr_assert_lt(nspill, MAX_OBJS);
+        spill[nspill++] = p; /* it opened another block: out[k] went full */
+        break;
+      }
+      out[++k] = (full_block_t){.b = b};
+    }
+    cr_assert_lt(out[k].n, 128);
+    out[k].objs[out[k].n++] = p;
+  }
+  a = smi_tls_cur;
+  for (int i = 0; i < n; i++) {
+    smi_block_t *b = out[i].b;
+    cr_assert_eq(b->owner, smi_owner_full(a), "block %d is not on the full list", i);
+    cr_assert_eq(b->used, out[i].n, "block %d holds objects of others", i);
+    cr_assert_eq(b->used, b->nslots, "block %d is not full", i);
+  }
+}
+
+/* ---- 1. the owner frees into a draining block while a reclaim collects it -------- */
+
+/* A block drains (takes no new allocation) once a quarter of its slots have
+ * retired (their generation wrapped while a handle named the block). Other
+ * threads' frees of wrapping slots retire them only when collected, so the
+ * collect of a foreign smi_arena_reclaim can turn a full block draining
+ * inside its critical section. The owner frees into a full draining block
+ * without making it available again; that free must wait for the arena's
+ * lock too, or it races the collect (b->free, b->used, b->retired). */
+
+static full_block_t fb;
+static sm_arena_t *owner_arena;
+static atomic_int phase;   /* 1: the block is ready; 2: the owner frees; 3: the owner may end */
+static atomic_int freed;   /* the owner's free returned */
+static int freed_in_pause; /* it had returned while the reclaim held the lock */
+
+static void *owner_thread(void *arg) {
+  (void)arg;
+  fill_blocks(&fb, 1);
+  owner_arena = smi_tls_cur;
+  cr_assert_neq(sm_handle_of(fb.objs[0]), 0); /* the block is named: its wrapped slots retire */
+  uint32_t quarter = (fb.b->nslots + 3) / 4;
+  for (uint32_t i = 0; i < quarter; i++) /* the first quarter at the last generation: their frees wrap */
+    __atomic_store_n(&fb.b->gens[smi_slot_index(fb.b, (uintptr_t)fb.objs[i])], SMI_GEN_LAST, __ATOMIC_RELAXED);
+  atomic_store(&phase, 1);
+  wait_for(&phase, 2);
+  sm_free(fb.objs[fb.n - 1]); /* the owner's free into its full, now draining, block */
+  atomic_store(&freed, 1);
+  wait_for(&phase, 3);
+  for (uint32_t i = quarter; i < fb.n - 1; i++) sm_free(fb.objs[i]); /* (the first quarter: freed remotely) */
+  for (int i = 0; i < nspill; i++) sm_free(spill[i]);
+  return NULL;
+}
+
+/* Inside the reclaim (the owner's arena locked), the block just collected
+ * (draining now): the owner frees into it; wait until that free is done, or
+ * waits for the lock. */
+static void let_owner_free(void) {
+  atomic_store(&watch, &owner_arena->lock);
+  atomic_store(&phase, 2);
+  while (!atomic_load(&freed) && !atomic_load(&watch_hits)) sched_yield();
+  freed_in_pause = atomic_load(&freed);
+}
+
+Test(ownership, owner_free_into_draining_block_waits_for_reclaim, .timeout = 120) {
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, owner_thread, NULL), 0);
+  wait_for(&phase, 1);
+  smi_block_t *b = fb.b;
+  uint32_t quarter = (b->nslots + 3) / 4, n = fb.n;
+  cr_assert_lt(quarter + 2, n);
+  for (uint32_t i = 0; i < quarter; i++) sm_free(fb.objs[i]); /* remote frees that wrap: marked to retire */
+  smi_remote_flush();
+  cr_assert(atomic_load(&b->queued), "the remote frees did not queue the full block on its arena's revisit stack");
+  cr_assert_eq(b->retired, 0);
+  pause_fn = let_owner_free;
+  pause_after = true;
+  atomic_store(&pause_at, b);
+  smi_arena_reclaim(owner_arena); /* collects: the block drains */
+  cr_assert(atomic_load(&paused), "the reclaim did not collect the block");
+  cr_assert_not(freed_in_pause,
+                "the owner's free into its draining full block ran while another thread's reclaim held the arena's "
+                "lock and collected the block");
+  wait_for(&freed, 1);
+  cr_assert_eq(b->retired, quarter);
+  cr_assert_eq(b->used, n - quarter - 1, "used %u, want %u", b->used, n - quarter - 1);
+  cr_assert_eq(b->owner, smi_owner_full(owner_arena), "a draining block stays full");
+  atomic_store(&phase, 3);
+  pthread_join(t, NULL);
+}
