@@ -33,9 +33,32 @@ bool smi_arena_is_closed(const sm_arena_t *a) {
   return atomic_load_explicit(&a->state, memory_order_acquire) != SMI_ARENA_OPEN;
 }
 
+/* In a fork child, a revisit of a's (revisit, below) that was under way on a
+ * thread the child does not have (a foreign smi_arena_reclaim, or a's own
+ * thread): the blocks it had not reached are still queued but on no stack,
+ * so no remote free would queue them again and their remote frees would
+ * never be collected. They go back on the stack, and so does the block it
+ * was at if its flag is clear (set, it is on the stack again, or a remote
+ * free owns its push; or, for one instruction of revisit, the flag was not
+ * cleared yet: that block waits for the next remote free into it). */
+static void revisit_after_fork(sm_arena_t *a, size_t most) {
+  smi_block_t *f = a->revisit_rest, *at = a->revisit_at;
+  a->revisit_rest = a->revisit_at = NULL;
+  for (; f && most; most--) {
+    smi_block_t *next = f->revisit_next;
+    atomic_store_explicit(&f->queued, 0, memory_order_relaxed);
+    if (f->arena == a && f->owner == smi_owner_full(a)) smi_revisit_push(a, f);
+    f = next;
+  }
+  if (at && at->arena == a && at->owner == smi_owner_full(a) &&
+      !atomic_load_explicit(&at->queued, memory_order_relaxed))
+    smi_revisit_push(a, at);
+}
+
 void smi_arena_after_fork(sm_arena_t *a, bool *mine) {
   if (!smi_lock_orphaned(&a->lock, mine)) return;
   size_t most = (size_t)smi_segment_ids_used() * SMI_PAGES_PER_SEG;
+  revisit_after_fork(a, most);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) smi_blist_repair(&a->avail[cls], most);
   smi_blist_repair(&a->full, most);
   smi_segment_t *prev = NULL;
@@ -96,17 +119,20 @@ void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
 }
 
 /* Full blocks that other threads freed into come back to the avail lists
- * (under a->lock). On another thread than a's (foreign), a draining block is
- * left for a's own thread: its owner frees into it without the lock. */
-static void revisit_as(sm_arena_t *a, bool foreign) {
+ * (under a->lock), on a's thread or on another (smi_arena_reclaim): the
+ * owner's frees into its full blocks take the lock too (free.c). The blocks
+ * taken off the stack wait in a->revisit_rest, still queued (so no remote
+ * free pushes them again, and their links hold), and a->revisit_at is the
+ * one looked at: a fork child that lacks this thread queues them again
+ * (revisit_after_fork). */
+static void revisit(sm_arena_t *a) {
   smi_block_t *f = atomic_exchange_explicit(&a->revisit, NULL, memory_order_acquire);
-  while (f) {
-    smi_block_t *next = f->revisit_next;
+  __atomic_store_n(&a->revisit_rest, f, __ATOMIC_RELEASE);
+  while ((f = a->revisit_rest) != NULL) {
+    __atomic_store_n(&a->revisit_at, f, __ATOMIC_RELAXED);
+    __atomic_store_n(&a->revisit_rest, f->revisit_next, __ATOMIC_RELEASE); /* before the flag lets it be pushed */
     atomic_store_explicit(&f->queued, 0, memory_order_release);
-    if (foreign && smi_block_draining(f)) {
-      smi_revisit_push(a, f);
-    } else if (f->arena == a && f->owner == smi_owner_full(a) &&
-               atomic_load_explicit(&f->remote, memory_order_relaxed)) {
+    if (f->arena == a && f->owner == smi_owner_full(a) && atomic_load_explicit(&f->remote, memory_order_relaxed)) {
       smi_block_collect(f);
       if (f->used == 0) { /* other threads freed all of it */
         smi_blist_remove(&a->full, f);
@@ -117,10 +143,9 @@ static void revisit_as(sm_arena_t *a, bool foreign) {
         smi_blist_push_tail(&a->avail[f->cls], f);
       }
     }
-    f = next;
   }
+  __atomic_store_n(&a->revisit_at, NULL, __ATOMIC_RELAXED);
 }
-static void revisit(sm_arena_t *a) { revisit_as(a, false); }
 
 /* A block's bump moves: the pool counts what the heap holds (smi_pool_touch). */
 static bool extend(smi_block_t *b) {
@@ -445,13 +470,13 @@ void smi_arena_trim(sm_arena_t *a) {
  * collect the arena's full blocks that other threads freed into, from any
  * thread, as the owner's revisit does, under the arena's lock: the full tag
  * sends even the owner's own frees into such a block to the slow path, which
- * takes the lock (draining blocks excepted: revisit_as leaves them). Blocks on
- * the avail lists stay: their owner frees into them without the lock, and
+ * takes the lock (a draining block's too: free_into_full). Blocks on the
+ * avail lists stay: their owner frees into them without the lock, and
  * nothing tells another thread that such a free is not under way. Current
  * blocks stay too: their owner allocates from them without the lock. */
 void smi_arena_reclaim(sm_arena_t *a) {
   smi_lock(&a->lock);
-  revisit_as(a, true);
+  revisit(a);
   smi_unlock(&a->lock);
 }
 

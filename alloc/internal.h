@@ -98,6 +98,9 @@ struct sm_arena_s {
   size_t limit;
   _Atomic size_t limited_bytes;
   _Atomic(smi_block_t *) revisit; /* full blocks other threads freed into */
+  /* a revisit under way (under lock), for a fork child that lacks its thread: */
+  smi_block_t *revisit_rest; /* the blocks it took off the stack and has not reached (still queued) */
+  smi_block_t *revisit_at;   /* the block it is at (unqueued, or about to be) */
   uint64_t last_upkeep_ms;
   uint32_t slow_calls;   /* generic-path calls, for periodic upkeep */
   sm_arena_t *next_free; /* meta free list */

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -158,5 +159,116 @@ Test(ownership, owner_free_into_draining_block_waits_for_reclaim, .timeout = 120
   cr_assert_eq(b->used, n - quarter - 1, "used %u, want %u", b->used, n - quarter - 1);
   cr_assert_eq(b->owner, smi_owner_full(owner_arena), "a draining block stays full");
   atomic_store(&phase, 3);
+  pthread_join(t, NULL);
+}
+
+/* ---- 2. a fork while another thread's reclaim holds the revisit stack ---------------- */
+
+/* A revisit takes the arena's whole revisit stack at once, then looks at its
+ * blocks one by one, each marked queued until then (a remote free does not
+ * queue a queued block again). A fork child that does not have the
+ * reclaiming thread must still collect every block that was on the stack:
+ * the one the reclaim was at, and the ones it had not reached. */
+
+static full_block_t fbs[2];
+static atomic_int fork_phase; /* 1: the blocks are queued; 2: fork now; 3: forked */
+
+static void fork_now(void) {
+  atomic_store(&fork_phase, 2);
+  wait_for(&fork_phase, 3);
+}
+
+static void *reclaimer_thread(void *arg) {
+  sm_arena_t *a = arg;
+  for (int i = 0; i < 2; i++) sm_free(fbs[i].objs[0]); /* remote frees: both full blocks queued */
+  smi_remote_flush();
+  smi_block_t *top = atomic_load(&a->revisit);
+  if (!top || !atomic_load(&fbs[0].b->queued) || !atomic_load(&fbs[1].b->queued)) return (void *)1;
+  pause_fn = fork_now;
+  pause_after = false;
+  atomic_store(&pause_at, top); /* the first block it looks at: the other one waits, still marked */
+  atomic_store(&fork_phase, 1);
+  smi_arena_reclaim(a);
+  return atomic_load(&paused) ? NULL : (void *)2;
+}
+
+/* The fork child: the owner's next revisit (its upkeep) collects both blocks,
+ * which then have room again. 0, or what went wrong. */
+static int child_collects_both(sm_arena_t *a) {
+  smi_arena_upkeep(a, true);
+  for (int i = 0; i < 2; i++) {
+    smi_block_t *b = fbs[i].b;
+    if (atomic_load(&b->remote)) return 10 + i; /* its remote free was never collected */
+    if (b->owner != a || b->used != fbs[i].n - 1) return 20 + i;
+  }
+  return 0;
+}
+
+Test(ownership, fork_during_reclaim_keeps_every_queued_block, .timeout = 120) {
+  sm_arena_t *a = smi_root_arena();
+  cr_assert_not_null(a);
+  fill_blocks(fbs, 2);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, reclaimer_thread, a), 0);
+  while (atomic_load(&fork_phase) < 2) sched_yield();
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) _exit(child_collects_both(a));
+  atomic_store(&fork_phase, 3);
+  void *rc;
+  pthread_join(t, &rc);
+  cr_assert_null(rc, "the reclaim did not run as planned (%d)", (int)(intptr_t)rc);
+  int status;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status), "the fork child died: status %#x", status);
+  cr_assert_eq(WEXITSTATUS(status), 0,
+               "fork child: %d (1x: block x's remote free was never collected; 2x: block x did not come back)",
+               WEXITSTATUS(status));
+}
+
+/* ---- 3. a reclaim takes draining blocks too ------------------------------------------- */
+
+/* A draining full block that other threads' frees emptied goes back to the
+ * pool at another thread's reclaim (malloc_trim, the background purge), as
+ * any full block does: the owner's own frees into it take the arena's lock. */
+
+static atomic_int drain_phase; /* 1: block full and named; 2: quarter freed; 3: owner collected; 4: end */
+
+static void *draining_owner(void *arg) {
+  (void)arg;
+  fill_blocks(&fb, 1);
+  owner_arena = smi_tls_cur;
+  cr_assert_neq(sm_handle_of(fb.objs[0]), 0);
+  uint32_t quarter = (fb.b->nslots + 3) / 4;
+  for (uint32_t i = 0; i < quarter; i++)
+    __atomic_store_n(&fb.b->gens[smi_slot_index(fb.b, (uintptr_t)fb.objs[i])], SMI_GEN_LAST, __ATOMIC_RELAXED);
+  atomic_store(&drain_phase, 1);
+  wait_for(&drain_phase, 2);
+  smi_arena_upkeep(owner_arena, true); /* the owner's revisit collects: the block drains, still full */
+  atomic_store(&drain_phase, 3);
+  wait_for(&drain_phase, 4);
+  for (int i = 0; i < nspill; i++) sm_free(spill[i]);
+  return NULL;
+}
+
+Test(ownership, reclaim_takes_draining_blocks_other_threads_emptied, .timeout = 120) {
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, draining_owner, NULL), 0);
+  wait_for(&drain_phase, 1);
+  smi_block_t *b = fb.b;
+  uint32_t quarter = (b->nslots + 3) / 4;
+  for (uint32_t i = 0; i < quarter; i++) sm_free(fb.objs[i]);
+  smi_remote_flush();
+  atomic_store(&drain_phase, 2);
+  wait_for(&drain_phase, 3);
+  cr_assert(smi_block_draining(b), "retired %u of %u", b->retired, b->nslots);
+  cr_assert_eq(b->owner, smi_owner_full(owner_arena));
+  for (uint32_t i = quarter; i < fb.n; i++) sm_free(fb.objs[i]); /* the rest: the block is empty but for them */
+  smi_remote_flush();
+  smi_arena_reclaim(owner_arena);
+  cr_assert_eq(b->used, 0, "the reclaim left the draining block's %u remote frees uncollected", b->used);
+  cr_assert_neq(b->owner, smi_owner_full(owner_arena), "the emptied draining block stayed on the full list");
+  atomic_store(&drain_phase, 4);
   pthread_join(t, NULL);
 }
