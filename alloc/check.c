@@ -2,19 +2,19 @@
  * every build; only smi_check_enabled() is there unless SMI_DEBUG.
  *
  * A block's slots below bump are each in exactly one state:
- *   live          generation odd
- *   free          on the in-place freelist (generation even)
- *   remote        on the remote list (even; 0 with bit 0 of its link set: wrapped in a
- *                 named block, so it retires; 0 unmarked: wrapped freely)
- *   retired       generation 0, on no list (it wrapped)
- *   in flight     freed by another thread (generation already even), not yet
+ *   live          generation live (slots/generation.h)
+ *   free          on the in-place freelist (generation free)
+ *   remote        on the remote list (free; SMI_GEN_WRAPPED with bit 0 of its link
+ *                 set: wrapped in a named block, so it retires)
+ *   retired       generation SMI_GEN_WRAPPED, on no list (it wrapped)
+ *   in flight     freed by another thread (generation already free), not yet
  *                 pushed onto the remote list
  * so, walking the freelist and a snapshot of the remote list and then the
- * generations: used == pin + live + remote + (even slots on no list - retired).
+ * generations: used == pin + live + remote + (free slots on no list - retired).
  * Frees by other threads only move slots live -> in flight -> remote (pushed
  * after the snapshot), so each is counted once whenever the check reads it:
  * the equation holds while they race. Slots at or past bump were never handed
- * out: even generations. */
+ * out: free generations. */
 #include <stdlib.h>
 
 #include "check.h"
@@ -144,9 +144,9 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
     nremote++;
     uintptr_t link = (uintptr_t)__atomic_load_n(&((smi_free_t *)p)->next, __ATOMIC_RELAXED);
     uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
-    if (link & 1 ? g != 0 : (g & 1) != 0)
-      BLOCK_FAIL(link & 1 ? "remote slot marked wrapped, generation not 0" : "remote slot generation not even",
-                 (void *)p, true, g, link & 1);
+    if (link & 1 ? g != SMI_GEN_WRAPPED : smi_gen_is_live(g))
+      BLOCK_FAIL(link & 1 ? "remote slot marked wrapped, generation not 0" : "remote slot generation live", (void *)p,
+                 true, g, link & 1);
     p = link & ~(uintptr_t)1;
   }
   for (smi_free_t *f = b->free; f; f = f->next) {
@@ -157,21 +157,22 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
       BLOCK_FAIL("freelist has a cycle or shares a slot with the remote list", f, false, 0, 0);
     seen[i / 64] |= (uint64_t)1 << (i % 64);
     nfree++;
-    if (b->gens[i] & 1) BLOCK_FAIL("free slot has a live (odd) generation", f, true, b->gens[i], i);
+    if (smi_gen_is_live(b->gens[i])) BLOCK_FAIL("free slot has a live generation", f, true, b->gens[i], i);
     if (f->gen != &b->gens[i]) BLOCK_FAIL("free slot does not point at its generation", f->gen, true, i, 0);
   }
-  uint32_t live = 0, loose = 0, loose0 = 0; /* loose: even, on no list (retired or in flight) */
+  uint32_t live = 0, loose = 0, loose0 = 0; /* loose: not live, on no list (retired or in flight) */
   for (i = 0; i < bump; i++) {
     if (seen[i / 64] & ((uint64_t)1 << (i % 64))) continue;
     uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
-    if (g & 1) live++;
+    if (smi_gen_is_live(g)) live++;
     else {
       loose++;
       loose0 += g == 0;
     }
   }
   for (i = bump; i < n; i++)
-    if (b->gens[i] & 1) BLOCK_FAIL("a slot never handed out (past bump) is live", smi_slot_addr(b, i), true, i, bump);
+    if (smi_gen_is_live(b->gens[i]))
+      BLOCK_FAIL("a slot never handed out (past bump) is live", smi_slot_addr(b, i), true, i, bump);
   /* The whole table (the spare byte and the padding too) holds no other live
    * generation (other threads' frees only lower the count meanwhile). */
   size_t all = smi_gens_count_live(b->gens, smi_gens_len(n));

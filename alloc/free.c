@@ -23,10 +23,10 @@ static bool slot_of(const smi_block_t *b, uintptr_t u, uint32_t *index) {
 bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index) {
   if (!slot_of(b, u, index)) return false;
   _Atomic uint8_t *g = smi_gen_at(b, *index); /* (a re-cut may race this) */
-  return g && (atomic_load_explicit(g, memory_order_relaxed) & 1);
+  return g && smi_gen_is_live(atomic_load_explicit(g, memory_order_relaxed));
 }
 
-/* A free of slot i, whose generation g is even (not live): a double free if
+/* A free of slot i, whose generation g is not live: a double free if
  * the slot was handed out since its block was cut, an invalid free if it never
  * was: its generation still the fresh one. That test holds until a slot of the
  * block wraps (a wrapped slot passes every value again: a slot that wrapped
@@ -44,20 +44,20 @@ static void report_not_live(const smi_block_t *b, uint32_t i, void *p, uint8_t g
 /* Frees slot i of b on the thread that owns the block (no atomics). */
 static void free_local(smi_block_t *b, uint32_t i, void *p) {
   uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
-  if (!(g & 1)) {
+  if (!smi_gen_is_live(g)) {
     report_not_live(b, i, p, g);
     return;
   }
   sm_arena_t *a = b->arena;
-  /* 255 wraps to 0; in the hardened build by compare-and-swap, which a racing
-   * remote free of the same object may win */
+  /* SMI_GEN_LAST wraps to 0; in the hardened build by compare-and-swap, which
+   * a racing remote free of the same object may win */
   if (!smi_hd_gen_step(&b->gens[i], g)) {
     smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
     return;
   }
   smi_hd_check(b, p); /* hardened build: the canary (the slot is ours alone now) */
   SMI_VG_DIED(p);
-  if (g == 255 && smi_block_wrap_retires(b)) {
+  if (g == SMI_GEN_LAST && smi_block_wrap_retires(b, (_Atomic uint8_t *)&b->gens[i])) {
     b->retired++; /* a handle may name it: out of service until the block is cut anew */
   } else if (SMI_HD_ON) {
     smi_hd_release_local(b, p, &b->gens[i]); /* wiped, quarantined */
@@ -185,17 +185,17 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   _Atomic uint8_t *gp = smi_gen_at(b, i);
   uint8_t g = gp ? atomic_load_explicit(gp, memory_order_relaxed) : 0;
   do {
-    if (!(g & 1)) {
+    if (!smi_gen_is_live(g)) {
       if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
       report_not_live(b, i, p, g);
       return;
     }
   } while (
-      !atomic_compare_exchange_weak_explicit(gp, &g, (uint8_t)(g + 1), memory_order_relaxed, memory_order_relaxed));
+      !atomic_compare_exchange_weak_explicit(gp, &g, smi_gen_freed(g), memory_order_relaxed, memory_order_relaxed));
   if (a && a->limit) smi_arena_uncharge(a, b->size);
   smi_hd_check(b, p); /* hardened build: the canary */
   SMI_VG_DIED(p);
-  bool wrapped = g == 255 && smi_block_wrap_retires(b);
+  bool wrapped = g == SMI_GEN_LAST && smi_block_wrap_retires(b, gp);
   if (user) {
     remote_push(b, i, p, wrapped);
     atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
@@ -230,6 +230,27 @@ static bool free_into_full(smi_block_t *b, sm_arena_t *a, uint32_t i, void *p) {
   return true;
 }
 
+#ifndef SMI_HARDENED
+void smi_free_undo(void *p, uint8_t *g) {
+  /* The add turned a free slot's generation (0, count c) into (live, c + 1),
+   * or 0 for c = 127, and the wrap (live, 127) into (live, 0): so a value
+   * past 0 without the live bit was not left by the add but by another
+   * thread freeing the same slot meanwhile (its compare-and-swap took the
+   * sum for live): a double free, and the slot is not put back. */
+  _Atomic uint8_t *gp = (_Atomic uint8_t *)g;
+  uint8_t sum = atomic_load_explicit(gp, memory_order_relaxed);
+  if ((sum == 0 || smi_gen_is_live(sum)) &&
+      atomic_compare_exchange_strong_explicit(gp, &sum, (uint8_t)(sum - SMI_GEN_FREE_ADD), memory_order_relaxed,
+                                              memory_order_relaxed)) {
+    smi_free_slow(p); /* it reports the double or invalid free, or wraps the slot */
+    return;
+  }
+  int saved = errno;
+  smi_report(SMI_ERR_DOUBLE_FREE, p, 0);
+  errno = saved;
+}
+#endif
+
 void smi_free_slow(void *p) {
   if (!p) return;
   int saved = errno;
@@ -246,7 +267,7 @@ void smi_free_slow(void *p) {
       if (owner == cur) {
         free_local(b, i, p);
         smi_check_block(b, cur->current[b->cls] == b);
-      } else if (owner == smi_owner_full(cur) && (__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED) & 1) &&
+      } else if (owner == smi_owner_full(cur) && smi_gen_is_live(__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED)) &&
                  free_into_full(b, cur, i, p)) {
         /* (freed: the thread's own full block) */
       } else {
@@ -291,12 +312,13 @@ bool smi_slot_free_checked(smi_block_t *b, uint32_t i, void *p, uint8_t gen) {
   sm_arena_t *a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
   uint8_t expect = gen;
   smi_hd_share(b); /* hardened build: as free_remote */
-  bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, (uint8_t)(gen + 1), false, __ATOMIC_RELAXED,
+  bool won = __atomic_compare_exchange_n(&b->gens[i], &expect, smi_gen_freed(gen), false, __ATOMIC_RELAXED,
                                          __ATOMIC_RELAXED);
   if (won) {
     if (user && a && a->limit) smi_arena_uncharge(a, b->size);
     SMI_VG_DIED(p);
-    remote_push(b, i, p, gen == 255 && smi_block_wrap_retires(b)); /* a handle named it: it retires */
+    /* a handle named it: it retires */
+    remote_push(b, i, p, gen == SMI_GEN_LAST && smi_block_wrap_retires(b, (_Atomic uint8_t *)&b->gens[i]));
   }
   return won;
 }

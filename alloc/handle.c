@@ -5,7 +5,7 @@
  *   43..38  block (6)            which block of the segment (0 for a large object)
  *   37..26  slot (12)            which slot of the block (0 for a large object)
  *   25..9   epoch (17)           the block's epoch (a large object: its id's)
- *    8..1   generation (8)       the slot's generation while live (odd)
+ *    8..1   generation (8)       the slot's generation while live (bit 8 set)
  *       0   parity               makes the number of set bits odd
  * The parity bit means that changing any one bit of a valid handle gives an
  * invalid one, whatever the other fields say; 0 is never valid. */
@@ -50,7 +50,7 @@ sm_handle_t sm_handle_of(const void *p) {
     smi_block_name(b); /* before the generation the handle carries is read: see smi_block_wrap_retires */
     _Atomic uint8_t *g = smi_gen_at(b, i);
     uint8_t gen = g ? atomic_load_explicit(g, memory_order_acquire) : 0;
-    if (!(gen & 1)) return 0; /* freed (or re-cut) meanwhile */
+    if (!smi_gen_is_live(gen)) return 0; /* freed (or re-cut) meanwhile */
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&b->epoch, memory_order_relaxed) != epoch) return 0; /* re-cut meanwhile */
     return make(seg->id, b->index, i, epoch, gen);
@@ -74,7 +74,7 @@ static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *se
   uint8_t g = atomic_load_explicit(gp, memory_order_acquire);
   uint32_t e = atomic_load_explicit(&b->epoch, memory_order_acquire);
   uint64_t want = ((uint64_t)(e & H_EPOCH_MASK) << 8) | g;
-  if ((g & 1) == 0 || want != h_tag(h)) return NULL;
+  if (!smi_gen_is_live(g) || want != h_tag(h)) return NULL;
   /* The block may be re-cut meanwhile (its last object freed): read its
    * geometry, then check the epoch did not move (see smi_block_format). */
   uint8_t *start = __atomic_load_n(&b->start, __ATOMIC_RELAXED);

@@ -64,7 +64,7 @@ void smi_hd_overflow(const smi_block_t *b, const void *p) {
 void *smi_hd_pop_fail(smi_block_t *b, smi_free_t *p, size_t size) {
   uintptr_t u = (uintptr_t)p;
   size_t i;
-  if (!smi_slot_at(u, b->start, b->magic, b->nslots, &i) || (b->gens[i] & 1) ||
+  if (!smi_slot_at(u, b->start, b->magic, b->nslots, &i) || smi_gen_is_live(b->gens[i]) ||
       (uintptr_t)p->gen != (uintptr_t)smi_gen_enc(b, &b->gens[i]))
     smi_hd_report_list(b, p);
   else report("write after free to ", p, NULL, 0, false, NULL);
@@ -77,7 +77,7 @@ void *smi_hd_pop(smi_block_t *b) {
   uintptr_t u = (uintptr_t)p;
   size_t i;
   uint64_t *w = (uint64_t *)p;
-  if (!smi_slot_at(u, b->start, b->magic, b->nslots, &i) || (b->gens[i] & 1) ||
+  if (!smi_slot_at(u, b->start, b->magic, b->nslots, &i) || smi_gen_is_live(b->gens[i]) ||
       w[1] != (uintptr_t)smi_gen_enc(b, &b->gens[i])) {
     smi_hd_report_list(b, p);
     b->free = NULL;
@@ -154,7 +154,7 @@ void *smi_hd_restamp(const smi_block_t *b, void *p, size_t n) {
 }
 
 bool smi_hd_gen_step(uint8_t *g, uint8_t from) {
-  return __atomic_compare_exchange_n(g, &from, (uint8_t)(from + 1), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+  return __atomic_compare_exchange_n(g, &from, smi_gen_freed(from), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
 void smi_hd_release_remote(const smi_block_t *b, void *p) {

@@ -57,7 +57,7 @@ void *smi_hd_restamp(const smi_block_t *b, void *p, size_t n);  /* realloc in pl
 void smi_hd_check(const smi_block_t *b, const void *p);         /* at a slow-path free: the canary */
 void smi_hd_release_remote(const smi_block_t *b, void *p);      /* a remote free: wiped */
 void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g); /* a local free: wiped, quarantined */
-bool smi_hd_gen_step(uint8_t *g, uint8_t from);                 /* from -> from + 1, atomically */
+bool smi_hd_gen_step(uint8_t *g, uint8_t from);                 /* from -> smi_gen_freed(from), atomically */
 
 static inline uint32_t smi_hd_load32(const uint8_t *q) {
   uint32_t v;
@@ -117,7 +117,7 @@ static inline void *smi_malloc(size_t size) {
     if (smi_likely(p != NULL)) {
       /* p inside the block's slots (so its words can be read), then its gen
        * word: it decodes to the generation g of slot i, the slot p starts
-       * (i * size is p's offset), g even; no division. A g past the table
+       * (i * size is p's offset), g free; no division. A g past the table
        * passes only with a product that wraps, where g is no canonical
        * address: forging one takes key_gen, and ends in a fault. */
       uintptr_t u = (uintptr_t)p, off = u - (uintptr_t)b->start;
@@ -127,7 +127,8 @@ static inline void *smi_malloc(size_t size) {
       uint64_t *w = (uint64_t *)p;
       uint8_t *g = (uint8_t *)(w[1] ^ h->key_gen);
       size_t slot = b->size;
-      if (smi_unlikely((uintptr_t)(g - gens) * slot != off || (*g & 1) || (smi_likely(slot > 16) && (w[2] | w[3]))))
+      if (smi_unlikely((uintptr_t)(g - gens) * slot != off || smi_gen_is_live(*g) ||
+                       (smi_likely(slot > 16) && (w[2] | w[3]))))
         return smi_hd_pop_fail(b, p, size);
       uint32_t r = (uint32_t)size ^ h->canary;
       b->free = (smi_free_t *)(w[0] ^ h->key_next);
@@ -175,7 +176,7 @@ static inline void *smi_malloc(size_t size) {
  * sequence, which runs on one CPU:
  *   - it committed before M reached O's thread: its store was drained by that
  *     barrier, before M returned, so before R's compare-and-swap, which then
- *     reads an even generation (or, on ABA, a newer object's) and R reports;
+ *     reads a free generation (or, on ABA, a newer object's) and R reports;
  *   - M reached O's thread inside it: restarted, O takes the compare-and-swap,
  *     and of two compare-and-swaps one loses and reports;
  *   - it began after M reached O's thread: its load reads h->shared >= ARMING
@@ -242,9 +243,9 @@ static inline void smi_free(void *p) {
         uint8_t *g = &b->gens[i];
         uint8_t old = __atomic_load_n(g, __ATOMIC_RELAXED);
         smi_hd_head_t *h = smi_hd_head(b);
-        if (smi_likely(!(((unsigned)old + 1) & 0x101)) && smi_likely(smi_hd_canary_ok(b, h, u)) &&
-            (smi_likely(smi_hd_gen_plain(h, g, (uint8_t)(old + 1))) ||
-             __atomic_compare_exchange_n(g, &old, (uint8_t)(old + 1), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))) {
+        if (smi_likely(smi_gen_frees_plainly(old)) && smi_likely(smi_hd_canary_ok(b, h, u)) &&
+            (smi_likely(smi_hd_gen_plain(h, g, smi_gen_freed(old))) ||
+             __atomic_compare_exchange_n(g, &old, smi_gen_freed(old), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))) {
           /* read before the slot's stores, which the compiler cannot tell
            * from stores to the block or its head */
           uint64_t key_gen = h->key_gen, key_next = h->key_next;
@@ -296,7 +297,7 @@ static inline void smi_hd_check(const smi_block_t *b, const void *p) { (void)b, 
 static inline void smi_hd_release_remote(const smi_block_t *b, void *p) { (void)b, (void)p; }
 static inline void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g) { (void)b, (void)p, (void)g; }
 static inline bool smi_hd_gen_step(uint8_t *g, uint8_t from) {
-  __atomic_store_n(g, (uint8_t)(from + 1), __ATOMIC_RELAXED);
+  __atomic_store_n(g, smi_gen_freed(from), __ATOMIC_RELAXED);
   return true;
 }
 #endif

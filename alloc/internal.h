@@ -9,7 +9,7 @@
  *               generation table (at its end; the hardened build: its start).
  *   slot        the place of one object in a block; a free slot's first word
  *               links to the next free slot (the in-place freelist).
- *   generation  a slot's 8-bit counter: odd while the slot holds an object.
+ *   generation  a slot's 8-bit counter: live bit and count (slots/generation.h).
  *   epoch       a block's (or a large object id's) counter, advanced each time
  *               the block is cut anew; handles carry it with the generation.
  *   class       a slot size (slots/size_class.h).
@@ -143,6 +143,9 @@ void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero);
 void *smi_malloc_miss(size_t size);
 void smi_free_slow(void *p);
 /* The owner thread freed the last object of b, which is not a current block:
+/* smi_free's miss after its generation add (smi_gen_make_free returned
+ * false): puts the generation back, then takes smi_free_slow. */
+void smi_free_undo(void *p, uint8_t *g);
  * it goes to the pool at once, so that memory goes back even if the program
  * then makes only fast-path calls (arena.c). */
 void smi_block_emptied(smi_block_t *b);
@@ -162,7 +165,7 @@ static inline void *smi_malloc(size_t size) {
     if (smi_likely(p != NULL)) {
       b->free = p->next;
       b->used++;
-      smi_gen_make_live(p->gen); /* even (free) -> odd (live) */
+      smi_gen_make_live(p->gen); /* free -> live */
       return p;
     }
   }
@@ -182,15 +185,17 @@ static inline void smi_free(void *p) {
       uint8_t *g;
       /* p must start a slot, which must be live, its generation not at the wrap */
       if (smi_likely(smi_slot_gen(b, u, &g))) {
-        if (smi_likely(smi_gen_make_free(g))) {
-          ((smi_free_t *)p)->gen = g;
-          __asm__("" : "+r"(p)); /* two plain stores, not merged into one vector store */
-          ((smi_free_t *)p)->next = b->free;
-          b->free = (smi_free_t *)p;
-          if (smi_unlikely(--b->used == 0)) smi_block_emptied(b); /* never the current block: pinned */
+        if (smi_unlikely(!smi_gen_make_free(g))) {
+          smi_free_undo(p, g);
           return;
         }
       }
+        ((smi_free_t *)p)->gen = g;
+        __asm__("" : "+r"(p)); /* two plain stores, not merged into one vector store */
+        ((smi_free_t *)p)->next = b->free;
+        b->free = (smi_free_t *)p;
+        if (smi_unlikely(--b->used == 0)) smi_block_emptied(b); /* never the current block: pinned */
+        return;
     }
   }
   smi_free_slow(p);
@@ -205,7 +210,7 @@ static inline bool smi_block_closing(const smi_block_t *b) {
          !__atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
 }
 
-/* The live objects of a block: its odd generations, counted 16 at a time;
+/* The live objects of a block: its live generations, counted 16 at a time;
  * exact at any moment, remote frees not yet collected included. */
 static inline size_t smi_block_live(const smi_block_t *b) {
   return smi_gens_count_live(b->gens, smi_gens_len(b->nslots));

@@ -628,7 +628,7 @@ static bool freed_once(const prof_sample_t *s) {
   if (!gp) return false;
   uint8_t g = atomic_load_explicit(gp, memory_order_relaxed);
   uint32_t e = atomic_load_explicit(&b->epoch, memory_order_relaxed) & (((uint32_t)1 << SMI_EPOCH_BITS) - 1);
-  return e == handle_epoch(s->h) && g == (uint8_t)(handle_gen(s->h) + 1);
+  return e == handle_epoch(s->h) && g == smi_gen_freed(handle_gen(s->h));
 }
 
 size_t smi_prof_site(const void *p, char *out, size_t room) {
@@ -637,7 +637,7 @@ size_t smi_prof_site(const void *p, char *out, size_t room) {
   uintptr_t expect = 0;
   if (!atomic_compare_exchange_strong_explicit(&prof_lock.holder, &expect, smi_lock_me(), memory_order_acquire,
                                                memory_order_relaxed)) {
-    if (expect == smi_lock_me()) return 0;
+    if (smi_lock_holder_of(expect) == smi_lock_me()) return 0;
     smi_lock(&prof_lock);
   }
   const prof_sample_t *found = NULL;

@@ -23,7 +23,7 @@
 
 /* ---- counting -------------------------------------------------------------------- */
 
-/* Live slots are those with an odd generation: exact at any moment, remote
+/* Live slots are those with a live generation: exact at any moment, remote
  * frees not yet collected included, and counted 16 at a time. */
 void smi_stats_count_block(const smi_block_t *b, sm_stats_t *s) {
   smi_report_t *r = (smi_report_t *)s; /* every caller counts into a report */

@@ -23,8 +23,8 @@ size_t smi_gens_close(uint8_t *gens, size_t n) {
   size_t live = 0;
   for (size_t i = 0; i < n; i++) {
     uint8_t g = __atomic_load_n(&gens[i], __ATOMIC_RELAXED);
-    if (g & 1) {
-      __atomic_store_n(&gens[i], (uint8_t)(g + 1), __ATOMIC_RELAXED);
+    if (smi_gen_is_live(g)) {
+      __atomic_store_n(&gens[i], smi_gen_freed(g), __ATOMIC_RELAXED);
       live++;
     }
   }
@@ -33,7 +33,7 @@ size_t smi_gens_close(uint8_t *gens, size_t n) {
 
 size_t smi_gens_count_live(const uint8_t *gens, size_t n) {
   size_t live = 0;
-  for (size_t i = 0; i < n; i++) live += __atomic_load_n(&gens[i], __ATOMIC_RELAXED) & 1;
+  for (size_t i = 0; i < n; i++) live += smi_gen_is_live(__atomic_load_n(&gens[i], __ATOMIC_RELAXED));
   return live;
 }
 
@@ -49,8 +49,6 @@ void smi_gens_clear(uint8_t *gens, size_t n) {
 
 typedef uint8_t v16u8 __attribute__((vector_size(16), aligned(16)));
 
-static const v16u8 ones = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-
 static size_t lanes_sum(v16u8 acc) {
   size_t s = 0;
   for (int i = 0; i < 16; i++) s += acc[i];
@@ -64,9 +62,9 @@ size_t smi_gens_close(uint8_t *gens, size_t n) {
     v16u8 acc = {0};
     size_t stop = i + 255 < chunks ? i + 255 : chunks; /* a lane counts to 255 at most */
     for (; i < stop; i++) {
-      v16u8 odd = v[i] & ones; /* 1 where live */
-      v[i] += odd;             /* live -> the next generation: even, free, stale */
-      acc += odd;
+      v16u8 live = v[i] >> 7;              /* 1 where live */
+      v[i] = (v[i] + live) & ~(live << 7); /* live -> free, the count advanced: stale */
+      acc += live;
     }
     live += lanes_sum(acc);
   }
@@ -79,7 +77,7 @@ size_t smi_gens_count_live(const uint8_t *gens, size_t n) {
   for (size_t i = 0; i < chunks;) {
     v16u8 acc = {0};
     size_t stop = i + 255 < chunks ? i + 255 : chunks;
-    for (; i < stop; i++) acc += v[i] & ones;
+    for (; i < stop; i++) acc += v[i] >> 7;
     live += lanes_sum(acc);
   }
   return live;
@@ -87,8 +85,8 @@ size_t smi_gens_count_live(const uint8_t *gens, size_t n) {
 
 void smi_gens_fresh(uint8_t *gens, size_t n) {
   v16u8 *v = (v16u8 *)__builtin_assume_aligned(gens, 16);
-  const v16u8 low = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-  const v16u8 high = low + 32;
+  const v16u8 low = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  const v16u8 high = low + 16;
   for (size_t i = 0; i < n / 16; i++) v[i] = i & 1 ? high : low;
 }
 

@@ -144,7 +144,7 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
 
 bool smi_hd_remote_ok(const smi_block_t *b, const void *slot) {
   size_t i;
-  if (smi_slot_at((uintptr_t)slot, b->start, b->magic, b->nslots, &i) && !(b->gens[i] & 1) &&
+  if (smi_slot_at((uintptr_t)slot, b->start, b->magic, b->nslots, &i) && !smi_gen_is_live(b->gens[i]) &&
       (uintptr_t)((const smi_free_t *)slot)->gen == (uintptr_t)smi_gen_enc(b, &b->gens[i]))
     return true;
   smi_hd_report_list(b, slot);

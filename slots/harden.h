@@ -25,7 +25,7 @@
  * dangling pointer from choosing where the next allocation lands is the
  * check: every popped link is checked before it is followed: inside the
  * block's slots (before the slot is read), its gen word decoding to &gens[i]
- * of the slot i it starts, generation even (free); the slow paths and the
+ * of the slot i it starts, generation free; the slow paths and the
  * remote list check the same by smi_slot_at. Without the keys a bad link is
  * caught at once; with both, it can at most name another free slot of the
  * block. */

@@ -246,14 +246,17 @@ void smi_block_reopen(smi_block_t *b) {
   b->retired = 0;
   atomic_store_explicit(&b->remote, 0, memory_order_relaxed);
   smi_hd_block_reopen(b);
-  /* Slots below bump, in descending order so that allocation ascends; in a
-   * named block, a slot whose generation reads 0 wrapped and retires. */
+  /* Slots below bump, in descending order so that allocation ascends; a slot
+   * whose generation reads SMI_GEN_WRAPPED wrapped: it retires in a named block. */
   bool named = atomic_load_explicit(&b->named, memory_order_relaxed);
   SMI_VG_UNDEFINED(b->start, (size_t)b->bump * b->size); /* all dead: written as free slots */
   for (uint32_t i = b->bump; i-- > 0;) {
-    if (named && b->gens[i] == 0) {
-      b->retired++;
-      continue;
+    if (b->gens[i] == SMI_GEN_WRAPPED) {
+      if (named) {
+        b->retired++;
+        continue;
+      }
+      b->gens[i] = SMI_GEN_RESTART; /* count 0 is never live (generation.h) */
     }
     smi_free_t *f = (smi_free_t *)smi_slot_addr(b, i);
     f->next = smi_link_enc(b, f, (uintptr_t)b->free);

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "generation.h"
 #include "size_class.h"
 
 struct sm_arena_s; /* alloc/'s arena: opaque here (see smi_block_t) */
@@ -68,35 +69,33 @@ typedef struct smi_free_s {
   uint8_t *gen;
 } smi_free_t;
 
-/* Makes a free slot's generation odd (live): the release store a handle's
- * acquire in sm_deref pairs with. On x86-64 every store is a release, so one
- * increment in memory, kept in order by the compiler barrier; elsewhere and
- * under TSan, the atomic form. */
+/* Makes a free slot's generation live: the release store a handle's acquire
+ * in sm_deref pairs with. On x86-64 every store is a release, so one or in
+ * memory, kept in order by the compiler barrier; elsewhere and under TSan,
+ * the atomic form. */
 static inline void smi_gen_make_live(uint8_t *g) {
 #if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(SMI_TSAN)
-  __asm__ volatile("addb $1, %0" : "+m"(*g) : : "memory");
+  __asm__ volatile("orb $0x80, %0" : "+m"(*g) : : "memory");
 #else
-  __atomic_store_n(g, (uint8_t)(__atomic_load_n(g, __ATOMIC_RELAXED) + 1), __ATOMIC_RELEASE);
+  __atomic_store_n(g, smi_gen_allocated(__atomic_load_n(g, __ATOMIC_RELAXED)), __ATOMIC_RELEASE);
 #endif
 }
-/* Free's fast path: advances a live generation (odd, not 255) to free and
- * says so; a free one (a double free) or 255 (the wrap) is left for the slow
- * path. The next value is tested in its 9 bits: even and below 256. On x86-64
- * the load and the store are written out (plain moves, as relaxed atomics
- * are there): gcc otherwise computes the next value twice and clang widens
- * the byte twice (one or two instructions more on every free). */
+/* Free's fast path: adds SMI_GEN_FREE_ADD to the generation in memory, which
+ * frees a live slot (not at the wrap) and says so by the signed overflow (see
+ * generation.h). Otherwise (a double or invalid free, or the wrap) it returns
+ * false with the sum left in the byte, which smi_free_undo puts right before
+ * anything else looks at the slot. On x86-64 the add in memory and the
+ * branch on its overflow flag are two instructions. */
 static inline bool smi_gen_make_free(uint8_t *g) {
 #if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(SMI_TSAN)
-  uint32_t next;
-  __asm__("movzbl %1, %0" : "=r"(next) : "m"(*g));
-  if (++next & 0x101) return false;
-  __asm__("movb %b1, %0" : "=m"(*g) : "q"(next));
+  bool freed;
+  __asm__("addb %2, %0" : "+m"(*g), "=@cco"(freed) : "i"(SMI_GEN_FREE_ADD));
+  return freed;
 #else
-  uint32_t next = (uint32_t)__atomic_load_n(g, __ATOMIC_RELAXED) + 1;
-  if (next & 0x101) return false;
-  __atomic_store_n(g, (uint8_t)next, __ATOMIC_RELAXED);
+  uint8_t old = __atomic_load_n(g, __ATOMIC_RELAXED);
+  __atomic_store_n(g, (uint8_t)(old + SMI_GEN_FREE_ADD), __ATOMIC_RELAXED);
+  return smi_gen_frees_plainly(old);
 #endif
-  return true;
 }
 
 /* A block's descriptor. It holds the arena layer's bookkeeping of the block
@@ -112,7 +111,7 @@ typedef struct smi_block_s {
   smi_free_t *free;         /* slots ready to hand out */
   uint8_t *start;           /* the first slot */
   uint64_t magic;           /* SMI_RECIPROCAL(size), for smi_slot_at */
-  uint8_t *gens;            /* one generation per slot: odd = live */
+  uint8_t *gens;            /* one generation per slot (generation.h) */
   struct sm_arena_s *owner; /* the arena whose thread frees here without atomics (or NULL) */
   uint32_t used;            /* live slots, +1 while the block is its bin's current block */
   uint32_t nslots;          /* slots in the block (0 while it is being cut) */
@@ -144,7 +143,7 @@ typedef struct smi_segment_s {
   uint32_t id;  /* index in smi_segtab */
   uint8_t kind; /* SMI_KIND_* */
   uint8_t nblocks;
-  uint8_t large_gen;                             /* LARGE: generation of the one object (odd = live) */
+  uint8_t large_gen;                             /* LARGE: 1 while the object is live, else 2 */
   uint8_t pooled;                                /* slot segments: blocks waiting empty in the pool (alloc/pool.c) */
   size_t map_size;                               /* bytes mapped from the segment start */
   size_t large_size;                             /* LARGE: usable bytes of the object */
@@ -223,12 +222,18 @@ static inline bool smi_slot_at(uintptr_t u, const uint8_t *start, uint64_t magic
  * and its table has an entry for every multiple of the slot size in the block,
  * 0 (never live) past the last slot (smi_block_format). */
 static inline bool smi_slot_gen(const smi_block_t *b, uintptr_t u, uint8_t **g) {
-  uint32_t off = (uint32_t)(u - (uintptr_t)b->start);
 #if defined(__x86_64__)
-  uint64_t magic = b->magic, low, high;
-  /* (written out: gcc copies the low half once more before comparing it) */
-  __asm__("mulq %3" : "=a"(low), "=d"(high) : "0"((uint64_t)off), "r"(magic) : "cc");
+  /* (written out: compilers copy the low half once more before comparing it,
+   * or load start's low half into a register first; the magic stays in
+   * memory for both the multiplication and the comparison) */
+  uint64_t low, high;
+  __asm__("subl %[start], %k[low]\n\tmulq %[magic]"
+          : [low] "=a"(low), "=d"(high)
+          : "0"((uint64_t)(uint32_t)u), [start] "m"(b->start), [magic] "m"(b->magic)
+          : "cc");
+  uint64_t magic = b->magic;
 #else
+  uint32_t off = (uint32_t)(u - (uintptr_t)b->start);
   uint64_t magic = b->magic;
   unsigned __int128 m = (unsigned __int128)off * magic;
   uint64_t low = (uint64_t)m, high = (uint64_t)(m >> 64);
@@ -290,8 +295,9 @@ size_t smi_block_touched(const smi_block_t *b);
 bool smi_block_format(smi_block_t *b, unsigned cls);
 /* Makes a block of a closed arena serve its class again without a new
  * epoch (so closing arenas does not use up epochs): the close sweep left
- * every generation even, and they go on from there; a slot handed out before
- * whose generation reads 0 wrapped, and retires. */
+ * every generation free, and they go on from there; a slot handed out before
+ * whose generation reads SMI_GEN_WRAPPED wrapped, and retires in a named
+ * block, or restarts at SMI_GEN_RESTART. */
 void smi_block_reopen(smi_block_t *b);
 /* The owner takes the slots other threads freed (the remote list) onto the
  * freelist (a slot marked wrapped retires instead); returns how many. */
@@ -300,16 +306,19 @@ size_t smi_block_collect(smi_block_t *b);
  * blocks, sm_hfree) is under way: they all started before the caller's last
  * change of the block, so they saw it or finished before it mattered. */
 void smi_block_wait_frees(smi_block_t *b);
-/* A slot whose generation just wrapped to 0 (stored before the call): true if
- * it must retire, because a handle of this block may name it (the block was
- * named); false if it can serve again, its generation going on from 0. With
- * smi_block_name, exact: the fence here and the one there order each side's
- * store before its load, so either the wrap sees the name, or the handle
- * taken sees the wrapped generation (and names the new cycle). */
-static inline bool smi_block_wrap_retires(smi_block_t *b) {
+/* A slot whose generation g just wrapped to SMI_GEN_WRAPPED (stored before
+ * the call): true if it must retire, because a handle of this block may name
+ * it (the block was named); false if it can serve again, and then its
+ * generation goes on from SMI_GEN_RESTART (count 0 is never live: see
+ * generation.h). With smi_block_name, exact: the fence here and the one there
+ * order each side's store before its load, so either the wrap sees the name,
+ * or the handle taken sees the wrapped generation (and names the new cycle). */
+static inline bool smi_block_wrap_retires(smi_block_t *b, _Atomic uint8_t *g) {
   atomic_store_explicit(&b->wrapped, 1, memory_order_relaxed); /* its generations no longer tell "never used" */
   atomic_thread_fence(memory_order_seq_cst);
-  return atomic_load_explicit(&b->named, memory_order_relaxed);
+  if (atomic_load_explicit(&b->named, memory_order_relaxed)) return true;
+  atomic_store_explicit(g, SMI_GEN_RESTART, memory_order_relaxed);
+  return false;
 }
 /* Before a handle of one of b's slots is made from the slot's generation. */
 static inline void smi_block_name(smi_block_t *b) {

@@ -50,7 +50,8 @@
  * advances their generations. */
 static inline void smi_vg_block_dies(const smi_block_t *b) {
   for (uint32_t i = 0; i < b->bump; i++)
-    if (__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED) & 1) VALGRIND_FREELIKE_BLOCK(smi_slot_addr(b, i), 0);
+    if (smi_gen_is_live(__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED)))
+      VALGRIND_FREELIKE_BLOCK(smi_slot_addr(b, i), 0);
 }
 
 #else

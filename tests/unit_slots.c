@@ -43,7 +43,8 @@ Test(size_class, waste_is_bounded) {
   for (size_t n = 1; n <= 128; n++) cr_assert_lt(smi_class_size[smi_class_of(n)] - n, 16u);
 }
 
-/* The vectorized sweep equals the scalar rule: odd -> odd + 1, even unchanged. */
+/* The vectorized sweep equals the scalar rule: live -> freed (the count
+ * advanced, 127 wrapping to 0), free unchanged. */
 Test(generation, close_sweep_matches_scalar_rule) {
   enum { N = 4096 + 16 };
   static uint8_t g[N] __attribute__((aligned(16))), ref[N];
@@ -51,13 +52,49 @@ Test(generation, close_sweep_matches_scalar_rule) {
   size_t live = 0;
   for (size_t i = 0; i < N; i++) {
     g[i] = (uint8_t)rand();
-    ref[i] = g[i] & 1 ? (uint8_t)(g[i] + 1) : g[i];
-    live += g[i] & 1;
+    ref[i] = smi_gen_is_live(g[i]) ? smi_gen_freed(g[i]) : g[i];
+    live += smi_gen_is_live(g[i]);
   }
   cr_assert_eq(smi_gens_count_live(g, N), live);
   cr_assert_eq(smi_gens_close(g, N), live);
   cr_assert_eq(memcmp(g, ref, N), 0);
   cr_assert_eq(smi_gens_count_live(g, N), 0);
+}
+
+/* Free's fast path adds 0x81 to the generation in memory and branches on the
+ * overflow: for every byte value, it frees exactly the live slots not at the
+ * wrap, to their freed generation; any other value (free: a double or invalid
+ * free; the wrap) is left as a sum that smi_free_undo recognises as its own
+ * (0 or live) and puts back by subtracting 0x81. */
+Test(generation, free_add_frees_exactly_the_plainly_live) {
+  size_t freed = 0;
+  for (unsigned v = 0; v < 256; v++) {
+    uint8_t g = (uint8_t)v;
+    bool plain = smi_gen_is_live(g) && g != SMI_GEN_LAST;
+    cr_assert_eq(smi_gen_frees_plainly(g), plain, "generation %#x", v);
+    bool ok = smi_gen_make_free(&g);
+    cr_assert_eq(ok, plain, "generation %#x", v);
+    cr_assert_eq(g, (uint8_t)(v + SMI_GEN_FREE_ADD), "generation %#x", v);
+    if (ok) {
+      cr_assert_eq(g, smi_gen_freed((uint8_t)v), "generation %#x", v);
+      cr_assert(!smi_gen_is_live(g));
+      freed++;
+    } else {
+      cr_assert(g == 0 || smi_gen_is_live(g), "generation %#x: its sum looks like another thread's", v);
+      cr_assert_eq((uint8_t)(g - SMI_GEN_FREE_ADD), v);
+    }
+    g = (uint8_t)v;
+    if (!smi_gen_is_live(g)) {
+      smi_gen_make_live(&g);
+      cr_assert(smi_gen_is_live(g));
+      cr_assert_eq(smi_gen_freed(g), (uint8_t)((v + 1) & 0x7f), "generation %#x", v);
+    }
+  }
+  cr_assert_eq(freed, 127);
+  /* count 0 is never live: no fresh generation and no restart is 0 */
+  for (size_t i = 0; i < 4096; i++) cr_assert_neq(smi_gen_fresh(i), SMI_GEN_WRAPPED);
+  cr_assert_neq(SMI_GEN_RESTART, SMI_GEN_WRAPPED);
+  cr_assert_eq(smi_gen_freed(SMI_GEN_LAST), SMI_GEN_WRAPPED);
 }
 
 Test(generation, table_length_is_padded) {
@@ -102,7 +139,7 @@ Test(segment, blocks_are_cut_consistently) {
         uint8_t *g;
         cr_assert(smi_slot_gen(b, (uintptr_t)p, &g), "class %u offset %zu", cls, (size_t)(p - base));
         cr_assert(g >= b->gens && g < b->gens + l.table, "class %u offset %zu", cls, (size_t)(p - base));
-        if (p >= b->start + (size_t)b->nslots * b->size) cr_assert_eq(*g % 2, 0, "class %u", cls);
+        if (p >= b->start + (size_t)b->nslots * b->size) cr_assert(!smi_gen_frees_plainly(*g), "class %u", cls);
       }
 #endif
       size_t align = b->size & -b->size;
@@ -257,16 +294,16 @@ static void reopen_case(bool named) {
   cr_assert(smi_block_extend(b));    /* 128 slots handed to the freelist */
   if (named) smi_block_name(b);
   uint32_t epoch = atomic_load(&b->epoch);
-  b->gens[5] = 255; /* live, about to wrap */
-  b->gens[7] = 13;  /* live */
-  b->gens[9] = 40;  /* free */
+  b->gens[5] = 255;  /* live, about to wrap */
+  b->gens[7] = 0x8d; /* live, count 13 */
+  b->gens[9] = 40;   /* free */
   size_t zero = 0;
   for (uint32_t i = 0; i < b->bump; i++) zero += b->gens[i] == 0;
   cr_assert_eq(smi_gens_close(b->gens, smi_gens_len(b->nslots)), 2);
   b->flags |= SMI_BLOCK_CLOSED;
   smi_block_reopen(b);
   cr_assert_eq(atomic_load(&b->epoch), epoch, "reopening used an epoch");
-  cr_assert_eq(b->gens[5], 0);
+  cr_assert_eq(b->gens[5], named ? SMI_GEN_WRAPPED : SMI_GEN_RESTART); /* count 0 is never live */
   cr_assert_eq(b->gens[7], 14);
   cr_assert_eq(b->retired, named ? zero + 1 : 0);
   size_t n = 0;
