@@ -8,6 +8,21 @@
 
 #include "fuzz_calls.h"
 
+/* The five frees differ only in the function and its arguments: one entry
+ * each, and one case in do_call. */
+static void free_sm(call_t *c) { sm_free(c->p); }
+static void free_fz(call_t *c) { fz_free(c->p); }
+static void free_cfree(call_t *c) { fz_cfree(c->p); }
+static void free_sized(call_t *c) { fz_free_sized(c->p, c->a); }
+static void free_aligned_sized(call_t *c) { fz_free_aligned_sized(c->p, c->b, c->a); }
+static void (*const frees[])(call_t *) = {
+    [F_FREE] = free_sm,
+    [F_PFREE] = free_fz,
+    [F_CFREE] = free_cfree,
+    [F_FREE_SIZED] = free_sized,
+    [F_FREE_ASIZED] = free_aligned_sized,
+};
+
 void do_call(call_t *c) {
   errno = 0;
   switch (c->fn) {
@@ -20,24 +35,12 @@ void do_call(call_t *c) {
     case F_REALLOCARRAY: c->rp = sm_reallocarray(c->p, c->a, c->b); break;
     case F_PREALLOCARRAY: c->rp = fz_reallocarray(c->p, c->a, c->b); break;
     case F_FREE:
-      errno = 4242;
-      sm_free(c->p);
-      break;
     case F_PFREE:
-      errno = 4242;
-      fz_free(c->p);
-      break;
     case F_CFREE:
-      errno = 4242;
-      fz_cfree(c->p);
-      break;
     case F_FREE_SIZED:
-      errno = 4242;
-      fz_free_sized(c->p, c->a);
-      break;
     case F_FREE_ASIZED:
-      errno = 4242;
-      fz_free_aligned_sized(c->p, c->b, c->a);
+      errno = 4242; /* a free leaves errno as it was (fuzz_ops.c checks c->err) */
+      frees[c->fn](c);
       break;
     case F_ALIGNED: c->rp = sm_aligned_alloc(c->b, c->a); break;
     case F_PALIGNED: c->rp = fz_aligned_alloc(c->b, c->a); break;
