@@ -1,10 +1,15 @@
-/* lock.h: a small spin lock for short critical sections on slow paths (never
- * taken on a fast path). Yields the CPU while it waits.
+/* lock.h: a small lock for short critical sections on slow paths (never
+ * taken on a fast path). A waiter spins a little, then sleeps on a futex until
+ * the holder's unlock wakes it: with more threads than cores a holder is often
+ * preempted, and waiters that kept the CPU (spinning or sched_yield) would only
+ * delay it.
  *
- * The lock word names its holder (the address of a thread-local byte), so a
+ * The lock word names its holder (the address of a thread-local word), so a
  * fork child can tell a lock held by a thread it does not have (whose
  * critical section will never end) from one held by itself (a fork from a
- * signal handler that interrupted the allocator): see alloc/fork.c. */
+ * signal handler that interrupted the allocator): see alloc/fork.c. Bit 0 of
+ * the word (SMI_LOCK_PARKED) says a waiter may be asleep: the unlock then
+ * wakes one. The futex is the word's low 32 bits. */
 #ifndef SMI_LOCK_H
 #define SMI_LOCK_H
 
@@ -14,14 +19,18 @@
 
 typedef struct {
   _Atomic(uintptr_t) holder;
-} smi_lock_t; /* 0: free */
+} smi_lock_t; /* 0: free; else the holder's id, | SMI_LOCK_PARKED */
 #define SMI_LOCK_INIT \
   { 0 }
+#define SMI_LOCK_PARKED ((uintptr_t)1)
 
-extern __thread char smi_lock_self; /* its address identifies the calling thread */
+extern __thread uint64_t smi_lock_self; /* its address identifies the calling thread (bit 0 clear) */
 static inline uintptr_t smi_lock_me(void) { return (uintptr_t)&smi_lock_self; }
+/* The thread that holds a lock whose word reads h (0: none). */
+static inline uintptr_t smi_lock_holder_of(uintptr_t h) { return h & ~SMI_LOCK_PARKED; }
 
 void smi_lock_wait(smi_lock_t *l); /* the contended case, out of line */
+void smi_lock_wake(smi_lock_t *l); /* an unlock that found a waiter asleep */
 
 static inline void smi_lock(smi_lock_t *l) {
   uintptr_t expect = 0;
@@ -30,17 +39,20 @@ static inline void smi_lock(smi_lock_t *l) {
                        0))
     smi_lock_wait(l);
 }
-static inline void smi_unlock(smi_lock_t *l) { atomic_store_explicit(&l->holder, 0, memory_order_release); }
+static inline void smi_unlock(smi_lock_t *l) {
+  if (__builtin_expect(atomic_exchange_explicit(&l->holder, 0, memory_order_release) & SMI_LOCK_PARKED, 0))
+    smi_lock_wake(l);
+}
 
 /* In a fork child. true if l was held at the instant of fork by a thread the
  * child does not have: l is then free again, and what it guards may be half
  * updated and needs repair. A lock held by the calling thread itself is left
  * held and sets *mine: its critical section ends when the interrupted code
- * resumes. */
+ * resumes. (The child has no other thread: no waiter sleeps on l.) */
 static inline bool smi_lock_orphaned(smi_lock_t *l, bool *mine) {
   uintptr_t h = atomic_load_explicit(&l->holder, memory_order_relaxed);
   if (!h) return false;
-  if (h == smi_lock_me()) {
+  if (smi_lock_holder_of(h) == smi_lock_me()) {
     *mine = true;
     return false;
   }
