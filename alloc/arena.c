@@ -161,46 +161,70 @@ static bool recut(smi_block_t *b, unsigned cls) {
   return cut;
 }
 
-/* Another block for class cls: one of the arena's own, else from the pool. */
-static smi_block_t *next_block(sm_arena_t *a, unsigned cls) {
+/* A block of class cls with room from a's own lists (under a->lock), NULL if
+ * none: blocks that other threads freed into come back first, and blocks
+ * found without room go to the full list. */
+static smi_block_t *take_avail(sm_arena_t *a, unsigned cls) {
   smi_block_t *b;
-  smi_lock(&a->lock);
   revisit(a);
   while ((b = a->avail[cls].head) != NULL) {
     smi_blist_remove(&a->avail[cls], b);
     if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
-    if (has_room(b)) break;
+    if (has_room(b)) return b;
     __atomic_store_n(&b->owner, smi_owner_full(a), __ATOMIC_SEQ_CST);
     /* A remote free that saw the untagged owner did not queue the block: check. */
     if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
     smi_blist_push(&a->full, b);
   }
-  smi_unlock(&a->lock);
-  if (!b) b = smi_pool_take(a, cls);
-  /* Empty, with many slots retired by generation wrap: re-cut it now (if its
-   * epochs are used up it stays as it is, retired slots and all). */
-  if (b && b->used == 0 && b->retired > b->nslots / 8) recut(b, cls);
-  if (b) {
-    __atomic_store_n(&b->arena, a, __ATOMIC_RELEASE);
-    __atomic_store_n(&b->owner, smi_owner_of(a), __ATOMIC_RELEASE);
-    if (a->type == SMI_ARENA_USER)
-      __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) | SMI_BLOCK_USER),
-                       __ATOMIC_RELEASE);
-    b->used++; /* the pin of the current block */
-  }
-  return b;
+  return NULL;
 }
 
-/* Takes the current block of cls out of service: it has no room left. */
-static void current_to_full(sm_arena_t *a, unsigned cls, smi_block_t *b) {
+/* Takes b (on no list) into service as a's current block of class cls, pinned
+ * (under a->lock). */
+static void make_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
+  __atomic_store_n(&b->arena, a, __ATOMIC_RELEASE);
+  __atomic_store_n(&b->owner, smi_owner_of(a), __ATOMIC_RELEASE);
+  if (a->type == SMI_ARENA_USER)
+    __atomic_store_n(&b->flags, (uint8_t)(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) | SMI_BLOCK_USER),
+                     __ATOMIC_RELEASE);
+  b->used++; /* the pin of the current block */
+  smi_arena_set_current(a, cls, b);
+  smi_check_class(a, cls);
+}
+
+/* Empty, with many slots retired by generation wrap: re-cut before use (if its
+ * epochs are used up it stays as it is, retired slots and all). */
+static bool wants_recut(const smi_block_t *b) { return b->used == 0 && b->retired > b->nslots / 8; }
+
+/* Replaces the current block of class cls, old (none, or without room: it goes
+ * to the full list), by one with room: one of the arena's own, else one from
+ * the pool. The common case takes a->lock once; NULL: out of memory. */
+static smi_block_t *switch_block(sm_arena_t *a, unsigned cls, smi_block_t *old) {
   smi_lock(&a->lock);
-  b->used--;
-  __atomic_store_n(&b->owner, smi_owner_full(a), __ATOMIC_SEQ_CST);
-  /* A remote free that saw the untagged owner did not queue the block: check. */
-  if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
-  smi_blist_push(&a->full, b);
-  smi_arena_set_current(a, cls, &smi_block_none);
+  if (old != &smi_block_none) {
+    old->used--; /* its pin */
+    __atomic_store_n(&old->owner, smi_owner_full(a), __ATOMIC_SEQ_CST);
+    /* A remote free that saw the untagged owner did not queue the block: check. */
+    if (atomic_load_explicit(&old->remote, memory_order_seq_cst)) smi_revisit_push(a, old);
+    smi_blist_push(&a->full, old);
+    smi_arena_set_current(a, cls, &smi_block_none);
+  }
+  smi_block_t *b = take_avail(a, cls);
+  if (b && !wants_recut(b)) {
+    make_current(a, cls, b);
+    smi_unlock(&a->lock);
+    return b;
+  }
   smi_unlock(&a->lock);
+  /* (the pool's lock comes after a->lock, and smi_pool_take may take a->lock
+   * itself to reclaim memory: not under it) */
+  if (!b) b = smi_pool_take(a, cls);
+  if (!b) return NULL;
+  if (wants_recut(b)) recut(b, cls);
+  smi_lock(&a->lock);
+  make_current(a, cls, b);
+  smi_unlock(&a->lock);
+  return b;
 }
 
 static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
@@ -215,14 +239,9 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
         b->used = 1; /* formatting cleared the pin */
         continue;
       }
-      current_to_full(a, cls, b);
     }
-    b = next_block(a, cls);
+    b = switch_block(a, cls, b);
     if (!b) return NULL;
-    smi_lock(&a->lock);
-    smi_arena_set_current(a, cls, b);
-    smi_check_class(a, cls);
-    smi_unlock(&a->lock);
   }
 }
 
