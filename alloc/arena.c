@@ -233,6 +233,7 @@ static void *alloc_from_class(sm_arena_t *a, unsigned cls) {
     if (b != &smi_block_none) {
       if (b->free) return pop(b);
       if (atomic_load_explicit(&b->remote, memory_order_relaxed) && smi_block_collect(b)) continue;
+      if (!smi_block_draining(b) && smi_hd_unquarantine_old(b)) continue; /* hardened build: freed slots first */
       if (!smi_block_draining(b) && extend(b)) continue;
       if (!smi_block_draining(b) && smi_hd_unquarantine(b)) continue; /* hardened build: nothing else left */
       if (b->retired && b->used == 1 && recut(b, cls)) {

@@ -4,6 +4,8 @@
 #include "internal.h"
 
 #ifdef SMI_HARDENED
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -51,42 +53,57 @@ void smi_hd_report_list(const smi_block_t *b, const void *slot) {
   report("corrupted free list in block ", smi_block_base(b), " (slot ", (uintptr_t)slot, true, ")");
 }
 
+/* The bytes asked for a live slot object, as its size record says; SIZE_MAX
+ * if the record itself was overwritten. */
+static size_t record_of(const smi_block_t *b, const void *p) {
+  uint32_t e = smi_hd_load32((const uint8_t *)p + b->size - 4) ^ smi_hd_head(b)->canary;
+  return e >= SMI_HD_TAIL && e <= b->size ? e - SMI_HD_TAIL : SIZE_MAX;
+}
+
 void smi_hd_overflow(const smi_block_t *b, const void *p) {
-  uint32_t n = smi_hd_load32((const uint8_t *)p + b->size - 4) ^ smi_hd_head(b)->canary;
-  if (n <= b->size - SMI_HD_TAIL) report("heap overflow past the end of ", p, " (", n, false, " bytes asked)");
+  size_t n = record_of(b, p);
+  if (n != SIZE_MAX) report("heap overflow past the end of ", p, " (", n, false, " bytes asked)");
   else report("heap overflow past the end of ", p, " (its size record overwritten", 0, false, ")");
 }
 
 /* ---- allocation ---- */
 
-/* Why the popped slot p of b failed, reported; the freelist is dropped (never
- * followed), and the allocation goes on from the slow path. */
-void *smi_hd_pop_fail(smi_block_t *b, smi_free_t *p, size_t size) {
-  uintptr_t u = (uintptr_t)p;
+/* Is p, taken from a list of b, a free slot of b to hand out? Checked before
+ * its words are read: a slot start of b, its generation free, then its zero
+ * word. false, reported, if not: a write into the zero word, the link word
+ * intact (NULL or a slot start of b), is a write after free; the rest is a
+ * corrupted list. */
+static bool slot_ok(const smi_block_t *b, const smi_free_t *p) {
   size_t i;
-  if (!smi_slot_at(u, b->start, b->magic, b->nslots, &i) || smi_gen_is_live(b->gens[i]) ||
-      (uintptr_t)p->gen != (uintptr_t)smi_gen_enc(b, &b->gens[i]))
+  if (!smi_hd_slot_of(b, p, &i) || smi_gen_is_live(b->gens[i])) {
     smi_hd_report_list(b, p);
+    return false;
+  }
+  if (!p->gen) return true;
+  uintptr_t link = smi_link_dec(b, p, p->next);
+  if (link && !smi_hd_slot_of(b, (void *)link, &i)) smi_hd_report_list(b, p);
   else report("write after free to ", p, NULL, 0, false, NULL);
+  return false;
+}
+
+/* The popped slot p of b failed the fast path's check: reported, the freelist
+ * dropped (never followed), and the allocation goes on from the slow path. */
+void *smi_hd_pop_fail(smi_block_t *b, smi_free_t *p, size_t size) {
+  if (slot_ok(b, p)) smi_hd_report_list(b, p); /* (not reached: the fast path checks the same) */
   b->free = NULL;
   return smi_malloc_generic(smi_tls_cur, size, false);
 }
 
 void *smi_hd_pop(smi_block_t *b) {
   smi_free_t *p = b->free;
-  uintptr_t u = (uintptr_t)p;
-  size_t i;
-  uint64_t *w = (uint64_t *)p;
-  if (!smi_slot_at(u, b->start, b->magic, b->nslots, &i) || smi_gen_is_live(b->gens[i]) ||
-      w[1] != (uintptr_t)smi_gen_enc(b, &b->gens[i])) {
-    smi_hd_report_list(b, p);
+  if (!slot_ok(b, p)) {
     b->free = NULL;
     return NULL;
   }
-  if (b->size > 16 && (w[2] | w[3])) report("write after free to ", p, NULL, 0, false, NULL);
+  size_t i;
+  smi_hd_slot_of(b, p, &i);
   b->free = (smi_free_t *)smi_link_dec(b, p, p->next);
-  w[0] = 0;
-  w[1] = 0;
+  p->next = NULL;
   b->used++;
   smi_gen_make_live(&b->gens[i]);
   return p;
@@ -104,6 +121,18 @@ void *smi_hd_malloc_top(sm_arena_t *a, size_t size) {
   return smi_malloc_generic(a, size, false);
 }
 
+void *smi_hd_malloc_refill(sm_arena_t *a, smi_block_t *b, size_t size) {
+  void *p;
+  /* as alloc_from_class would (a block, not the empty bins' stand-in; no
+   * remote frees to collect first), without the rest of the slow path */
+  if (b->nslots && !smi_block_draining(b) && !atomic_load_explicit(&b->remote, memory_order_relaxed) &&
+      smi_hd_unquarantine_old(b) && (p = smi_hd_pop(b)) != NULL) {
+    smi_hd_stamp(b, smi_hd_head(b), p, size);
+    return p;
+  }
+  return smi_malloc_generic(a, size, false);
+}
+
 void smi_hd_stamp_slot(void *p, size_t n) {
   smi_block_t *b = smi_block_of(p);
   if (b) smi_hd_stamp(b, smi_hd_head(b), p, n);
@@ -111,16 +140,54 @@ void smi_hd_stamp_slot(void *p, size_t n) {
 
 bool smi_hd_unquarantine(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
-  bool any = false;
-  for (uint32_t k = 0; k < SMI_HD_QUARANTINE; k++) {
-    smi_free_t *e = h->ring[k];
-    if (!e) continue;
-    h->ring[k] = NULL;
-    e->next = smi_link_enc(b, e, (uintptr_t)b->free);
-    b->free = e;
-    any = true;
+  if (b->free || !h->pending) return false;
+  b->free = h->pending; /* the same encoding: checked as they are popped */
+  h->pending = NULL;
+  return true;
+}
+
+/* The slot after e on a list of b (NULL at its end), a slot start of b before
+ * it is read (the rest is checked where it is popped); a bad one is reported
+ * and the list ends at e (never followed). */
+static smi_free_t *next_checked(smi_block_t *b, smi_free_t *e) {
+  smi_free_t *n = (smi_free_t *)smi_link_dec(b, e, e->next);
+  size_t i;
+  if (n && !smi_hd_slot_of(b, n, &i)) {
+    smi_hd_report_list(b, n);
+    e->next = smi_link_enc(b, e, 0);
+    return NULL;
   }
-  return any;
+  return n;
+}
+
+bool smi_hd_unquarantine_old(smi_block_t *b) {
+  smi_free_t *e = smi_hd_head(b)->pending;
+  if (b->free || !e) return false;
+  for (uint32_t k = 1; k < SMI_HD_QUARANTINE; k++)
+    if (!(e = next_checked(b, e))) return false;
+  smi_free_t *rest = next_checked(b, e); /* e is the newest SMI_HD_QUARANTINE-th: the list ends there */
+  if (!rest) return false;
+  e->next = smi_link_enc(b, e, 0);
+  b->free = rest;
+  return true;
+}
+
+void smi_hd_free_undo(void *p, uint8_t *g) {
+  /* as free.c's smi_free_undo: the add turned a free generation (0, count c)
+   * into (live, c + 1), or 0 for c = 127, and the wrap (live, 127) into (live,
+   * 0); a value past 0 without the live bit was left by another thread's
+   * free meanwhile (its compare-and-swap took the sum for live): a double free */
+  _Atomic uint8_t *gp = (_Atomic uint8_t *)g;
+  uint8_t sum = atomic_load_explicit(gp, memory_order_relaxed);
+  if ((sum == 0 || smi_gen_is_live(sum)) &&
+      atomic_compare_exchange_strong_explicit(gp, &sum, (uint8_t)(sum - SMI_GEN_FREE_ADD), memory_order_relaxed,
+                                              memory_order_relaxed)) {
+    smi_free_slow(p); /* it reports the double or invalid free, or wraps the slot */
+    return;
+  }
+  int saved = errno;
+  smi_report(SMI_ERR_DOUBLE_FREE, p, 0);
+  errno = saved;
 }
 
 /* ---- free and realloc ---- */
@@ -128,8 +195,8 @@ bool smi_hd_unquarantine(smi_block_t *b) {
 /* The bytes asked for a live slot object, as its size record says (the
  * largest possible if the record itself was overwritten). */
 static size_t recorded(const smi_block_t *b, const void *p) {
-  uint32_t n = smi_hd_load32((const uint8_t *)p + b->size - 4) ^ smi_hd_head(b)->canary;
-  return n <= b->size - SMI_HD_TAIL ? n : b->size - SMI_HD_TAIL;
+  size_t n = record_of(b, p);
+  return n != SIZE_MAX ? n : b->size - SMI_HD_TAIL;
 }
 
 void smi_hd_check(const smi_block_t *b, const void *p) {
@@ -157,13 +224,12 @@ bool smi_hd_gen_step(uint8_t *g, uint8_t from) {
   return __atomic_compare_exchange_n(g, &from, smi_gen_freed(from), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
-void smi_hd_release_remote(const smi_block_t *b, void *p) {
-  if (b->size > 16) memset((uint8_t *)p + 16, 0, SMI_HD_WIPE - 16); /* the caller writes both link words next */
-}
-
 void smi_hd_release_local(smi_block_t *b, void *p, uint8_t *g) {
+  (void)g;
   smi_hd_head_t *h = smi_hd_head(b);
-  smi_hd_wipe(h->key_gen, b->size, p, g);
-  smi_hd_quarantine(b, h, (smi_free_t *)p, h->key_next, b->free);
+  smi_hd_pend(h, p, h->pending, h->key_next);
+  /* a block without a freelist (a full one, freed into) has room again once
+   * it holds more than the quarantine */
+  if (!b->free) smi_hd_unquarantine_old(b);
 }
 #endif

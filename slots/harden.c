@@ -87,26 +87,15 @@ void smi_hd_block_cut(smi_block_t *b) {
   memset(h, 0, sizeof *h);
   h->shared = shared;
   h->key_next = smi_hd_random() & ~(uint64_t)15; /* the low 4 bits: a remote link's mark reads through */
-  h->key_gen = smi_hd_random();
   h->canary = (uint32_t)smi_hd_random();
 }
 
-/* Free slots' heads zeroed, as a freed slot's is (SMI_HD_WIPE bytes): not
- * more, so that the pages of a big slot are not touched before the program
- * touches them. */
-static void zero_heads(const smi_block_t *b, uint8_t *first, uint32_t n) {
-  size_t len = b->size < SMI_HD_WIPE ? b->size : SMI_HD_WIPE;
-  if (len == b->size) memset(first, 0, (size_t)n * b->size);
-  else
-    for (uint32_t i = 0; i < n; i++) memset(first + (size_t)i * b->size, 0, len);
-}
-
+/* (segment.c then puts every slot below bump on the freelist, both words
+ * written) */
 void smi_hd_block_reopen(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
-  memset(h->ring, 0, sizeof h->ring);
-  h->qoff = 0;
+  h->pending = NULL;
   h->span = (uint64_t)b->nslots * b->size;
-  zero_heads(b, b->start, b->bump); /* every slot free, zeroed as a freed one is */
 }
 
 static uint32_t next_random(uint32_t *state) { /* xorshift32 */
@@ -118,9 +107,8 @@ static uint32_t next_random(uint32_t *state) { /* xorshift32 */
 }
 
 smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
-  smi_hd_head_t *h = smi_hd_head(b);
-  h->span = (uint64_t)b->nslots * b->size; /* (nslots is not set yet when the block is cut) */
-  uint16_t order[4096 / 16];               /* take <= 4096 / 16 (a page worth of slots, at least one) */
+  smi_hd_head(b)->span = (uint64_t)b->nslots * b->size; /* (nslots is not set yet when the block is cut) */
+  uint16_t order[4096 / 16];                            /* take <= 4096 / 16 (a page worth of slots, at least one) */
   uint32_t state = (uint32_t)smi_hd_random() | 1;
   if (take > sizeof order / sizeof *order) take = sizeof order / sizeof *order;
   for (uint32_t i = 0; i < take; i++) order[i] = (uint16_t)i;
@@ -130,7 +118,6 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
     order[i - 1] = order[j];
     order[j] = t;
   }
-  zero_heads(b, first, take);
   uintptr_t next = (uintptr_t)b->free;
   for (uint32_t k = take; k-- > 0;) {
     uint32_t i = order[k];
@@ -144,8 +131,7 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
 
 bool smi_hd_remote_ok(const smi_block_t *b, const void *slot) {
   size_t i;
-  if (smi_slot_at((uintptr_t)slot, b->start, b->magic, b->nslots, &i) && !smi_gen_is_live(b->gens[i]) &&
-      (uintptr_t)((const smi_free_t *)slot)->gen == (uintptr_t)smi_gen_enc(b, &b->gens[i]))
+  if (smi_hd_slot_of(b, slot, &i) && !smi_gen_is_live(b->gens[i]) && ((const smi_free_t *)slot)->gen == NULL)
     return true;
   smi_hd_report_list(b, slot);
   return false;

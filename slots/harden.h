@@ -13,22 +13,23 @@
  * before the next block's head and generations (or the next segment's
  * header): no metadata is in its reach.
  *
- * A free slot's words, encoded with the block's two random keys:
- *   next  link ^ key_next   (key_next has its low 4 bits 0, so bit 0 of a
- *                           remote link, the retire mark, reads the same
- *                           encoded)
- *   gen   &gens[i] ^ key_gen
- * (Mixing the slot's address into the link, as before, bought nothing: a
- * dangling pointer's owner knows the address, and reading a slot whose link
- * ends its list gives key_next either way, as reading any gives key_gen, the
- * generation's address being predictable.) What keeps a write through a
- * dangling pointer from choosing where the next allocation lands is the
- * check: every popped link is checked before it is followed: inside the
- * block's slots (before the slot is read), its gen word decoding to &gens[i]
- * of the slot i it starts, generation free; the slow paths and the
- * remote list check the same by smi_slot_at. Without the keys a bad link is
- * caught at once; with both, it can at most name another free slot of the
- * block. */
+ * A free slot's two words:
+ *   next  link ^ key_next   (the block's random key; its low 4 bits 0, so bit
+ *                           0 of a remote link, the retire mark, reads the
+ *                           same encoded)
+ *   zero  0 (smi_gen_enc: the default build's pointer to the generation),
+ *         checked when the slot is handed out: a write after free there
+ *         is caught (alloc/harden.h).
+ * What keeps a write through a dangling pointer from choosing where the next
+ * allocation lands is the check: every popped link is checked before it is
+ * followed (smi_hd_slot_of, before the slot is read): a slot start of the
+ * block, counted over the whole address (a forged link may point anywhere),
+ * its generation free, its second word zero; the remote list is checked the
+ * same (smi_hd_remote_ok). Without the key a bad link is caught at once; with
+ * it (a slot whose link ends its list holds the key itself), it can at most
+ * name another free slot of the block. (A second key, XORed into a pointer to
+ * the generation in the second word, bought nothing the index check does
+ * not: the generation's address is predictable.) */
 #ifndef SMI_SLOTS_HARDEN_H
 #define SMI_SLOTS_HARDEN_H
 
@@ -37,19 +38,18 @@
 
 #include "segment.h"
 
-#define SMI_HD_QUARANTINE 4 /* freed slots a block holds back before their reuse */
+#define SMI_HD_QUARANTINE 4 /* a block's newest freed slots, not handed out while it has others */
 
 typedef struct {
-  smi_free_t *ring[SMI_HD_QUARANTINE]; /* the quarantine: freed slots not yet on the freelist (first: free
-                                          steps through it by byte offset from the head) */
-  uint64_t key_next;                   /* XORed into every link (low 4 bits 0) */
-  uint64_t key_gen;                    /* XORed into every generation pointer */
-  uint64_t span;                       /* nslots * size: a popped slot's offset from start is below it
-                                          (set where slots go onto the freelist: extend, reopen) */
-  uint32_t canary;                     /* the block's canary word (alloc/harden.h) */
-  uint16_t shared;                     /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
-  uint8_t qoff;                        /* the quarantine's next place: its byte offset in ring (0, 8, 16, 24) */
-  uint8_t unused;
+  smi_free_t *pending; /* the quarantine: the owner's freed slots, newest first, linked (encoded) as the
+                          freelist; they go onto it when the freelist runs dry, all but the newest
+                          SMI_HD_QUARANTINE (alloc/harden.h) */
+  uint64_t key_next;   /* XORed into every link (low 4 bits 0) */
+  uint64_t span;       /* nslots * size: a popped slot's offset from start is below it (malloc's fast
+                          path; set where slots go onto the freelist: extend, reopen) */
+  uint32_t canary;     /* the block's canary word (alloc/harden.h) */
+  uint16_t shared;     /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
+  uint8_t unused[34];
 } smi_hd_head_t;
 _Static_assert(sizeof(smi_hd_head_t) == 64, "smi_hd_head_t is 64 bytes");
 
@@ -64,7 +64,6 @@ enum { SMI_HD_PRIVATE = 0, SMI_HD_ARMING = 1, SMI_HD_SHARED = 2 };
 #define SMI_HD_ON 1
 #define SMI_HD_HEAD ((size_t)sizeof(smi_hd_head_t)) /* before a block's generations */
 #define SMI_HD_GUARD ((size_t)4096)                 /* the guard page at a block's end */
-#define SMI_HD_WIPE ((size_t)32)                    /* a free slot's first bytes, zeroed (alloc/harden.h) */
 
 static inline smi_hd_head_t *smi_hd_head(const smi_block_t *b) { return (smi_hd_head_t *)(b->gens - SMI_HD_HEAD); }
 static inline smi_free_t *smi_link_enc(const smi_block_t *b, const void *slot, uintptr_t next) {
@@ -75,19 +74,32 @@ static inline uintptr_t smi_link_dec(const smi_block_t *b, const void *slot, con
   (void)slot;
   return (uintptr_t)word ^ smi_hd_head(b)->key_next;
 }
+/* A free slot's second word: zero, checked at reuse (the default build's
+ * pointer to the generation: the hardened fast path counts the index). */
 static inline uint8_t *smi_gen_enc(const smi_block_t *b, uint8_t *g) {
-  return (uint8_t *)((uintptr_t)g ^ smi_hd_head(b)->key_gen);
+  (void)b, (void)g;
+  return NULL;
+}
+/* Is p a slot start of b, and which (*i)? Over the whole address, unlike
+ * smi_slot_at (a popped link may hold any address): an offset past the slots,
+ * or below start (it wraps), gives a quotient past nslots; within them the
+ * remainder test is exact (smi_slot_at). */
+static inline bool smi_hd_slot_of(const smi_block_t *b, const void *p, size_t *i) {
+  uint64_t off = (uintptr_t)p - (uintptr_t)b->start, magic = b->magic;
+  unsigned __int128 m = (unsigned __int128)off * magic;
+  *i = (size_t)(m >> 64);
+  return (uint64_t)m < magic && *i < b->nslots;
 }
 
 /* segment.c's hooks (harden.c) */
 void smi_hd_block_cut(smi_block_t *b);         /* after format: new keys, empty quarantine */
-void smi_hd_block_reopen(smi_block_t *b);      /* empty quarantine, every slot below bump zeroed */
+void smi_hd_block_reopen(smi_block_t *b);      /* empty quarantine */
 void smi_hd_guard_segment(smi_segment_t *seg); /* the guard page of each block */
-/* Links the take slots of b from first on (zeroed) in a shuffled order in
+/* Links the take slots of b from first on in a shuffled order in
  * front of b->free, for smi_block_extend; returns the new head. */
 smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take);
 /* A slot on b's remote list, checked before it is read: a slot start of b, its
- * generation not live, its gen word right; false (reported) if not: the rest
+ * generation not live, its second word zero; false (reported) if not: the rest
  * of the list is dropped, never followed. */
 bool smi_hd_remote_ok(const smi_block_t *b, const void *slot);
 /* Before a thread moves a generation of b by compare-and-swap without owning

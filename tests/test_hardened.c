@@ -60,13 +60,28 @@ static void case_overflow_realloc(void) {
 }
 
 /* A freed slot of class 64, out of the quarantine: it is its block's next to
- * hand out (the four frees after it push it onto the freelist). */
+ * hand out. In the hardened build, the frees go onto the block's pending
+ * list (v[5] first); when the freelist runs dry, all but the newest four
+ * (v[5] to v[2]) go onto it: the allocations before hand out v[1], then
+ * v[0] comes next. (The default build hands out v[5] next.) */
 static char *freed_head(void) {
   char *v[6];
   for (int i = 0; i < 6; i++) v[i] = malloc(tu_hide(56));
-  free(v[0]);
-  for (int i = 1; i < 6; i++) free(v[i]); /* four push v[0] out, the fifth v[1] */
-  return v[1];
+  for (int i = 0; i < 6; i++) free(v[i]);
+  if (!HARDENED) return v[5];
+  for (int k = 0; k < 100000; k++) {
+    char *q = malloc(tu_hide(56)); /* kept: the freelist drains */
+    for (int i = 2; i < 6; i++)
+      if (q == v[i]) {
+        printf("QUARANTINE BROKEN\n"); /* a slot of the newest four handed out */
+        fflush(stdout);
+        _exit(4);
+      }
+    if (q == v[1]) return v[0];
+  }
+  printf("NOT FOUND\n");
+  fflush(stdout);
+  _exit(5);
 }
 
 /* A write into a freed slot's link (its first word), as a dangling pointer
@@ -94,11 +109,11 @@ static void case_forged_link(void) {
   printf("GOT %p %p\n", a, b);
 }
 
-/* A write into a freed slot past its link (the zeroed part). */
+/* A write into a freed slot past its link (its zero word). */
 static void case_uaf_write(void) {
   char *p = freed_head();
   say_addr(p);
-  p[20] = 'Z';
+  p[12] = 'Z';
   void *a = malloc(tu_hide(56)); /* p again */
   free(a);
 }
@@ -389,17 +404,37 @@ Test(hardened, fresh_slots_order) {
   tu_arena_drop(ar);
 }
 
-/* Freed slots have their first 32 bytes zeroed (past the two link words, 16
- * to 32), and wait in the quarantine before their reuse. */
-Test(hardened, freed_slots_zeroed_and_quarantined) {
+/* Freed slots have their first 16 bytes overwritten (the link, encoded, and
+ * a zero word), and wait in the quarantine before their reuse: the newest
+ * four freed slots of a block are not handed out while it has other free
+ * slots, whatever the calls in between. */
+Test(hardened, freed_slots_overwritten_and_quarantined) {
   if (!HARDENED) return;
   char *p = malloc(tu_hide(200));
   memset(p, 0x5a, 200);
   free(p);
-  for (int i = 16; i < 32; i++) cr_assert_eq(((volatile char *)p)[i], 0, "byte %d of a freed slot", i);
+  for (int i = 0; i < 16; i++) cr_assert_neq(((volatile char *)p)[i], 0x5a, "byte %d of a freed slot", i);
+  for (int i = 8; i < 16; i++) cr_assert_eq(((volatile char *)p)[i], 0, "byte %d of a freed slot", i);
   void *q = malloc(tu_hide(200));
   cr_assert_neq(q, p, "a freed slot is not handed out at once");
   free(q);
+  /* pairs, and batches of 1 to 9 objects freed in both orders: the last four
+   * freed are never among the next objects */
+  void *last[4] = {0}, *batch[9];
+  for (int round = 0; round < 3000; round++) {
+    int n = 1 + round % 9;
+    for (int k = 0; k < n; k++) {
+      batch[k] = malloc(tu_hide(40));
+      for (int j = 0; j < 4; j++)
+        cr_assert_neq(batch[k], last[j], "round %d: a slot of the last four freed handed out again", round);
+    }
+    for (int k = 0; k < n; k++) {
+      void *f = batch[round & 1 ? k : n - 1 - k];
+      free(f);
+      memmove(last + 1, last, 3 * sizeof *last);
+      last[0] = f;
+    }
+  }
 }
 
 /* The owner's free in the hardened build stores its generation in a
