@@ -20,7 +20,7 @@ Method, in short (perf/README.md has the long form):
     preload that silently did not load cannot pass for a result;
   * instruction counts of the malloc+free pair come from callgrind as
     (Ir(2N) - Ir(N)) / N, which cancels start-up and exit;
-  * memory system calls (mmap, munmap, madvise, mprotect, brk, mremap) are
+  * memory system calls (mmap, munmap, madvise, mprotect, brk, mremap, process_madvise) are
     counted in one more, untimed run of each case under strace;
   * any allocator (--allocator name=/path/lib.so) and any program
     (--program name="command") can join the comparison.

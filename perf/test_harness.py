@@ -56,7 +56,8 @@ def workload(name):
 class Parsers(unittest.TestCase):
     def test_strace_summary(self):
         c = parse_strace_summary(STRACE_OUT)
-        self.assertEqual(c, {"mmap": 15, "munmap": 8, "madvise": 0, "mprotect": 1412, "brk": 3, "mremap": 0})
+        self.assertEqual(c, {"mmap": 15, "munmap": 8, "madvise": 0, "mprotect": 1412, "brk": 3, "mremap": 0,
+                             "process_madvise": 0})
         w = parse_strace_summary(STRACE_OUT, COUNTED + WAITS)
         self.assertEqual((w["sched_yield"], w["futex"], w["mprotect"]), (22, 0, 1412))
 

@@ -41,7 +41,7 @@ def main_table(res, metric, title):
 
 
 def syscall_cell(res, w, a):
-    """total ×ratio (mmap/munmap/madvise/mprotect/brk/mremap), or n/a or **FAIL**."""
+    """total ×ratio (mmap/munmap/madvise/mprotect/brk/mremap/process_madvise), or n/a or **FAIL**."""
     if (w, a) not in res.runs:
         return "n/a"
     c = res.syscalls.get((w, a))

@@ -1,5 +1,6 @@
 """Memory system calls per run: one extra, untimed run of each case under strace, counting
-mmap, munmap, madvise, mprotect, brk and mremap in every thread and child process, and the two calls of
+mmap, munmap, madvise, mprotect, brk, mremap and process_madvise (slotmalloc gives back many ranges in
+one call of it where the kernel allows) in every thread and child process, and the two calls of
 waiting threads, futex and sched_yield (an allocator's lock that sleeps or yields shows there).
 
 strace runs with --seccomp-bpf: a seccomp filter stops the program only at the counted calls, so the other
@@ -10,7 +11,7 @@ import shutil
 
 from .runner import child_env, spawn
 
-COUNTED = ("mmap", "munmap", "madvise", "mprotect", "brk", "mremap")
+COUNTED = ("mmap", "munmap", "madvise", "mprotect", "brk", "mremap", "process_madvise")
 WAITS = ("futex", "sched_yield")
 
 
