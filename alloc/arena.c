@@ -383,6 +383,9 @@ void smi_block_emptied(smi_block_t *b) {
  *     every build) says "seen free" or "purged", tied to the slot's address
  *     and generation: a slot reused since carries another generation, so a
  *     stale mark at worst skips a purge.
+ * The pages go back together at the end of the upkeep (give_batch_t): one
+ * system call for all of them where the kernel allows (smi_os_discard), not
+ * one per slot.
  * Small blocks are left alone: their slots share pages, and the freelist of a
  * 64 KiB block of 16-byte slots is long to walk. The hardened build (encoded
  * links, the quarantine) and the valgrind build are left alone too. */
@@ -392,18 +395,39 @@ static uint64_t mark(const uint8_t *slot, uint8_t gen, unsigned state) {
   return (0x51075EEDull << 32) ^ (uint64_t)(uintptr_t)slot ^ ((uint64_t)gen << 2) ^ state;
 }
 
-/* The pages of [lo, hi), rounded inwards, back to the OS; the block's span
- * stays counted as committed (it is, until the block is purged). */
-static void give_back(uintptr_t lo, uintptr_t hi) {
+/* The ranges one upkeep gives back, sent to the OS at its end (or when the
+ * batch is full). Nothing writes into them meanwhile: they are free slots of
+ * the arena's own blocks, which only this thread allocates from, and upkeep
+ * flushes before it lets go of the arena's lock. */
+#define GIVE_BATCH 64
+typedef struct {
+  smi_os_range_t r[GIVE_BATCH];
+  size_t n;
+} give_batch_t;
+
+static void give_flush(give_batch_t *g) {
+  smi_os_discard(g->r, g->n);
+  g->n = 0;
+}
+
+/* The pages of [lo, hi), rounded inwards, go back to the OS (at the flush);
+ * the block's span stays counted as committed (it is, until the block is
+ * purged). A range that continues the previous one extends it. */
+static void give_back(give_batch_t *g, uintptr_t lo, uintptr_t hi) {
   lo = (lo + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
   hi &= ~(SMI_OS_PAGE - 1);
   if (hi <= lo) return;
-  smi_os_decommit((void *)lo, hi - lo);
-  smi_os_account_recommit(hi - lo);
+  smi_os_range_t *last = g->n ? &g->r[g->n - 1] : NULL;
+  if (last && (uintptr_t)last->p + last->size == lo) {
+    last->size += hi - lo;
+    return;
+  }
+  if (g->n == GIVE_BATCH) give_flush(g);
+  g->r[g->n++] = (smi_os_range_t){(void *)lo, hi - lo};
 }
 
 #define TIDY_SLOTS_MAX 128 /* more than any medium or big block holds (113) */
-static void tidy(smi_block_t *b, bool force) {
+static void tidy(smi_block_t *b, bool force, give_batch_t *g) {
   if (SMI_HD_ON || SMI_VG_ON || b == &smi_block_none || b->kind == SMI_KIND_SMALL || !b->free ||
       b->nslots > TIDY_SLOTS_MAX)
     return;
@@ -422,15 +446,15 @@ static void tidy(smi_block_t *b, bool force) {
     f->next = head;
     head = f;
     /* a slot free since the last upkeep gives back its pages past the first */
-    uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
+    uint8_t gen = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
     uint64_t *m = (uint64_t *)((uint8_t *)f + MARK_AT);
-    if (*m == mark((uint8_t *)f, g, MARK_PURGED)) continue;
-    if (!force && *m != mark((uint8_t *)f, g, MARK_SEEN)) {
-      *m = mark((uint8_t *)f, g, MARK_SEEN);
+    if (*m == mark((uint8_t *)f, gen, MARK_PURGED)) continue;
+    if (!force && *m != mark((uint8_t *)f, gen, MARK_SEEN)) {
+      *m = mark((uint8_t *)f, gen, MARK_SEEN);
       continue;
     }
-    give_back((uintptr_t)f + MARK_AT + 8, (uintptr_t)f + b->size);
-    *m = mark((uint8_t *)f, g, MARK_PURGED);
+    give_back(g, (uintptr_t)f + MARK_AT + 8, (uintptr_t)f + b->size);
+    *m = mark((uint8_t *)f, gen, MARK_PURGED);
   }
 #undef ON_LIST
   b->free = head;
@@ -438,14 +462,31 @@ static void tidy(smi_block_t *b, bool force) {
   size_t before = smi_pool_touched(b);
   b->bump = top;
   smi_pool_touch(before, smi_pool_touched(b));
-  give_back((uintptr_t)smi_slot_addr(b, top), (uintptr_t)smi_slot_addr(b, old_bump));
+  give_back(g, (uintptr_t)smi_slot_addr(b, top), (uintptr_t)smi_slot_addr(b, old_bump));
+}
+
+/* Upkeep runs every quarter purge delay, and sooner when the heap has grown
+ * by an eighth (and 1 MiB) since the arena's last one: a heap that grows
+ * fast (buffers grown by realloc move up through the classes and leave free
+ * slots behind) gives those back before it grows further, however fast the
+ * program runs (a 100 ms program sees only four timed upkeeps). The heap is
+ * the touched bytes of the blocks in use (smi_pool_in_use); the mark follows
+ * it down, so growth counts from the lowest point since. */
+#define UPKEEP_GROWTH_MIN ((size_t)1 << 20)
+static bool upkeep_due(sm_arena_t *a, uint64_t now) {
+  size_t held = smi_pool_in_use();
+  if (held < a->upkeep_held) a->upkeep_held = held;
+  return now - a->last_upkeep_ms >= smi_opt.purge_delay_ms / 4 + 1 ||
+         held > a->upkeep_held + a->upkeep_held / 8 + UPKEEP_GROWTH_MIN;
 }
 
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
 void smi_arena_upkeep(sm_arena_t *a, bool force) {
   uint64_t now = smi_now_ms();
-  if (!force && now - a->last_upkeep_ms < smi_opt.purge_delay_ms / 4 + 1) return;
+  if (!force && !upkeep_due(a, now)) return;
   a->last_upkeep_ms = now;
+  give_batch_t g;
+  g.n = 0;
   smi_lock(&a->lock);
   revisit(a);
   smi_check_arena(a, true);
@@ -457,12 +498,14 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
         smi_blist_remove(&a->avail[cls], b);
         smi_pool_give(b);
       } else {
-        tidy(b, force);
+        tidy(b, force, &g);
       }
     }
-    tidy(a->current[cls], force);
+    tidy(a->current[cls], force, &g);
   }
+  give_flush(&g);
   smi_unlock(&a->lock);
+  a->upkeep_held = smi_pool_in_use();
   smi_dismantle(8);
   smi_pool_upkeep(false);
 }

@@ -102,6 +102,7 @@ struct sm_arena_s {
   smi_block_t *revisit_rest; /* the blocks it took off the stack and has not reached (still queued) */
   smi_block_t *revisit_at;   /* the block it is at (unqueued, or about to be) */
   uint64_t last_upkeep_ms;
+  size_t upkeep_held;    /* smi_pool_in_use() after the last upkeep (or lower since): its growth brings the next */
   uint32_t slow_calls;   /* generic-path calls, for periodic upkeep */
   sm_arena_t *next_free; /* meta free list */
 };
@@ -277,6 +278,7 @@ void smi_pool_upkeep(bool force);      /* purge empty blocks past the delay */
  * the heap holds (its warm cap is a share of that). */
 size_t smi_pool_touched(const smi_block_t *b);
 void smi_pool_touch(size_t before, size_t after);
+size_t smi_pool_in_use(void); /* the touched bytes of the blocks out of the pool: what the heap holds */
 /* Before answering ENOMEM (and for malloc_trim), on the calling thread: the
  * empty blocks of a and of the thread's root arena go to the pool (current
  * ones too), the dismantle queue is finished, every empty block and cached

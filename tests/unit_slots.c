@@ -320,3 +320,37 @@ static void reopen_case(bool named) {
 
 Test(segment, reopen_named_block_keeps_epoch_and_retires_wrapped_slots) { reopen_case(true); }
 Test(segment, reopen_unnamed_block_keeps_epoch_and_wrapped_slots_serve) { reopen_case(false); }
+
+/* smi_os_decommit_ranges and smi_os_discard zero the pages of every range
+ * given, and only those, also past the 64 ranges of one system call; the first
+ * counts them as decommitted, the second does not. */
+Test(os, decommit_ranges_zero_exactly_their_pages) {
+  enum { PAGES = 300, RANGES = 100 };
+  size_t page = SMI_OS_PAGE;
+  uint8_t *m = smi_os_map_aligned(PAGES * page, page);
+  cr_assert_not_null(m);
+  memset(m, 0xab, PAGES * page);
+  smi_os_range_t r[RANGES];
+  for (size_t i = 0; i < RANGES; i++)
+    r[i] = (smi_os_range_t){m + 3 * i * page, (1 + i % 2) * page}; /* 1 or 2 of every 3 */
+  size_t bytes = 0;
+  for (size_t i = 0; i < RANGES; i++) bytes += r[i].size;
+  size_t before = smi_os_committed();
+  smi_os_decommit_ranges(r, RANGES);
+  cr_assert_eq(before - smi_os_committed(), bytes, "counted %zu bytes decommitted, not %zu",
+               before - smi_os_committed(), bytes);
+  for (size_t p = 0; p < PAGES; p++) {
+    size_t in_range = p % 3 == 0 || (p % 3 == 1 && (p / 3) % 2 == 1);
+    uint8_t want = in_range ? 0 : 0xab;
+    cr_assert(m[p * page] == want && m[p * page + page - 1] == want, "page %zu reads %#x, not %#x", p, m[p * page],
+              want);
+  }
+  memset(m, 0xcd, PAGES * page);
+  before = smi_os_committed();
+  smi_os_discard(r, RANGES);
+  cr_assert_eq(smi_os_committed(), before, "smi_os_discard counted its pages as decommitted");
+  cr_assert_eq(m[0], 0);
+  cr_assert_eq(m[2 * page], 0xcd);
+  smi_os_account_recommit(bytes);
+  smi_os_unmap(m, PAGES * page);
+}
