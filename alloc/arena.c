@@ -552,9 +552,25 @@ static void leave(smi_block_t *b) {
   else smi_pool_abandon(b);
 }
 
+/* Before a's blocks leave, none names a as its owner any more, and the
+ * remote frees that read a's full tag finish queueing their block on a's
+ * revisit stack (announced in inflight: remote_push_chain), so the revisit
+ * after it empties that stack for good. A push landing on the stack of an
+ * arena that is gone would write into the freed heap, and leave its block
+ * marked queued: no later owner's revisit would ever see the block. */
+static void disown(smi_block_t *b) {
+  __atomic_store_n(&b->owner, NULL, __ATOMIC_SEQ_CST);
+  smi_block_wait_frees(b);
+}
+
 void smi_arena_abandon_all(sm_arena_t *a) {
   smi_lock(&a->lock);
-  revisit(a);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    if (a->current[cls] != &smi_block_none) disown(a->current[cls]);
+    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) disown(b);
+  }
+  for (smi_block_t *b = a->full.head; b; b = b->next) disown(b);
+  revisit(a); /* (with every owner clear, it only unmarks the queued blocks) */
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = a->current[cls];
     if (b != &smi_block_none) {

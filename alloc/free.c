@@ -85,8 +85,16 @@ static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *las
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)first, memory_order_seq_cst,
                                                   memory_order_relaxed));
   SMI_VG_LINK_CLOSE(last);
-  sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
-  if (smi_owner_is_full(owner)) smi_revisit_push(smi_owner_arena(owner), b);
+  /* A full block goes on its owner's revisit stack, the push announced in
+   * inflight before the owner is read again: a thread that ends clears its
+   * blocks' owner, waits for the announced pushes, then empties its stack,
+   * so no push lands on the stack of an arena that is gone (disown). */
+  if (smi_owner_is_full(__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST))) {
+    atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
+    sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
+    if (smi_owner_is_full(owner)) smi_revisit_push(smi_owner_arena(owner), b);
+    atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+  }
 }
 
 /* A freed slot's link, ready for the remote list: next (with the slot's own

@@ -272,3 +272,61 @@ Test(ownership, reclaim_takes_draining_blocks_other_threads_emptied, .timeout = 
   atomic_store(&drain_phase, 4);
   pthread_join(t, NULL);
 }
+
+/* ---- 4. a remote free queues a block while its owner thread exits ------------------- */
+
+/* A remote free into a full block queues the block on its owner arena's
+ * revisit stack (marking it queued) after it read the owner. If the owner's
+ * thread exits meanwhile, its blocks go to the pool; a push that lands on the
+ * stack of the arena that is gone leaves the block marked for good, so once
+ * another thread adopts it, no remote free queues it for that thread either
+ * (and the push wrote into the freed heap). Thread exit waits for such pushes
+ * and empties the stack after them. */
+
+void __real_smi_revisit_push(sm_arena_t *a, smi_block_t *b);
+void __real_smi_block_wait_frees(smi_block_t *b);
+static _Atomic(smi_block_t *) push_pause_at; /* the block whose queueing by a remote free pauses */
+static _Atomic(smi_block_t *) wait_watch;    /* thread exit waits for frees into this block */
+static atomic_int exit_waits;
+static pthread_t exiting;
+static atomic_int exit_phase; /* 1: the block is full; 2: the thread may end */
+
+void __wrap_smi_block_wait_frees(smi_block_t *b) {
+  if (b == atomic_load(&wait_watch)) atomic_store(&exit_waits, 1);
+  __real_smi_block_wait_frees(b);
+}
+
+void __wrap_smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
+  smi_block_t *want = b;
+  if (atomic_compare_exchange_strong(&push_pause_at, &want, NULL)) {
+    atomic_store(&paused, 1);
+    atomic_store(&exit_phase, 2); /* the owner's thread ends now */
+    while (!atomic_load(&exit_waits) && pthread_tryjoin_np(exiting, NULL) != 0) sched_yield();
+  }
+  __real_smi_revisit_push(a, b);
+}
+
+static void *exiting_owner(void *arg) {
+  (void)arg;
+  fill_blocks(&fb, 1);
+  owner_arena = smi_tls_cur;
+  atomic_store(&exit_phase, 1);
+  wait_for(&exit_phase, 2);
+  return NULL; /* its heap ends: its blocks go to the pool, live objects and all */
+}
+
+Test(ownership, remote_free_racing_owner_exit_leaves_no_block_queued, .timeout = 120) {
+  cr_assert_eq(pthread_create(&exiting, NULL, exiting_owner, NULL), 0);
+  wait_for(&exit_phase, 1);
+  smi_block_t *b = fb.b;
+  atomic_store(&wait_watch, b);
+  atomic_store(&push_pause_at, b);
+  sm_free(fb.objs[0]); /* a remote free into the full block: it will queue it */
+  smi_remote_flush();
+  cr_assert(atomic_load(&paused), "the remote free did not queue the full block");
+  pthread_join(exiting, NULL); /* (joined already, unless the exit waited for the free) */
+  cr_assert_null(b->owner, "the block did not leave with its thread");
+  cr_assert_not(atomic_load(&b->queued),
+                "the block left with its thread marked queued on the revisit stack of the arena that is gone");
+  cr_assert(atomic_load(&exit_waits), "the thread's exit did not wait for the remote free's announced push");
+}
