@@ -107,7 +107,7 @@ static inline void *pop(smi_block_t *b) {
 static bool has_room(smi_block_t *b) {
   if (b->retired && b->used == 0) return true; /* re-cut when taken */
   if (smi_block_draining(b)) return false;     /* wait until it is empty */
-  return b->free || b->bump < b->nslots;
+  return b->free || b->bump < b->nslots || smi_hd_pending(b); /* hardened build: or its quarantine */
 }
 
 void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {

@@ -143,16 +143,18 @@ bool smi_hd_unquarantine(smi_block_t *b) {
   if (b->free || !h->pending) return false;
   b->free = h->pending; /* the same encoding: checked as they are popped */
   h->pending = NULL;
+  h->npending = 0;
   return true;
 }
 
-/* The slot after e on a list of b (NULL at its end), a slot start of b before
- * it is read (the rest is checked where it is popped); a bad one is reported
+/* The slot after e on a list of b (NULL at its end), inside b's slots and
+ * 16-aligned (every slot start is) before its link is read: the rest is
+ * checked where it is popped, no multiplication here. A bad one is reported
  * and the list ends at e (never followed). */
 static smi_free_t *next_checked(smi_block_t *b, smi_free_t *e) {
   smi_free_t *n = (smi_free_t *)smi_link_dec(b, e, e->next);
-  size_t i;
-  if (n && !smi_hd_slot_of(b, n, &i)) {
+  uintptr_t off = (uintptr_t)n - (uintptr_t)b->start;
+  if (n && (off >= smi_hd_head(b)->span || (off & 15))) {
     smi_hd_report_list(b, n);
     e->next = smi_link_enc(b, e, 0);
     return NULL;
@@ -160,14 +162,29 @@ static smi_free_t *next_checked(smi_block_t *b, smi_free_t *e) {
   return n;
 }
 
+/* Fresh slots first until the block handed out two pages' worth (two of
+ * smi_block_extend's steps): the pair of a program that allocates and frees
+ * one object then cycles through that many slots, not a page's minus the
+ * quarantine (a refill every 11 pairs of 256 bytes, 11 instructions a pair). */
+#define RECYCLE_AFTER ((size_t)8192)
+
 bool smi_hd_unquarantine_old(smi_block_t *b) {
-  smi_free_t *e = smi_hd_head(b)->pending;
-  if (b->free || !e) return false;
+  smi_hd_head_t *h = smi_hd_head(b);
+  smi_free_t *e = h->pending;
+  if (b->free || h->npending <= SMI_HD_QUARANTINE ||
+      (b->bump < b->nslots && (size_t)b->bump * b->size < RECYCLE_AFTER))
+    return false;
   for (uint32_t k = 1; k < SMI_HD_QUARANTINE; k++)
     if (!(e = next_checked(b, e))) return false;
   smi_free_t *rest = next_checked(b, e); /* e is the newest SMI_HD_QUARANTINE-th: the list ends there */
   if (!rest) return false;
+  if (!slot_ok(b, e)) { /* written next: a free slot of b (the others were only read) */
+    h->pending = NULL;
+    h->npending = 0;
+    return false;
+  }
   e->next = smi_link_enc(b, e, 0);
+  h->npending = SMI_HD_QUARANTINE;
   b->free = rest;
   return true;
 }

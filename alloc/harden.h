@@ -58,6 +58,9 @@ SMI_COLD void smi_hd_free_undo(void *p, uint8_t *g);                /* the owner
  * not the whole slow path; the rest go to smi_malloc_generic. */
 void *smi_hd_malloc_top(sm_arena_t *a, size_t size);
 void smi_hd_stamp_slot(void *p, size_t n); /* canary and record of a slot object */
+/* Freed slots in b's quarantine (the slow paths' "has room": a block whose
+ * freelist is empty serves them, smi_hd_unquarantine). */
+static inline bool smi_hd_pending(const smi_block_t *b) { return smi_hd_head(b)->pending != NULL; }
 /* A direct bin's block whose freelist ran dry: its pending slots but the
  * newest SMI_HD_QUARANTINE onto it (smi_hd_unquarantine_old), and the pop,
  * without the whole slow path (smi_malloc_generic) unless that fails. */
@@ -113,6 +116,7 @@ static inline void smi_hd_pend(smi_hd_head_t *h, void *p, smi_free_t *pending, u
   w[0] = (uintptr_t)pending ^ key_next;
   w[1] = 0;
   h->pending = p;
+  h->npending++;
 }
 
 /* The hardened allocation fast path: the popped slot is checked (a free slot
@@ -202,6 +206,24 @@ static inline void *smi_malloc(size_t size) {
  * it; h->shared never goes back (a cut keeps it). */
 #if defined(__x86_64__)
 #define SMI_HD_RSEQ_SIG "0x53053053" /* glibc's RSEQ_SIG on x86: the 4 bytes before the abort handler */
+/* Free's smi_slot_at: u (inside b, found by its page) starts slot *i. The
+ * quotient of a 32-bit offset is below 2^32: nslots compared in memory, as
+ * the magic (the default build's smi_slot_gen has no bound: its table covers
+ * the block; here the head and the table come first). */
+static inline bool smi_hd_slot_at(const smi_block_t *b, uintptr_t u, size_t *i) {
+#if defined(__x86_64__)
+  uint64_t low, high;
+  __asm__("subl %[start], %k[low]\n\tmulq %[magic]"
+          : [low] "=a"(low), "=d"(high)
+          : "0"((uint64_t)(uint32_t)u), [start] "m"(b->start), [magic] "m"(b->magic)
+          : "cc");
+  *i = high;
+  return low < b->magic && (uint32_t)high < b->nslots;
+#else
+  return smi_slot_at(u, b->start, b->magic, b->nslots, i);
+#endif
+}
+
 /* Adds SMI_GEN_FREE_ADD to *g in the owner's restartable sequence: 1 freed;
  * 0 not done (the block is shared, the thread has no rseq, or the sequence
  * was aborted): the caller takes the compare-and-swap; -1 the add did not
@@ -254,7 +276,7 @@ static inline void smi_free(void *p) {
     smi_block_t *b = smi_block_at((smi_segment_t *)(span << SMI_SEG_SHIFT), u);
     if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
       size_t i;
-      if (smi_likely(smi_slot_at(u, b->start, b->magic, b->nslots, &i))) {
+      if (smi_likely(smi_hd_slot_at(b, u, &i))) {
         uint8_t *g = &b->gens[i];
         smi_hd_head_t *h = smi_hd_head(b);
         /* (a free slot's record and canary may read right: its generation
@@ -301,6 +323,10 @@ static inline bool smi_hd_unquarantine(smi_block_t *b) {
   return false;
 }
 static inline bool smi_hd_unquarantine_old(smi_block_t *b) {
+  (void)b;
+  return false;
+}
+static inline bool smi_hd_pending(const smi_block_t *b) {
   (void)b;
   return false;
 }

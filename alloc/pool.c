@@ -245,7 +245,7 @@ static smi_block_t *adopt(unsigned cls) {
       empty_push(b);
       continue;
     }
-    if (b->free || b->bump < b->nslots) return b;
+    if (b->free || b->bump < b->nslots || smi_hd_pending(b)) return b; /* hardened build: or its quarantine */
     smi_blist_push(&abandoned_full[cls], b); /* upkeep looks at it again */
   }
   return NULL;

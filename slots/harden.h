@@ -48,8 +48,9 @@ typedef struct {
   uint64_t span;       /* nslots * size: a popped slot's offset from start is below it (malloc's fast
                           path; set where slots go onto the freelist: extend, reopen) */
   uint32_t canary;     /* the block's canary word (alloc/harden.h) */
+  uint32_t npending;   /* slots on the pending list (so the slow path walks it only when it gives) */
   uint16_t shared;     /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
-  uint8_t unused[34];
+  uint8_t unused[30];
 } smi_hd_head_t;
 _Static_assert(sizeof(smi_hd_head_t) == 64, "smi_hd_head_t is 64 bytes");
 
