@@ -131,8 +131,10 @@ static void revisit(sm_arena_t *a) {
   while ((f = a->revisit_rest) != NULL) {
     __atomic_store_n(&a->revisit_at, f, __ATOMIC_RELAXED);
     __atomic_store_n(&a->revisit_rest, f->revisit_next, __ATOMIC_RELEASE); /* before the flag lets it be pushed */
-    atomic_store_explicit(&f->queued, 0, memory_order_release);
-    if (f->arena == a && f->owner == smi_owner_full(a) && atomic_load_explicit(&f->remote, memory_order_relaxed)) {
+    /* a remote free that finds the flag set does not queue the block: it
+     * pushed onto the remote list first, and one of the two sees the other */
+    atomic_store_explicit(&f->queued, 0, memory_order_seq_cst);
+    if (f->arena == a && f->owner == smi_owner_full(a) && atomic_load_explicit(&f->remote, memory_order_seq_cst)) {
       smi_block_collect(f);
       if (f->used == 0) { /* other threads freed all of it */
         smi_blist_remove(&a->full, f);

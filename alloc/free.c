@@ -72,10 +72,23 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
   if (--b->used == 0) smi_block_emptied(b);
 }
 
+/* A remote free queues b, full, on its owner's revisit stack, the push
+ * announced in inflight before the owner is read again: a thread that ends
+ * clears its blocks' owner, waits for the announced pushes, then empties its
+ * stack, so no push lands on the stack of an arena that is gone (disown in
+ * arena.c). */
+static SMI_COLD void queue_full(smi_block_t *b) {
+  atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
+  sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
+  if (smi_owner_is_full(owner)) smi_revisit_push(smi_owner_arena(owner), b);
+  atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+}
+
 /* Pushes a chain of already freed slots of b (first .. last, linked through
  * next) onto the block's remote list with one exchange. A slot that must
  * retire (its generation wrapped in a named block) is marked by bit 0 of its
- * own link, so the owner retires it. */
+ * own link, so the owner retires it. A full block is queued for its owner,
+ * unless it is already (no locked instruction then). */
 static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *last) {
   SMI_VG_LINK_OPEN(last);
   uintptr_t mark = (uintptr_t)last->next & 1;
@@ -85,16 +98,9 @@ static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *las
   } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)first, memory_order_seq_cst,
                                                   memory_order_relaxed));
   SMI_VG_LINK_CLOSE(last);
-  /* A full block goes on its owner's revisit stack, the push announced in
-   * inflight before the owner is read again: a thread that ends clears its
-   * blocks' owner, waits for the announced pushes, then empties its stack,
-   * so no push lands on the stack of an arena that is gone (disown). */
-  if (smi_owner_is_full(__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST))) {
-    atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
-    sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
-    if (smi_owner_is_full(owner)) smi_revisit_push(smi_owner_arena(owner), b);
-    atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
-  }
+  if (smi_owner_is_full(__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST)) &&
+      !atomic_load_explicit(&b->queued, memory_order_seq_cst))
+    queue_full(b);
 }
 
 /* A freed slot's link, ready for the remote list: next (with the slot's own
