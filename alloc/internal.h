@@ -143,10 +143,10 @@ void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero);
  * still in the first argument's register (one move fewer on the fast path). */
 void *smi_malloc_miss(size_t size);
 void smi_free_slow(void *p);
-/* The owner thread freed the last object of b, which is not a current block:
 /* smi_free's miss after its generation add (smi_gen_make_free returned
  * false): puts the generation back, then takes smi_free_slow. */
 void smi_free_undo(void *p, uint8_t *g);
+/* The owner thread freed the last object of b, which is not a current block:
  * it goes to the pool at once, so that memory goes back even if the program
  * then makes only fast-path calls (arena.c). */
 void smi_block_emptied(smi_block_t *b);
@@ -190,13 +190,13 @@ static inline void smi_free(void *p) {
           smi_free_undo(p, g);
           return;
         }
-      }
         ((smi_free_t *)p)->gen = g;
         __asm__("" : "+r"(p)); /* two plain stores, not merged into one vector store */
         ((smi_free_t *)p)->next = b->free;
         b->free = (smi_free_t *)p;
         if (smi_unlikely(--b->used == 0)) smi_block_emptied(b); /* never the current block: pinned */
         return;
+      }
     }
   }
   smi_free_slow(p);
