@@ -173,6 +173,7 @@ Test(lean, malloc_trim_takes_back_blocks_other_threads_emptied) {
 }
 
 /* ---- a heap that grows faster than the purge delay ------------------------------ */
+#ifdef SM_LEAN_PROG /* (not in the TSan build's single-process runner: it builds no child programs) */
 
 /* lean_prog grows 64 buffers by realloc from 8 KiB to 240 KiB (15 MiB live at
  * the end), each step leaving the slots of a class free behind it, with the
@@ -194,3 +195,4 @@ Test(lean, a_fast_growing_heap_gives_back_the_slots_it_leaves) {
   cr_assert_lt(peak, 2 * live, "peak RSS %ld KiB for %ld KiB live", peak, live);
 #endif
 }
+#endif
