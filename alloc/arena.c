@@ -107,7 +107,8 @@ static inline void *pop(smi_block_t *b) {
 static bool has_room(smi_block_t *b) {
   if (b->retired && b->used == 0) return true; /* re-cut when taken */
   if (smi_block_draining(b)) return false;     /* wait until it is empty */
-  return b->free || b->bump < b->nslots || smi_hd_pending(b); /* hardened build: or its quarantine */
+  /* (the hardened build: or slots in its quarantine) */
+  return b->free || b->bump < b->nslots || smi_hd_pending(b);
 }
 
 void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
@@ -389,8 +390,12 @@ void smi_block_emptied(smi_block_t *b) {
  * system call for all of them where the kernel allows (smi_os_discard), not
  * one per slot.
  * Small blocks are left alone: their slots share pages, and the freelist of a
- * 64 KiB block of 16-byte slots is long to walk. The hardened build (encoded
- * links, the quarantine) and the valgrind build are left alone too. */
+ * 64 KiB block of 16-byte slots is long to walk. The valgrind build is left
+ * alone too. The hardened build's links are decoded, each slot checked before
+ * its link is read (smi_hd_remote_ok: a bad list is reported and the block
+ * left alone), and encoded again; its quarantine's slots but the newest 4 go
+ * onto the freelist first (smi_hd_unquarantine_tidy), and those 4 count as
+ * used. */
 #define MARK_AT 40
 enum { MARK_SEEN = 1, MARK_PURGED = 2 };
 static uint64_t mark(const uint8_t *slot, uint8_t gen, unsigned state) {
@@ -430,11 +435,12 @@ static void give_back(give_batch_t *g, uintptr_t lo, uintptr_t hi) {
 
 #define TIDY_SLOTS_MAX 128 /* more than any medium or big block holds (113) */
 static void tidy(smi_block_t *b, bool force, give_batch_t *g) {
-  if (SMI_HD_ON || SMI_VG_ON || b == &smi_block_none || b->kind == SMI_KIND_SMALL || !b->free ||
-      b->nslots > TIDY_SLOTS_MAX)
-    return;
+  if (SMI_VG_ON || b == &smi_block_none || b->kind == SMI_KIND_SMALL || b->nslots > TIDY_SLOTS_MAX) return;
+  smi_hd_unquarantine_tidy(b); /* hardened build: its quarantine's older slots onto the freelist */
+  if (!b->free) return;
   uint64_t on_list[TIDY_SLOTS_MAX / 64] = {0};
-  for (smi_free_t *p = b->free; p; p = p->next) {
+  for (smi_free_t *p = b->free; p; p = (smi_free_t *)smi_link_dec(b, p, p->next)) {
+    if (!smi_hd_remote_ok(b, p)) return; /* hardened build: checked before it is read */
     uint32_t i = smi_slot_index(b, (uintptr_t)p);
     on_list[i >> 6] |= (uint64_t)1 << (i & 63);
   }
@@ -445,7 +451,7 @@ static void tidy(smi_block_t *b, bool force, give_batch_t *g) {
   for (uint32_t i = top; i-- > 0;) {
     if (!ON_LIST(i)) continue;
     smi_free_t *f = (smi_free_t *)smi_slot_addr(b, i);
-    f->next = head;
+    f->next = smi_link_enc(b, f, (uintptr_t)head);
     head = f;
     /* a slot free since the last upkeep gives back its pages past the first */
     uint8_t gen = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);

@@ -189,6 +189,29 @@ bool smi_hd_unquarantine_old(smi_block_t *b) {
   return true;
 }
 
+void smi_hd_unquarantine_tidy(smi_block_t *b) {
+  smi_hd_head_t *h = smi_hd_head(b);
+  smi_free_t *e = h->pending;
+  if (h->npending <= SMI_HD_QUARANTINE) return;
+  for (uint32_t k = 1; k < SMI_HD_QUARANTINE; k++)
+    if (!(e = next_checked(b, e))) return;
+  smi_free_t *rest = next_checked(b, e), *tail = rest, *next;
+  if (!rest || !slot_ok(b, e)) return;
+  uint32_t n = 1;
+  while ((next = next_checked(b, tail)) != NULL) {
+    if (++n > b->nslots) { /* a cycle */
+      smi_hd_report_list(b, next);
+      return;
+    }
+    tail = next;
+  }
+  if (!slot_ok(b, tail)) return; /* written next */
+  tail->next = smi_link_enc(b, tail, (uintptr_t)b->free);
+  e->next = smi_link_enc(b, e, 0);
+  b->free = rest;
+  h->npending = SMI_HD_QUARANTINE;
+}
+
 void smi_hd_free_undo(void *p, uint8_t *g) {
   /* as free.c's smi_free_undo: the add turned a free generation (0, count c)
    * into (live, c + 1), or 0 for c = 127, and the wrap (live, 127) into (live,

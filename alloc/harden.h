@@ -67,6 +67,7 @@ static inline bool smi_hd_pending(const smi_block_t *b) { return smi_hd_head(b)-
 __attribute__((noinline)) void *smi_hd_malloc_refill(sm_arena_t *a, smi_block_t *b, size_t size);
 bool smi_hd_unquarantine(smi_block_t *b);                      /* freelist empty: all the pending slots onto it */
 bool smi_hd_unquarantine_old(smi_block_t *b);                  /* freelist empty: the pending ones but the newest 4 */
+void smi_hd_unquarantine_tidy(smi_block_t *b);                 /* upkeep's tidy: the same, in front of the freelist */
 size_t smi_hd_size_of(const smi_block_t *b, const void *p);    /* bytes asked (canary checked) */
 void *smi_hd_restamp(const smi_block_t *b, void *p, size_t n); /* realloc in place */
 void smi_hd_check(const smi_block_t *b, const void *p);        /* at a slow-path free: the canary */
@@ -330,6 +331,7 @@ static inline bool smi_hd_pending(const smi_block_t *b) {
   (void)b;
   return false;
 }
+static inline void smi_hd_unquarantine_tidy(smi_block_t *b) { (void)b; }
 static inline size_t smi_hd_size_of(const smi_block_t *b, const void *p) {
   (void)p;
   return b->size;

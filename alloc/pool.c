@@ -245,7 +245,8 @@ static smi_block_t *adopt(unsigned cls) {
       empty_push(b);
       continue;
     }
-    if (b->free || b->bump < b->nslots || smi_hd_pending(b)) return b; /* hardened build: or its quarantine */
+    /* (the hardened build: or slots in its quarantine) */
+    if (b->free || b->bump < b->nslots || smi_hd_pending(b)) return b;
     smi_blist_push(&abandoned_full[cls], b); /* upkeep looks at it again */
   }
   return NULL;
