@@ -81,7 +81,7 @@ static SMI_COLD void queue_full(smi_block_t *b) {
   atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
   sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_SEQ_CST);
   if (smi_owner_is_full(owner)) smi_revisit_push(smi_owner_arena(owner), b);
-  atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+  smi_block_free_done(b);
 }
 
 /* Pushes a chain of already freed slots of b (first .. last, linked through
@@ -189,7 +189,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
     atomic_fetch_add_explicit(&b->inflight, 1, memory_order_seq_cst);
     a = __atomic_load_n(&b->arena, __ATOMIC_SEQ_CST);
     if (!a) { /* its arena is closing or closed */
-      atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+      smi_block_free_done(b);
       smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
       return;
     }
@@ -200,7 +200,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   uint8_t g = gp ? atomic_load_explicit(gp, memory_order_relaxed) : 0;
   do {
     if (!smi_gen_is_live(g)) {
-      if (user) atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+      if (user) smi_block_free_done(b);
       report_not_live(b, i, p, g);
       return;
     }
@@ -212,7 +212,7 @@ static void free_remote(smi_block_t *b, uint32_t i, void *p) {
   bool wrapped = g == SMI_GEN_LAST && smi_block_wrap_retires(b, gp);
   if (user) {
     remote_push(b, i, p, wrapped);
-    atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+    smi_block_free_done(b);
   } else {
     remote_free_out(b, i, p, wrapped);
   }

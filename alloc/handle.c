@@ -117,7 +117,7 @@ int sm_hfree(sm_handle_t h) {
   uint32_t i;
   void *p = smi_block_closing(b) ? NULL : deref_small(seg, h, &i);
   int err = p && smi_slot_free_checked(b, i, p, (uint8_t)(h >> H_GEN_SHIFT)) ? 0 : ESTALE;
-  atomic_fetch_sub_explicit(&b->inflight, 1, memory_order_release);
+  smi_block_free_done(b);
   return err;
 }
 

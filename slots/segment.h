@@ -306,6 +306,17 @@ size_t smi_block_collect(smi_block_t *b);
  * blocks, sm_hfree) is under way: they all started before the caller's last
  * change of the block, so they saw it or finished before it mattered. */
 void smi_block_wait_frees(smi_block_t *b);
+/* Ends a free announced in b->inflight. Never below 0: a fork child zeroes
+ * every block's count (the frees under way on threads it does not have never
+ * end), and a free of its own thread that a signal handler interrupted to
+ * fork then ends in the child; a count wrapped below 0 would keep every wait
+ * for the block's frees (a close, a re-cut, a thread's exit) spinning. */
+static inline void smi_block_free_done(smi_block_t *b) {
+  uint32_t n = atomic_load_explicit(&b->inflight, memory_order_relaxed);
+  while (n && !atomic_compare_exchange_weak_explicit(&b->inflight, &n, n - 1, memory_order_release,
+                                                     memory_order_relaxed)) {
+  }
+}
 /* A slot whose generation g just wrapped to SMI_GEN_WRAPPED (stored before
  * the call): true if it must retire, because a handle of this block may name
  * it (the block was named); false if it can serve again, and then its

@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -296,8 +297,13 @@ void __wrap_smi_block_wait_frees(smi_block_t *b) {
   __real_smi_block_wait_frees(b);
 }
 
+static _Atomic(smi_block_t *) push_fork_at; /* the block whose queueing by a remote free forks (test 5) */
+static pid_t push_forked = -1;              /* what that fork returned */
+
 void __wrap_smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
   smi_block_t *want = b;
+  if (atomic_compare_exchange_strong(&push_fork_at, &want, NULL)) push_forked = fork(); /* both go on */
+  want = b;
   if (atomic_compare_exchange_strong(&push_pause_at, &want, NULL)) {
     atomic_store(&paused, 1);
     atomic_store(&exit_phase, 2); /* the owner's thread ends now */
@@ -329,4 +335,46 @@ Test(ownership, remote_free_racing_owner_exit_leaves_no_block_queued, .timeout =
   cr_assert_not(atomic_load(&b->queued),
                 "the block left with its thread marked queued on the revisit stack of the arena that is gone");
   cr_assert(atomic_load(&exit_waits), "the thread's exit did not wait for the remote free's announced push");
+}
+
+/* ---- 5. a fork in the middle of a free announced in its block's inflight -------
+ * A free announced in its block's inflight (here a remote free queueing a full
+ * block; also a free into a user arena's block, sm_hfree) that a signal
+ * handler interrupts to fork: the child zeroes every block's count (frees under
+ * way on threads it does not have never end), then the interrupted free resumes
+ * in the child and ends its announcement. The count must not go below zero:
+ * wrapped, it keeps every later wait for the block's frees (a close, a re-cut,
+ * a thread's exit) spinning for ever. The fork here is made where the handler
+ * would make it, inside the free. */
+
+static void *full_owner(void *arg) {
+  (void)arg;
+  fill_blocks(&fb, 1);
+  owner_arena = smi_tls_cur;
+  atomic_store(&exit_phase, 1);
+  wait_for(&exit_phase, 2);
+  return NULL;
+}
+
+Test(ownership, fork_inside_an_announced_free_leaves_the_count_at_zero, .timeout = 120) {
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, full_owner, NULL), 0);
+  wait_for(&exit_phase, 1);
+  smi_block_t *b = fb.b;
+  atomic_store(&push_fork_at, b);
+  sm_free(fb.objs[0]); /* a remote free into the full block: it queues it, and forks there */
+  smi_remote_flush();
+  cr_assert_neq(push_forked, -1, "the remote free did not queue the full block (or the fork failed)");
+  if (push_forked == 0) {    /* the child: the free ended here too */
+    alarm(20);               /* a wait that never ends is killed */
+    smi_block_wait_frees(b); /* as a close or a re-cut of the block would */
+    _exit(atomic_load(&b->inflight) == 0 ? 0 : 3);
+  }
+  int status;
+  cr_assert_eq(waitpid(push_forked, &status, 0), push_forked);
+  cr_assert(!WIFSIGNALED(status) || WTERMSIG(status) != SIGALRM,
+            "the fork child's wait for the block's frees never ended: its count went below zero");
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child: status %#x", status);
+  atomic_store(&exit_phase, 2);
+  pthread_join(t, NULL);
 }
