@@ -1,6 +1,6 @@
 /* harden.h (alloc/): the arena layer's part of the hardened build
  * (-DSLOTMALLOC_HARDENED=ON, SMI_HARDENED); the block layer's part (encoded
- * links, per-block keys, shuffled fresh slots, guard pages) is
+ * links, the per-block key, shuffled fresh slots, guard pages) is
  * slots/harden.h. Included by internal.h where the fast paths are: in the
  * hardened build the two fast paths below replace internal.h's; in the
  * default build every hook here is nothing (SMI_HD_TAIL is 0), so the default
@@ -9,8 +9,8 @@
  * What a hardened slot holds (S its size, n the bytes asked):
  *   live   [0, n) the object; [n, n+4) the canary; ... zero ...; [S-4, S)
  *          the size record. Both hold r = (n + SMI_HD_TAIL) ^ the block's
- *          random canary word: the record says where the canary is (its end
- *          is the record's bound, the slot's size: one comparison), the
+ *          random canary word: the record says where the canary is (n + 8
+ *          is at most the slot's size: one comparison bounds it), the
  *          canary must equal it.
  *          (Mixing the address in as well bought nothing: whoever reads one
  *          object's canary knows its address.) Every request takes a class of
@@ -33,9 +33,10 @@
  * The quarantine: the owner's frees go onto a second list of the block, its
  * pending list (slots/harden.h), not onto the freelist; when the freelist
  * runs dry, the slow path moves the pending slots onto it but the newest
- * SMI_HD_QUARANTINE (smi_hd_unquarantine_old), before it cuts fresh slots.
- * So a freed slot is handed out again only after the rest of its block's
- * free slots and at least SMI_HD_QUARANTINE later frees into the block,
+ * SMI_HD_QUARANTINE (smi_hd_unquarantine_old), before it cuts fresh slots
+ * (once the block handed out 8 KiB of them). So a freed slot is handed out
+ * again only after its block's freelist ran dry and at least
+ * SMI_HD_QUARANTINE later frees into the block,
  * unless the block has nothing else to give (smi_hd_unquarantine: all of
  * them). A push is two stores, as the default build's free. */
 #ifndef SMI_ALLOC_HARDEN_H
@@ -100,7 +101,7 @@ static inline uint32_t smi_hd_tag(const smi_hd_head_t *h, size_t n) {
 static inline bool smi_hd_canary_ok(const smi_block_t *b, const smi_hd_head_t *h, uintptr_t u) {
   const uint8_t *q = (const uint8_t *)u;
   size_t size = b->size;
-  uint32_t r = smi_hd_load32(q + size - 4), e = r ^ h->canary; /* e: the canary's end */
+  uint32_t r = smi_hd_load32(q + size - 4), e = r ^ h->canary; /* e: n + SMI_HD_TAIL */
   return e <= size && smi_hd_load32(q + e - SMI_HD_TAIL) == r;
 }
 static inline void smi_hd_stamp(const smi_block_t *b, const smi_hd_head_t *h, void *p, size_t n) {
