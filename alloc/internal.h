@@ -337,6 +337,7 @@ typedef struct {
   const char *prof_file;   /* SLOTMALLOC_PROF_FILE: path (%p: pid) or NULL; points into environ */
   bool leaks;              /* SLOTMALLOC_LEAKS: a leak report at exit (default 0) */
   bool background_purge;   /* SLOTMALLOC_BACKGROUND_PURGE (default 0) */
+  bool batch_madvise;      /* SLOTMALLOC_BATCH_MADVISE (default 0): process_madvise for many ranges */
 } smi_options_t;
 extern smi_options_t smi_opt;
 void smi_options_load(void);

@@ -48,7 +48,8 @@ enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_ENUM, OPT_STR };
   X("PROF_SAMPLE", OPT_SIZE, prof_sample, 0, 0, (uint64_t)1 << 40, 1, NULL) \
   X("PROF_FILE", OPT_STR, prof_file, 0, 0, 0, 1, NULL)                      \
   X("LEAKS", OPT_BOOL, leaks, 0, 0, 1, 1, NULL)                             \
-  X("BACKGROUND_PURGE", OPT_BOOL, background_purge, 0, 0, 1, 1, NULL)
+  X("BACKGROUND_PURGE", OPT_BOOL, background_purge, 0, 0, 1, 1, NULL)       \
+  X("BATCH_MADVISE", OPT_BOOL, batch_madvise, 0, 0, 1, 1, NULL)
 
 #define SMI_OPT_VALUE_OPT_BOOL(def, unit) (def)
 #define SMI_OPT_VALUE_OPT_UINT(def, unit) (def)
@@ -360,6 +361,7 @@ void smi_options_load(void) {
     else warn_bad(o, value, bad); /* smi_opt keeps its default */
   }
   smi_os_numa_local = smi_opt.numa;
+  smi_os_batch_discards = smi_opt.batch_madvise;
   if (smi_opt.verbose) print_in_force();
   smi_stats_setup();
 }

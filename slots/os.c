@@ -124,13 +124,19 @@ void smi_os_decommit(void *p, size_t size) {
   account(-(ptrdiff_t)size);
 }
 
-/* process_madvise takes PIDFD_SELF for the calling process (a pidfd opened
- * from getpid() would name the parent in a fork child). A kernel that does not
- * know it, or refuses MADV_DONTNEED there (before 6.13), gets one madvise per
- * range from then on. The errno of a refused call is not the caller's. The
- * valgrind build makes no such call: memcheck does not know it (and says so). */
+/* Only when asked (SLOTMALLOC_BATCH_MADVISE=1): a seccomp filter that kills a
+ * process at a system call it does not list (systemd's SystemCallFilter=,
+ * OpenSSH's privilege-separated child, browsers' sandboxes, some installed
+ * after start) lists madvise, but seldom process_madvise, and a preloaded
+ * allocator must not end a correct program. process_madvise takes PIDFD_SELF
+ * for the calling process (a pidfd opened from getpid() would name the parent
+ * in a fork child). A kernel that does not know it, or refuses MADV_DONTNEED
+ * there (before 6.13), gets one madvise per range from then on. The errno of
+ * a refused call is not the caller's. The valgrind build makes no such call:
+ * memcheck does not know it (and says so). */
 #define SMI_PIDFD_SELF (-10000)
 #define SMI_DISCARD_BATCH 64
+bool smi_os_batch_discards;
 static _Atomic bool discard_one_by_one;
 static bool discard_batch(const smi_os_range_t *r, size_t n) {
 #if defined(SYS_process_madvise) && !defined(SMI_VALGRIND)
@@ -156,7 +162,8 @@ static bool discard_batch(const smi_os_range_t *r, size_t n) {
 static void discard(const smi_os_range_t *r, size_t n) {
   while (n) {
     size_t k = n < SMI_DISCARD_BATCH ? n : SMI_DISCARD_BATCH;
-    if (k == 1 || atomic_load_explicit(&discard_one_by_one, memory_order_relaxed) || !discard_batch(r, k)) {
+    if (k == 1 || !smi_os_batch_discards || atomic_load_explicit(&discard_one_by_one, memory_order_relaxed) ||
+        !discard_batch(r, k)) {
       for (size_t i = 0; i < k; i++) madvise(r[i].p, r[i].size, MADV_DONTNEED);
     }
     r += k;

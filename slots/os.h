@@ -25,9 +25,10 @@ typedef struct {
   void *p;
   size_t size;
 } smi_os_range_t;
-/* smi_os_decommit of n ranges, in one system call where the kernel allows it
- * (process_madvise on the calling process: Linux 6.13 and later), else one
- * per range. */
+/* smi_os_decommit of n ranges: one madvise per range, or with
+ * smi_os_batch_discards (SLOTMALLOC_BATCH_MADVISE) one process_madvise call
+ * for up to 64 of them where the kernel allows it (Linux 6.13 and later). */
+extern bool smi_os_batch_discards;
 void smi_os_decommit_ranges(const smi_os_range_t *r, size_t n);
 /* The same, not counted as decommitted: for pages inside memory the caller
  * still counts as committed (a block's free slots). */

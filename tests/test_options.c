@@ -229,6 +229,10 @@ Test(options, booleans) {
       {"BACKGROUND_PURGE", "sometimes",
        W("BACKGROUND_PURGE", "sometimes", "is not a boolean (1/0, on/off, yes/no, true/false); using the default 0"),
        "0"},
+      {"BATCH_MADVISE", "yes", NULL, "1"},
+      {"BATCH_MADVISE", "off", NULL, "0"},
+      {"BATCH_MADVISE", "2",
+       W("BATCH_MADVISE", "2", "is not a boolean (1/0, on/off, yes/no, true/false); using the default 0"), "0"},
   };
   RUN(cases);
 }
@@ -315,7 +319,7 @@ Test(options, defaults_and_silence) {
   run_prog("touch", set, &r);
   static const char *const want[] = {"ABORT_ON_ERROR=1",   "STATS=off", "STATS_FILE=",        "VERBOSE=1",
                                      "PURGE_DELAY_MS=100", "NUMA=0",    "LARGE_CACHE_MB=128", "PROF_SAMPLE=0",
-                                     "PROF_FILE=",         "LEAKS=0",   "BACKGROUND_PURGE=0"};
+                                     "PROF_FILE=",         "LEAKS=0",   "BACKGROUND_PURGE=0", "BATCH_MADVISE=0"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     char key[64];
     snprintf(key, sizeof key, " %s", want[i]);

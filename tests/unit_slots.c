@@ -324,7 +324,8 @@ Test(segment, reopen_unnamed_block_keeps_epoch_and_wrapped_slots_serve) { reopen
 /* smi_os_decommit_ranges and smi_os_discard zero the pages of every range
  * given, and only those, also past the 64 ranges of one system call; the first
  * counts them as decommitted, the second does not. */
-Test(os, decommit_ranges_zero_exactly_their_pages) {
+static void decommit_ranges_case(bool batch) {
+  smi_os_batch_discards = batch; /* SLOTMALLOC_BATCH_MADVISE */
   enum { PAGES = 300, RANGES = 100 };
   size_t page = SMI_OS_PAGE;
   uint8_t *m = smi_os_map_aligned(PAGES * page, page);
@@ -353,4 +354,10 @@ Test(os, decommit_ranges_zero_exactly_their_pages) {
   cr_assert_eq(m[2 * page], 0xcd);
   smi_os_account_recommit(bytes);
   smi_os_unmap(m, PAGES * page);
+  smi_os_batch_discards = false;
 }
+/* one madvise per range (the default) */
+Test(os, decommit_ranges_zero_exactly_their_pages) { decommit_ranges_case(false); }
+/* process_madvise for up to 64 ranges (SLOTMALLOC_BATCH_MADVISE=1; one madvise
+ * per range on a kernel that refuses it) */
+Test(os, batched_decommit_ranges_zero_exactly_their_pages) { decommit_ranges_case(true); }
