@@ -17,21 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rss_now.h"
+
 #define OBJECTS 400000
 static void *objects[OBJECTS];
-
-static long rss_kib(void) {
-  char buf[128];
-  int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  char *end;
-  strtol(buf, &end, 10);
-  return strtol(end, NULL, 10) * (sysconf(_SC_PAGESIZE) / 1024);
-}
 
 int main(int argc, char **argv) {
   long idle_ms = argc > 1 ? atol(argv[1]) : 0;

@@ -347,18 +347,9 @@ Test(ownership, remote_free_racing_owner_exit_leaves_no_block_queued, .timeout =
  * a thread's exit) spinning for ever. The fork here is made where the handler
  * would make it, inside the free. */
 
-static void *full_owner(void *arg) {
-  (void)arg;
-  fill_blocks(&fb, 1);
-  owner_arena = smi_tls_cur;
-  atomic_store(&exit_phase, 1);
-  wait_for(&exit_phase, 2);
-  return NULL;
-}
-
 Test(ownership, fork_inside_an_announced_free_leaves_the_count_at_zero, .timeout = 120) {
   pthread_t t;
-  cr_assert_eq(pthread_create(&t, NULL, full_owner, NULL), 0);
+  cr_assert_eq(pthread_create(&t, NULL, exiting_owner, NULL), 0); /* (it ends once the test lets it) */
   wait_for(&exit_phase, 1);
   smi_block_t *b = fb.b;
   atomic_store(&push_fork_at, b);
