@@ -130,14 +130,6 @@ smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take) {
   return (smi_free_t *)next;
 }
 
-bool smi_hd_remote_ok(const smi_block_t *b, const void *slot) {
-  size_t i;
-  if (smi_hd_slot_of(b, slot, &i) && !smi_gen_is_live(b->gens[i]) && ((const smi_free_t *)slot)->gen == NULL)
-    return true;
-  smi_hd_report_list(b, slot);
-  return false;
-}
-
 void smi_hd_guard_segment(smi_segment_t *seg) {
   for (uint32_t i = 0; i < seg->nblocks; i++) {
     smi_block_t *b = &seg->blocks[i];

@@ -99,10 +99,6 @@ void smi_hd_guard_segment(smi_segment_t *seg); /* the guard page of each block *
 /* Links the take slots of b from first on in a shuffled order in
  * front of b->free, for smi_block_extend; returns the new head. */
 smi_free_t *smi_hd_extend(smi_block_t *b, uint8_t *first, uint32_t take);
-/* A slot on b's remote list, checked before it is read: a slot start of b, its
- * generation not live, its second word zero; false (reported) if not: the rest
- * of the list is dropped, never followed. */
-bool smi_hd_remote_ok(const smi_block_t *b, const void *slot);
 /* Before a thread moves a generation of b by compare-and-swap without owning
  * b (a remote free, sm_hfree): b marked shared, with the membarrier the proof
  * in alloc/harden.h needs the first time. */
@@ -123,6 +119,18 @@ uint64_t smi_hd_random(void);
  * layer's, alloc/harden.c, as every report is (declared here for the remote
  * list's check above). */
 void smi_hd_report_list(const smi_block_t *b, const void *slot);
+/* A slot on b's remote list (or its freelist, for upkeep's tidy), checked
+ * before it is read: a slot start of b, its generation not live, its second
+ * word zero; false (reported) if not: the rest of the list is dropped, never
+ * followed. Inline: the collect calls it for every slot. */
+static inline bool smi_hd_remote_ok(const smi_block_t *b, const void *slot) {
+  size_t i;
+  if (__builtin_expect(
+          smi_hd_slot_of(b, slot, &i) && !smi_gen_is_live(b->gens[i]) && ((const smi_free_t *)slot)->gen == NULL, 1))
+    return true;
+  smi_hd_report_list(b, slot);
+  return false;
+}
 #else
 #define SMI_HD_ON 0
 #define SMI_HD_HEAD ((size_t)0)
