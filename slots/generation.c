@@ -85,7 +85,7 @@ size_t smi_gens_count_live(const uint8_t *gens, size_t n) {
 
 void smi_gens_fresh(uint8_t *gens, size_t n) {
   v16u8 *v = (v16u8 *)__builtin_assume_aligned(gens, 16);
-  const v16u8 low = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  const v16u8 low = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}; /* smi_gen_fresh */
   const v16u8 high = low + 16;
   for (size_t i = 0; i < n / 16; i++) v[i] = i & 1 ? high : low;
 }

@@ -10,11 +10,15 @@
  * the add overflows (signed) exactly then, unless the slot is free (a double
  * or invalid free) or at the wrap (live, count 127). One add in memory and
  * one branch on the overflow flag (smi_gen_make_free in segment.h).
- * Count 0 is never live: fresh tables start at 1, and a slot that wrapped and
- * serves on restarts at 1 (SMI_GEN_RESTART). So the value free's fast path
- * leaves for a moment at the wrap (live, count 0; see smi_free_undo) is never
- * the generation of any handle. 0 (free, count 0) marks a slot that wrapped
- * and retires, and table entries past the last slot.
+ * 0 (free, count 0) marks a slot that wrapped and retires, and table entries
+ * past the last slot. Counts 0 and 1 are never live: fresh tables start at 2,
+ * and a slot that wrapped and serves on restarts at 2 (SMI_GEN_RESTART). So
+ * the value free's fast path leaves for a moment (until smi_free_undo puts
+ * it back) is never the generation of a handle that could still be held:
+ * from a free slot (0, c) it is (live, c + 1), a cycle still to come (in a
+ * block a handle named, a slot retires at the wrap, so no count comes back);
+ * from the wrap (live, 127) it is (live, 0), and from a retired slot or a
+ * table entry past the last slot (0, 0) it is (live, 1), neither ever live.
  *
  * Memory order: a generation carries no data between threads (the remote
  * list, the locks and the epoch do), so its accesses are relaxed, with one
@@ -30,7 +34,7 @@
 
 #define SMI_GEN_LIVE 0x80     /* the live bit */
 #define SMI_GEN_WRAPPED 0     /* a slot that wrapped and retires (and table padding) */
-#define SMI_GEN_RESTART 1     /* a slot that wrapped and serves on */
+#define SMI_GEN_RESTART 2     /* a slot that wrapped and serves on (counts 0 and 1 are never live) */
 #define SMI_GEN_LAST 0xff     /* live at count 127: its free wraps */
 #define SMI_GEN_FREE_ADD 0x81 /* live -> free: the add of free's fast path */
 
@@ -47,13 +51,13 @@ static inline bool smi_gen_frees_plainly(uint8_t g) {
 /* Advances every live generation, making its slot free and every handle
  * of it stale: the sweep behind closing an arena. Returns the live slots seen. */
 size_t smi_gens_close(uint8_t *gens, size_t n);
-/* Fills a fresh table: slot i starts at count 1 + i mod 32, so the slots of a
+/* Fills a fresh table: slot i starts at count 2 + i mod 32, so the slots of a
  * block reach the wrap (and retire) spread over 32 rounds of reuse, not all
- * in the same round, and none before its 96th allocation. */
+ * in the same round, and none before its 95th allocation. */
 void smi_gens_fresh(uint8_t *gens, size_t n);
 /* The generation slot i starts at in a fresh table: a slot whose generation
  * still reads this has not been handed out since its block was cut. */
-static inline uint8_t smi_gen_fresh(size_t i) { return (uint8_t)(1 + i % 16 + ((i / 16) & 1) * 16); }
+static inline uint8_t smi_gen_fresh(size_t i) { return (uint8_t)(SMI_GEN_RESTART + i % 16 + ((i / 16) & 1) * 16); }
 /* Sets every generation to 0 (before a block is cut anew). */
 void smi_gens_clear(uint8_t *gens, size_t n);
 /* Counts the live generations. */

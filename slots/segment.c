@@ -252,6 +252,9 @@ void smi_block_reopen(smi_block_t *b) {
   SMI_VG_UNDEFINED(b->start, (size_t)b->bump * b->size); /* all dead: written as free slots */
   for (uint32_t i = b->bump; i-- > 0;) {
     if (b->gens[i] == SMI_GEN_WRAPPED) {
+      /* the close sweep wrapped it: the block's generations no longer tell
+       * "never handed out" (report_not_live) */
+      atomic_store_explicit(&b->wrapped, 1, memory_order_relaxed);
       if (named) {
         b->retired++;
         continue;
