@@ -58,12 +58,16 @@ sm_arena_t *sm_arena_parent(sm_arena_t *a) {
   return p;
 }
 
-/* Empties an arena's revisit stack (its blocks are leaving it). */
-static void drain_revisit(sm_arena_t *a) {
+/* Empties an arena's revisit stack (its blocks are leaving it); those now on
+ * to's full list (a merge: NULL for a close) that other threads freed into go
+ * onto to's stack (the flag cleared first, then the remote list read: a
+ * remote free that found the flag still set pushed before, and is seen). */
+static void drain_revisit(sm_arena_t *a, sm_arena_t *to) {
   smi_block_t *f = atomic_exchange(&a->revisit, NULL);
   while (f) {
     smi_block_t *next = f->revisit_next; /* read before the flag lets it be pushed again */
     atomic_store(&f->queued, 0);
+    if (to && f->arena == to && f->owner == smi_owner_full(to) && atomic_load(&f->remote)) smi_revisit_push(to, f);
     f = next;
   }
 }
@@ -103,7 +107,7 @@ static void close_one(sm_arena_t *a) {
     smi_vg_block_dies(b); /* valgrind build: memcheck sees each live object die */
     smi_gens_close(b->gens, smi_gens_len(b->nslots));
   }
-  drain_revisit(a); /* after the owners are cleared: nothing is pushed here any more */
+  drain_revisit(a, NULL); /* after the owners are cleared: nothing is pushed here any more */
   smi_segment_t *large = a->large, *dead = NULL;
   a->large = NULL;
   while (large) {
@@ -245,7 +249,6 @@ static size_t own_bytes(sm_arena_t *a) {
 /* Moves every block and large object of src into dst (both locked). */
 static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
   sm_arena_t *owner = smi_owner_of(dst);
-  drain_revisit(src);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *b = src->current[cls];
     if (b != &smi_block_none) {
@@ -255,7 +258,7 @@ static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
     }
     while ((b = src->avail[cls].head) != NULL) {
       smi_blist_remove(&src->avail[cls], b);
-      b->owner = owner;
+      __atomic_store_n(&b->owner, owner, __ATOMIC_SEQ_CST);
       __atomic_store_n(&b->arena, dst, __ATOMIC_SEQ_CST);
       smi_block_wait_frees(b); /* frees that read src end before src can be released */
       smi_blist_push(&dst->avail[cls], b);
@@ -265,11 +268,18 @@ static void move_blocks(sm_arena_t *dst, sm_arena_t *src) {
   smi_block_t *b;
   while ((b = src->full.head) != NULL) {
     smi_blist_remove(&src->full, b);
-    b->owner = smi_owner_full(dst);
+    __atomic_store_n(&b->owner, smi_owner_full(dst), __ATOMIC_SEQ_CST);
     __atomic_store_n(&b->arena, dst, __ATOMIC_SEQ_CST);
     smi_block_wait_frees(b);
     smi_blist_push(&dst->full, b);
   }
+  /* src's revisit stack last: a remote free that read src's full tag before
+   * the change above pushed its block there, announced in inflight, so by
+   * the waits above; those blocks are dst's now (before, the stack was
+   * drained first, and such a block stayed marked queued on the stack of an
+   * arena that is gone: no free queued it again and dst never collected its
+   * remote frees) */
+  drain_revisit(src, dst);
   while (src->large) {
     smi_segment_t *seg = src->large;
     smi_large_list_remove(src, seg);
