@@ -113,7 +113,8 @@ void *smi_hd_malloc_top(sm_arena_t *a, size_t size) {
   if (size <= SMI_DIRECT_MAX && !smi_direct_off(a)) { /* the direct bins' conditions: no cap, no profiling */
     smi_block_t *b = a->current[smi_class_of(SMI_DIRECT_MAX + SMI_HD_TAIL)];
     void *p;
-    if (b->free && (p = smi_hd_pop(b)) != NULL) {
+    if (!b->free) return smi_hd_malloc_refill(a, b, size);
+    if ((p = smi_hd_pop(b)) != NULL) {
       smi_hd_stamp(b, smi_hd_head(b), p, size);
       return p;
     }
@@ -163,17 +164,23 @@ static smi_free_t *next_checked(smi_block_t *b, smi_free_t *e) {
 }
 
 /* Fresh slots first until the block handed out two pages' worth (two of
- * smi_block_extend's steps): the pair of a program that allocates and frees
- * one object then cycles through that many slots, not a page's minus the
- * quarantine (a refill every 11 pairs of 256 bytes, 11 instructions a pair). */
+ * smi_block_extend's steps) and at least 16 slots, or 64 KiB of them: the
+ * pair of a program that allocates and frees one object then cycles through
+ * that many slots, and each refill moves a dozen or more, not a page's minus
+ * the quarantine (at 256 bytes a refill every 11 pairs, 11 instructions a
+ * pair; at 8 KiB one every pair). */
 #define RECYCLE_AFTER ((size_t)8192)
+#define RECYCLE_SLOTS 16
+#define RECYCLE_ALWAYS ((size_t)65536)
+static bool recycles(const smi_block_t *b) {
+  size_t bytes = (size_t)b->bump * b->size;
+  return b->bump >= b->nslots || bytes >= RECYCLE_ALWAYS || (bytes >= RECYCLE_AFTER && b->bump >= RECYCLE_SLOTS);
+}
 
 bool smi_hd_unquarantine_old(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   smi_free_t *e = h->pending;
-  if (b->free || h->npending <= SMI_HD_QUARANTINE ||
-      (b->bump < b->nslots && (size_t)b->bump * b->size < RECYCLE_AFTER))
-    return false;
+  if (b->free || h->npending <= SMI_HD_QUARANTINE || !recycles(b)) return false;
   for (uint32_t k = 1; k < SMI_HD_QUARANTINE; k++)
     if (!(e = next_checked(b, e))) return false;
   smi_free_t *rest = next_checked(b, e); /* e is the newest SMI_HD_QUARANTINE-th: the list ends there */
