@@ -560,12 +560,12 @@ Test(handle, deref_never_faults_on_unmapped) {
  * reuses (which made blocks drain and the heap grow under steady reuse).
  * The hardened build holds freed slots back (its quarantine, README
  * "Hardened mode"): the pair then cycles through the slots of the block's
- * first page (64 of them), each reused about 1,500 times, and none may retire
- * either (retired slots would be replaced by fresh ones: hundreds). */
+ * first two pages (128 of them), each reused about 800 times, and none may
+ * retire either (retired slots would be replaced by fresh ones: hundreds). */
 #ifndef SM_HARDENED
 #define CYCLE 1
 #else
-#define CYCLE 128 /* at most this many distinct slots */
+#define CYCLE 256 /* at most this many distinct slots */
 #endif
 Test(handle, unnamed_slot_wraps_freely) {
   sm_arena_t *a = sm_arena_new(NULL);
