@@ -244,7 +244,6 @@ static bool free_into_full(smi_block_t *b, sm_arena_t *a, uint32_t i, void *p) {
   return true;
 }
 
-#ifndef SMI_HARDENED
 void smi_free_undo(void *p, uint8_t *g) {
   /* The add turned a free slot's generation (0, count c) into (live, c + 1),
    * or 0 for c = 127, and the wrap (live, 127) into (live, 0): so a value
@@ -263,7 +262,6 @@ void smi_free_undo(void *p, uint8_t *g) {
   smi_report(SMI_ERR_DOUBLE_FREE, p, 0);
   errno = saved;
 }
-#endif
 
 void smi_free_slow(void *p) {
   if (!p) return;

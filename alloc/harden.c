@@ -221,24 +221,6 @@ void smi_hd_unquarantine_tidy(smi_block_t *b) {
   h->npending = SMI_HD_QUARANTINE;
 }
 
-void smi_hd_free_undo(void *p, uint8_t *g) {
-  /* as free.c's smi_free_undo: the add turned a free generation (0, count c)
-   * into (live, c + 1), or 0 for c = 127, and the wrap (live, 127) into (live,
-   * 0); a value past 0 without the live bit was left by another thread's
-   * free meanwhile (its compare-and-swap took the sum for live): a double free */
-  _Atomic uint8_t *gp = (_Atomic uint8_t *)g;
-  uint8_t sum = atomic_load_explicit(gp, memory_order_relaxed);
-  if ((sum == 0 || smi_gen_is_live(sum)) &&
-      atomic_compare_exchange_strong_explicit(gp, &sum, (uint8_t)(sum - SMI_GEN_FREE_ADD), memory_order_relaxed,
-                                              memory_order_relaxed)) {
-    smi_free_slow(p); /* it reports the double or invalid free, or wraps the slot */
-    return;
-  }
-  int saved = errno;
-  smi_report(SMI_ERR_DOUBLE_FREE, p, 0);
-  errno = saved;
-}
-
 /* ---- free and realloc ---- */
 
 /* The bytes asked for a live slot object, as its size record says (the

@@ -53,7 +53,6 @@
 SMI_COLD void *smi_hd_pop_fail(smi_block_t *b, smi_free_t *p, size_t size);
 SMI_COLD void smi_hd_overflow(const smi_block_t *b, const void *p); /* reports the overflow found */
 void *smi_hd_pop(smi_block_t *b);                                   /* the slow paths' pop: NULL (reported) if bad */
-SMI_COLD void smi_hd_free_undo(void *p, uint8_t *g);                /* the owner's add did not free: put back */
 /* Requests past the direct bins' reach (SMI_DIRECT_MAX - SMI_HD_TAIL): those
  * up to SMI_DIRECT_MAX pop their class's current block (1152) out of line,
  * not the whole slow path; the rest go to smi_malloc_generic. */
@@ -199,7 +198,7 @@ static inline void *smi_malloc(size_t size) {
  *   - it began after M reached O's thread: its load reads h->shared >= ARMING
  *     (stored before M began) and O takes the compare-and-swap.
  * An add that did not free (the slot was free: R won, or a plain double free;
- * or the wrap) leaves its sum, which smi_hd_free_undo takes back by
+ * or the wrap) leaves its sum, which smi_free_undo takes back by
  * compare-and-swap (as the default build's smi_free_undo).
  * A thread whose rseq is not registered (cpu_id < 0: glibc did not or could
  * not, valgrind) and a process where membarrier's rseq command is missing
@@ -229,7 +228,7 @@ static inline bool smi_hd_slot_at(const smi_block_t *b, uintptr_t u, size_t *i) 
 /* Adds SMI_GEN_FREE_ADD to *g in the owner's restartable sequence: 1 freed;
  * 0 not done (the block is shared, the thread has no rseq, or the sequence
  * was aborted): the caller takes the compare-and-swap; -1 the add did not
- * free (see smi_hd_free_undo). */
+ * free (see smi_free_undo). */
 static inline int smi_hd_gen_add(const smi_hd_head_t *h, uint8_t *g) {
   __asm__ goto(".pushsection __rseq_cs, \"aw\"\n\t"
                ".balign 32\n"
@@ -291,7 +290,7 @@ static inline void smi_free(void *p) {
             return;
           }
           if (freed < 0) {
-            smi_hd_free_undo(p, g);
+            smi_free_undo(p, g);
             return;
           }
         }

@@ -323,8 +323,9 @@ int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
   sm_arena_t *owner = bytes ? NULL : a;
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *cur = a->current[cls];
-    if (cur != &smi_block_none) cur->owner = owner;
-    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) b->owner = owner;
+    /* (atomic stores: a free on another thread reads the owner without the lock) */
+    if (cur != &smi_block_none) __atomic_store_n(&cur->owner, owner, __ATOMIC_RELEASE);
+    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) __atomic_store_n(&b->owner, owner, __ATOMIC_RELEASE);
     smi_arena_set_current(a, cls, cur);
   }
   smi_unlock(&a->lock);

@@ -183,9 +183,10 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
 }
 
 size_t smi_block_touched(const smi_block_t *b) {
-  smi_layout_t l = smi_block_layout(b, b->size);
-  size_t below = (size_t)(l.start - smi_block_base(b)); /* hardened: the head and the table */
-  return below + (size_t)b->bump * b->size + (l.gens > l.start ? l.table : 0);
+  uint8_t *start = b->start, *gens = b->gens;                          /* the layout as cut (smi_block_layout) */
+  size_t below = (size_t)(start - smi_block_base(b));                  /* hardened: the head and the table */
+  size_t table = gens > start ? (size_t)(smi_block_end(b) - gens) : 0; /* the default build's: at the end */
+  return below + (size_t)b->bump * b->size + table;
 }
 
 bool smi_block_format(smi_block_t *b, unsigned cls) {

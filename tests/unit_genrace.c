@@ -1,8 +1,8 @@
 /* unit_genrace.c: what other threads see of the value free's fast path leaves
  * in a generation for a moment when the add did not free (a double free: the
  * byte reads (live, count + 1) until smi_free_undo puts it back). The undo is
- * wrapped at link time (tests/CMakeLists.txt: -Wl,--wrap=smi_free_undo, or
- * smi_hd_free_undo in the hardened build), so the other thread's action runs
+ * wrapped at link time (tests/CMakeLists.txt: -Wl,--wrap=smi_free_undo, in
+ * both builds), so the other thread's action runs
  * exactly inside that moment, not when a race happens to land there; the
  * reports are counted through -Wl,--wrap=smi_report. Both tests run in
  * report-and-ignore mode (abort_on_error off), where the program goes on
@@ -40,19 +40,11 @@ static void run_inside(void *p) {
   if (fn) fn(p);
 }
 
-#ifdef SMI_HARDENED
-void __real_smi_hd_free_undo(void *p, uint8_t *g);
-void __wrap_smi_hd_free_undo(void *p, uint8_t *g) {
-  run_inside(p);
-  __real_smi_hd_free_undo(p, g);
-}
-#else
 void __real_smi_free_undo(void *p, uint8_t *g);
 void __wrap_smi_free_undo(void *p, uint8_t *g) {
   run_inside(p);
   __real_smi_free_undo(p, g);
 }
-#endif
 
 static void report_mode(void) {
   sm_free(sm_malloc(16)); /* the process is set up (options read) */
