@@ -3,7 +3,9 @@
 #include "os.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -124,11 +126,17 @@ void smi_os_decommit(void *p, size_t size) {
   account(-(ptrdiff_t)size);
 }
 
-/* Only when asked (SLOTMALLOC_BATCH_MADVISE=1): a seccomp filter that kills a
- * process at a system call it does not list (systemd's SystemCallFilter=,
- * OpenSSH's privilege-separated child, browsers' sandboxes, some installed
- * after start) lists madvise, but seldom process_madvise, and a preloaded
- * allocator must not end a correct program. process_madvise takes PIDFD_SELF
+/* Many ranges in one call of process_madvise, only when asked
+ * (SLOTMALLOC_BATCH_MADVISE=1): one madvise per range costs a TLB shoot-down
+ * each in a threaded process, but a seccomp filter that kills a process at a
+ * system call it does not list (systemd's SystemCallFilter=, OpenSSH's
+ * privilege-separated child, minijail and browser sandboxes, some installed
+ * after start) lists madvise, and seldom process_madvise or an open of /proc
+ * in the middle of a program: a preloaded allocator must not end a correct
+ * program. When asked, each batch first reads /proc/self/status: its
+ * "Seccomp:" field is 0 while no filter is in force, and a filter, once
+ * installed, stays (a status that cannot be read counts as filtered, and
+ * filtered is remembered). process_madvise takes PIDFD_SELF
  * for the calling process (a pidfd opened from getpid() would name the parent
  * in a fork child). A kernel that does not know it, or refuses MADV_DONTNEED
  * there (before 6.13), gets one madvise per range from then on. The errno of
@@ -159,10 +167,35 @@ static bool discard_batch(const smi_os_range_t *r, size_t n) {
 #endif
 }
 
+/* True unless /proc/self/status says no seccomp filter is in force. */
+static bool seccomp_filtered(void) {
+  static _Atomic bool filtered;
+  if (atomic_load_explicit(&filtered, memory_order_relaxed)) return true;
+  int saved = errno;
+  char buf[4096];
+  size_t len = 0;
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t got;
+    while (len < sizeof buf - 1 && (got = read(fd, buf + len, sizeof buf - 1 - len)) > 0) len += (size_t)got;
+    close(fd);
+  }
+  errno = saved;
+  buf[len] = 0;
+  const char *f = strstr(buf, "\nSeccomp:");
+  bool none = f && f[sizeof "\nSeccomp:" - 1] == '\t' && f[sizeof "\nSeccomp:"] == '0';
+  if (!none) atomic_store_explicit(&filtered, true, memory_order_relaxed);
+  return !none;
+}
+
+/* Batches of fewer ranges go one by one: the status read costs system calls too. */
+#define SMI_DISCARD_BATCH_MIN 4
+
 static void discard(const smi_os_range_t *r, size_t n) {
   while (n) {
     size_t k = n < SMI_DISCARD_BATCH ? n : SMI_DISCARD_BATCH;
-    if (k == 1 || !smi_os_batch_discards || atomic_load_explicit(&discard_one_by_one, memory_order_relaxed) ||
+    if (k < SMI_DISCARD_BATCH_MIN || !smi_os_batch_discards ||
+        atomic_load_explicit(&discard_one_by_one, memory_order_relaxed) || seccomp_filtered() ||
         !discard_batch(r, k)) {
       for (size_t i = 0; i < k; i++) madvise(r[i].p, r[i].size, MADV_DONTNEED);
     }

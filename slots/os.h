@@ -26,8 +26,9 @@ typedef struct {
   size_t size;
 } smi_os_range_t;
 /* smi_os_decommit of n ranges: one madvise per range, or with
- * smi_os_batch_discards (SLOTMALLOC_BATCH_MADVISE) one process_madvise call
- * for up to 64 of them where the kernel allows it (Linux 6.13 and later). */
+ * smi_os_batch_discards (SLOTMALLOC_BATCH_MADVISE=1) one process_madvise call
+ * for up to 64 of them where the kernel allows it (Linux 6.13 and later) and
+ * no seccomp filter is in force. */
 extern bool smi_os_batch_discards;
 void smi_os_decommit_ranges(const smi_os_range_t *r, size_t n);
 /* The same, not counted as decommitted: for pages inside memory the caller

@@ -3,6 +3,11 @@
  * library so the internal functions are reachable. */
 #include <criterion/criterion.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -369,3 +374,21 @@ Test(os, decommit_ranges_zero_exactly_their_pages) { decommit_ranges_case(false)
 /* process_madvise for up to 64 ranges (SLOTMALLOC_BATCH_MADVISE=1; one madvise
  * per range on a kernel that refuses it) */
 Test(os, batched_decommit_ranges_zero_exactly_their_pages) { decommit_ranges_case(true); }
+
+#ifdef SYS_process_madvise
+/* Under a seccomp filter that kills the process at process_madvise (as
+ * filters that do not list it do), batched give-backs go one by one: the
+ * process lives and the pages read zero. */
+Test(os, batched_decommit_ranges_never_call_process_madvise_under_seccomp) {
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_madvise, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
+  cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+  cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+  decommit_ranges_case(true); /* (killed here if a batch called process_madvise) */
+}
+#endif
