@@ -212,17 +212,10 @@ static inline void *smi_malloc(size_t size) {
  * the magic (the default build's smi_slot_gen has no bound: its table covers
  * the block; here the head and the table come first). */
 static inline bool smi_hd_slot_at(const smi_block_t *b, uintptr_t u, size_t *i) {
-#if defined(__x86_64__)
   uint64_t low, high;
-  __asm__("subl %[start], %k[low]\n\tmulq %[magic]"
-          : [low] "=a"(low), "=d"(high)
-          : "0"((uint64_t)(uint32_t)u), [start] "m"(b->start), [magic] "m"(b->magic)
-          : "cc");
+  smi_slot_product(b, u, &low, &high);
   *i = high;
   return low < b->magic && (uint32_t)high < b->nslots;
-#else
-  return smi_slot_at(u, b->start, b->magic, b->nslots, i);
-#endif
 }
 
 /* Adds SMI_GEN_FREE_ADD to *g in the owner's restartable sequence: 1 freed;

@@ -216,30 +216,34 @@ static inline bool smi_slot_at(uintptr_t u, const uint8_t *start, uint64_t magic
   *i = (size_t)(m >> 64);
   return (uint64_t)m < magic && *i < nslots;
 }
+/* Free's fast paths: u's 32-bit offset in b times b's magic, whose high half
+ * is the index of the slot u lies in and whose low half is below the magic
+ * when u starts it (smi_slot_at). On x86-64 written out: compilers copy the
+ * low half once more before comparing it, or load start's low half into a
+ * register first; the magic stays in memory for the multiplication and the
+ * caller's comparison. */
+static inline void smi_slot_product(const smi_block_t *b, uintptr_t u, uint64_t *low, uint64_t *high) {
+#if defined(__x86_64__)
+  __asm__("subl %[start], %k[low]\n\tmulq %[magic]"
+          : [low] "=a"(*low), "=d"(*high)
+          : "0"((uint64_t)(uint32_t)u), [start] "m"(b->start), [magic] "m"(b->magic)
+          : "cc");
+#else
+  unsigned __int128 m = (unsigned __int128)(uint32_t)(u - (uintptr_t)b->start) * b->magic;
+  *low = (uint64_t)m;
+  *high = (uint64_t)(m >> 64);
+#endif
+}
 #ifndef SMI_HARDENED
 /* Free's fast path: does u start a slot of b, and where is its generation?
  * No bound check: u lies in b (found by its page), b's slots start at its base
  * and its table has an entry for every multiple of the slot size in the block,
  * 0 (never live) past the last slot (smi_block_format). */
 static inline bool smi_slot_gen(const smi_block_t *b, uintptr_t u, uint8_t **g) {
-#if defined(__x86_64__)
-  /* (written out: compilers copy the low half once more before comparing it,
-   * or load start's low half into a register first; the magic stays in
-   * memory for both the multiplication and the comparison) */
   uint64_t low, high;
-  __asm__("subl %[start], %k[low]\n\tmulq %[magic]"
-          : [low] "=a"(low), "=d"(high)
-          : "0"((uint64_t)(uint32_t)u), [start] "m"(b->start), [magic] "m"(b->magic)
-          : "cc");
-  uint64_t magic = b->magic;
-#else
-  uint32_t off = (uint32_t)(u - (uintptr_t)b->start);
-  uint64_t magic = b->magic;
-  unsigned __int128 m = (unsigned __int128)off * magic;
-  uint64_t low = (uint64_t)m, high = (uint64_t)(m >> 64);
-#endif
+  smi_slot_product(b, u, &low, &high);
   *g = b->gens + high;
-  return low < magic;
+  return low < b->magic;
 }
 #endif
 /* The index of the slot that u lies in (u inside the block's slots). */
