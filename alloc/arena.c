@@ -473,19 +473,20 @@ static void tidy(smi_block_t *b, bool force, give_batch_t *g) {
   give_back(g, (uintptr_t)smi_slot_addr(b, top), (uintptr_t)smi_slot_addr(b, old_bump));
 }
 
-/* Upkeep runs every quarter purge delay, and sooner when the heap has grown
- * by an eighth (and 1 MiB) since the arena's last one: a heap that grows
- * fast (buffers grown by realloc move up through the classes and leave free
- * slots behind) gives those back before it grows further, however fast the
- * program runs (a 100 ms program sees only four timed upkeeps). The heap is
- * the touched bytes of the blocks in use (smi_pool_in_use); the mark follows
- * it down, so growth counts from the lowest point since. */
+/* Upkeep runs every quarter purge delay, and sooner when the heap grows an
+ * eighth (and 1 MiB) past the most it held after any of the arena's upkeeps:
+ * a heap that grows fast to a new peak (buffers grown by realloc move up
+ * through the classes and leave free slots behind) gives those back before
+ * it grows further, however fast the program runs (a 100 ms program sees
+ * only four timed upkeeps). A heap that only swings below a peak it reached
+ * before waits for the timed upkeep: a growth trigger counted from the low
+ * point of each swing gave back pages that the next swing faulted in again
+ * (alloctest-2: three times the memory system calls). The heap is the
+ * touched bytes of the blocks in use (smi_pool_in_use). */
 #define UPKEEP_GROWTH_MIN ((size_t)1 << 20)
 static bool upkeep_due(sm_arena_t *a, uint64_t now) {
-  size_t held = smi_pool_in_use();
-  if (held < a->upkeep_held) a->upkeep_held = held;
   return now - a->last_upkeep_ms >= smi_opt.purge_delay_ms / 4 + 1 ||
-         held > a->upkeep_held + a->upkeep_held / 8 + UPKEEP_GROWTH_MIN;
+         smi_pool_in_use() > a->upkeep_high + a->upkeep_high / 8 + UPKEEP_GROWTH_MIN;
 }
 
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
@@ -513,7 +514,8 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
   }
   give_flush(&g);
   smi_unlock(&a->lock);
-  a->upkeep_held = smi_pool_in_use();
+  size_t held = smi_pool_in_use();
+  if (held > a->upkeep_high) a->upkeep_high = held;
   smi_dismantle(8);
   smi_pool_upkeep(false);
 }

@@ -102,7 +102,7 @@ struct sm_arena_s {
   smi_block_t *revisit_rest; /* the blocks it took off the stack and has not reached (still queued) */
   smi_block_t *revisit_at;   /* the block it is at (unqueued, or about to be) */
   uint64_t last_upkeep_ms;
-  size_t upkeep_held;    /* smi_pool_in_use() after the last upkeep (or lower since): its growth brings the next */
+  size_t upkeep_high;    /* the most smi_pool_in_use() read after an upkeep: growth past it brings the next */
   uint32_t slow_calls;   /* generic-path calls, for periodic upkeep */
   sm_arena_t *next_free; /* meta free list */
 };
