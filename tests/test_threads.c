@@ -471,7 +471,7 @@ static void *arena_cycle_thread(void *arg) {
 /* Rounds of 2 threads each making 100 arenas of 40 objects and closing /
  * releasing them, with no explicit sm_collect: the deferred dismantling runs at
  * the allocator's own safe points, so committed memory after round 10 stays
- * within 3x of after round 2 (and never passes 768 MiB: the test stops there
+ * within 3x of the most after rounds 0-2 (and never passes 768 MiB: the test stops there
  * rather than eat the machine). */
 Test(threads, closed_arenas_memory_bounded, .timeout = 240) {
   enum { ROUNDS = 11, T = 2, CYCLES = 100 };
@@ -493,9 +493,14 @@ Test(threads, closed_arenas_memory_bounded, .timeout = 240) {
                   "memory is not given back without sm_collect",
                   (round + 1) * T * CYCLES, com[round], com[0]);
   }
-  cr_log_info("committed after round 2: %zu, after round 10: %zu", com[2], com[10]);
-  cr_assert_leq(com[10], 3 * com[2], "committed bytes grow with closed arenas: round 2 %zu, round 10 %zu", com[2],
-                com[10]);
+  /* against the most of the first three rounds: when the dismantling runs
+   * depends on the clock, so one early round can read low (round 2 read 43 MB
+   * once on a busy machine, 67-142 MB otherwise) */
+  size_t early = com[0] > com[1] ? com[0] : com[1];
+  if (com[2] > early) early = com[2];
+  cr_log_info("committed after rounds 0-2: at most %zu, after round 10: %zu", early, com[10]);
+  cr_assert_leq(com[10], 3 * early, "committed bytes grow with closed arenas: rounds 0-2 at most %zu, round 10 %zu",
+                early, com[10]);
 }
 
 /* ==== 6. live objects of exited threads survive other threads' sm_collect ========= */
