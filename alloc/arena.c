@@ -55,10 +55,65 @@ static void revisit_after_fork(sm_arena_t *a, size_t most) {
     smi_revisit_push(a, at);
 }
 
+/* The block this thread is linking onto a revisit stack (for a fork child:
+ * see smi_revisit_fork_mark). */
+static __thread smi_block_t *pushing;
+
+/* ---- a fork between a push's flag and its link ----------------------------------
+ * smi_revisit_push flags the block queued, then links it onto the stack. In a
+ * fork child that lacks a thread stopped between the two, the block is
+ * flagged but on no stack: no remote free queues it again, and its remote
+ * frees would never be collected. So the child first marks every flagged
+ * block unseen, each arena's repair sees the blocks on its stack (a vanished
+ * revisit's rest is pushed back first), and the blocks left unseen are
+ * queued again on their owner's stack, or unflagged. Left alone: the block of the forking
+ * thread's own push (a fork from a signal handler inside it finishes that
+ * push when the handler returns), and every block when the fork interrupted
+ * the forking thread inside an allocator lock (a revisit or a drain of its
+ * own then holds blocks off their stack, flagged, until it resumes). */
+static void mark_unseen(smi_block_t *b) {
+  uint8_t q = SMI_QUEUED;
+  atomic_compare_exchange_strong_explicit(&b->queued, &q, SMI_QUEUED_UNSEEN, memory_order_relaxed,
+                                          memory_order_relaxed);
+}
+
+void smi_revisit_fork_mark(void) { smi_blocks_each(mark_unseen); }
+
+/* In a's repair: the blocks on its stack are seen (at most `most` of them). */
+static void see_stacked(sm_arena_t *a, size_t most) {
+  for (smi_block_t *f = atomic_load_explicit(&a->revisit, memory_order_relaxed); f && most;
+       f = f->revisit_next, most--)
+    atomic_store_explicit(&f->queued, SMI_QUEUED, memory_order_relaxed);
+}
+
+static bool requeue_mine;             /* the fork interrupted the forking thread inside an allocator lock */
+static smi_block_t *requeue_own_push; /* the forking thread's push under way (its pushing) */
+
+static void requeue_unseen(smi_block_t *b) {
+  if (atomic_load_explicit(&b->queued, memory_order_relaxed) != SMI_QUEUED_UNSEEN) return;
+  atomic_store_explicit(&b->queued, SMI_QUEUED, memory_order_relaxed);
+  if (requeue_mine || b == requeue_own_push) return;
+  atomic_store_explicit(&b->queued, 0, memory_order_relaxed);
+  sm_arena_t *owner = b->owner;
+  if (smi_owner_is_full(owner) && atomic_load_explicit(&b->remote, memory_order_relaxed))
+    smi_revisit_push(smi_owner_arena(owner), b);
+}
+
+void smi_revisit_fork_requeue(bool mine) {
+  requeue_mine = mine;
+  requeue_own_push = pushing;
+  smi_blocks_each(requeue_unseen); /* (its pushes set and clear pushing) */
+  pushing = requeue_own_push;
+}
+
 void smi_arena_after_fork(sm_arena_t *a, bool *mine) {
-  if (!smi_lock_orphaned(&a->lock, mine)) return;
   size_t most = (size_t)smi_segment_ids_used() * SMI_PAGES_PER_SEG;
+  if (!smi_lock_orphaned(&a->lock, mine)) {
+    see_stacked(a, most);
+    return;
+  }
   revisit_after_fork(a, most);
+  see_stacked(a, most);
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) smi_blist_repair(&a->avail[cls], most);
   smi_blist_repair(&a->full, most);
   smi_segment_t *prev = NULL;
@@ -112,12 +167,19 @@ static bool has_room(smi_block_t *b) {
 }
 
 void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
-  if (atomic_exchange_explicit(&b->queued, 1, memory_order_acq_rel)) return; /* on a stack already */
-  smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
-  do {
-    b->revisit_next = top;
-  } while (!atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release, memory_order_relaxed));
+  __atomic_store_n(&pushing, b, __ATOMIC_RELAXED);
+  atomic_signal_fence(memory_order_seq_cst); /* set before the flag, for a fork from a signal handler */
+  if (!atomic_exchange_explicit(&b->queued, SMI_QUEUED, memory_order_acq_rel)) { /* else on a stack already */
+    smi_block_t *top = atomic_load_explicit(&a->revisit, memory_order_relaxed);
+    do {
+      b->revisit_next = top;
+    } while (
+        !atomic_compare_exchange_weak_explicit(&a->revisit, &top, b, memory_order_release, memory_order_relaxed));
+  }
+  atomic_signal_fence(memory_order_seq_cst);
+  __atomic_store_n(&pushing, NULL, __ATOMIC_RELAXED);
 }
+
 
 /* Full blocks that other threads freed into come back to the avail lists
  * (under a->lock), on a's thread or on another (smi_arena_reclaim): the

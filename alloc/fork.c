@@ -24,11 +24,13 @@
 
 void smi_fork_child(void) {
   bool mine = false;
+  smi_revisit_fork_mark();
   smi_segment_after_fork(&mine);
   smi_meta_after_fork(&mine);
   smi_large_after_fork(&mine);
   smi_pool_after_fork(&mine);
   smi_heap_after_fork(&mine);
+  smi_revisit_fork_requeue(mine);
   smi_prof_after_fork(&mine);
   smi_background_after_fork();
   if (mine) return; /* forked inside the allocator: the interrupted code finishes */

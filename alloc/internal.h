@@ -240,8 +240,19 @@ void smi_heap_reclaim_others(void); /* smi_arena_reclaim of every other live thr
 void smi_fork_child(void); /* the pthread_atfork child handler */
 
 /* arena.c */
+/* block.queued: 0, or on a revisit stack (or taken off it by a revisit that
+ * has not reached it); a fork child marks every queued block unseen until
+ * it finds it on a stack (smi_revisit_fork_mark). */
+enum { SMI_QUEUED = 1, SMI_QUEUED_UNSEEN = 2 };
 /* Puts a full block on its arena's revisit stack (once: its queued flag). */
 void smi_revisit_push(sm_arena_t *a, smi_block_t *b);
+/* Fork child: before any repair, every queued block is marked unseen; each
+ * arena's repair (smi_arena_after_fork) sees the blocks on its stack; after
+ * them all, a block left unseen, whose push a vanished thread left half done,
+ * is queued again (mine: the forking thread was inside an allocator lock,
+ * and only the marks are undone). */
+void smi_revisit_fork_mark(void);
+void smi_revisit_fork_requeue(bool mine);
 /* Makes b the current block of cls, and the direct slots follow (empty ones
  * while the arena has a cap). Under a->lock. */
 void smi_arena_set_current(sm_arena_t *a, unsigned cls, smi_block_t *b);

@@ -54,6 +54,8 @@ static smi_lock_t reserve_lock = SMI_LOCK_INIT;
 static uint8_t *reserve_next; /* the next segment's place in the current mapping */
 static size_t reserve_left;   /* segments left there */
 
+static void forget_frees(smi_block_t *b) { atomic_store(&b->inflight, 0); }
+
 void smi_segment_after_fork(bool *mine) {
   /* A pop from the free-id stack may be half done: forget the stack (its ids
    * are not reused in the child). */
@@ -61,10 +63,14 @@ void smi_segment_after_fork(bool *mine) {
   /* A segment taken from the mapping may be half counted: forget the rest of it. */
   if (smi_lock_orphaned(&reserve_lock, mine)) reserve_left = 0;
   /* Frees that were under way on threads the child does not have never end. */
+  smi_blocks_each(forget_frees);
+}
+
+void smi_blocks_each(void (*fn)(smi_block_t *b)) {
   for (uint32_t id = 1; id < ids_next; id++) {
     smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
     if (!seg || smi_segtab[id].is_large) continue;
-    for (uint32_t i = 0; i < seg->nblocks; i++) atomic_store(&seg->blocks[i].inflight, 0);
+    for (uint32_t i = 0; i < seg->nblocks; i++) fn(&seg->blocks[i]);
   }
 }
 

@@ -270,6 +270,9 @@ smi_segment_t *smi_segment_new(unsigned kind);
 /* In a fork child (alloc/fork.c): repairs the id stack if a thread the child
  * does not have held its lock, and forgets the frees under way on such threads. */
 void smi_segment_after_fork(bool *mine);
+/* Calls fn on every block descriptor of every segment of slot blocks, cut or
+ * not; for a fork child, where no other thread runs. */
+void smi_blocks_each(void (*fn)(smi_block_t *b));
 /* Ids handed out so far (every segment's id is below it). */
 uint32_t smi_segment_ids_used(void);
 /* A segment id (0 if they ran out); large: an id a large segment gave back

@@ -300,8 +300,14 @@ void __wrap_smi_block_wait_frees(smi_block_t *b) {
 static _Atomic(smi_block_t *) push_fork_at; /* the block whose queueing by a remote free forks (test 5) */
 static pid_t push_forked = -1;              /* what that fork returned */
 
+static _Atomic(smi_block_t *) push_half_at; /* the block whose queueing stops halfway (test 6) */
+static atomic_int half_phase;               /* 1: flagged, not linked; 2: go on */
+static void push_halfway(smi_block_t *b);
+
 void __wrap_smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
   smi_block_t *want = b;
+  if (atomic_compare_exchange_strong(&push_half_at, &want, NULL)) push_halfway(b);
+  want = b;
   if (atomic_compare_exchange_strong(&push_fork_at, &want, NULL)) push_forked = fork(); /* both go on */
   want = b;
   if (atomic_compare_exchange_strong(&push_pause_at, &want, NULL)) {
@@ -368,4 +374,64 @@ Test(ownership, fork_inside_an_announced_free_leaves_the_count_at_zero, .timeout
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child: status %#x", status);
   atomic_store(&exit_phase, 2);
   pthread_join(t, NULL);
+}
+
+/* ---- 6. a fork between a push's flag and its link ---------------------------------
+ * A remote free queueing a full block flags it queued, then links it onto its
+ * owner's revisit stack. A fork child that does not have a thread stopped
+ * between the two must still collect the block's remote frees: the block is
+ * flagged, so no later remote free queues it, and it is on no stack. The stop
+ * is made where a thread could be preempted: right after the flag. */
+
+/* The first half of smi_revisit_push: the flag, not the link; the parent's
+ * push then goes on from the start, as if the flag had not been set. */
+static void push_halfway(smi_block_t *b) {
+  cr_assert_eq(atomic_exchange(&b->queued, SMI_QUEUED), 0);
+  atomic_store(&half_phase, 1);
+  wait_for(&half_phase, 2);
+  atomic_store(&b->queued, 0);
+}
+
+static full_block_t halfb;
+
+static void *remote_freer(void *arg) {
+  (void)arg;
+  sm_free(halfb.objs[0]); /* a remote free into the full block: it queues the block */
+  smi_remote_flush();
+  return NULL;
+}
+
+/* The fork child: the owner's revisit (its upkeep) collects the remote free,
+ * and the block, with room again, is available. 0, or what went wrong. */
+static int child_collects_halfway(sm_arena_t *a) {
+  smi_block_t *b = halfb.b;
+  if (atomic_load(&b->queued) && !atomic_load(&a->revisit)) return 2; /* flagged, on no stack */
+  smi_arena_upkeep(a, true);
+  if (atomic_load(&b->remote)) return 10; /* the remote free was never collected */
+  if (b->owner != a || b->used != halfb.n - 1) return 20;
+  return 0;
+}
+
+Test(ownership, fork_between_a_push_flag_and_its_link_requeues_the_block, .timeout = 120) {
+  sm_arena_t *a = smi_root_arena();
+  cr_assert_not_null(a);
+  fill_blocks(&halfb, 1);
+  atomic_store(&push_half_at, halfb.b);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, remote_freer, NULL), 0);
+  wait_for(&half_phase, 1);
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) _exit(child_collects_halfway(a));
+  atomic_store(&half_phase, 2);
+  pthread_join(t, NULL);
+  int status;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status), "the fork child died: status %#x", status);
+  cr_assert_eq(WEXITSTATUS(status), 0,
+               "fork child: %d (2: the block stayed flagged on no stack; 10: its remote free was never collected; "
+               "20: it did not come back)",
+               WEXITSTATUS(status));
+  cr_assert(atomic_load(&halfb.b->queued), "the parent's push did not go on");
 }
