@@ -2,6 +2,7 @@
  * own, mapped directly, with one generation. Freed ones wait in a small cache
  * (they are reused for objects of similar size) and are unmapped after the
  * purge delay or when the cache is full. */
+#include <errno.h>
 #include <string.h>
 
 #include "internal.h"
@@ -117,6 +118,10 @@ static smi_segment_t *cache_take(size_t size, size_t align) {
 }
 
 void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
+  /* A success leaves errno as it found it: a resize of a cached object (an
+   * mremap that cannot grow in place) or a mapping that worked only after the
+   * reclaim set it on the way. */
+  int saved_errno = errno;
   if (align < 16) align = 16;
   if (size == 0) size = 1; /* the object starts inside its mapping, not at its end */
   smi_segment_t *seg = cache_take(size, align);
@@ -160,6 +165,7 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   SMI_VG_HIDE(&seg->large_obj, sizeof seg->large_obj);
   SMI_VG_HIDE(&smi_segtab[seg->id].large_obj, sizeof seg->large_obj);
   SMI_VG_BORN(seg->large_obj, seg->large_size, zero);
+  errno = saved_errno;
   return seg->large_obj;
 }
 
@@ -192,6 +198,7 @@ void smi_large_free(smi_segment_t *seg, void *p) {
 
 void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
   *dead = false;
+  int saved_errno = errno; /* a resize in place that fails is no error: the caller moves the object */
   sm_arena_t *a = lock_owner(seg);
   if (!a || seg->large_gen != 1) { /* closed or freed meanwhile */
     if (a) smi_unlock(&a->lock);
@@ -217,6 +224,7 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     smi_large_revive(moved);
   }
   smi_unlock(&a->lock);
+  errno = saved_errno;
   return q;
 }
 

@@ -1,0 +1,169 @@
+/* test_edge_contract.c: the malloc contract as a correct program relies on it,
+ * at the edges where slotmalloc answered differently from what it promises
+ * (README "The malloc interface"): errno after a success, out of memory.
+ * Each test names the fault it catches. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+#include "slotmalloc.h"
+#include "testutil.h"
+
+/* A call that succeeds must leave errno alone (C: a library function never
+ * sets it to 0, and a program may read errno after a sequence of calls that
+ * all succeeded, as `errno = 0; ...; if (errno)` code does). */
+#define ERRNO_KEPT(call, what, ...)                                                                  \
+  do {                                                                                               \
+    errno = 4321;                                                                                    \
+    void *r_ = (call);                                                                               \
+    int e_ = errno;                                                                                  \
+    cr_assert_not_null(r_, what, __VA_ARGS__);                                                       \
+    cr_assert_eq(e_, 4321, "errno %d (%s) after a successful " what, e_, strerror(e_), __VA_ARGS__); \
+    out = r_;                                                                                        \
+  } while (0)
+
+/* A large object cached on free and taken again for a bigger request is grown
+ * with mremap; when the pages after it are taken, mremap fails with ENOMEM,
+ * the object is moved instead, and the call succeeds: errno was left ENOMEM
+ * (realloc 1 MiB -> 8 MiB, then malloc of 16 MiB and 64 MiB). */
+Test(contract, errno_kept_by_successful_large_calls, .timeout = 60) {
+  static const size_t sizes[] = {64 * KiB, 1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB, 16 * MiB, 64 * MiB};
+  const size_t n = sizeof sizes / sizeof *sizes;
+  void *out;
+  for (int round = 0; round < 3; round++) {
+    for (size_t i = 0; i < n; i++) {
+      size_t a = tu_hide(sizes[i]), b = tu_hide(sizes[(i + 3) % n]);
+      ERRNO_KEPT(malloc(a), "malloc(%zu), round %d", a, round);
+      memset(out, 1, a);
+      void *p = out;
+      ERRNO_KEPT(realloc(p, b), "realloc(%zu -> %zu), round %d", a, b, round);
+      free(out);
+      ERRNO_KEPT(calloc(1, b), "calloc(1, %zu), round %d", b, round);
+      free(out);
+      ERRNO_KEPT(aligned_alloc(64 * KiB, a), "aligned_alloc(64 KiB, %zu), round %d", a, round);
+      free(out);
+    }
+  }
+}
+
+/* Sets RLIMIT_AS to what the process maps now plus room. */
+static void limit_address_space(size_t room) {
+  size_t lim = tu_vmsize_bytes() + room;
+  struct rlimit rl = {lim, lim};
+  cr_assert_eq(setrlimit(RLIMIT_AS, &rl), 0);
+}
+
+/* Limits the address space to room bytes past what is mapped now, fills it
+ * with objects of size bytes until malloc answers NULL (checked: ENOMEM), then
+ * frees them all. */
+static void fill_then_free(size_t size, size_t room) {
+  size_t cap = 4 * MiB, n = 0;
+  void **objs = mmap(NULL, cap * sizeof *objs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  cr_assert_neq(objs, MAP_FAILED);
+  limit_address_space(room);
+  for (;;) {
+    errno = 0;
+    void *p = malloc(size);
+    if (!p) {
+      cr_assert_eq(errno, ENOMEM, "malloc(%zu) failed with errno %d, not ENOMEM", size, errno);
+      break;
+    }
+    cr_assert_lt(n, cap, "the limit was never reached");
+    objs[n++] = p;
+  }
+  cr_assert_gt(n, 0);
+  for (size_t i = 0; i < n; i++) free(objs[i]);
+  munmap(objs, cap * sizeof *objs);
+}
+
+/* Under an address-space limit, a large request that fails at first and works
+ * once the allocator gave back what it held empty (the reclaim before ENOMEM)
+ * is a success: errno was left ENOMEM by the first, refused mapping. */
+Test(contract, errno_kept_by_large_allocation_after_the_reclaim, .timeout = 60) {
+  fill_then_free(100 * KiB, 256 * MiB); /* slots of the largest kinds fill the room */
+  void *out;
+  for (size_t size = 1 * MiB; size <= 64 * MiB; size *= 4) {
+    ERRNO_KEPT(malloc(size), "malloc(%zu) after the fill was freed", size);
+    memset(out, 1, size);
+    free(out);
+  }
+}
+
+/* The same for a slot: smi_pool_take maps a new segment, the OS refuses (errno
+ * ENOMEM), smi_pool_reclaim gives back the empty segments, the second mapping
+ * works and the object is handed out with errno still ENOMEM. The retry is in
+ * alloc/pool.c (smi_pool_take); a fix there: keep errno across the refused
+ * smi_segment_new when the retry succeeds. */
+Test(contract, errno_kept_by_slot_allocation_after_the_reclaim, .timeout = 60,
+     .disabled = true /* bug: alloc/pool.c smi_pool_take leaves errno ENOMEM on a success after the reclaim */) {
+  fill_then_free(64, 128 * MiB); /* the small kind's segments fill the room */
+  void *out;
+  static const size_t sizes[] = {10000, 60000, 200000};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    ERRNO_KEPT(malloc(sizes[i]), "malloc(%zu) after the fill was freed", sizes[i]);
+    memset(out, 1, sizes[i]);
+    free(out);
+  }
+}
+
+/* MemTotal + SwapTotal from /proc/meminfo, in bytes (0 if unreadable). */
+static size_t ram_and_swap(void) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  size_t total = 0, kib;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "MemTotal: %zu kB", &kib) == 1 || sscanf(line, "SwapTotal: %zu kB", &kib) == 1)
+      total += kib * KiB;
+  }
+  fclose(f);
+  return total;
+}
+
+/* With the kernel's default overcommit heuristic (vm.overcommit_memory 0) a
+ * private writable mapping larger than RAM and swap together is refused, so
+ * glibc's malloc answers NULL/ENOMEM and a program can probe for memory, or
+ * fail cleanly, as the README promises ("memory the OS refuses give NULL with
+ * errno ENOMEM"). slotmalloc maps large objects with MAP_NORESERVE
+ * (slots/os.c map_raw), which the heuristic does not check: malloc of 4x the
+ * machine's memory returns a pointer, and the program is killed by the OOM
+ * killer when it uses it. */
+Test(contract, request_past_ram_and_swap_is_enomem, .timeout = 60,
+     .disabled = true /* bug: slots/os.c maps large objects MAP_NORESERVE, past the overcommit check */) {
+  FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+  int mode = -1;
+  if (f) {
+    if (fscanf(f, "%d", &mode) != 1) mode = -1;
+    fclose(f);
+  }
+  size_t total = ram_and_swap();
+  if (mode != 0 || !total || total > ((size_t)1 << 43)) cr_skip_test("overcommit mode %d, %zu bytes", mode, total);
+  size_t size = tu_hide(4 * total);
+  errno = 0;
+  void *p = malloc(size);
+  int e = errno;
+  free(p); /* never touched */
+  cr_assert_null(p, "malloc(%zu) (4x RAM + swap) returned a pointer", size);
+  cr_assert_eq(e, ENOMEM);
+  errno = 0;
+  p = calloc(4, total);
+  e = errno;
+  free(p);
+  cr_assert_null(p, "calloc(4, %zu) returned a pointer", total);
+  cr_assert_eq(e, ENOMEM);
+  void *q = malloc(100);
+  cr_assert_not_null(q);
+  errno = 0;
+  p = realloc(q, size);
+  e = errno;
+  cr_assert_null(p, "realloc to %zu returned a pointer", size);
+  free(p ? p : q);
+  cr_assert_eq(e, ENOMEM);
+}
