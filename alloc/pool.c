@@ -303,6 +303,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
    * arena that can be closed. */
   bool may_adopt = a->type == SMI_ARENA_ROOT;
   bool reclaimed = false;
+  int saved_errno = errno; /* a mapping refused before the reclaim is no error if the one after it works */
   for (;;) {
     smi_lock(&pool_lock);
     smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, false);
@@ -338,6 +339,7 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
         continue;
       }
       if (!seg) return NULL;
+      errno = saved_errno;
       smi_lock(&pool_lock);
       for (uint32_t i = seg->nblocks; i-- > 1;) {
         seg->blocks[i].empty_since = smi_now_ms();

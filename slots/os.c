@@ -79,8 +79,13 @@ static void *hint(size_t size) {
 }
 #endif
 
-static void *map_raw(size_t size) {
-  void *p = mmap(hint(size), size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+/* reserve: address space committed a page at a time later (slot segments),
+ * outside the kernel's overcommit check; otherwise memory that is committed
+ * now (large objects, metadata), which the check refuses, as glibc's malloc
+ * is refused, when it exceeds what the machine can give. */
+static void *map_raw(size_t size, bool reserve) {
+  void *p = mmap(hint(size), size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | (reserve ? MAP_NORESERVE : 0), -1, 0);
   return p == MAP_FAILED ? NULL : p;
 }
 
@@ -95,9 +100,9 @@ static char *trim_to_alignment(char *raw, size_t size, size_t align, size_t offs
   return (char *)want;
 }
 
-static void *map_offset_aligned(size_t size, size_t align, size_t offset) {
+static void *map_offset_aligned(size_t size, size_t align, size_t offset, bool reserve) {
   if (size > (SIZE_MAX >> 2) || align > (SIZE_MAX >> 2)) return NULL;
-  char *raw = map_raw(size + align);
+  char *raw = map_raw(size + align, reserve);
   if (!raw) return NULL;
   char *want = trim_to_alignment(raw, size, align, offset);
   if (smi_os_numa_local) bind_local(want, size);
@@ -105,12 +110,12 @@ static void *map_offset_aligned(size_t size, size_t align, size_t offset) {
 }
 
 void *smi_os_map_offset_aligned(size_t size, size_t align, size_t offset) {
-  void *p = map_offset_aligned(size, align, offset);
+  void *p = map_offset_aligned(size, align, offset, false);
   if (p) account((ptrdiff_t)size);
   return p;
 }
 
-void *smi_os_reserve_aligned(size_t size, size_t align) { return map_offset_aligned(size, align, 0); }
+void *smi_os_reserve_aligned(size_t size, size_t align) { return map_offset_aligned(size, align, 0, true); }
 
 void *smi_os_map_aligned(size_t size, size_t align) { return smi_os_map_offset_aligned(size, align, 0); }
 

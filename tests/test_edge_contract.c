@@ -98,11 +98,8 @@ Test(contract, errno_kept_by_large_allocation_after_the_reclaim, .timeout = 60) 
 
 /* The same for a slot: smi_pool_take maps a new segment, the OS refuses (errno
  * ENOMEM), smi_pool_reclaim gives back the empty segments, the second mapping
- * works and the object is handed out with errno still ENOMEM. The retry is in
- * alloc/pool.c (smi_pool_take); a fix there: keep errno across the refused
- * smi_segment_new when the retry succeeds. */
-Test(contract, errno_kept_by_slot_allocation_after_the_reclaim, .timeout = 60,
-     .disabled = true /* bug: alloc/pool.c smi_pool_take leaves errno ENOMEM on a success after the reclaim */) {
+ * works: the object is handed out with errno as the caller left it. */
+Test(contract, errno_kept_by_slot_allocation_after_the_reclaim, .timeout = 60) {
   fill_then_free(64, 128 * MiB); /* the small kind's segments fill the room */
   void *out;
   static const size_t sizes[] = {10000, 60000, 200000};
@@ -131,12 +128,11 @@ static size_t ram_and_swap(void) {
  * private writable mapping larger than RAM and swap together is refused, so
  * glibc's malloc answers NULL/ENOMEM and a program can probe for memory, or
  * fail cleanly, as the README promises ("memory the OS refuses give NULL with
- * errno ENOMEM"). slotmalloc maps large objects with MAP_NORESERVE
- * (slots/os.c map_raw), which the heuristic does not check: malloc of 4x the
- * machine's memory returns a pointer, and the program is killed by the OOM
- * killer when it uses it. */
-Test(contract, request_past_ram_and_swap_is_enomem, .timeout = 60,
-     .disabled = true /* bug: slots/os.c maps large objects MAP_NORESERVE, past the overcommit check */) {
+ * errno ENOMEM"). Large objects are mapped without MAP_NORESERVE (slots/os.c
+ * map_raw), which the heuristic would not check: malloc of 4x the machine's
+ * memory returned a pointer, and the program was killed by the OOM killer
+ * when it used it. */
+Test(contract, request_past_ram_and_swap_is_enomem, .timeout = 60) {
   FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
   int mode = -1;
   if (f) {
