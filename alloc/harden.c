@@ -144,7 +144,6 @@ bool smi_hd_unquarantine(smi_block_t *b) {
   if (b->free || !h->pending) return false;
   b->free = h->pending; /* the same encoding: checked as they are popped */
   h->pending = NULL;
-  h->npending = 0;
   return true;
 }
 
@@ -182,18 +181,16 @@ static bool recycles(const smi_block_t *b) {
 bool smi_hd_unquarantine_old(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   smi_free_t *e = h->pending;
-  if (b->free || h->npending <= SMI_HD_QUARANTINE || !recycles(b)) return false;
+  if (b->free || !e || !recycles(b)) return false; /* (a list of SMI_HD_QUARANTINE or fewer ends in the walk) */
   for (uint32_t k = 1; k < SMI_HD_QUARANTINE; k++)
     if (!(e = next_checked(b, e))) return false;
   smi_free_t *rest = next_checked(b, e); /* e is the newest SMI_HD_QUARANTINE-th: the list ends there */
   if (!rest) return false;
   if (!slot_ok(b, e)) { /* written next: a free slot of b (the others were only read) */
     h->pending = NULL;
-    h->npending = 0;
     return false;
   }
   e->next = smi_link_enc(b, e, 0);
-  h->npending = SMI_HD_QUARANTINE;
   b->free = rest;
   return true;
 }
@@ -201,7 +198,7 @@ bool smi_hd_unquarantine_old(smi_block_t *b) {
 void smi_hd_unquarantine_tidy(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   smi_free_t *e = h->pending;
-  if (h->npending <= SMI_HD_QUARANTINE) return;
+  if (!e) return;
   for (uint32_t k = 1; k < SMI_HD_QUARANTINE; k++)
     if (!(e = next_checked(b, e))) return;
   smi_free_t *rest = next_checked(b, e), *tail = rest, *next;
@@ -218,7 +215,6 @@ void smi_hd_unquarantine_tidy(smi_block_t *b) {
   tail->next = smi_link_enc(b, tail, (uintptr_t)b->free);
   e->next = smi_link_enc(b, e, 0);
   b->free = rest;
-  h->npending = SMI_HD_QUARANTINE;
 }
 
 /* ---- free and realloc ---- */

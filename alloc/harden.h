@@ -117,7 +117,6 @@ static inline void smi_hd_pend(smi_hd_head_t *h, void *p, smi_free_t *pending, u
   w[0] = (uintptr_t)pending ^ key_next;
   w[1] = 0;
   h->pending = p;
-  h->npending++;
 }
 
 /* The hardened allocation fast path: the popped slot is checked (a free slot
@@ -133,7 +132,7 @@ static inline void *smi_malloc(size_t size) {
        * instructions fewer */
       uintptr_t off = (uintptr_t)p - (uintptr_t)b->start;
       uint8_t *gens = b->gens;
-      smi_hd_head_t *h = (smi_hd_head_t *)(gens - SMI_HD_HEAD);
+      smi_hd_head_t *h = smi_hd_head(b);
       if (smi_unlikely(off >= h->span)) return smi_hd_pop_fail(b, p, size);
       uint64_t low, i, *w = (uint64_t *)p;
 #if defined(__x86_64__) /* (the magic from memory, for the multiplication and the comparison) */
@@ -267,6 +266,7 @@ static inline int smi_hd_gen_add(const smi_hd_head_t *h, uint8_t *g) {
 static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p, span = u >> SMI_SEG_SHIFT;
   if (smi_likely(smi_segmap[span] == SMI_MAP_SLOTS)) {
+    __asm__("" : "+r"(span)); /* the segment from span, not from u again (internal.h's smi_free) */
     smi_block_t *b = smi_block_at((smi_segment_t *)(span << SMI_SEG_SHIFT), u);
     if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
       size_t i;

@@ -95,7 +95,6 @@ void smi_hd_block_cut(smi_block_t *b) {
 void smi_hd_block_reopen(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   h->pending = NULL;
-  h->npending = 0;
   h->span = (uint64_t)b->nslots * b->size;
 }
 

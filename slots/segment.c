@@ -162,9 +162,9 @@ smi_segment_t *smi_segment_new(unsigned kind) {
  * bound check (smi_slot_gen). It costs the table's entries past the last slot:
  * at most one slot of the block.
  *
- * Hardened build: the head and the table first, then the slots, then the
- * guard page, so that no metadata lies where a linear overflow out of the last
- * slot reaches it. */
+ * Hardened build: the table first, then the slots, then the guard page, so
+ * that no metadata lies where a linear overflow out of the last slot reaches
+ * it (the block's head is in the header page: slots/harden.h). */
 smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
   uint8_t *base = smi_block_base(b);
   size_t span = smi_block_span(b);
@@ -173,7 +173,7 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
   size_t align = size & -size; /* the largest power of two dividing size */
   if (align > SMI_PAGE_SIZE) align = SMI_PAGE_SIZE;
   uint8_t *end = base + span - SMI_HD_GUARD;
-  l.gens = base + SMI_HD_HEAD;
+  l.gens = base;
   for (l.nslots = ((size_t)(end - l.gens) - 16) / (size + 1);; l.nslots--) {
     l.start = (uint8_t *)(((uintptr_t)l.gens + smi_gens_len(l.nslots) + align - 1) & ~(uintptr_t)(align - 1));
     if (l.start + l.nslots * size <= end) break;
@@ -190,7 +190,7 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
 
 size_t smi_block_touched(const smi_block_t *b) {
   uint8_t *start = b->start, *gens = b->gens;                          /* the layout as cut (smi_block_layout) */
-  size_t below = (size_t)(start - smi_block_base(b));                  /* hardened: the head and the table */
+  size_t below = (size_t)(start - smi_block_base(b));                  /* hardened: the table */
   size_t table = gens > start ? (size_t)(smi_block_end(b) - gens) : 0; /* the default build's: at the end */
   return below + (size_t)b->bump * b->size + table;
 }
@@ -225,8 +225,8 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
    * as a sequence lock: relaxed loads, then its acquire fence and a second
    * look at the epoch, which this release fence orders before the stores. */
   atomic_thread_fence(memory_order_release);
-  SMI_VG_NOACCESS(start, n * size);                        /* slots: not cut yet */
-  SMI_VG_DEFINED(gens - SMI_HD_HEAD, SMI_HD_HEAD + table); /* the generations (hardened: and the head) */
+  SMI_VG_NOACCESS(start, n * size); /* slots: not cut yet */
+  SMI_VG_DEFINED(gens, table);      /* the generations */
   __atomic_store_n(&b->gens, gens, __ATOMIC_RELAXED);
   smi_gens_fresh(gens, smi_gens_len(n));
   memset(gens + smi_gens_len(n), 0, table - smi_gens_len(n)); /* offsets past the last slot: never live */
@@ -350,7 +350,7 @@ void smi_blocks_decommit(smi_block_t *first, uint32_t n) {
  * keeps its generation table, which a stale handle may still read. Default
  * build: the table lies at the block's end, 4112 bytes at the most (16-byte
  * slots in a small block), so the last two pages stay; hardened build: it
- * lies at the start, after the head, so the first page stays. */
+ * lies at the start, so the first page stays. */
 #ifdef SMI_HARDENED
 #define TABLE_PAGES 1
 static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b) + TABLE_PAGES * SMI_OS_PAGE; }
