@@ -103,6 +103,7 @@ struct sm_arena_s {
   smi_block_t *revisit_at;   /* the block it is at (unqueued, or about to be) */
   uint64_t last_upkeep_ms;
   size_t upkeep_high;    /* the most smi_pool_in_use() read after an upkeep: growth past it brings the next */
+  size_t tidy_peak;      /* upkeep's tidy: the most its slots held live lately (arena.c) */
   uint32_t slow_calls;   /* generic-path calls, for periodic upkeep */
   sm_arena_t *next_free; /* meta free list */
 };

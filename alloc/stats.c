@@ -103,6 +103,7 @@ void smi_stats_collect(sm_arena_t *a, smi_report_t *r) {
   s->blocks_purged = smi_count_read(SMI_COUNT_BLOCKS_PURGED);
   s->segments_mapped = smi_count_read(SMI_COUNT_SEGMENTS_MAPPED);
   s->large_mapped = smi_count_read(SMI_COUNT_LARGE_MAPPED);
+  s->giveback_calls = smi_count_read(SMI_COUNT_GIVEBACK_CALLS);
   s->elapsed_ms = start_ms ? smi_now_ms() - start_ms : 0;
 }
 
@@ -173,8 +174,8 @@ static void write_text(smi_out_t *o, const smi_report_t *r, bool process) {
   smi_out_fmt(
       o,
       "  events:         %zu slow path calls, %zu remote frees collected, %zu blocks purged, %zu segments mapped, "
-      "%zu large objects mapped\n",
-      s->slow_calls, s->remote_frees, s->blocks_purged, s->segments_mapped, s->large_mapped);
+      "%zu large objects mapped, %zu give-back system calls\n",
+      s->slow_calls, s->remote_frees, s->blocks_purged, s->segments_mapped, s->large_mapped, s->giveback_calls);
   if (s->objects_live == 0) smi_out_fmt(o, "  all freed:      yes\n");
   else smi_out_fmt(o, "  all freed:      no, %zu objects (%zu bytes) still live\n", s->objects_live, s->bytes_live);
 }
@@ -191,10 +192,10 @@ static void write_json(smi_out_t *o, const smi_report_t *r, bool process) {
               "\"elapsed_ms\":%llu,\"objects_live\":%zu,\"bytes_live\":%zu,\"blocks\":%zu,\"slots\":%zu,"
               "\"large_objects\":%zu,\"large_bytes\":%zu,\"arenas\":%zu,\"bytes_committed\":%zu,\"bytes_peak\":%zu,"
               "\"rss\":%zu,\"slow_calls\":%zu,\"remote_frees\":%zu,\"blocks_purged\":%zu,\"segments_mapped\":%zu,"
-              "\"large_mapped\":%zu,\"classes\":[",
+              "\"large_mapped\":%zu,\"giveback_calls\":%zu,\"classes\":[",
               (unsigned long long)s->elapsed_ms, s->objects_live, s->bytes_live, s->blocks, s->slots,
               s->large_objects, s->large_bytes, s->arenas, s->bytes_committed, s->bytes_peak, s->rss, s->slow_calls,
-              s->remote_frees, s->blocks_purged, s->segments_mapped, s->large_mapped);
+              s->remote_frees, s->blocks_purged, s->segments_mapped, s->large_mapped, s->giveback_calls);
   bool first = true;
   for (unsigned k = 0; k < SMI_CLASSES; k++) {
     const smi_class_stats_t *cl = &r->cls[k];

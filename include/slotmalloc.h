@@ -142,6 +142,7 @@ typedef struct sm_stats_s {
   size_t segments_mapped; /* segments of slot blocks mapped (process-wide) */
   size_t large_mapped;    /* large objects given a mapping of their own (process-wide) */
   uint64_t elapsed_ms;    /* since the allocator started (process-wide) */
+  size_t giveback_calls;  /* system calls that gave memory back to the OS: madvise, process_madvise (process-wide) */
 } sm_stats_t;
 
 /* Statistics of a and its descendants rolled up (NULL: the whole process). */

@@ -13,6 +13,7 @@ enum {
   SMI_COUNT_BLOCKS_PURGED,   /* blocks whose memory went back to the OS */
   SMI_COUNT_SEGMENTS_MAPPED, /* segments of slot blocks mapped */
   SMI_COUNT_LARGE_MAPPED,    /* large objects given a mapping of their own */
+  SMI_COUNT_GIVEBACK_CALLS,  /* system calls that gave memory back to the OS (madvise, process_madvise: os.c) */
   SMI_COUNTS
 };
 

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "os.h"
 
+#include "counters.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -128,6 +130,7 @@ void smi_os_unmap(void *p, size_t size) {
 void smi_os_decommit(void *p, size_t size) {
   if (!size) return;
   madvise(p, size, MADV_DONTNEED);
+  smi_count(SMI_COUNT_GIVEBACK_CALLS, 1);
   account(-(ptrdiff_t)size);
 }
 
@@ -162,6 +165,7 @@ static bool discard_batch(const smi_os_range_t *r, size_t n) {
   int saved = errno;
   long done = syscall(SYS_process_madvise, SMI_PIDFD_SELF, v, n, MADV_DONTNEED, 0);
   errno = saved;
+  smi_count(SMI_COUNT_GIVEBACK_CALLS, 1);
   if (done == (long)total) return true;
   if (done < 0) atomic_store_explicit(&discard_one_by_one, true, memory_order_relaxed);
   return false; /* (a part done twice is harmless: the pages are free) */
@@ -203,6 +207,7 @@ static void discard(const smi_os_range_t *r, size_t n) {
         atomic_load_explicit(&discard_one_by_one, memory_order_relaxed) || seccomp_filtered() ||
         !discard_batch(r, k)) {
       for (size_t i = 0; i < k; i++) madvise(r[i].p, r[i].size, MADV_DONTNEED);
+      smi_count(SMI_COUNT_GIVEBACK_CALLS, k);
     }
     r += k;
     n -= k;
