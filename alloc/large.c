@@ -130,10 +130,10 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     if (align > seg->large_align) seg->large_align = align;
     size_t room = smi_large_room(seg);
     SMI_VG_DEFINED(&seg->large_obj, sizeof seg->large_obj); /* hidden again below: the segment may move */
-    /* (the hardened build never resizes, its guard pages split the mapping:
-     * it takes a cached object up to 4 times too big as it is) */
-    bool fits = room >= size && (SMI_HD_ON ? room / 4 : room / 2) <= size + SMI_OS_PAGE;
-    if (!fits && (SMI_HD_ON || !smi_large_resize(&seg, size))) {
+    /* (the hardened build's resize only shrinks, its guard pages split the
+     * mapping: one too small is unmapped) */
+    bool fits = room >= size && room / 2 <= size + SMI_OS_PAGE;
+    if (!fits && !smi_large_resize(&seg, size)) {
       smi_large_unmap(seg);
       seg = NULL;
     }

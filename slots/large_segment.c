@@ -107,17 +107,41 @@ void *smi_large_resize(smi_segment_t **segp, size_t size) {
   smi_segment_t *seg = *segp;
   size_t off = smi_large_offset(seg);
   if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
-  size_t map = (off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  size_t map = ((off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1)) + SMI_HD_GUARD;
   if (map <= seg->map_size) {
     if (map < seg->map_size / 2) { /* give back the tail when it is most of it */
       large_map_set(seg, SMI_MAP_NONE);
       smi_os_shrink(seg, seg->map_size, map);
+      smi_os_guard((uint8_t *)seg + map - SMI_HD_GUARD, SMI_HD_GUARD); /* hardened: the new trailing guard page */
       seg->map_size = map;
       large_map_set(seg, SMI_MAP_LARGE);
     }
-    seg->large_size = seg->map_size - off;
+    seg->large_size = smi_large_room(seg);
     return seg->large_obj;
   }
+#ifdef SMI_HARDENED
+  /* Its guard pages split the mapping, which mremap does not take as one: the
+   * body grows past its trailing guard, or the head and the body move
+   * (smi_os_grow_guarded). An object aligned past 4 MiB stays as it is. */
+  if (seg->large_align > SMI_SEG_SIZE) return NULL;
+  size_t grown = (map + map / 4 + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1); /* room for the next growth */
+  large_map_set(seg, SMI_MAP_NONE);
+  smi_segment_t *moved = smi_os_grow_guarded(seg, seg->map_size, grown, off, SMI_HD_GUARD, SMI_SEG_SIZE);
+  if (!moved) {
+    large_map_set(seg, SMI_MAP_LARGE);
+    return NULL;
+  }
+  moved->map_size = grown;
+  moved->large_obj = (uint8_t *)moved + off;
+  moved->large_size = smi_large_room(moved);
+  if (moved != seg) {
+    atomic_store_explicit(&smi_segtab[moved->id].seg, moved, memory_order_release);
+    large_publish(moved);
+  }
+  large_map_set(moved, SMI_MAP_LARGE);
+  *segp = moved;
+  return moved->large_obj;
+#else
   /* Grow: in place if the pages after it are free, else move the pages (no copy). */
   size_t grown = map + map / 4; /* room for the next growth */
   grown = (grown + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
@@ -143,4 +167,5 @@ void *smi_large_resize(smi_segment_t **segp, size_t size) {
   large_map_set(moved, SMI_MAP_LARGE);
   *segp = moved;
   return moved->large_obj;
+#endif
 }

@@ -24,8 +24,8 @@ static inline uint64_t smi_large_tag(const smi_segment_t *seg) {
 }
 
 /* Where the object starts in its segment, and the bytes it may use (the
- * hardened build: up to its trailing guard page; such a segment is never
- * resized, its guard pages split the mapping). */
+ * hardened build: up to its trailing guard page; such a segment is only
+ * shrunk, never grown: its guard pages split the mapping). */
 static inline size_t smi_large_offset(const smi_segment_t *seg) { return (size_t)(seg->large_obj - (uint8_t *)seg); }
 static inline size_t smi_large_room(const smi_segment_t *seg) {
   return seg->map_size - smi_large_offset(seg) - SMI_HD_GUARD;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -246,6 +247,44 @@ void smi_os_shrink(void *p, size_t old_size, size_t new_size) {
   munmap((char *)p + new_size, old_size - new_size);
   account(-(ptrdiff_t)(old_size - new_size));
 }
+
+#ifdef SMI_HARDENED
+void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off, size_t guard, size_t align) {
+  char *c = p;
+  /* In place: the trailing guard joins the body (one mapping again, which
+   * mremap wants), the body grows over the free pages after it, a guard ends
+   * it anew. */
+  if (mprotect(c + old_size - guard, guard, PROT_READ | PROT_WRITE) == 0) {
+    if (mremap(c + off, old_size - off, new_size - off, 0) != MAP_FAILED) {
+      mprotect(c + new_size - guard, guard, PROT_NONE);
+      account((ptrdiff_t)(new_size - old_size));
+      return p;
+    }
+    if (mprotect(c + old_size - guard, guard, PROT_NONE) != 0) return NULL; /* (as it was: never fails) */
+  }
+  /* Moved: a reservation (PROT_NONE: its pages that nothing moves onto are
+   * the new guards), the body and then the head moved onto it, the old
+   * guards unmapped. */
+  char *raw = mmap(hint(new_size + align), new_size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0); /* (at a random place, as every mapping of the hardened build) */
+  if (raw == MAP_FAILED) return NULL;
+  char *q = trim_to_alignment(raw, new_size, align, 0);
+  size_t body = old_size - off - guard, head = off - guard;
+  if (mremap(c + off, body, new_size - off - guard, MREMAP_MAYMOVE | MREMAP_FIXED, q + off) == MAP_FAILED) {
+    munmap(q, new_size);
+    return NULL;
+  }
+  if (mremap(c, head, head, MREMAP_MAYMOVE | MREMAP_FIXED, q) == MAP_FAILED) {
+    /* the body back where it was (its place is free: it just left it) */
+    if (mremap(q + off, new_size - off - guard, body, MREMAP_MAYMOVE | MREMAP_FIXED, c + off) == MAP_FAILED) abort();
+    munmap(q, new_size);
+    return NULL;
+  }
+  munmap(c, old_size); /* the old guards (the rest moved away) */
+  account((ptrdiff_t)(new_size - old_size));
+  return q;
+}
+#endif
 
 void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset) {
   /* Reserve an aligned destination, then let the kernel move the pages there. */

@@ -51,6 +51,16 @@ void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_
 /* Makes [p, p+size) inaccessible (PROT_NONE): a guard page of the hardened
  * build; its pages stay counted as they were. false if the OS refuses. */
 bool smi_os_guard(void *p, size_t size);
+#ifdef SMI_HARDENED
+/* Grows the mapping of a hardened large object, [p, p+old_size) laid out as
+ * [head, readable][guard][body, readable][guard] with the body at p + off
+ * and guard bytes each guard, to new_size bytes (the new trailing guard
+ * included): the body grows in place if the pages after it are free, else
+ * the head and the body move to a new address aligned to align, keeping
+ * their pages (no copy), between new guards. The new address, or NULL if the
+ * OS refuses (then the mapping is as it was). */
+void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off, size_t guard, size_t align);
+#endif
 /* size random bytes from the kernel; false if it has none to give. */
 bool smi_os_random(void *buf, size_t size);
 

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/membarrier.h>
+#include <malloc.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -192,6 +194,42 @@ static void case_large_guard_before(void) {
   *g = 1;
 }
 
+/* A cached large object taken again for a bigger request: its mapping grown
+ * (in place, or moved when blocked is set: a page mapped right after the
+ * cached mapping stops it growing there), or for a much smaller one: its
+ * tail given back. The object returned, all of it written. */
+static char *large_resized(size_t first, size_t then, bool blocked) {
+  char *old = malloc(tu_hide(first));
+  size_t room = sm_usable_size(old);
+  free(old);
+  if (blocked) { /* past the old trailing guard page (hardened) or the mapping's end */
+    char *end = (char *)(((uintptr_t)old + room + 4095) & ~(uintptr_t)4095) + (HARDENED ? 4096 : 0);
+    void *q = mmap(end, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (q != end && q != MAP_FAILED) munmap(q, 4096);
+  }
+  char *p = malloc(tu_hide(then));
+  memset(p, 'L', sm_usable_size(p));
+  return p;
+}
+static void case_large_moved_guard_after(void) {
+  char *p = large_resized(1 << 20, 3 << 20, true);
+  say_addr(p);
+  volatile char *g = p + sm_usable_size(p);
+  *g = 1;
+}
+static void case_large_moved_guard_before(void) {
+  char *p = large_resized(1 << 20, 3 << 20, true);
+  say_addr(p);
+  volatile char *g = (char *)tu_opaque(p) - 1;
+  *g = 1;
+}
+static void case_large_shrunk_guard_after(void) {
+  char *p = large_resized(8 << 20, 1 << 20, false);
+  say_addr(p);
+  volatile char *g = p + sm_usable_size(p);
+  *g = 1;
+}
+
 typedef struct {
   const char *name;
   void (*fn)(void);
@@ -207,6 +245,9 @@ static const hd_case_t cases[] = {
     {"block_guard", case_block_guard},
     {"large_guard_after", case_large_guard_after},
     {"large_guard_before", case_large_guard_before},
+    {"large_moved_guard_after", case_large_moved_guard_after},
+    {"large_moved_guard_before", case_large_moved_guard_before},
+    {"large_shrunk_guard_after", case_large_shrunk_guard_after},
 };
 
 __attribute__((constructor)) static void hd_child_main(void) {
@@ -355,6 +396,34 @@ Test(hardened, guard_pages_around_a_large_object) {
   if (!HARDENED) return; /* the default build maps the next page or not: either */
   expect_signal("large_guard_after", SIGSEGV);
   expect_signal("large_guard_before", SIGSEGV);
+}
+
+/* A cached large object is taken again, grown or shrunk, not unmapped for a
+ * new mapping (the hardened build once unmapped one too small or more than 4
+ * times too big: the large workload of the perf harness ran x1.5 the default
+ * build's CPU time, faulting in new pages), and keeps its guard pages. */
+Test(hardened, cached_large_object_grown_in_place_moved_and_shrunk) {
+  struct {
+    size_t first, then;
+    bool blocked;
+  } steps[] = {{1 << 20, 3 << 20, false}, {1 << 20, 3 << 20, true}, {8 << 20, 1 << 20, false}};
+  for (size_t k = 0; k < sizeof steps / sizeof *steps; k++) {
+    sm_stats_t s0, s1;
+    free(malloc(tu_hide(64))); /* (the thread's heap set up before the counts) */
+    malloc_trim(0);            /* the cache emptied: the last step's object goes */
+    sm_arena_stats(NULL, &s0);
+    char *p = large_resized(steps[k].first, steps[k].then, steps[k].blocked);
+    sm_arena_stats(NULL, &s1);
+    cr_assert_eq(s1.large_mapped, s0.large_mapped + 1, "step %zu: %zu large mappings made, not 1", k,
+                 s1.large_mapped - s0.large_mapped);
+    cr_assert_geq(sm_usable_size(p), steps[k].then);
+    cr_assert_eq(p[steps[k].then - 1], 'L');
+    free(p);
+  }
+  if (!HARDENED) return;
+  expect_signal("large_moved_guard_after", SIGSEGV);
+  expect_signal("large_moved_guard_before", SIGSEGV);
+  expect_signal("large_shrunk_guard_after", SIGSEGV);
 }
 
 /* In-process: what the program sees does not change. */
