@@ -155,8 +155,8 @@ smi_segment_t *smi_segment_new(unsigned kind) {
 
 /* Where a block's generation table and slots go.
  *
- * Default build: slots from the block's base, the table at its end, with an
- * entry for every offset of the block that is a multiple of the slot size
+ * Default build: slots from the block's base, the table near its end (its
+ * color, below), with an entry for every offset of the block that is a multiple of the slot size
  * (those past the last slot stay 0: never live). So a slot start found by the
  * magic multiplication always has its entry, and free's fast path needs no
  * bound check (smi_slot_gen). It costs the table's entries past the last slot:
@@ -165,6 +165,25 @@ smi_segment_t *smi_segment_new(unsigned kind) {
  * Hardened build: the table first, then the slots, then the guard page, so
  * that no metadata lies where a linear overflow out of the last slot reaches
  * it (the block's head is in the header page: slots/harden.h). */
+#ifndef SMI_HARDENED
+/* Default build: a table's color, how far below the block's end it ends. At
+ * the end itself every block's table lies at the same offset of its 64 KiB,
+ * so the tables of all blocks share a few cache sets (L1: the offset mod
+ * 4 KiB; L2: mod 128 KiB), and a heap of many blocks evicts its own
+ * generations there: every free and every malloc touches one. So the table
+ * moves down by 0 to 15 cache lines, chosen by the block's address, but only
+ * within the spare bytes between the last slot and the table: no slot is
+ * lost (a class without spare bytes, such as 16 or 160 bytes, keeps its
+ * table at the end; those tables are long and cover many sets anyway). */
+#define TABLE_COLORS 16
+static size_t table_color(const uint8_t *base, size_t spare) {
+  size_t colors = spare / 64 + 1;
+  if (colors > TABLE_COLORS) colors = TABLE_COLORS;
+  uint32_t h = (uint32_t)((uintptr_t)base >> SMI_PAGE_SHIFT) * 0x9E3779B1u; /* neighbours and segments apart */
+  return (size_t)(h >> 16) % colors * 64;
+}
+#endif
+
 smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
   uint8_t *base = smi_block_base(b);
   size_t span = smi_block_span(b);
@@ -182,8 +201,8 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
 #else
   l.start = base; /* page-aligned: every slot is aligned to its size's largest power of two */
   l.table = smi_gens_len((span + size - 1) / size);
-  l.gens = base + span - l.table;
-  l.nslots = (size_t)(l.gens - l.start) / size;
+  l.nslots = (span - l.table) / size;
+  l.gens = base + span - l.table - table_color(base, span - l.table - l.nslots * size);
 #endif
   return l;
 }
@@ -191,7 +210,7 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
 size_t smi_block_touched(const smi_block_t *b) {
   uint8_t *start = b->start, *gens = b->gens;                          /* the layout as cut (smi_block_layout) */
   size_t below = (size_t)(start - smi_block_base(b));                  /* hardened: the table */
-  size_t table = gens > start ? (size_t)(smi_block_end(b) - gens) : 0; /* the default build's: at the end */
+  size_t table = gens > start ? (size_t)(smi_block_end(b) - gens) : 0; /* the default build's: near the end */
   return below + (size_t)b->bump * b->size + table;
 }
 
@@ -348,15 +367,16 @@ void smi_blocks_decommit(smi_block_t *first, uint32_t n) {
 
 /* What a release unmaps of a block: all but the pages where any cut of it
  * keeps its generation table, which a stale handle may still read. Default
- * build: the table lies at the block's end, 4112 bytes at the most (16-byte
- * slots in a small block), so the last two pages stay; hardened build: it
+ * build: the table lies in the block's last 4112 bytes (16-byte slots in a
+ * small block) plus its color (at most 960), so the last two pages stay; hardened build: it
  * lies at the start, so the first page stays. */
 #ifdef SMI_HARDENED
 #define TABLE_PAGES 1
 static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b) + TABLE_PAGES * SMI_OS_PAGE; }
 #else
 #define TABLE_PAGES 2
-_Static_assert(((SMI_SPAN_SMALL / 16 + 1 + 15) & ~15) <= TABLE_PAGES * SMI_OS_PAGE, "a table fits the kept pages");
+_Static_assert(((SMI_SPAN_SMALL / 16 + 1 + 15) & ~15) + (TABLE_COLORS - 1) * 64 <= TABLE_PAGES * SMI_OS_PAGE,
+               "a table, moved down by its color, fits the kept pages");
 static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b); }
 #endif
 static size_t block_tail_len(const smi_block_t *b) { return smi_block_span(b) - TABLE_PAGES * SMI_OS_PAGE; }

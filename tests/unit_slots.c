@@ -167,6 +167,46 @@ Test(segment, blocks_are_cut_consistently) {
   }
 }
 
+/* Default build: the generation tables of a class's blocks end at different
+ * cache-line offsets (their colors), inside the spare bytes past the last
+ * slot, so they do not all share the same few cache sets: as many slots as
+ * with the table at the block's very end, the table 16-byte aligned and in
+ * the block's last two pages (what a release keeps). A class with 960 spare
+ * bytes or more spreads its tables over at least 12 of 16 line offsets mod
+ * 4 KiB; one with 64 or more over at least 2. */
+Test(segment, tables_of_a_class_spread_over_cache_sets) {
+#ifdef SMI_HARDENED
+  cr_skip_test("the hardened build keeps its tables at the block's start");
+#else
+  smi_segment_t *segs[2] = {smi_segment_new(SMI_KIND_SMALL), smi_segment_new(SMI_KIND_SMALL)};
+  cr_assert(segs[0] && segs[1]);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    if (smi_kind_of_class(cls) != SMI_KIND_SMALL) continue;
+    size_t size = smi_class_size[cls], span = SMI_SPAN_SMALL;
+    size_t table = smi_gens_len((span + size - 1) / size), n = (span - table) / size;
+    size_t spare = span - table - n * size;
+    uint64_t seen = 0; /* where the tables end: line offsets mod 4 KiB */
+    for (int s = 0; s < 2; s++) {
+      for (uint32_t i = 0; i < segs[s]->nblocks; i++) {
+        smi_block_t *b = &segs[s]->blocks[i];
+        cr_assert(smi_block_format(b, cls));
+        uint8_t *end = smi_block_end(b);
+        cr_assert_eq(b->nslots, n, "class %u block %u", cls, i);
+        cr_assert_leq(b->gens + table, end);
+        cr_assert_geq(b->gens + table + spare, end, "class %u block %u: past the spare bytes", cls, i);
+        cr_assert_geq(b->gens, end - 2 * SMI_OS_PAGE);
+        cr_assert_eq((uintptr_t)b->gens % 16, 0);
+        seen |= (uint64_t)1 << ((uintptr_t)(b->gens + table) % 4096 / 64);
+      }
+    }
+    int colors = __builtin_popcountll(seen);
+    if (spare >= 15 * 64)
+      cr_assert_geq(colors, 12, "class %u (%zu spare bytes): %d line offsets", cls, spare, colors);
+    else if (spare >= 64) cr_assert_geq(colors, 2, "class %u (%zu spare bytes): %d line offsets", cls, spare, colors);
+  }
+#endif
+}
+
 /* Re-cutting a block for another class advances its epoch and zeroes its table. */
 Test(segment, reformat_advances_epoch) {
   smi_segment_t *seg = smi_segment_new(SMI_KIND_SMALL);
