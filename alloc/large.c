@@ -206,8 +206,9 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     return NULL;
   }
   /* the caller moves it instead, charging the cap exactly (and in the valgrind
-   * build telling memcheck, as for any move) */
-  if (a->limit || SMI_VG_ON || SMI_HD_ON) {
+   * build telling memcheck, as for any move); the hardened build resizes it
+   * too, its guard pages made anew (smi_large_resize) */
+  if (a->limit || SMI_VG_ON) {
     smi_unlock(&a->lock);
     return NULL;
   }

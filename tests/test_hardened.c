@@ -230,6 +230,25 @@ static void case_large_shrunk_guard_after(void) {
   *g = 1;
 }
 
+/* A large object grown by realloc, and one shrunk by it. */
+static char *large_reallocated(size_t first, size_t then) {
+  char *p = malloc(tu_hide(first));
+  memset(p, 'R', first);
+  return realloc(tu_opaque(p), tu_hide(then));
+}
+static void case_large_realloc_guard_after(void) {
+  char *p = large_reallocated(300000, 3 << 20);
+  say_addr(p);
+  volatile char *g = p + sm_usable_size(p);
+  *g = 1;
+}
+static void case_large_realloc_shrunk_guard_after(void) {
+  char *p = large_reallocated(8 << 20, 300000);
+  say_addr(p);
+  volatile char *g = p + sm_usable_size(p);
+  *g = 1;
+}
+
 typedef struct {
   const char *name;
   void (*fn)(void);
@@ -248,6 +267,8 @@ static const hd_case_t cases[] = {
     {"large_moved_guard_after", case_large_moved_guard_after},
     {"large_moved_guard_before", case_large_moved_guard_before},
     {"large_shrunk_guard_after", case_large_shrunk_guard_after},
+    {"large_realloc_guard_after", case_large_realloc_guard_after},
+    {"large_realloc_shrunk_guard_after", case_large_realloc_shrunk_guard_after},
 };
 
 __attribute__((constructor)) static void hd_child_main(void) {
@@ -424,6 +445,33 @@ Test(hardened, cached_large_object_grown_in_place_moved_and_shrunk) {
   expect_signal("large_moved_guard_after", SIGSEGV);
   expect_signal("large_moved_guard_before", SIGSEGV);
   expect_signal("large_shrunk_guard_after", SIGSEGV);
+}
+
+/* realloc of a large object resizes its mapping (the hardened build once
+ * copied it into a new one: the perf harness's realloc workload, whose
+ * strings grow by small appends to 256 KiB, copied them at each step), and
+ * the guard pages are there anew. */
+Test(hardened, large_realloc_resizes_the_mapping) {
+  size_t sizes[][2] = {{300000, 3 << 20}, {8 << 20, 300000}};
+  for (size_t k = 0; k < 2; k++) {
+    sm_stats_t s0, s1;
+    free(malloc(tu_hide(64)));
+    malloc_trim(0);
+    sm_arena_stats(NULL, &s0);
+    char *p = large_reallocated(sizes[k][0], sizes[k][1]);
+    sm_arena_stats(NULL, &s1);
+    cr_assert_eq(s1.large_mapped, s0.large_mapped + 1, "step %zu: %zu large mappings made, not 1", k,
+                 s1.large_mapped - s0.large_mapped);
+    size_t keep = sizes[k][0] < sizes[k][1] ? sizes[k][0] : sizes[k][1];
+    for (size_t i = 0; i < keep; i += 4093) cr_assert_eq(p[i], 'R', "byte %zu", i);
+    cr_assert_eq(p[keep - 1], 'R');
+    cr_assert_geq(sm_usable_size(p), sizes[k][1]);
+    memset(p, 'S', sizes[k][1]);
+    free(p);
+  }
+  if (!HARDENED) return;
+  expect_signal("large_realloc_guard_after", SIGSEGV);
+  expect_signal("large_realloc_shrunk_guard_after", SIGSEGV);
 }
 
 /* In-process: what the program sees does not change. */
