@@ -172,7 +172,9 @@ Test(lean, malloc_trim_takes_back_blocks_other_threads_emptied) {
  * the end), each step leaving the slots of a class free behind it, with the
  * purge delay at an hour: no timed upkeep comes, only the ones the heap's
  * growth brings (arena.c, upkeep_due). Measured: a peak of 22 MiB (jemalloc
- * 23, glibc 18); 40 MiB without the growth trigger. */
+ * 23, glibc 18); 40 MiB without the growth trigger; 25.6 MiB at a547c08
+ * (29.4 MiB when the slots freed since the previous upkeep waited for the
+ * next one, 922fcea: upkeep on growth lets them go). */
 Test(lean, a_fast_growing_heap_gives_back_the_slots_it_leaves) {
   static const char *const set[] = {"SLOTMALLOC_PURGE_DELAY_MS=3600000", NULL};
   char *argv[] = {(char *)SM_LEAN_PROG, NULL};
