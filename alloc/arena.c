@@ -180,7 +180,6 @@ void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
   __atomic_store_n(&pushing, NULL, __ATOMIC_RELAXED);
 }
 
-
 /* Full blocks that other threads freed into come back to the avail lists
  * (under a->lock), on a's thread or on another (smi_arena_reclaim): the
  * owner's frees into its full blocks take the lock too (free.c). The blocks
