@@ -19,10 +19,17 @@
  * that is not in the table prints one warning line too.
  *
  * Read at the first heap set-up; read then later if the environment was not
- * there yet (very early preload). */
+ * there yet (very early preload).
+ *
+ * A program run in secure-execution mode (set-user-ID or set-group-ID, file
+ * capabilities: the kernel's AT_SECURE) reads none of them, as glibc ignores
+ * its malloc tunables there: the caller's environment must not choose files
+ * the program writes with its privileges (SLOTMALLOC_STATS_FILE appends,
+ * SLOTMALLOC_PROF_FILE truncates) nor turn the misuse abort off. */
 #define _GNU_SOURCE /* environ */
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -335,7 +342,8 @@ void smi_options_load(void) {
   static bool loaded;
   if (loaded || !environ) return;
   loaded = true;
-  for (char **e = environ; *e; e++) {
+  bool secure = getauxval(AT_SECURE) != 0; /* set-user-ID and the like: the defaults only */
+  for (char **e = secure ? NULL : environ; e && *e; e++) {
     const char *s = *e;
     size_t k = 0;
     while (k < PREFIX_LEN && s[k] == prefix[k]) k++;

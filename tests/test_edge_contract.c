@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +13,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "slotmalloc.h"
 #include "testutil.h"
@@ -162,4 +166,105 @@ Test(contract, request_past_ram_and_swap_is_enomem, .timeout = 60) {
   cr_assert_null(p, "realloc to %zu returned a pointer", size);
   free(p ? p : q);
   cr_assert_eq(e, ENOMEM);
+}
+
+/* ---- set-user-ID programs ---------------------------------------------------- */
+
+/* Whether this process has no_new_privs set (then exec ignores set-user-ID bits). */
+static bool no_new_privs(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return false;
+  char line[256];
+  int v = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "NoNewPrivs: %d", &v) == 1) break;
+  fclose(f);
+  return v != 0;
+}
+
+static bool file_exists(const char *dir, const char *name) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  return access(path, F_OK) == 0;
+}
+
+static void remove_in(const char *dir, const char *name) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  unlink(path);
+}
+
+/* A program that runs set-user-ID (here: root running a copy of stats_prog
+ * owned by nobody, mode 4755; the kernel marks it AT_SECURE) took every
+ * SLOTMALLOC_* variable from the caller's environment: SLOTMALLOC_STATS_FILE
+ * appended the statistics (with argv[0], the caller's choice, in the first
+ * line) and SLOTMALLOC_PROF_FILE truncated and wrote a file at any path the
+ * caller named, with the program's privileges, and SLOTMALLOC_ABORT_ON_ERROR=0
+ * turned the double-free abort off. glibc ignores its malloc tunables there;
+ * so does slotmalloc now (the same copy without the set-user-ID bit, the
+ * control, writes both files). Needs root, a file system without nosuid and
+ * no no_new_privs: skipped otherwise. */
+Test(contract, setuid_program_ignores_the_options, .timeout = 60) {
+  if (geteuid() != 0) cr_skip_test("needs root (chown to nobody)");
+  if (no_new_privs()) cr_skip_test("no_new_privs is set: set-user-ID bits are ignored");
+  char dir[] = "/tmp/sm_suid_XXXXXX";
+  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_eq(chmod(dir, 0777), 0); /* nobody may create files here */
+  struct statvfs vfs;
+  cr_assert_eq(statvfs(dir, &vfs), 0);
+  if (vfs.f_flag & ST_NOSUID) {
+    rmdir(dir);
+    cr_skip_test("%s is on a nosuid file system", dir);
+  }
+  char prog[512], stats[512], prof[512];
+  snprintf(prog, sizeof prog, "%s/prog", dir);
+  snprintf(stats, sizeof stats, "SLOTMALLOC_STATS_FILE=%s/stats.txt", dir);
+  snprintf(prof, sizeof prof, "SLOTMALLOC_PROF_FILE=%s/prof.txt", dir);
+  { /* a copy of stats_prog */
+    int in = open(SM_STATS_PROG, O_RDONLY), out = open(prog, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+    cr_assert(in >= 0 && out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0) cr_assert_eq(write(out, buf, (size_t)n), n);
+    close(in);
+    close(out);
+  }
+  const char *set[] = {"SLOTMALLOC_STATS=1",          stats, "SLOTMALLOC_PROF_SAMPLE=1", prof, "SLOTMALLOC_LEAKS=1",
+                       "SLOTMALLOC_ABORT_ON_ERROR=0", NULL};
+  char **env = tu_env_without_options(set);
+  char *pattern[] = {prog, "pattern", NULL}, *doublefree[] = {prog, "doublefree", NULL};
+  tu_proc_t r;
+
+  /* the control: not set-user-ID, the options work */
+  cr_assert_eq(tu_run(pattern, env, dir, NULL, 30, &r), 0);
+  cr_assert(!r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "control: %s",
+            tu_wait_status_str(r.status));
+  tu_proc_free(&r);
+  cr_assert(file_exists(dir, "stats.txt") && file_exists(dir, "prof.txt"), "control: the options had no effect");
+  remove_in(dir, "stats.txt");
+  remove_in(dir, "prof.txt");
+
+  if (chown(prog, 65534, 65534) != 0) {
+    remove_in(dir, "prog");
+    rmdir(dir);
+    cr_skip_test("chown to 65534 failed");
+  }
+  cr_assert_eq(chmod(prog, 04755), 0);
+  cr_assert_eq(tu_run(pattern, env, dir, NULL, 30, &r), 0);
+  cr_assert(!r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "set-user-ID: %s",
+            tu_wait_status_str(r.status));
+  tu_proc_free(&r);
+  bool wrote_stats = file_exists(dir, "stats.txt"), wrote_prof = file_exists(dir, "prof.txt");
+  cr_assert_eq(tu_run(doublefree, env, dir, NULL, 30, &r), 0);
+  int st = r.status;
+  tu_proc_free(&r);
+  remove_in(dir, "stats.txt");
+  remove_in(dir, "prof.txt");
+  remove_in(dir, "prog");
+  rmdir(dir);
+  cr_assert(!wrote_stats, "a set-user-ID program appended its statistics to SLOTMALLOC_STATS_FILE");
+  cr_assert(!wrote_prof, "a set-user-ID program wrote its heap profile to SLOTMALLOC_PROF_FILE");
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+            "a set-user-ID program's double free did not abort under SLOTMALLOC_ABORT_ON_ERROR=0: %s",
+            tu_wait_status_str(st));
 }
