@@ -70,8 +70,13 @@ static void heap_exit(smi_heap_t *h) {
   smi_arena_abandon_all(&h->root);
 }
 
+/* The thread's heap is the one its TLS names, not arg: in a static program that
+ * dlopens a library linked with libc.so, the second libc's keys share the
+ * threads' key slots with the first's, and its key 0 overwrote heap_key's
+ * value with the library's own (which this ended as a heap, and crashed). */
 static void heap_done(void *arg) {
-  smi_heap_t *h = arg;
+  (void)arg;
+  smi_heap_t *h = smi_tls_heap;
   if (!h || h->done) return;
   smi_remote_batch_end();
   smi_slow_calls_flush();
