@@ -1,7 +1,9 @@
-/* static_dlopen_module.c: the shared library static_dlopen_prog loads with
- * dlopen (see static_dlopen_prog.c). Linked with libc.so, so in the static
- * program it brings a second libc, whose thread keys start at 0 again. Its
- * constructor creates a key; module_thread sets it on the calling thread. */
+/* static_dlopen_module.c: a shared library that static_dlopen_prog and
+ * test_edge_lifecycle load with dlopen. Its constructor creates a thread key
+ * and allocates, its destructor frees and deletes the key; module_thread sets
+ * the key on the calling thread (freed by the key's destructor at that
+ * thread's exit). Linked with libc.so: in the static program it brings a
+ * second libc, whose thread keys start at 0 again (see static_dlopen_prog.c). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@ __attribute__((constructor)) static void module_init(void) {
 
 __attribute__((destructor)) static void module_fini(void) {
   for (int i = 0; i < 64; i++) free(kept[i]);
+  pthread_key_delete(key);
 }
 
 /* Sets the module's key on this thread to a block of its own malloc. */
