@@ -117,8 +117,11 @@ void *sm_reallocarray(void *p, size_t count, size_t size) {
 
 /* ---- arena entry points ------------------------------------------------------ */
 
+/* An arena this thread may allocate in: open, and a user arena or the thread's
+ * own root. Another thread's root (and the orphans' arena) is allocated in by
+ * its owner without a lock: a second thread there corrupted its blocks. */
 static bool arena_usable(sm_arena_t *a) {
-  if (!a || smi_arena_is_closed(a)) {
+  if (!a || smi_arena_is_closed(a) || (a->type != SMI_ARENA_USER && a != smi_root_arena())) {
     errno = EINVAL;
     return false;
   }

@@ -68,6 +68,9 @@ typedef struct sm_arena_s sm_arena_t;
 /* A new arena under parent (NULL: the calling thread's root arena); reference
  * count 1. NULL with ENOMEM on failure. */
 SM_API sm_arena_t *sm_arena_new(sm_arena_t *parent);
+/* Allocation in a: as the malloc family, and NULL with EINVAL when a is NULL,
+ * closed, or a root arena other than the calling thread's (its own thread
+ * allocates there without a lock; sm_arena_halloc then returns 0). */
 SM_API SM_MALLOC_ATTR void *sm_arena_malloc(sm_arena_t *a, size_t size);
 SM_API SM_MALLOC_ATTR void *sm_arena_calloc(sm_arena_t *a, size_t count, size_t size);
 SM_API SM_MALLOC_ATTR void *sm_arena_aligned_alloc(sm_arena_t *a, size_t alignment, size_t size);
