@@ -312,6 +312,16 @@ static uint32_t capture(uintptr_t *out, uintptr_t ret) {
 
 /* ---- sampling ------------------------------------------------------------------- */
 
+/* Stacks are taken once this library's constructor ran: in a program linked
+ * fully static (cc -static, libslotmalloc.a) the first allocations come from
+ * inside libc's start-up (_dl_non_dynamic_init), before the unwinder can find
+ * any unwind table, and libgcc aborts in _Unwind_Backtrace
+ * (uw_init_context_1). The few objects allocated before are not sampled. */
+static _Atomic bool unwind_ready;
+__attribute__((constructor)) static void prof_unwind_ready(void) {
+  atomic_store_explicit(&unwind_ready, true, memory_order_release);
+}
+
 void smi_prof_sample(void *p, size_t size, const void *ret) {
   if (prof_busy || !p) return;
   size_t rate = smi_opt.prof_sample;
@@ -329,7 +339,9 @@ void smi_prof_sample(void *p, size_t size, const void *ret) {
   }
   /* Not an allocation by the unwinder itself (libgcc's init_object, under its
    * object lock): unwinding again would take that lock twice. */
-  if (!find_ranges() || in_range(unwind_code, (uintptr_t)ret)) return;
+  if (!atomic_load_explicit(&unwind_ready, memory_order_acquire) || !find_ranges() ||
+      in_range(unwind_code, (uintptr_t)ret))
+    return;
   prof_busy = true;
   uintptr_t pcs[PROF_DEPTH];
   uint32_t depth = capture(pcs, (uintptr_t)ret);
