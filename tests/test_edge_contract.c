@@ -368,3 +368,53 @@ Test(contract, arena_allocation_in_another_threads_root_is_einval, .timeout = 60
   pthread_mutex_unlock(&other_lock);
   cr_assert_eq(pthread_join(t, NULL), 0);
 }
+
+/* ---- handles across realloc ---------------------------------------------------- */
+
+/* A handle taken before realloc names the object while it stays where it is
+ * and is stale once realloc moved it (the old address is free): sm_deref gives
+ * the object or NULL, never the old address of a moved one, and sm_hfree of a
+ * stale handle is ESTALE and frees nothing. Every kind of move: within a slot,
+ * slot to slot, slot to large, a large object grown in place or moved (its
+ * pages), shrunk, and large back to a slot. */
+Test(contract, handles_across_realloc, .timeout = 60) {
+  static const size_t steps[][2] = {{40, 48},
+                                    {40, 400},
+                                    {1000, 100},
+                                    {100 * KiB, 300 * KiB},
+                                    {300 * KiB, 310 * KiB},
+                                    {300 * KiB, 8 * MiB},
+                                    {8 * MiB, 9 * MiB},
+                                    {8 * MiB, 1 * MiB},
+                                    {1 * MiB, 100},
+                                    {3 * MiB, 200 * KiB}};
+  for (int round = 0; round < 3; round++) {
+    for (size_t k = 0; k < sizeof steps / sizeof *steps; k++) {
+      size_t from = steps[k][0], to = steps[k][1];
+      void *p = malloc(from);
+      cr_assert_not_null(p);
+      memset(p, 0x3c, from);
+      sm_handle_t h = sm_handle_of(p);
+      cr_assert_neq(h, 0);
+      void *q = realloc(p, to);
+      cr_assert_not_null(q);
+      void *d = sm_deref(h);
+      if (q == p) {
+        cr_assert_eq(d, q, "realloc %zu -> %zu in place: the handle no longer names the object", from, to);
+      } else {
+        cr_assert_null(d, "realloc %zu -> %zu moved the object: its old handle derefs to %p", from, to, d);
+        cr_assert_eq(sm_hfree(h), ESTALE, "realloc %zu -> %zu: sm_hfree of the old handle", from, to);
+        cr_assert_eq(sm_handle_of(p), 0, "the old address of a moved object has a handle");
+      }
+      sm_handle_t hq = sm_handle_of(q);
+      cr_assert_neq(hq, 0);
+      cr_assert_eq(sm_deref(hq), q);
+      size_t keep = from < to ? from : to;
+      for (size_t i = 0; i < keep; i += 4093)
+        cr_assert_eq(((unsigned char *)q)[i], 0x3c, "realloc %zu -> %zu lost byte %zu", from, to, i);
+      cr_assert_eq(sm_hfree(hq), 0);
+      cr_assert_null(sm_deref(hq));
+      cr_assert_null(sm_deref(h));
+    }
+  }
+}
