@@ -169,17 +169,15 @@ smi_segment_t *smi_segment_new(unsigned kind) {
 /* Default build: a table's color, how far below the block's end it ends. At
  * the end itself every block's table lies at the same offset of its 64 KiB,
  * so the tables of all blocks share a few cache sets (L1: the offset mod
- * 4 KiB; L2: mod 128 KiB), and a heap of many blocks of a class evicts its
- * own generations there, which every free and every malloc touches: a random
- * replacement of 40,000 objects of 128 bytes ran at x2.4 of mimalloc's CPU
- * time. So the table moves down by 0 to 15 cache lines, chosen by the
- * block's address, into the spare bytes past the last slot and, where those
- * are too few, into the last slots, at most 1/64 of the block's (none in a
- * block of fewer than 64 slots, such as small blocks from 1 KiB slots up). */
+ * 4 KiB; L2: mod 128 KiB), and a heap of many blocks evicts its own
+ * generations there: every free and every malloc touches one. So the table
+ * moves down by 0 to 15 cache lines, chosen by the block's address, but only
+ * within the spare bytes between the last slot and the table: no slot is
+ * lost (a class without spare bytes, such as 16 or 160 bytes, keeps its
+ * table at the end; those tables are long and cover many sets anyway). */
 #define TABLE_COLORS 16
-static size_t table_color(const uint8_t *base, size_t spare, size_t nslots, size_t size) {
-  size_t room = spare + nslots / 64 * size;
-  size_t colors = room / 64 + 1;
+static size_t table_color(const uint8_t *base, size_t spare) {
+  size_t colors = spare / 64 + 1;
   if (colors > TABLE_COLORS) colors = TABLE_COLORS;
   uint32_t h = (uint32_t)((uintptr_t)base >> SMI_PAGE_SHIFT) * 0x9E3779B1u; /* neighbours and segments apart */
   return (size_t)(h >> 16) % colors * 64;
@@ -204,8 +202,7 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
   l.start = base; /* page-aligned: every slot is aligned to its size's largest power of two */
   l.table = smi_gens_len((span + size - 1) / size);
   l.nslots = (span - l.table) / size;
-  l.gens = base + span - l.table - table_color(base, span - l.table - l.nslots * size, l.nslots, size);
-  l.nslots = (size_t)(l.gens - l.start) / size;
+  l.gens = base + span - l.table - table_color(base, span - l.table - l.nslots * size);
 #endif
   return l;
 }
