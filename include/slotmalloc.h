@@ -66,7 +66,7 @@ SM_API size_t sm_usable_size(const void *p);
 typedef struct sm_arena_s sm_arena_t;
 
 /* A new arena under parent (NULL: the calling thread's root arena); reference
- * count 1. NULL with ENOMEM on failure. */
+ * count 1. NULL with ENOMEM on failure, with EINVAL when parent is closed. */
 SM_API sm_arena_t *sm_arena_new(sm_arena_t *parent);
 /* Allocation in a: as the malloc family, and NULL with EINVAL when a is NULL,
  * closed, or a root arena other than the calling thread's (its own thread
