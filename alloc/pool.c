@@ -25,11 +25,6 @@ static smi_segment_t *dismantle_large;
 static _Atomic uint64_t last_purge_ms; /* read before the lock is taken */
 
 static _Atomic size_t dismantle_pending; /* blocks and large objects queued */
-/* Per segment id, its blocks waiting in the pool (bit = the block's index;
- * at most 63 blocks a segment), under pool_lock: cool_run finds a block's
- * waiting neighbours here, never by reading the flags of a block that another
- * thread may be cutting at that moment. */
-static uint64_t waiting[SMI_SEG_IDS];
 
 /* In a fork child: if a thread the child does not have was changing the pool,
  * its lists are forgotten: their blocks stay out of use in the child (blocks
@@ -55,7 +50,7 @@ void smi_pool_after_fork(bool *mine) {
     smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
     if (!seg || smi_segtab[id].is_large) continue;
     seg->pooled = 0;
-    waiting[id] = 0;
+    seg->waiting = 0;
     for (uint32_t i = 0; i < seg->nblocks; i++)
       if (seg->blocks[i].flags & SMI_BLOCK_WAITING)
         set_flags(&seg->blocks[i], (uint8_t)(seg->blocks[i].flags & ~SMI_BLOCK_WAITING));
@@ -81,13 +76,13 @@ static size_t touched(const smi_block_t *b) {
   return bytes < span ? bytes : span;
 }
 static smi_blist_t *empty_list(const smi_block_t *b) { return &empty[b->kind + (is_cold(b) ? COLD : 0)]; }
-static bool waits(const smi_segment_t *seg, uint32_t i) { return waiting[seg->id] >> i & 1; }
+static bool waits(const smi_segment_t *seg, uint32_t i) { return seg->waiting >> i & 1; }
 static void empty_push(smi_block_t *b) {
   set_flags(b, (uint8_t)(b->flags | SMI_BLOCK_WAITING));
   smi_blist_push(empty_list(b), b);
   smi_segment_t *seg = smi_segment_at((uintptr_t)b);
   seg->pooled++;
-  waiting[seg->id] |= (uint64_t)1 << b->index;
+  seg->waiting |= (uint64_t)1 << b->index;
   if (!is_cold(b)) warm_bytes += touched(b);
 }
 static void empty_remove(smi_block_t *b) {
@@ -95,7 +90,7 @@ static void empty_remove(smi_block_t *b) {
   smi_blist_remove(empty_list(b), b);
   smi_segment_t *seg = smi_segment_at((uintptr_t)b);
   seg->pooled--;
-  waiting[seg->id] &= ~((uint64_t)1 << b->index);
+  seg->waiting &= ~((uint64_t)1 << b->index);
   if (!is_cold(b)) warm_bytes -= touched(b);
 }
 /* Warm empty blocks turn cold: their memory goes back to the OS. The pool

@@ -45,7 +45,7 @@ smi_segment_t *smi_large_new(size_t size, size_t align) {
   smi_segment_t *seg =
       align > SMI_SEG_SIZE ? smi_os_map_offset_aligned(map, align, off) : smi_os_map_aligned(map, SMI_SEG_SIZE);
   if (!seg) return NULL;
-  uint32_t id = smi_id_take(true);
+  uint32_t id = smi_segmap_ready(seg, map) ? smi_id_take(true) : 0;
   if (!id) {
     smi_os_unmap(seg, map);
     return NULL;
@@ -126,7 +126,8 @@ void *smi_large_resize(smi_segment_t **segp, size_t size) {
   if (seg->large_align > SMI_SEG_SIZE) return NULL;
   size_t grown = (map + map / 4 + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1); /* room for the next growth */
   large_map_set(seg, SMI_MAP_NONE);
-  smi_segment_t *moved = smi_os_grow_guarded(seg, seg->map_size, grown, off, SMI_HD_GUARD, SMI_SEG_SIZE);
+  smi_segment_t *moved =
+      smi_os_grow_guarded(seg, seg->map_size, grown, off, SMI_HD_GUARD, SMI_SEG_SIZE, smi_segmap_ready);
   if (!moved) {
     large_map_set(seg, SMI_MAP_LARGE);
     return NULL;
@@ -145,7 +146,8 @@ void *smi_large_resize(smi_segment_t **segp, size_t size) {
   /* Grow: in place if the pages after it are free, else move the pages (no copy). */
   size_t grown = map + map / 4; /* room for the next growth */
   grown = (grown + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
-  if (smi_os_grow_in_place(seg, seg->map_size, grown) || smi_os_grow_in_place(seg, seg->map_size, grown = map)) {
+  if ((smi_segmap_ready(seg, grown) && smi_os_grow_in_place(seg, seg->map_size, grown)) ||
+      (smi_segmap_ready(seg, map) && smi_os_grow_in_place(seg, seg->map_size, grown = map))) {
     seg->map_size = grown;
     seg->large_size = grown - off;
     large_map_set(seg, SMI_MAP_LARGE);
@@ -154,7 +156,7 @@ void *smi_large_resize(smi_segment_t **segp, size_t size) {
   size_t align = seg->large_align > SMI_SEG_SIZE ? seg->large_align : SMI_SEG_SIZE;
   size_t aoff = seg->large_align > SMI_SEG_SIZE ? off : 0;
   large_map_set(seg, SMI_MAP_NONE);
-  smi_segment_t *moved = smi_os_move(seg, seg->map_size, grown, align, aoff);
+  smi_segment_t *moved = smi_os_move(seg, seg->map_size, grown, align, aoff, smi_segmap_ready);
   if (!moved) {
     large_map_set(seg, SMI_MAP_LARGE);
     return NULL;

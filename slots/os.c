@@ -51,6 +51,22 @@ uint64_t smi_now_ms(void) {
 
 bool smi_os_random(void *buf, size_t size) { return syscall(SYS_getrandom, buf, size, 0) == (long)size; }
 
+void *smi_os_table_reserve(size_t size) {
+  void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+bool smi_os_table_write(void *table, _Atomic uint64_t *bits, size_t from, size_t len) {
+  for (size_t pg = from / SMI_OS_PAGE; pg <= (from + len - 1) / SMI_OS_PAGE; pg++) {
+    uint64_t bit = (uint64_t)1 << (pg % 64);
+    if (atomic_load_explicit(&bits[pg / 64], memory_order_acquire) & bit) continue;
+    /* (two threads may both do it: the second mprotect changes nothing) */
+    if (mprotect((char *)table + pg * SMI_OS_PAGE, SMI_OS_PAGE, PROT_READ | PROT_WRITE) != 0) return false;
+    atomic_fetch_or_explicit(&bits[pg / 64], bit, memory_order_release);
+  }
+  return true;
+}
+
 bool smi_os_guard(void *p, size_t size) { return size == 0 || mprotect(p, size, PROT_NONE) == 0; }
 
 #ifdef SMI_HARDENED
@@ -249,8 +265,10 @@ void smi_os_shrink(void *p, size_t old_size, size_t new_size) {
 }
 
 #ifdef SMI_HARDENED
-void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off, size_t guard, size_t align) {
+void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off, size_t guard, size_t align,
+                          smi_os_ready_fn ready) {
   char *c = p;
+  if (!ready(p, new_size)) return NULL;
   /* In place: the trailing guard joins the body (one mapping again, which
    * mremap wants), the body grows over the free pages after it, a guard ends
    * it anew. */
@@ -269,6 +287,10 @@ void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off,
                    -1, 0); /* (at a random place, as every mapping of the hardened build) */
   if (raw == MAP_FAILED) return NULL;
   char *q = trim_to_alignment(raw, new_size, align, 0);
+  if (!ready(q, new_size)) {
+    munmap(q, new_size);
+    return NULL;
+  }
   size_t body = old_size - off - guard, head = off - guard;
   if (mremap(c + off, body, new_size - off - guard, MREMAP_MAYMOVE | MREMAP_FIXED, q + off) == MAP_FAILED) {
     munmap(q, new_size);
@@ -286,11 +308,15 @@ void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off,
 }
 #endif
 
-void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset) {
+void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset, smi_os_ready_fn ready) {
   /* Reserve an aligned destination, then let the kernel move the pages there. */
   char *raw = mmap(NULL, new_size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (raw == MAP_FAILED) return NULL;
   char *want = trim_to_alignment(raw, new_size, align, offset);
+  if (!ready(want, new_size)) {
+    munmap(want, new_size);
+    return NULL;
+  }
   void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, want);
   if (q == MAP_FAILED) {
     munmap(want, new_size);

@@ -4,6 +4,7 @@
 #ifndef SMI_OS_H
 #define SMI_OS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,9 +45,12 @@ bool smi_os_reacquire(void *p, size_t size);
 bool smi_os_grow_in_place(void *p, size_t old_size, size_t new_size);
 /* Shrinks a mapping in place. */
 void smi_os_shrink(void *p, size_t old_size, size_t new_size);
+/* Says whether a mapping may be placed at [dest, dest+size) (the caller's
+ * bookkeeping of that range is ready); called before it is. */
+typedef bool (*smi_os_ready_fn)(void *dest, size_t size);
 /* Moves a mapping to a new address aligned like smi_os_map_offset_aligned,
- * keeping its pages (no copy); NULL if the OS refuses. */
-void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset);
+ * keeping its pages (no copy); NULL if the OS refuses or ready does. */
+void *smi_os_move(void *p, size_t old_size, size_t new_size, size_t align, size_t offset, smi_os_ready_fn ready);
 
 /* Makes [p, p+size) inaccessible (PROT_NONE): a guard page of the hardened
  * build; its pages stay counted as they were. false if the OS refuses. */
@@ -58,9 +62,21 @@ bool smi_os_guard(void *p, size_t size);
  * included): the body grows in place if the pages after it are free, else
  * the head and the body move to a new address aligned to align, keeping
  * their pages (no copy), between new guards. The new address, or NULL if the
- * OS refuses (then the mapping is as it was). */
-void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off, size_t guard, size_t align);
+ * OS refuses or ready does, asked first for the range the mapping would take
+ * (then the mapping is as it was). */
+void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off, size_t guard, size_t align,
+                          smi_os_ready_fn ready);
 #endif
+/* A table that any address or id may index, of which a program writes few
+ * pages (the segment map, the id table): reserved read-only, so its pages
+ * read as zero and count toward neither a data-size limit (RLIMIT_DATA) nor
+ * the kernel's commit charge, as a table in the library's bss would, whole;
+ * each page is made writable when first written. NULL if the OS refuses. */
+void *smi_os_table_reserve(size_t size);
+/* Makes the pages of [table + from, table + from + len) writable, once each
+ * (bits: one per page of the table, set when done); false if the OS refuses
+ * (a data-size limit, the commit limit). Any thread, any time. */
+bool smi_os_table_write(void *table, _Atomic uint64_t *bits, size_t from, size_t len);
 /* size random bytes from the kernel; false if it has none to give. */
 bool smi_os_random(void *buf, size_t size);
 

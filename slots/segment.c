@@ -11,9 +11,51 @@
 #include "os.h"
 #include "valgrind.h"
 
-uint8_t smi_segmap[SMI_SEGMAP_LEN];
-smi_segslot_t smi_segtab[SMI_SEG_IDS];
 smi_counter_t smi_counters[SMI_COUNTS]; /* counters.h */
+
+/* ---- the segment map and the id table ---------------------------------------------
+ * Reserved read-only when the library is loaded (or at the first id taken,
+ * if that comes first), each page made writable when first written. Before,
+ * or if the OS refuses them, a page of zeros stands for each: it covers the
+ * lowest 16 GiB of addresses (NULL among them) and the first 128 ids. */
+static const uint8_t zero_page[SMI_OS_PAGE] __attribute__((aligned(64)));
+uint8_t *smi_segmap = (uint8_t *)zero_page;
+smi_segslot_t *smi_segtab = (smi_segslot_t *)zero_page;
+#define MAP_BYTES (SMI_SEGMAP_LEN * sizeof(uint8_t))
+#define TAB_BYTES (SMI_SEG_IDS * sizeof(smi_segslot_t))
+static _Atomic uint64_t map_writable[MAP_BYTES / SMI_OS_PAGE / 64]; /* a bit per page */
+static _Atomic uint64_t tab_writable[TAB_BYTES / SMI_OS_PAGE / 64];
+static _Atomic int tables_state; /* 0: the zero page; 1: being reserved; 2: reserved */
+
+static bool tables_reserve(void) {
+  int st = atomic_load_explicit(&tables_state, memory_order_acquire);
+  while (st != 2) {
+    if (st == 0 &&
+        atomic_compare_exchange_weak_explicit(&tables_state, &st, 1, memory_order_acquire, memory_order_acquire)) {
+      uint8_t *map = smi_os_table_reserve(MAP_BYTES), *tab = map ? smi_os_table_reserve(TAB_BYTES) : NULL;
+      if (!tab) {
+        if (map) smi_os_release(map, MAP_BYTES);
+        atomic_store_explicit(&tables_state, 0, memory_order_release);
+        return false;
+      }
+      __atomic_store_n(&smi_segmap, map, __ATOMIC_RELAXED);
+      __atomic_store_n(&smi_segtab, (smi_segslot_t *)tab, __ATOMIC_RELAXED);
+      atomic_store_explicit(&tables_state, 2, memory_order_release);
+      return true;
+    }
+    if (st == 1) sched_yield(); /* another thread reserves them */
+    st = atomic_load_explicit(&tables_state, memory_order_acquire);
+  }
+  return true;
+}
+
+__attribute__((constructor)) static void tables_at_load(void) { tables_reserve(); }
+
+bool smi_segmap_ready(void *p, size_t size) {
+  uintptr_t first = (uintptr_t)p >> SMI_SEG_SHIFT, last = ((uintptr_t)p + size - 1) >> SMI_SEG_SHIFT;
+  return tables_reserve() && last < SMI_SEGMAP_LEN &&
+         smi_os_table_write(smi_segmap, map_writable, first, last - first + 1);
+}
 
 static smi_lock_t ids_lock = SMI_LOCK_INIT;
 static uint32_t ids_next = 1; /* id 0 is never used, so handle 0 is never valid */
@@ -27,11 +69,13 @@ static uint32_t ids_free;     /* stack of released ids (large segments) */
  * handle of a slot, nor the reverse. */
 uint32_t smi_id_take(bool large) {
   uint32_t id = 0;
+  if (!tables_reserve()) return 0;
   smi_lock(&ids_lock);
   if (large && ids_free) {
     id = ids_free;
     ids_free = smi_segtab[id].next_free;
-  } else if (ids_next < SMI_SEG_IDS) {
+  } else if (ids_next < SMI_SEG_IDS &&
+             smi_os_table_write(smi_segtab, tab_writable, ids_next * sizeof(smi_segslot_t), sizeof(smi_segslot_t))) {
     id = ids_next++;
   }
   smi_unlock(&ids_lock);
@@ -124,6 +168,10 @@ smi_segment_t *smi_segment_new(unsigned kind) {
   uint32_t id = smi_id_take(false);
   if (!id) return NULL;
   smi_segment_t *seg = segment_space();
+  if (seg && !smi_segmap_ready(seg, SMI_SEG_SIZE)) {
+    smi_os_release(seg, SMI_SEG_SIZE); /* (never counted as committed) */
+    seg = NULL;
+  }
   if (!seg) {
     smi_segtab[id].epoch = SMI_EPOCH_LIMIT; /* not worth keeping */
     return NULL;

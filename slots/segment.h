@@ -143,12 +143,15 @@ typedef struct smi_segment_s {
   uint32_t id;  /* index in smi_segtab */
   uint8_t kind; /* SMI_KIND_* */
   uint8_t nblocks;
-  uint8_t large_gen;                             /* LARGE: 1 while the object is live, else 2 */
-  uint8_t pooled;                                /* slot segments: blocks waiting empty in the pool (alloc/pool.c) */
-  size_t map_size;                               /* bytes mapped from the segment start */
-  size_t large_size;                             /* LARGE: usable bytes of the object */
-  uint8_t *large_obj;                            /* LARGE: the object */
-  size_t large_align;                            /* LARGE: the alignment it was mapped with */
+  uint8_t large_gen;  /* LARGE: 1 while the object is live, else 2 */
+  uint8_t pooled;     /* slot segments: blocks waiting empty in the pool (alloc/pool.c) */
+  uint64_t waiting;   /* slot segments: which of its blocks wait in the pool (bit = index), under the pool's lock:
+                     * alloc/pool.c finds a block's waiting neighbours here, never by reading the flags of a
+                     * block another thread may be cutting at that moment */
+  size_t map_size;    /* bytes mapped from the segment start */
+  size_t large_size;  /* LARGE: usable bytes of the object */
+  uint8_t *large_obj; /* LARGE: the object */
+  size_t large_align; /* LARGE: the alignment it was mapped with */
   struct sm_arena_s *large_arena;                /* LARGE: its arena */
   struct smi_segment_s *large_next, *large_prev; /* LARGE: links in its arena */
   smi_block_t *page_block[SMI_PAGES_PER_SEG];    /* 64 KiB page -> its block */
@@ -165,8 +168,15 @@ typedef struct smi_segslot_s {
 } smi_segslot_t;
 _Static_assert(sizeof(smi_segslot_t) == 32, "smi_segslot_t is 32 bytes");
 
-extern uint8_t smi_segmap[SMI_SEGMAP_LEN];
-extern smi_segslot_t smi_segtab[SMI_SEG_IDS];
+/* Both tables are reserved read-only at load (smi_os_table_reserve: a page
+ * is made writable when a segment first needs it), so that they count toward
+ * no data-size or commit limit; until then, and if the OS refuses them, each
+ * points at a page of zeros (nothing is ours). */
+extern uint8_t *smi_segmap __attribute__((visibility("hidden"))); /* one load, not through the GOT */
+extern smi_segslot_t *smi_segtab __attribute__((visibility("hidden")));
+/* Makes the map's entries of [p, p+size) writable (smi_os_ready_fn); false
+ * if the OS refuses. Every mapping of ours is ready before it is used. */
+bool smi_segmap_ready(void *p, size_t size);
 
 static inline unsigned smi_map_of(uintptr_t u) {
   return u < ((uintptr_t)1 << SMI_ADDR_BITS) ? smi_segmap[u >> SMI_SEG_SHIFT] : SMI_MAP_NONE;
