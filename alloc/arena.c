@@ -211,8 +211,11 @@ static void revisit(sm_arena_t *a) {
   __atomic_store_n(&a->revisit_at, NULL, __ATOMIC_RELAXED);
 }
 
-/* A block's bump moves: the pool counts what the heap holds (smi_pool_touch). */
+/* A block's bump moves: the pool counts what the heap holds (smi_pool_touch).
+ * A block cut to its end has nothing to extend: it says so before the count
+ * (the common case once the heap is warm: a full current block). */
 static bool extend(smi_block_t *b) {
+  if (b->bump >= b->nslots) return false;
   size_t before = smi_pool_touched(b);
   if (!smi_block_extend(b)) return false;
   smi_pool_touch(before, smi_pool_touched(b));
