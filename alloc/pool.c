@@ -298,13 +298,17 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
    * arena that can be closed. */
   bool may_adopt = a->type == SMI_ARENA_ROOT;
   bool reclaimed = false;
-  int saved_errno = errno; /* a mapping refused before the reclaim is no error if the one after it works */
+  /* A mapping refused (a new segment, a released one mapped again) before the
+   * reclaim is no error if a block comes after it, whichever way it comes:
+   * every return of a block puts errno back. */
+  int saved_errno = errno;
   for (;;) {
     smi_lock(&pool_lock);
     smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, false);
     smi_block_t *b = may_adopt ? adopt(cls) : NULL;
     if (b) {
       smi_unlock(&pool_lock);
+      errno = saved_errno;
       return b;
     }
     /* Prefer an empty block already cut for this class, among the most recent few. */
@@ -334,7 +338,6 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
         continue;
       }
       if (!seg) return NULL;
-      errno = saved_errno;
       smi_lock(&pool_lock);
       for (uint32_t i = seg->nblocks; i-- > 1;) {
         seg->blocks[i].empty_since = smi_now_ms();
@@ -346,11 +349,13 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
     if (ready_for(b, cls)) {
       if (b->flags & SMI_BLOCK_CLOSED) smi_block_reopen(b);
       smi_pool_touch(0, touched(b));
+      errno = saved_errno;
       return b;
     }
     if (b->flags & SMI_BLOCK_DECOMMITTED) smi_os_account_recommit(smi_block_span(b));
     if (smi_block_format(b, cls)) {
       smi_pool_touch(0, touched(b));
+      errno = saved_errno;
       return b;
     }
     /* Its epochs are used up: it stays out of service for good. */
