@@ -188,6 +188,7 @@ void smi_revisit_push(sm_arena_t *a, smi_block_t *b) {
  * one looked at: a fork child that lacks this thread queues them again
  * (revisit_after_fork). */
 static void revisit(sm_arena_t *a) {
+  if (!atomic_load_explicit(&a->revisit, memory_order_relaxed)) return; /* (no locked instruction then) */
   smi_block_t *f = atomic_exchange_explicit(&a->revisit, NULL, memory_order_acquire);
   __atomic_store_n(&a->revisit_rest, f, __ATOMIC_RELEASE);
   while ((f = a->revisit_rest) != NULL) {
@@ -228,16 +229,32 @@ static bool recut(smi_block_t *b, unsigned cls) {
   return cut;
 }
 
+/* A block with room for at least 1/32 of its slots (and at least one). A
+ * heap whose free slots are spread thin over many blocks (random frees into
+ * a steady live set) would otherwise switch blocks every few allocations: a
+ * block switch looks at a few blocks (SMI_SCANT_LOOK), and when all have less,
+ * it takes an empty block instead, which stays on: free slots gather until a
+ * typical block has that much room, at most 1/32 of the class's slots more. */
+#define SMI_SCANT_LOOK 4
+static bool roomy(const smi_block_t *b) { return b->used + 1 + b->nslots / 32 <= b->nslots; }
+
 /* A block of class cls with room from a's own lists (under a->lock), NULL if
- * none: blocks that other threads freed into come back first, and blocks
- * found without room go to the full list. */
-static smi_block_t *take_avail(sm_arena_t *a, unsigned cls) {
+ * none (picky: none roomy among the first few with room): blocks that other
+ * threads freed into come back first, and blocks found without room go to
+ * the full list. */
+static smi_block_t *take_avail(sm_arena_t *a, unsigned cls, bool picky) {
   smi_block_t *b;
   revisit(a);
+  unsigned scant = 0;
   while ((b = a->avail[cls].head) != NULL) {
     smi_blist_remove(&a->avail[cls], b);
     if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
-    if (has_room(b)) return b;
+    if (has_room(b)) {
+      if (!picky || roomy(b)) return b;
+      smi_blist_push_tail(&a->avail[cls], b); /* it gathers frees meanwhile */
+      if (++scant == SMI_SCANT_LOOK) return NULL;
+      continue;
+    }
     __atomic_store_n(&b->owner, smi_owner_full(a), __ATOMIC_SEQ_CST);
     /* A remote free that saw the untagged owner did not queue the block: check. */
     if (atomic_load_explicit(&b->remote, memory_order_seq_cst)) smi_revisit_push(a, b);
@@ -274,19 +291,27 @@ static smi_block_t *switch_block(sm_arena_t *a, unsigned cls, smi_block_t *old) 
     /* A remote free that saw the untagged owner did not queue the block: check. */
     if (atomic_load_explicit(&old->remote, memory_order_seq_cst)) smi_revisit_push(a, old);
     smi_blist_push(&a->full, old);
-    smi_arena_set_current(a, cls, &smi_block_none);
   }
-  smi_block_t *b = take_avail(a, cls);
+  /* (the direct slots still name old: this thread, which alone reads them,
+   * makes another block current before it reads them again) */
+  smi_block_t *b = take_avail(a, cls, true);
   if (b && !wants_recut(b)) {
     make_current(a, cls, b);
     smi_unlock(&a->lock);
     return b;
   }
+  if (old != &smi_block_none) smi_arena_set_current(a, cls, &smi_block_none);
   smi_unlock(&a->lock);
   /* (the pool's lock comes after a->lock, and smi_pool_take may take a->lock
    * itself to reclaim memory: not under it) */
   if (!b) b = smi_pool_take(a, cls);
-  if (!b) return NULL;
+  if (!b) { /* out of memory: a block with less room will do */
+    smi_lock(&a->lock);
+    if ((b = take_avail(a, cls, false)) != NULL && !wants_recut(b)) make_current(a, cls, b);
+    smi_unlock(&a->lock);
+    if (!b) return NULL;
+    if (!wants_recut(b)) return b;
+  }
   if (wants_recut(b)) recut(b, cls);
   smi_lock(&a->lock);
   make_current(a, cls, b);
