@@ -87,7 +87,7 @@ static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *se
 
 void *sm_deref(sm_handle_t h) {
   if (!__builtin_parityll(h)) return NULL;
-  smi_segslot_t *slot = &smi_segtab[h_id(h)];
+  smi_segslot_t *slot = &smi_segtab[smi_id_in_reach(h_id(h))];
   smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
   if (!seg) return NULL;
   if (smi_unlikely(slot->is_large)) {
@@ -101,7 +101,7 @@ void *sm_deref(sm_handle_t h) {
 
 int sm_hfree(sm_handle_t h) {
   if (!__builtin_parityll(h)) return ESTALE;
-  uint32_t id = h_id(h);
+  uint32_t id = smi_id_in_reach(h_id(h));
   smi_segslot_t *slot = &smi_segtab[id];
   smi_segment_t *seg = atomic_load_explicit(&slot->seg, memory_order_acquire);
   if (!seg) return ESTALE;

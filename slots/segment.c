@@ -21,27 +21,32 @@ smi_counter_t smi_counters[SMI_COUNTS]; /* counters.h */
 static const uint8_t zero_page[SMI_OS_PAGE] __attribute__((aligned(64)));
 uint8_t *smi_segmap = (uint8_t *)zero_page;
 smi_segslot_t *smi_segtab = (smi_segslot_t *)zero_page;
+uint32_t smi_segtab_mask = SMI_OS_PAGE / sizeof(smi_segslot_t) - 1; /* the zero page's ids */
 #define MAP_BYTES (SMI_SEGMAP_LEN * sizeof(uint8_t))
 #define TAB_BYTES (SMI_SEG_IDS * sizeof(smi_segslot_t))
 static _Atomic uint64_t map_writable[MAP_BYTES / SMI_OS_PAGE / 64]; /* a bit per page */
 static _Atomic uint64_t tab_writable[TAB_BYTES / SMI_OS_PAGE / 64];
-static _Atomic int tables_state; /* 0: the zero page; 1: being reserved; 2: reserved */
+static _Atomic int tables_state; /* 0: not (both) reserved; 1: being reserved; 2: reserved */
 
+/* The map first, on its own (free reads it for any pointer), then the id
+ * table; each stays reserved once it is (a later call tries the other). The
+ * id mask widens after the table's pointer changes: a reader that loads it
+ * first, with acquire (smi_id_in_reach), never pairs the wide mask with the
+ * zero page. */
 static bool tables_reserve(void) {
   int st = atomic_load_explicit(&tables_state, memory_order_acquire);
   while (st != 2) {
     if (st == 0 &&
         atomic_compare_exchange_weak_explicit(&tables_state, &st, 1, memory_order_acquire, memory_order_acquire)) {
-      uint8_t *map = smi_os_table_reserve(MAP_BYTES), *tab = map ? smi_os_table_reserve(TAB_BYTES) : NULL;
-      if (!tab) {
-        if (map) smi_os_release(map, MAP_BYTES);
-        atomic_store_explicit(&tables_state, 0, memory_order_release);
-        return false;
+      uint8_t *map = smi_segmap == zero_page ? smi_os_table_reserve(MAP_BYTES) : smi_segmap;
+      if (map) __atomic_store_n(&smi_segmap, map, __ATOMIC_RELEASE);
+      uint8_t *tab = map ? smi_os_table_reserve(TAB_BYTES) : NULL;
+      if (tab) {
+        __atomic_store_n(&smi_segtab, (smi_segslot_t *)tab, __ATOMIC_RELEASE);
+        __atomic_store_n(&smi_segtab_mask, (uint32_t)(SMI_SEG_IDS - 1), __ATOMIC_RELEASE);
       }
-      __atomic_store_n(&smi_segmap, map, __ATOMIC_RELAXED);
-      __atomic_store_n(&smi_segtab, (smi_segslot_t *)tab, __ATOMIC_RELAXED);
-      atomic_store_explicit(&tables_state, 2, memory_order_release);
-      return true;
+      atomic_store_explicit(&tables_state, tab ? 2 : 0, memory_order_release);
+      return tab != NULL;
     }
     if (st == 1) sched_yield(); /* another thread reserves them */
     st = atomic_load_explicit(&tables_state, memory_order_acquire);

@@ -174,6 +174,14 @@ _Static_assert(sizeof(smi_segslot_t) == 32, "smi_segslot_t is 32 bytes");
  * points at a page of zeros (nothing is ours). */
 extern uint8_t *smi_segmap __attribute__((visibility("hidden"))); /* one load, not through the GOT */
 extern smi_segslot_t *smi_segtab __attribute__((visibility("hidden")));
+/* The ids the id table reaches: all, once it is reserved; before (or if the
+ * OS refuses it), the zero page's 128, where no id was ever taken. */
+extern uint32_t smi_segtab_mask __attribute__((visibility("hidden")));
+/* An id a handle carries, which may be forged, made one the table reaches
+ * (past the zero page: one of its empty slots); smi_segtab is read after it. */
+static inline uint32_t smi_id_in_reach(uint32_t id) {
+  return id & __atomic_load_n(&smi_segtab_mask, __ATOMIC_ACQUIRE);
+}
 /* Makes the map's entries of [p, p+size) writable (smi_os_ready_fn); false
  * if the OS refuses. Every mapping of ours is ready before it is used. */
 bool smi_segmap_ready(void *p, size_t size);
