@@ -256,6 +256,8 @@ WORKLOADS = [
     Workload("alloctest-2", "bench", "the same in 2 threads, each with its own window", bench("alloctest", "-t", 2)),
     Workload("larson", "bench", "threads replace random slots of an array, then hand it to a new thread",
              bench("larson", threads=True)),
+    Workload("replace", "bench", "a live set of 40,000 objects of 128 B nearly filling their blocks, replaced at random "
+             "10M times (a cache of fixed-size records)", bench("replace")),
     Workload("longrun", "bench", "a live set of 20,000 (8-264 B, 1 in 32 1-9 KiB) replaced 20M times, the mix shifting",
              bench("longrun"), curve="ops"),
     Workload("idle", "bench", "a 200 MB burst, 99% freed, then 3 s idle with a few fast-path calls: RSS every 50 ms",
