@@ -81,6 +81,9 @@ static inline __attribute__((always_inline)) void *deref_small(smi_segment_t *se
   size_t size = __atomic_load_n(&b->size, __ATOMIC_RELAXED);
   atomic_thread_fence(memory_order_acquire);
   if (atomic_load_explicit(&b->epoch, memory_order_relaxed) != e) return NULL;
+  /* i was checked against nslots before e was read: a cut that moved the
+   * epoch in between publishes its own nslots last (0 until then) */
+  if (i >= atomic_load_explicit((_Atomic uint32_t *)&b->nslots, memory_order_relaxed)) return NULL;
   if (ip) *ip = i;
   return start + (size_t)i * size;
 }

@@ -299,9 +299,12 @@ bool smi_block_format(smi_block_t *b, unsigned cls) {
   atomic_thread_fence(memory_order_release);
   SMI_VG_NOACCESS(start, n * size); /* slots: not cut yet */
   SMI_VG_DEFINED(gens, table);      /* the generations */
-  __atomic_store_n(&b->gens, gens, __ATOMIC_RELAXED);
+  /* The new table is written before it is published: a reader racing the
+   * cut (it read the old nslots) reads none of the old slots' bytes there as
+   * a generation. */
   smi_gens_fresh(gens, smi_gens_len(n));
   memset(gens + smi_gens_len(n), 0, table - smi_gens_len(n)); /* offsets past the last slot: never live */
+  __atomic_store_n(&b->gens, gens, __ATOMIC_RELAXED);
   __atomic_store_n(&b->start, start, __ATOMIC_RELAXED);
   __atomic_store_n(&b->size, (size_t)size, __ATOMIC_RELAXED);
   b->cls = (uint8_t)cls;
