@@ -304,12 +304,14 @@ static smi_block_t *switch_block(sm_arena_t *a, unsigned cls, smi_block_t *old) 
   smi_unlock(&a->lock);
   /* (the pool's lock comes after a->lock, and smi_pool_take may take a->lock
    * itself to reclaim memory: not under it) */
+  int saved_errno = errno;
   if (!b) b = smi_pool_take(a, cls);
-  if (!b) { /* out of memory: a block with less room will do */
+  if (!b) { /* out of memory: a block with less room will do (no error then) */
     smi_lock(&a->lock);
     if ((b = take_avail(a, cls, false)) != NULL && !wants_recut(b)) make_current(a, cls, b);
     smi_unlock(&a->lock);
     if (!b) return NULL;
+    errno = saved_errno;
     if (!wants_recut(b)) return b;
   }
   if (wants_recut(b)) recut(b, cls);
