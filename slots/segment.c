@@ -26,7 +26,8 @@ uint32_t smi_segtab_mask = SMI_OS_PAGE / sizeof(smi_segslot_t) - 1; /* the zero 
 #define TAB_BYTES (SMI_SEG_IDS * sizeof(smi_segslot_t))
 static _Atomic uint64_t map_writable[MAP_BYTES / SMI_OS_PAGE / 64]; /* a bit per page */
 static _Atomic uint64_t tab_writable[TAB_BYTES / SMI_OS_PAGE / 64];
-static _Atomic int tables_state; /* 0: not (both) reserved; 1: being reserved; 2: reserved */
+static _Atomic bool tables_reserved;           /* both */
+static smi_lock_t tables_lock = SMI_LOCK_INIT; /* a reservation under way */
 
 /* The map first, on its own (free reads it for any pointer), then the id
  * table; each stays reserved once it is (a later call tries the other). The
@@ -34,24 +35,20 @@ static _Atomic int tables_state; /* 0: not (both) reserved; 1: being reserved; 2
  * first, with acquire (smi_id_in_reach), never pairs the wide mask with the
  * zero page. */
 static bool tables_reserve(void) {
-  int st = atomic_load_explicit(&tables_state, memory_order_acquire);
-  while (st != 2) {
-    if (st == 0 &&
-        atomic_compare_exchange_weak_explicit(&tables_state, &st, 1, memory_order_acquire, memory_order_acquire)) {
-      uint8_t *map = smi_segmap == zero_page ? smi_os_table_reserve(MAP_BYTES) : smi_segmap;
-      if (map) __atomic_store_n(&smi_segmap, map, __ATOMIC_RELEASE);
-      uint8_t *tab = map ? smi_os_table_reserve(TAB_BYTES) : NULL;
-      if (tab) {
-        __atomic_store_n(&smi_segtab, (smi_segslot_t *)tab, __ATOMIC_RELEASE);
-        __atomic_store_n(&smi_segtab_mask, (uint32_t)(SMI_SEG_IDS - 1), __ATOMIC_RELEASE);
-      }
-      atomic_store_explicit(&tables_state, tab ? 2 : 0, memory_order_release);
-      return tab != NULL;
+  if (atomic_load_explicit(&tables_reserved, memory_order_acquire)) return true;
+  smi_lock(&tables_lock);
+  if (!atomic_load_explicit(&tables_reserved, memory_order_relaxed)) {
+    uint8_t *map = smi_segmap == zero_page ? smi_os_table_reserve(MAP_BYTES) : smi_segmap;
+    if (map) __atomic_store_n(&smi_segmap, map, __ATOMIC_RELEASE);
+    uint8_t *tab = map ? smi_os_table_reserve(TAB_BYTES) : NULL;
+    if (tab) {
+      __atomic_store_n(&smi_segtab, (smi_segslot_t *)tab, __ATOMIC_RELEASE);
+      __atomic_store_n(&smi_segtab_mask, (uint32_t)(SMI_SEG_IDS - 1), __ATOMIC_RELEASE);
+      atomic_store_explicit(&tables_reserved, true, memory_order_release);
     }
-    if (st == 1) sched_yield(); /* another thread reserves them */
-    st = atomic_load_explicit(&tables_state, memory_order_acquire);
   }
-  return true;
+  smi_unlock(&tables_lock);
+  return atomic_load_explicit(&tables_reserved, memory_order_acquire);
 }
 
 __attribute__((constructor)) static void tables_at_load(void) { tables_reserve(); }
@@ -106,6 +103,9 @@ static size_t reserve_left;   /* segments left there */
 static void forget_frees(smi_block_t *b) { atomic_store(&b->inflight, 0); }
 
 void smi_segment_after_fork(bool *mine) {
+  /* A reservation of the tables may be half done: the next call finishes it
+   * (each table's pointer changes only once it is reserved). */
+  smi_lock_orphaned(&tables_lock, mine);
   /* A pop from the free-id stack may be half done: forget the stack (its ids
    * are not reused in the child). */
   if (smi_lock_orphaned(&ids_lock, mine)) ids_free = 0;
