@@ -132,8 +132,9 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     SMI_VG_DEFINED(&seg->large_obj, sizeof seg->large_obj); /* hidden again below: the segment may move */
     /* (the hardened build's resize only shrinks, its guard pages split the
      * mapping: one too small is unmapped) */
-    bool fits = room >= size && room / 2 <= size + SMI_OS_PAGE;
-    if (!fits && !smi_large_resize(&seg, size)) {
+    /* under a byte cap, which counts the whole mapping, only an exact fit */
+    bool fits = a->limit ? room == smi_large_room_for(seg, size) : room >= size && room / 2 <= size + SMI_OS_PAGE;
+    if (!fits && !smi_large_resize(&seg, size, a->limit != 0)) {
       smi_large_unmap(seg);
       seg = NULL;
     }
@@ -205,16 +206,27 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     *dead = true;
     return NULL;
   }
-  /* the caller moves it instead, charging the cap exactly (and in the valgrind
-   * build telling memcheck, as for any move); the hardened build resizes it
-   * too, its guard pages made anew (smi_large_resize) */
-  if (a->limit || SMI_VG_ON) {
+  /* the valgrind build has the caller move it, telling memcheck as for any
+   * move; the hardened build resizes it too, its guard pages made anew
+   * (smi_large_resize) */
+  if (SMI_VG_ON) {
     smi_unlock(&a->lock);
     return NULL;
   }
+  /* Under a byte cap the growth is charged before it is made, and exactly (no
+   * room for the next one): a move would count the old and the new object at
+   * once. The lock keeps the cap from changing meanwhile. */
+  size_t was = seg->large_size, charged = 0;
+  if (a->limit && size > was) {
+    charged = smi_large_room_for(seg, size) - was;
+    if (!smi_arena_charge(a, charged)) { /* (a move fails too, unless it leaves the arena) */
+      smi_unlock(&a->lock);
+      return NULL;
+    }
+  }
   uint8_t *before = seg->large_obj;
   smi_segment_t *moved = seg;
-  void *q = smi_large_resize(&moved, size);
+  void *q = smi_large_resize(&moved, size, a->limit != 0);
   if (q && moved != seg) {
     /* The pages moved: relink, and the old handle goes stale with the old address. */
     if (moved->large_prev) moved->large_prev->large_next = moved;
@@ -223,6 +235,10 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     smi_large_revive(moved);
   } else if (q && (uint8_t *)q != before) {
     smi_large_revive(moved);
+  }
+  if (a->limit) { /* settle the charge: what it took, or what a shrink gave back */
+    size_t now = q ? moved->large_size : was;
+    if (now < was + charged) smi_arena_uncharge(a, was + charged - now);
   }
   smi_unlock(&a->lock);
   errno = saved_errno;

@@ -103,13 +103,18 @@ void smi_large_unmap(smi_segment_t *seg) {
   smi_id_give_back(id);
 }
 
-void *smi_large_resize(smi_segment_t **segp, size_t size) {
+size_t smi_large_room_for(const smi_segment_t *seg, size_t size) {
+  size_t off = smi_large_offset(seg);
+  return ((off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1)) - off;
+}
+
+void *smi_large_resize(smi_segment_t **segp, size_t size, bool exact) {
   smi_segment_t *seg = *segp;
   size_t off = smi_large_offset(seg);
   if (size > ((size_t)1 << SMI_ADDR_BITS) - off - SMI_SEG_SIZE) return NULL;
   size_t map = ((off + size + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1)) + SMI_HD_GUARD;
   if (map <= seg->map_size) {
-    if (map < seg->map_size / 2) { /* give back the tail when it is most of it */
+    if (map < seg->map_size / 2 || (exact && map < seg->map_size)) { /* give back the tail when it is most of it */
       large_map_set(seg, SMI_MAP_NONE);
       smi_os_shrink(seg, seg->map_size, map);
       smi_os_guard((uint8_t *)seg + map - SMI_HD_GUARD, SMI_HD_GUARD); /* hardened: the new trailing guard page */
@@ -124,7 +129,7 @@ void *smi_large_resize(smi_segment_t **segp, size_t size) {
    * body grows past its trailing guard, or the head and the body move
    * (smi_os_grow_guarded). An object aligned past 4 MiB stays as it is. */
   if (seg->large_align > SMI_SEG_SIZE) return NULL;
-  size_t grown = (map + map / 4 + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1); /* room for the next growth */
+  size_t grown = exact ? map : (map + map / 4 + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1); /* room for the next growth */
   large_map_set(seg, SMI_MAP_NONE);
   smi_segment_t *moved =
       smi_os_grow_guarded(seg, seg->map_size, grown, off, SMI_HD_GUARD, SMI_SEG_SIZE, smi_segmap_ready);
@@ -144,8 +149,7 @@ void *smi_large_resize(smi_segment_t **segp, size_t size) {
   return moved->large_obj;
 #else
   /* Grow: in place if the pages after it are free, else move the pages (no copy). */
-  size_t grown = map + map / 4; /* room for the next growth */
-  grown = (grown + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1);
+  size_t grown = exact ? map : (map + map / 4 + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1); /* room for the next growth */
   if ((smi_segmap_ready(seg, grown) && smi_os_grow_in_place(seg, seg->map_size, grown)) ||
       (smi_segmap_ready(seg, map) && smi_os_grow_in_place(seg, seg->map_size, grown = map))) {
     seg->map_size = grown;

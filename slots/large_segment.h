@@ -16,8 +16,10 @@ void smi_large_revive(smi_segment_t *seg);
 /* Marks the object dead in the maps without unmapping (for the cache). */
 void smi_large_kill(smi_segment_t *seg);
 /* Tries to make the large object size bytes without moving it (or by moving
- * its pages); returns the object's address, or NULL. */
-void *smi_large_resize(smi_segment_t **segp, size_t size);
+ * its pages); returns the object's address, or NULL. A growth takes a quarter
+ * more for the next one and a shrink keeps the tail unless it is most of the
+ * mapping; exact (under a byte cap, which counts the mapping): neither. */
+void *smi_large_resize(smi_segment_t **segp, size_t size, bool exact);
 /* The handle tag a live large object carries. */
 static inline uint64_t smi_large_tag(const smi_segment_t *seg) {
   return ((uint64_t)smi_segtab[seg->id].epoch << 8) | __atomic_load_n(&seg->large_gen, __ATOMIC_RELAXED);
@@ -30,5 +32,7 @@ static inline size_t smi_large_offset(const smi_segment_t *seg) { return (size_t
 static inline size_t smi_large_room(const smi_segment_t *seg) {
   return seg->map_size - smi_large_offset(seg) - SMI_HD_GUARD;
 }
+/* The room an exact growth to size bytes gives (whole pages). */
+size_t smi_large_room_for(const smi_segment_t *seg, size_t size);
 
 #endif

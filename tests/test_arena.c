@@ -950,6 +950,48 @@ Test(limit, single_allocation_past_limit) {
   tu_arena_drop(a);
 }
 
+/* Under a byte cap, realloc of a large object counts what it ends as, not the
+ * old and the new object at once: 500 KiB grows to 900 KiB under a 1 MiB cap
+ * (it was ENOMEM: the object was moved), a growth past the cap is ENOMEM with
+ * the object untouched, and a shrink gives its bytes back to the cap. */
+Test(limit, large_realloc_counts_what_it_ends_as) {
+  sm_arena_t *a = sm_arena_new(NULL);
+  cr_assert_not_null(a);
+  cr_assert_eq(sm_arena_set_limit(a, 1 * MiB), 0);
+  sm_arena_t *was = sm_arena_enter(a);
+  unsigned char *p = malloc(500 * KiB);
+  cr_assert_not_null(p);
+  memset(p, 0x5a, 500 * KiB);
+  unsigned char *q = realloc(p, 900 * KiB);
+  cr_assert_not_null(q, "500 KiB -> 900 KiB refused under a 1 MiB cap (errno %d)", errno);
+  for (size_t i = 0; i < 500 * KiB; i += 4096) cr_assert_eq(q[i], 0x5a, "byte %zu lost in the growth", i);
+  memset(q, 0x6b, 900 * KiB);
+  sm_stats_t st;
+  sm_arena_stats(a, &st);
+  cr_assert_leq(st.bytes_live, 1 * MiB, "bytes_live %zu past the cap", st.bytes_live);
+  cr_assert_geq(st.bytes_live, 900 * KiB);
+
+  errno = 0;
+  cr_assert_null(realloc(q, 1100 * KiB), "1100 KiB passed a 1 MiB cap");
+  cr_assert_eq(errno, ENOMEM);
+  for (size_t i = 0; i < 900 * KiB; i += 4096) cr_assert_eq(q[i], 0x6b, "byte %zu changed by the refused growth", i);
+
+  q = realloc(q, 300 * KiB); /* a shrink gives the cap its bytes back */
+  cr_assert_not_null(q);
+  unsigned char *r = malloc(600 * KiB);
+  cr_assert_not_null(r, "no room for 600 KiB beside 300 KiB under a 1 MiB cap after the shrink");
+  sm_arena_stats(a, &st);
+  cr_assert_leq(st.bytes_live, 1 * MiB, "bytes_live %zu past the cap", st.bytes_live);
+  free(r);
+  free(q);
+  sm_arena_stats(a, &st);
+  cr_assert_eq(st.bytes_live, 0, "bytes_live %zu with nothing live", st.bytes_live);
+  cr_assert_not_null(p = malloc(1000 * KiB), "the cap lost count: 1000 KiB refused in an empty arena");
+  free(p);
+  sm_arena_enter(was);
+  tu_arena_drop(a);
+}
+
 /* ---- statistics ----------------------------------------------------------------- */
 
 /* sm_arena_stats counts a's live objects and bytes (usable sizes), rolled up over children. */
