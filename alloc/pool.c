@@ -106,18 +106,43 @@ typedef struct {
   uint64_t stamp; /* other than 0: the cooled blocks' empty_since */
 } cool_batch_t;
 
+/* Whether the blocks of seg strictly between a and b all wait cold in the
+ * pool: a range may then run over them (their pages are given back already;
+ * given back again, they cost the kernel a walk of empty page tables, not a
+ * call of their own). Under pool_lock, which every taker of a waiting block
+ * holds. */
+static bool cold_between(const smi_block_t *a, const smi_block_t *b) {
+  smi_segment_t *seg = smi_segment_at((uintptr_t)a);
+  if (seg != smi_segment_at((uintptr_t)b)) return false;
+  for (uint32_t i = a->index + 1u; i < b->index; i++)
+    if (!waits(seg, i) || !is_cold(&seg->blocks[i])) return false;
+  return true;
+}
+
 static void cool_flush(cool_batch_t *c) {
+  /* In address order (the batch comes in age order), so that neighbours and
+   * blocks with only cold waiting blocks between them make one range: the
+   * pool cools runs of a segment's blocks that other blocks cooled earlier
+   * split (stress: a fifth fewer calls, see README). */
+  for (size_t i = 1; i < c->n; i++) {
+    smi_block_t *b = c->b[i];
+    size_t j = i;
+    for (; j > 0 && (uintptr_t)c->b[j - 1] > (uintptr_t)b; j--) c->b[j] = c->b[j - 1];
+    c->b[j] = b;
+  }
   smi_os_range_t r[COOL_BATCH];
-  size_t k = 0;
+  size_t k = 0, warm = 0;
   for (size_t i = 0; i < c->n; i++) {
     uint8_t *base = smi_block_base(c->b[i]);
     size_t span = smi_block_span(c->b[i]);
-    if (k && (uint8_t *)r[k - 1].p + r[k - 1].size == base) r[k - 1].size += span;
+    warm += span;
+    if (k && cold_between(c->b[i - 1], c->b[i])) r[k - 1].size = (size_t)(base + span - (uint8_t *)r[k - 1].p);
     else r[k++] = (smi_os_range_t){base, span};
   }
   /* (the generation tables go too: they read as zero afterwards, which is what
    * a fresh cut wants; the epochs, in the segment header, stay) */
-  smi_os_decommit_ranges(r, k);
+  smi_os_discard(r, k);
+  smi_os_account_decommit(warm);
   for (size_t i = 0; i < c->n; i++) {
     smi_block_t *b = c->b[i];
     set_flags(b, (uint8_t)(b->flags | SMI_BLOCK_DECOMMITTED));

@@ -42,6 +42,7 @@ static void account(ptrdiff_t delta) {
 size_t smi_os_committed(void) { return atomic_load_explicit(&committed, memory_order_relaxed); }
 size_t smi_os_committed_peak(void) { return atomic_load_explicit(&committed_peak, memory_order_relaxed); }
 void smi_os_account_recommit(size_t size) { account((ptrdiff_t)size); }
+void smi_os_account_decommit(size_t size) { account(-(ptrdiff_t)size); }
 
 uint64_t smi_now_ms(void) {
   struct timespec ts;

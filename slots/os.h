@@ -35,6 +35,9 @@ void smi_os_decommit_ranges(const smi_os_range_t *r, size_t n);
 /* The same, not counted as decommitted: for pages inside memory the caller
  * still counts as committed (a block's free slots). */
 void smi_os_discard(const smi_os_range_t *r, size_t n);
+/* Counts size bytes as decommitted, for memory given back with
+ * smi_os_discard (whose ranges may run over memory decommitted before). */
+void smi_os_account_decommit(size_t size);
 /* Unmaps memory already decommitted (not counted as committed any more). */
 void smi_os_release(void *p, size_t size);
 /* Maps [p, p+size) again after smi_os_release, only if nothing else took that

@@ -9,8 +9,10 @@
  *   peak   the highest RSS seen after a step
  *   live   the bytes of the buffers at the end, in KiB
  *
- * With "swing PAUSE_MS": see swing() below. */
+ * With "swing PAUSE_MS", "scatter PAUSE_MS", "checker PAUSE_MS": see those
+ * functions below. */
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,7 +105,85 @@ static int swing(long pause) {
   return 0;
 }
 
+/* Slow calls enough for an upkeep (one every 16): large objects, each one a
+ * slow call. */
+static void upkeep_now(void) {
+  for (int i = 0; i < 40; i++) free(malloc(1 << 20));
+}
+
+/* "scatter PAUSE_MS": SLOTS objects of 12 KiB (a medium class: the pages of
+ * a free slot past its first make 8 KiB at most), every page written; every
+ * other one freed, the last kept (no free slot past the last in use), then
+ * two pauses of PAUSE_MS with an upkeep after each, then malloc_trim(0). It
+ * prints:
+ *   calls  the give-back system calls of the pauses
+ *   held   RSS in KiB before malloc_trim
+ *   after  RSS in KiB after it */
+#define MID (12 << 10)
+static int scatter(long pause) {
+  static char *p[SLOTS];
+  for (int i = 0; i < SLOTS; i++) {
+    if (!(p[i] = malloc(MID))) return 1;
+    memset(p[i], i + 1, MID);
+  }
+  for (int i = 0; i < SLOTS - 1; i += 2) free(p[i]);
+  size_t before, after;
+  calls_now(&before);
+  for (int k = 0; k < 2; k++) {
+    pause_ms(pause);
+    upkeep_now();
+  }
+  calls_now(&after);
+  long held = rss_kib();
+  malloc_trim(0);
+  printf("calls %zu\nheld %ld\nafter %ld\n", after - before, held, rss_kib());
+  for (int i = 1; i < SLOTS; i += 2) free(p[i]);
+  return 0;
+}
+
+/* "checker PAUSE_MS": 1 KiB objects filling about 32 small blocks (64 KiB,
+ * side by side in one segment); the objects of every other block freed (the
+ * blocks go to the pool empty), a pause of PAUSE_MS and an upkeep (the pool
+ * gives their memory back: one call each, none are neighbours), then the
+ * objects of the blocks between them freed, a pause and an upkeep again. It
+ * prints:
+ *   calls  the give-back system calls of the second upkeep
+ *   blocks the blocks freed then */
+#define SMALL_OBJS 2000
+static int checker(long pause) {
+  static char *p[SMALL_OBJS];
+  for (int i = 0; i < SMALL_OBJS; i++) {
+    if (!(p[i] = malloc(1024))) return 1;
+    memset(p[i], 1, 1024);
+  }
+  /* the blocks in address order, the current one (the last object's) left out */
+  uintptr_t last = (uintptr_t)p[SMALL_OBJS - 1] >> 16, first = (uintptr_t)p[0] >> 16;
+  for (int i = 0; i < SMALL_OBJS; i++) {
+    uintptr_t blk = (uintptr_t)p[i] >> 16;
+    if (blk < first) first = blk;
+  }
+  int freed = 0;
+  size_t before, after;
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < SMALL_OBJS; i++) {
+      uintptr_t blk = (uintptr_t)p[i] >> 16;
+      if (!p[i] || blk == last || (blk - first) % 2 != (uintptr_t)round) continue;
+      free(p[i]);
+      p[i] = NULL;
+      freed++;
+    }
+    calls_now(&before);
+    pause_ms(pause);
+    upkeep_now();
+    calls_now(&after);
+  }
+  printf("calls %zu\nobjects %d\n", after - before, freed);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc > 2 && strcmp(argv[1], "swing") == 0) return swing(atol(argv[2]));
+  if (argc > 2 && strcmp(argv[1], "scatter") == 0) return scatter(atol(argv[2]));
+  if (argc > 2 && strcmp(argv[1], "checker") == 0) return checker(atol(argv[2]));
   return grow();
 }
