@@ -64,12 +64,17 @@ Test(merge, remote_free_queueing_a_merged_block_reaches_the_new_arena, .timeout 
   int n = 0;
   objs[n++] = sm_malloc(SIZE);
   smi_block_t *x = smi_block_of(objs[0]);
-  for (;;) { /* until the next object opens another block: x is full */
+  /* until the objects past x fill another block and open a third: x is full,
+   * and that switch moved it from the avail list to the full list */
+  for (smi_block_t *next = NULL;;) {
     cr_assert_lt(n, 256);
     void *p = sm_malloc(SIZE);
     cr_assert_not_null(p);
     objs[n++] = p;
-    if (smi_block_of(p) != x) break;
+    smi_block_t *b = smi_block_of(p);
+    if (b == x) continue;
+    if (next && b != next) break;
+    next = b;
   }
   sm_arena_enter(NULL);
   cr_assert_eq(x->owner, smi_owner_full(src), "the block is not on src's full list");

@@ -64,19 +64,30 @@ static void *spill[MAX_OBJS]; /* objects past the full blocks */
 static int nspill;
 
 /* Fills blocks with the calling thread's objects until n of them went full:
- * each is full, all its slots the thread's, its owner tagged full. */
+ * each is full, all its slots the thread's, its owner tagged full. (A block
+ * a switch leaves goes to the avail list; the next switch finds it without
+ * room and moves it to the full list: the objects past the n blocks fill one
+ * more block and open another.) */
 static void fill_blocks(full_block_t *out, int n) {
   sm_arena_t *a = smi_tls_cur;
   int k = -1;
+  smi_block_t *spill_block = NULL;
   for (int tries = 0; tries < MAX_OBJS * 4; tries++) {
     void *p = sm_malloc(SIZE);
     cr_assert_not_null(p);
     smi_block_t *b = smi_block_of(p);
+    if (spill_block) {
+      cr_assert_lt(nspill, MAX_OBJS);
+      spill[nspill++] = p;
+      if (b != spill_block) break; /* it opened another block: out[k] went to the full list */
+      continue;
+    }
     if (k < 0 || b != out[k].b) {
       if (k + 1 == n) {
         cr_assert_lt(nspill, MAX_OBJS);
         spill[nspill++] = p; /* it opened another block: out[k] went full */
-        break;
+        spill_block = b;
+        continue;
       }
       out[++k] = (full_block_t){.b = b};
     }
