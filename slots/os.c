@@ -194,21 +194,27 @@ static bool discard_batch(const smi_os_range_t *r, size_t n) {
 #endif
 }
 
-/* True unless /proc/self/status says no seccomp filter is in force. */
+size_t smi_os_read_file(const char *path, char *buf, size_t size) {
+  int saved = errno;
+  size_t len = 0;
+  long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    long got;
+    while (len + 1 < size && (got = syscall(SYS_read, fd, buf + len, size - 1 - len)) > 0) len += (size_t)got;
+    syscall(SYS_close, fd);
+  }
+  errno = saved;
+  if (size) buf[len] = 0;
+  return len;
+}
+
+/* True unless /proc/self/status says no seccomp filter is in force. (Called
+ * with the pool's lock held: smi_os_read_file is no cancellation point.) */
 static bool seccomp_filtered(void) {
   static _Atomic bool filtered;
   if (atomic_load_explicit(&filtered, memory_order_relaxed)) return true;
-  int saved = errno;
   char buf[4096];
-  size_t len = 0;
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ssize_t got;
-    while (len < sizeof buf - 1 && (got = read(fd, buf + len, sizeof buf - 1 - len)) > 0) len += (size_t)got;
-    close(fd);
-  }
-  errno = saved;
-  buf[len] = 0;
+  smi_os_read_file("/proc/self/status", buf, sizeof buf);
   const char *f = strstr(buf, "\nSeccomp:");
   bool none = f && f[sizeof "\nSeccomp:" - 1] == '\t' && f[sizeof "\nSeccomp:"] == '0';
   if (!none) atomic_store_explicit(&filtered, true, memory_order_relaxed);

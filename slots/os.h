@@ -82,6 +82,10 @@ void *smi_os_table_reserve(size_t size);
 bool smi_os_table_write(void *table, _Atomic uint64_t *bits, size_t from, size_t len);
 /* size random bytes from the kernel; false if it has none to give. */
 bool smi_os_random(void *buf, size_t size);
+/* Reads up to size - 1 bytes of the file at path into buf and ends them with
+ * a 0; returns how many (0 if it cannot be read). Raw system calls, so no
+ * cancellation point (the allocator calls it holding its locks), errno kept. */
+size_t smi_os_read_file(const char *path, char *buf, size_t size);
 
 /* When set, new segments prefer the NUMA node of the CPU that maps them
  * (mbind MPOL_PREFERRED); set from the SLOTMALLOC_NUMA option. */

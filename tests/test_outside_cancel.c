@@ -128,19 +128,16 @@ static void run_child(const char *name, const char *const *set, int want_exit) {
   free(env);
 }
 
-/* Disabled: for the owner of slots/os.c. With SLOTMALLOC_BATCH_MADVISE=1 the
- * give-back (os.c discard, called by pool.c cool_flush and arena.c give_flush
- * with the pool's lock held) reads /proc/self/status with open() and read()
- * (seccomp_filtered, before every batch of 4 ranges or more while no filter
- * is found): cancellation points. A thread whose cancel is pending (or arrives
- * during the read) unwinds out of free, sm_collect or malloc_trim with the
- * pool's lock held; its own exit (heap_done -> smi_pool_abandon) and every
- * other thread's next pool take then wait for ever. Measured: this child
- * hangs (killed after 30 s); passes with SLOTMALLOC_BATCH_MADVISE=0. A fix:
- * read the status through syscall(SYS_openat/SYS_read/SYS_close) (not
- * cancellation points) or with cancellation disabled around it, or once at
- * start-up. */
-Test(outside_cancel, batched_give_back_is_not_a_cancellation_point, .timeout = 60, .disabled = true) {
+/* With SLOTMALLOC_BATCH_MADVISE=1 the give-back (os.c discard, called by
+ * pool.c cool_flush and arena.c give_flush with the pool's lock held) reads
+ * /proc/self/status (seccomp_filtered) before a batch of 4 ranges or more
+ * while no filter is found. It read it with open() and read(), cancellation
+ * points: a thread whose cancel was pending unwound out of free, sm_collect
+ * or malloc_trim with the pool's lock held, and its own exit (heap_done ->
+ * smi_pool_abandon) and every other thread's next pool take waited for ever
+ * (this child hung, killed after 30 s). Now raw system calls
+ * (smi_os_read_file), no cancellation points. */
+Test(outside_cancel, batched_give_back_is_not_a_cancellation_point, .timeout = 60) {
   const char *set[] = {"SLOTMALLOC_BATCH_MADVISE=1", "SLOTMALLOC_PURGE_DELAY_MS=0", NULL};
   run_child("collect", set, 0);
 }
