@@ -73,17 +73,22 @@ void smi_hd_overflow(const smi_block_t *b, const void *p) {
  * word. false, reported, if not: a write into the zero word, the link word
  * intact (NULL or a slot start of b), is a write after free; the rest is a
  * corrupted list. */
-static bool slot_ok(const smi_block_t *b, const smi_free_t *p) {
+static bool slot_ok_at(const smi_block_t *b, const smi_free_t *p, size_t *at) {
   size_t i;
   if (!smi_hd_slot_of(b, p, &i) || smi_gen_is_live(b->gens[i])) {
     smi_hd_report_list(b, p);
     return false;
   }
+  *at = i;
   if (!p->gen) return true;
   uintptr_t link = smi_link_dec(b, p, p->next);
   if (link && !smi_hd_slot_of(b, (void *)link, &i)) smi_hd_report_list(b, p);
   else report("write after free to ", p, NULL, 0, false, NULL);
   return false;
+}
+static bool slot_ok(const smi_block_t *b, const smi_free_t *p) {
+  size_t i;
+  return slot_ok_at(b, p, &i);
 }
 
 /* The popped slot p of b failed the fast path's check: reported, the freelist
@@ -96,12 +101,11 @@ void *smi_hd_pop_fail(smi_block_t *b, smi_free_t *p, size_t size) {
 
 void *smi_hd_pop(smi_block_t *b) {
   smi_free_t *p = b->free;
-  if (!slot_ok(b, p)) {
+  size_t i;
+  if (!slot_ok_at(b, p, &i)) {
     b->free = NULL;
     return NULL;
   }
-  size_t i;
-  smi_hd_slot_of(b, p, &i);
   b->free = (smi_free_t *)smi_link_dec(b, p, p->next);
   p->next = NULL;
   b->used++;

@@ -218,8 +218,8 @@ smi_segment_t *smi_segment_new(unsigned kind) {
  * Hardened build: the table first, then the slots, then the guard page, so
  * that no metadata lies where a linear overflow out of the last slot reaches
  * it (the block's head is in the header page: slots/harden.h). */
-#ifndef SMI_HARDENED
-/* Default build: a table's color, how far below the block's end it ends. At
+/* A table's color, how far below the block's end it ends (hardened build:
+ * how far above the block's base it starts, below). At
  * the end itself every block's table lies at the same offset of its 64 KiB,
  * so the tables of all blocks share a few cache sets (L1: the offset mod
  * 4 KiB; L2: mod 128 KiB), and a heap of many blocks evicts its own
@@ -235,7 +235,6 @@ static size_t table_color(const uint8_t *base, size_t spare) {
   uint32_t h = (uint32_t)((uintptr_t)base >> SMI_PAGE_SHIFT) * 0x9E3779B1u; /* neighbours and segments apart */
   return (size_t)(h >> 16) % colors * 64;
 }
-#endif
 
 smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
   uint8_t *base = smi_block_base(b);
@@ -251,6 +250,17 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
     if (l.start + l.nslots * size <= end) break;
   }
   l.table = smi_gens_len(l.nslots);
+  /* The table's color (as the default build's, above): at the block's base
+   * every block's table starts at offset 0 mod 4 KiB, all in the same L1
+   * sets. It moves up by whole cache lines as far as no slot is lost (the
+   * slots move with it only within their alignment's padding and the
+   * block's spare bytes). */
+  uintptr_t mask = ~(uintptr_t)(align - 1), last = (uintptr_t)end - l.nslots * size; /* the latest start */
+  size_t lines = 0;
+  while (lines + 1 < TABLE_COLORS && (((uintptr_t)base + (lines + 1) * 64 + l.table + align - 1) & mask) <= last)
+    lines++;
+  l.gens = base + table_color(base, lines * 64);
+  l.start = (uint8_t *)(((uintptr_t)l.gens + l.table + align - 1) & mask);
 #else
   l.start = base; /* page-aligned: every slot is aligned to its size's largest power of two */
   l.table = smi_gens_len((span + size - 1) / size);

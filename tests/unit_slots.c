@@ -167,16 +167,50 @@ Test(segment, blocks_are_cut_consistently) {
   }
 }
 
-/* Default build: the generation tables of a class's blocks end at different
- * cache-line offsets (their colors), inside the spare bytes past the last
- * slot, so they do not all share the same few cache sets: as many slots as
+/* The generation tables of a class's blocks lie at different cache-line
+ * offsets (their colors). Default build: they end at different offsets,
+ * inside the spare bytes past the last slot, so they do not all share the same few cache sets: as many slots as
  * with the table at the block's very end, the table 16-byte aligned and in
  * the block's last two pages (what a release keeps). A class with 960 spare
  * bytes or more spreads its tables over at least 12 of 16 line offsets mod
  * 4 KiB; one with 64 or more over at least 2. */
 Test(segment, tables_of_a_class_spread_over_cache_sets) {
 #ifdef SMI_HARDENED
-  cr_skip_test("the hardened build keeps its tables at the block's start");
+  /* Hardened build: the table comes first, at the block's base moved up by
+   * 0 to 15 cache lines as far as no slot is lost (n: the slots with the
+   * table at the base itself; lines: how far it can move), then the slots,
+   * then the guard page. A class that can move its tables 15 lines spreads
+   * them over at least 12 of 16 line offsets mod 4 KiB; one that can move
+   * them a line, over at least 2 (at the base itself: all at offset 0). */
+  smi_segment_t *segs[2] = {smi_segment_new(SMI_KIND_SMALL), smi_segment_new(SMI_KIND_SMALL)};
+  cr_assert(segs[0] && segs[1]);
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    if (smi_kind_of_class(cls) != SMI_KIND_SMALL) continue;
+    size_t size = smi_class_size[cls], end = SMI_SPAN_SMALL - SMI_HD_GUARD;
+    size_t align = size & -size, mask = ~(align - 1), n = (end - 16) / (size + 1);
+    while (((smi_gens_len(n) + align - 1) & mask) + n * size > end) n--;
+    size_t table = smi_gens_len(n), lines = 0;
+    while (lines < 15 && (((lines + 1) * 64 + table + align - 1) & mask) + n * size <= end) lines++;
+    uint64_t seen = 0; /* where the tables start: line offsets mod 4 KiB */
+    for (int s = 0; s < 2; s++) {
+      for (uint32_t i = 0; i < segs[s]->nblocks; i++) {
+        smi_block_t *b = &segs[s]->blocks[i];
+        cr_assert(smi_block_format(b, cls));
+        uint8_t *base = smi_block_base(b);
+        cr_assert_eq(b->nslots, n, "class %u block %u: %u slots, %zu without the color", cls, i, b->nslots, n);
+        cr_assert_geq(b->gens, base);
+        cr_assert_leq(b->gens, base + lines * 64, "class %u block %u", cls, i);
+        cr_assert_eq((uintptr_t)b->gens % 64, 0);
+        cr_assert_leq(b->gens + table, b->start, "class %u block %u", cls, i);
+        cr_assert_eq((uintptr_t)b->start % align, 0, "class %u block %u", cls, i);
+        cr_assert_leq(b->start + (size_t)b->nslots * size, base + end, "class %u block %u", cls, i);
+        seen |= (uint64_t)1 << ((uintptr_t)b->gens % 4096 / 64);
+      }
+    }
+    int colors = __builtin_popcountll(seen);
+    if (lines >= 15) cr_assert_geq(colors, 12, "class %u (%zu lines free): %d line offsets", cls, lines, colors);
+    else if (lines >= 1) cr_assert_geq(colors, 2, "class %u (%zu lines free): %d line offsets", cls, lines, colors);
+  }
 #else
   smi_segment_t *segs[2] = {smi_segment_new(SMI_KIND_SMALL), smi_segment_new(SMI_KIND_SMALL)};
   cr_assert(segs[0] && segs[1]);
