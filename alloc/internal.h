@@ -165,7 +165,9 @@ static inline void *smi_malloc(size_t size) {
     smi_block_t *b = a->direct[(size + 15) >> 4];
     smi_free_t *p = b->free;
     if (smi_likely(p != NULL)) {
-      b->free = p->next;
+      smi_free_t *next = p->next;
+      b->free = next;
+      smi_prefetch_slot(next); /* the next malloc of the class reads its link and generation pointer */
       b->used++;
       smi_gen_make_live(p->gen); /* free -> live */
       return p;
@@ -181,8 +183,7 @@ static inline void *smi_malloc(size_t size) {
 static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p, span = u >> SMI_SEG_SHIFT;
   if (smi_likely(smi_segmap[span] == SMI_MAP_SLOTS)) { /* no range check: see smi_map_of_unchecked */
-    __asm__("" : "+r"(span)); /* the segment from span, not from u again: one copy of u fewer */
-    smi_block_t *b = smi_block_at((smi_segment_t *)(span << SMI_SEG_SHIFT), u);
+    smi_block_t *b = smi_block_at_span(span, u);
     if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
       uint8_t *g;
       /* p must start a slot, which must be live, its generation not at the wrap */
