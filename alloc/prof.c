@@ -453,6 +453,10 @@ int smi_prof_write(const char *pattern) {
   if (!smi_opt.prof_sample) return EINVAL;
   char path[4096];
   if (!smi_path_expand(pattern, path, sizeof path)) return ENAMETOOLONG;
+  /* open, write and read are cancellation points, and part of the profile is
+   * written under prof_lock: a cancel acting there left the lock held (every
+   * sampled allocation of every thread then waited for it) and the file open */
+  int cancel = smi_nocancel_begin();
   bool was_busy = prof_busy;
   prof_busy = true;
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -467,6 +471,7 @@ int smi_prof_write(const char *pattern) {
     if (close(fd) != 0 && !err) err = errno;
   }
   prof_busy = was_busy;
+  smi_nocancel_end(cancel);
   return err;
 }
 
@@ -602,6 +607,7 @@ static void leak_report(int fd) {
 
 void smi_prof_at_exit(void) {
   if (!smi_opt.prof_sample && !smi_opt.leaks) return;
+  int cancel = smi_nocancel_begin(); /* exit() may run in a thread with a cancel pending */
   prof_busy = true;
   if (smi_opt.prof_sample && smi_opt.prof_file) {
     int err = smi_prof_write(smi_opt.prof_file);
@@ -618,6 +624,7 @@ void smi_prof_at_exit(void) {
     if (fd != err_fd) close(fd);
   }
   prof_busy = false;
+  smi_nocancel_end(cancel);
 }
 
 /* ---- the site of a freed object -------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE /* program_invocation_short_name */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -64,15 +65,13 @@ static void count_subtree(sm_arena_t *a, sm_stats_t *s) {
 }
 
 /* The process's resident set from /proc/self/statm (its second field, in
- * pages), read into a stack buffer; 0 if unreadable. */
+ * pages), read into a stack buffer; 0 if unreadable. Raw system calls
+ * (smi_os_read_file), no cancellation points: mallinfo, malloc_trim and
+ * sm_arena_stats come here, and a thread with a cancel pending was
+ * cancelled inside them (at read(): with the descriptor leaked). */
 static size_t rss_bytes(void) {
-  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
   char buf[128];
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  if (!smi_os_read_file("/proc/self/statm", buf, sizeof buf)) return 0;
   const char *p = buf;
   while (*p && *p != ' ') p++;
   if (!*p) return 0;
@@ -225,6 +224,8 @@ static size_t to_buffer(sm_arena_t *a, char *buf, size_t size, bool json) {
 size_t sm_stats_text(sm_arena_t *a, char *buf, size_t size) { return to_buffer(a, buf, size, false); }
 size_t sm_stats_json(sm_arena_t *a, char *buf, size_t size) { return to_buffer(a, buf, size, true); }
 
+/* Callers that write (malloc_stats, the report at exit) hold cancellation
+ * off around it (smi_nocancel_begin). */
 void smi_stats_write(int fd, bool json) {
   smi_report_t r;
   smi_stats_collect(NULL, &r);
@@ -265,8 +266,24 @@ int smi_stats_stderr(void) {
   return STDERR_FILENO;
 }
 
+static void stats_at_exit(void);
+
+int smi_nocancel_begin(void) {
+  int old = PTHREAD_CANCEL_ENABLE;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+  return old;
+}
+
+void smi_nocancel_end(int old) { pthread_setcancelstate(old, &old); }
+
 void smi_stats_at_exit(void) {
   if (!smi_opt.stats && !smi_opt.verbose) return;
+  int cancel = smi_nocancel_begin(); /* exit() may run in a thread with a cancel pending */
+  stats_at_exit();
+  smi_nocancel_end(cancel);
+}
+
+static void stats_at_exit(void) {
   bool json = smi_opt.stats == SMI_STATS_JSON;
   if (smi_opt.stats_file) {
     char path[4096];

@@ -27,6 +27,13 @@ void smi_stats_collect(sm_arena_t *a, smi_report_t *r);
 void smi_stats_count_block(const smi_block_t *b, sm_stats_t *s);
 /* Writes the process report (text or JSON) to fd. */
 void smi_stats_write(int fd, bool json);
+/* Cancellation off for the calling thread, and back as it was: around the
+ * calls that open, read or write files (cancellation points) with a lock,
+ * a flag or a descriptor of ours held, or inside a call a program expects
+ * never to be cancelled in (the malloc family and glibc's statistics calls
+ * are not cancellation points). */
+int smi_nocancel_begin(void);
+void smi_nocancel_end(int old);
 /* At start-up (options.c, once the options are read): the clock of elapsed_ms
  * starts; if a report at exit is wanted, fd 2 is kept (see stats.c). */
 void smi_stats_setup(void);

@@ -79,6 +79,7 @@ SM_EXPORT struct mallinfo mallinfo(void) {
 /* glibc's lines first (a program or script may read them), then slotmalloc's
  * own report; on fd 2, without stdio. */
 SM_EXPORT void malloc_stats(void) {
+  int cancel = smi_nocancel_begin(); /* write() is a cancellation point; glibc's malloc_stats is none */
   struct mallinfo2 mi = mallinfo2();
   char text[512];
   int n = snprintf(text, sizeof text,
@@ -91,6 +92,7 @@ SM_EXPORT void malloc_stats(void) {
     (void)w;
   }
   smi_stats_write(STDERR_FILENO, false);
+  smi_nocancel_end(cancel);
 }
 
 /* XML in the shape of glibc's (one heap): per size class, the free slots as

@@ -89,6 +89,26 @@ static void collect_all(void) {
   sm_collect(SIZE_MAX);
 }
 
+/* A profile of many stacks (more than the 4 KiB output buffer: written out
+ * while the profiler's lock is held), dumped. */
+static int prof_dump_result = -1;
+static void __attribute__((noinline)) prof_alloc_at(int depth, void **keep) {
+  if (depth) {
+    prof_alloc_at(depth - 1, keep);
+    __asm__ volatile("" ::: "memory"); /* not a tail call: each depth is a stack of its own */
+    return;
+  }
+  *keep = malloc(100);
+}
+static void prof_dump(void) {
+  static void *keep[200];
+  for (int i = 0; i < 200; i++) prof_alloc_at(i % 40, &keep[i]);
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/sm_outside_cancel_prof.%d", (int)getpid());
+  prof_dump_result = sm_prof_dump(path);
+  unlink(path);
+}
+
 __attribute__((constructor)) static void outside_cancel_child(void) {
   const char *c = getenv("SM_OUTSIDE_CANCEL_CHILD");
   if (!c) return;
@@ -96,6 +116,12 @@ __attribute__((constructor)) static void outside_cancel_child(void) {
   if (!strcmp(c, "collect")) {
     /* SLOTMALLOC_BATCH_MADVISE=1: the give-back under the pool's lock */
     if (returns_with_a_cancel_pending(collect_all) != 1) code |= 1;
+  } else if (!strcmp(c, "prof")) {
+    /* SLOTMALLOC_PROF_SAMPLE=1: every allocation sampled */
+    int fd = lowest_free_fd();
+    if (returns_with_a_cancel_pending(prof_dump) != 1) code |= 1;
+    if (lowest_free_fd() != fd) code |= 2;
+    if (prof_dump_result != 0) code |= 8;
   } else {
     code = 99;
   }
@@ -140,6 +166,14 @@ static void run_child(const char *name, const char *const *set, int want_exit) {
 Test(outside_cancel, batched_give_back_is_not_a_cancellation_point, .timeout = 60) {
   const char *set[] = {"SLOTMALLOC_BATCH_MADVISE=1", "SLOTMALLOC_PURGE_DELAY_MS=0", NULL};
   run_child("collect", set, 0);
+}
+
+/* The heap profile (sm_prof_dump): it opened the file, wrote the profile
+ * (part of it under the profiler's lock) and read /proc/self/maps with
+ * cancellation points, and kept prof_busy set meanwhile. */
+Test(outside_cancel, prof_dump_is_not_a_cancellation_point, .timeout = 60) {
+  const char *set[] = {"SLOTMALLOC_PROF_SAMPLE=1", NULL};
+  run_child("prof", set, 0);
 }
 
 /* The same without the option: passes (madvise is not a cancellation point). */
@@ -213,4 +247,67 @@ Test(outside_cancel, threads_cancelled_while_they_allocate, .timeout = 120) {
   cr_assert_not_null(p);
   free(p);
   close(devnull_fd);
+}
+
+/* ---- the statistics calls with a cancel pending --------------------------------------- */
+
+static void call_mallinfo2(void) {
+  struct mallinfo2 mi = mallinfo2();
+  __asm__ volatile("" ::"r"(mi.arena));
+}
+static void call_mallinfo(void) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  struct mallinfo mi = mallinfo();
+#pragma GCC diagnostic pop
+  __asm__ volatile("" ::"r"(mi.arena));
+}
+static void call_arena_stats(void) {
+  sm_stats_t s;
+  sm_arena_stats(NULL, &s);
+}
+static void call_stats_text(void) {
+  char buf[256];
+  sm_stats_text(NULL, buf, sizeof buf);
+  sm_stats_json(NULL, buf, sizeof buf);
+}
+static void call_malloc_trim(void) {
+  churn_many_classes();
+  malloc_trim(0);
+}
+static void call_malloc_stats(void) { malloc_stats(); }
+
+/* Each call returns with a cancel pending, leaks no descriptor, and the
+ * allocator serves afterwards. They read /proc/self/statm (the resident set)
+ * with open() and read(): a cancel acted there (the descriptor leaked when it
+ * was at read); malloc_stats writes its report with write(). */
+static void check_call(call_fn fn, const char *name) {
+  int fd = lowest_free_fd();
+  cr_assert_eq(returns_with_a_cancel_pending(fn), 1, "%s: the thread was cancelled inside it", name);
+  cr_assert_eq(lowest_free_fd(), fd, "%s: a descriptor leaked", name);
+  churn_many_classes();
+  malloc_trim(0);
+}
+
+Test(outside_cancel, mallinfo_is_not_a_cancellation_point) {
+  check_call(call_mallinfo2, "mallinfo2");
+  check_call(call_mallinfo, "mallinfo");
+}
+
+Test(outside_cancel, sm_stats_are_not_a_cancellation_point) {
+  check_call(call_arena_stats, "sm_arena_stats");
+  check_call(call_stats_text, "sm_stats_text/json");
+}
+
+Test(outside_cancel, malloc_trim_is_not_a_cancellation_point) { check_call(call_malloc_trim, "malloc_trim"); }
+
+Test(outside_cancel, malloc_stats_is_not_a_cancellation_point) {
+  int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  cr_assert(null >= 0);
+  int saved = dup(2);
+  dup2(null, 2); /* the report goes to /dev/null */
+  close(null);
+  check_call(call_malloc_stats, "malloc_stats");
+  dup2(saved, 2);
+  close(saved);
 }
