@@ -9,14 +9,15 @@
  *   peak   the highest RSS seen after a step
  *   live   the bytes of the buffers at the end, in KiB
  *
- * With "swing PAUSE_MS", "scatter PAUSE_MS", "checker PAUSE_MS": see those
- * functions below. */
+ * With "swing PAUSE_MS", "scatter PAUSE_MS", "checker PAUSE_MS", "collapse":
+ * see those functions below. */
 #include <fcntl.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,7 +182,44 @@ static int checker(long pause) {
   return 0;
 }
 
+/* "collapse": 24 MiB of 1 KiB objects, every byte written; ROUNDS times the
+ * newest quarter freed and taken again at once (the pool cools what passes
+ * its warm reserve, the blocks are taken back cold: the reserve grows), then
+ * all but the first object freed (the heap collapses) and the 24 MiB taken
+ * again. Run with a purge delay longer than the program. It prints:
+ *   held    RSS in KiB right after the collapse
+ *   faults  the minor page faults of taking the 24 MiB again */
+#define COLLAPSE_OBJS (24 << 10)
+#define ROUNDS 12
+static long minor_faults(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+static int take(char **p, size_t from, size_t to) {
+  for (size_t i = from; i < to; i++) {
+    if (!(p[i] = malloc(1024))) return 1;
+    memset(p[i], 1, 1024);
+  }
+  return 0;
+}
+static int collapse(void) {
+  static char *p[COLLAPSE_OBJS];
+  if (take(p, 0, COLLAPSE_OBJS)) return 1;
+  for (int k = 0; k < ROUNDS; k++) {
+    for (size_t i = COLLAPSE_OBJS * 3 / 4; i < COLLAPSE_OBJS; i++) free(p[i]);
+    if (take(p, COLLAPSE_OBJS * 3 / 4, COLLAPSE_OBJS)) return 1;
+  }
+  for (size_t i = COLLAPSE_OBJS; --i > 0;) free(p[i]);
+  long held = rss_kib(), before = minor_faults();
+  if (take(p, 1, COLLAPSE_OBJS)) return 1;
+  printf("held %ld\nfaults %ld\n", held, minor_faults() - before);
+  for (size_t i = 0; i < COLLAPSE_OBJS; i++) free(p[i]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "collapse") == 0) return collapse();
   if (argc > 2 && strcmp(argv[1], "swing") == 0) return swing(atol(argv[2]));
   if (argc > 2 && strcmp(argv[1], "scatter") == 0) return scatter(atol(argv[2]));
   if (argc > 2 && strcmp(argv[1], "checker") == 0) return checker(atol(argv[2]));
