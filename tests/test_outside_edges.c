@@ -136,7 +136,7 @@ static void *hand_over(void *arg) {
   size_t id = (size_t)(uintptr_t)arg;
   tu_rng_t r = tu_rng(id + 1);
   for (int k = 0; k < PER_THREAD; k++) {
-    size_t n = tu_rng_range(&r, 0, 31) == 0 ? tu_rng_range(&r, 20000, 200000) : tu_rng_range(&r, 1, 3000);
+    size_t n = tu_rng_range(&r, 0, 31) == 0 ? tu_rng_range(&r, 20000, 200000) : tu_rng_range(&r, 8, 3000);
     handed[id][k] = malloc(n);
     if (!handed[id][k]) return (void *)1;
     *(size_t *)handed[id][k] = id;
