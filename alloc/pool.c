@@ -123,7 +123,8 @@ static void cool_flush(cool_batch_t *c) {
   /* In address order (the batch comes in age order), so that neighbours and
    * blocks with only cold waiting blocks between them make one range: the
    * pool cools runs of a segment's blocks that other blocks cooled earlier
-   * split (stress: a fifth fewer calls, see README). */
+   * split (with tidy's 16 KiB rule, arena.c: stress -t 8 -z 200 -n 10 made
+   * about 6,500 calls before, 5,100 after; README, Memory over time). */
   for (size_t i = 1; i < c->n; i++) {
     smi_block_t *b = c->b[i];
     size_t j = i;
