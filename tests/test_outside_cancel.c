@@ -109,6 +109,12 @@ static void prof_dump(void) {
   unlink(path);
 }
 
+static void *exit_pending(void *arg) {
+  (void)arg;
+  pthread_cancel(pthread_self());
+  exit(7);
+}
+
 /* 24 MiB of 1 KB objects: new segments mapped (each reported under
  * SLOTMALLOC_VERBOSE=2), kept until the thread ends. */
 static void map_segments(void) {
@@ -130,6 +136,13 @@ __attribute__((constructor)) static void outside_cancel_child(void) {
   if (!strcmp(c, "collect")) {
     /* SLOTMALLOC_BATCH_MADVISE=1: the give-back under the pool's lock */
     if (returns_with_a_cancel_pending(collect_all) != 1) code |= 1;
+  } else if (!strcmp(c, "exit")) {
+    /* SLOTMALLOC_STATS=1, SLOTMALLOC_STATS_FILE set: the report at exit is
+     * written by the thread that calls exit() with a cancel pending */
+    pthread_t t;
+    if (pthread_create(&t, NULL, exit_pending, NULL) != 0) _exit(98);
+    pthread_join(t, NULL); /* returns only if that thread was cancelled inside exit() */
+    _exit(3);
   } else if (!strcmp(c, "verbose")) {
     /* SLOTMALLOC_VERBOSE=2: a line for every segment mapped */
     if (returns_with_a_cancel_pending(map_segments) != 1) code |= 1;
@@ -194,6 +207,28 @@ Test(outside_cancel, batched_give_back_is_not_a_cancellation_point, .timeout = 6
 Test(outside_cancel, prof_dump_is_not_a_cancellation_point, .timeout = 60) {
   const char *set[] = {"SLOTMALLOC_PROF_SAMPLE=1", NULL};
   run_child("prof", set, 0);
+}
+
+/* The statistics at exit (SLOTMALLOC_STATS=1 to SLOTMALLOC_STATS_FILE), written
+ * by a thread that calls exit() with a cancel pending: the report's open()
+ * and write() are cancellation points, and the thread was cancelled inside
+ * exit()'s handlers (the process went on: exit status 3 here, no report). Now
+ * with cancellation off around the report: the process exits with 7 and the
+ * file holds the report. */
+Test(outside_cancel, report_at_exit_is_not_a_cancellation_point, .timeout = 60) {
+  char path[64], var[96];
+  snprintf(path, sizeof path, "/tmp/sm_outside_cancel_stats.%d", (int)getpid());
+  snprintf(var, sizeof var, "SLOTMALLOC_STATS_FILE=%s", path);
+  unlink(path);
+  const char *set[] = {"SLOTMALLOC_STATS=1", var, NULL};
+  run_child("exit", set, 7);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "no report at exit");
+  char line[256] = "";
+  cr_assert_not_null(fgets(line, sizeof line, f));
+  fclose(f);
+  unlink(path);
+  cr_assert_not_null(strstr(line, "slotmalloc stats"), "%s", line);
 }
 
 /* SLOTMALLOC_VERBOSE=2 writes a line with write() for every segment mapped,
