@@ -64,7 +64,10 @@ static void *spill[MAX_OBJS]; /* objects past the full blocks */
 static int nspill;
 
 /* Fills blocks with the calling thread's objects until n of them went full:
- * each is full, all its slots the thread's, its owner tagged full. (A block
+ * each is full, all its slots the thread's, its owner tagged full. (The
+ * block the class starts in may hold objects of the test runner's, whose
+ * malloc is this one: the first block filled is a fresh one, whose first
+ * object is ours.) (A block
  * a switch leaves goes to the avail list; the next switch finds it without
  * room and moves it to the full list: the objects past the n blocks fill one
  * more block and open another.) */
@@ -76,6 +79,7 @@ static void fill_blocks(full_block_t *out, int n) {
     void *p = sm_malloc(SIZE);
     cr_assert_not_null(p);
     smi_block_t *b = smi_block_of(p);
+    if (k < 0 && b->used != 2) continue; /* (used: its objects + 1, the pin of the current block) */
     if (spill_block) {
       cr_assert_lt(nspill, MAX_OBJS);
       spill[nspill++] = p;
