@@ -17,7 +17,7 @@ typedef struct {
   int fd;      /* >= 0: written to this descriptor through own[] */
   bool failed; /* a write to fd failed */
   size_t used; /* bytes waiting in own[] */
-  char own[4096];
+  char own[1024]; /* small: reports run on any thread's stack, 16 KiB (PTHREAD_STACK_MIN) ones too */
 } smi_out_t;
 
 /* Initializers: smi_out_t o = SMI_OUT_FD(fd); or SMI_OUT_BUF(buf, size)

@@ -442,7 +442,7 @@ static void write_profile(smi_out_t *o) {
   smi_out_str(o, "\nMAPPED_LIBRARIES:\n");
   int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
-  char buf[4096];
+  char buf[1024]; /* small: the caller's stack may be 16 KiB (PTHREAD_STACK_MIN) */
   ssize_t r;
   while ((r = read(fd, buf, sizeof buf)) > 0) smi_out_put(o, buf, (size_t)r);
   close(fd);

@@ -6,15 +6,22 @@
  *          "ok" or "ENOMEM". Run under RLIMIT_AS (ulimit -v) to see each
  *          stage refused cleanly; exit 1 if a call fails with another errno or
  *          returns memory that does not hold what was written.
+ *   smallstack  every allocation, statistics, trim and profile call on a
+ *          thread of PTHREAD_STACK_MIN stack; argv[2]: sm_prof_dump's path
  *   hog    first maps most of the address space (PROT_NONE, MAP_NORESERVE)
  *          for itself, then does what work does. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#include "slotmalloc.h"
 
 static int bad;
 
@@ -101,10 +108,44 @@ static void work(void) {
   free(first);
 }
 
+/* Every call a program may make, on a thread with the smallest stack there
+ * is (PTHREAD_STACK_MIN, 16 KiB): glibc's malloc serves all of them there. */
+static void *small_stack_calls(void *arg) {
+  const char *prof_path = arg;
+  static void *p[300];
+  for (int i = 0; i < 300; i++) p[i] = malloc((size_t)i * 997 + 1);
+  void *big = malloc(5u << 20);
+  free(realloc(big, 9u << 20));
+  for (int i = 0; i < 300; i++) free(p[i]);
+  struct mallinfo2 m = mallinfo2();
+  printf("mallinfo2 %s\n", m.arena ? "ok" : "empty");
+  malloc_trim(0);
+  malloc_stats(); /* on stderr */
+  char text[128];
+  sm_stats_text(NULL, text, sizeof text);
+  sm_stats_json(NULL, text, sizeof text);
+  sm_arena_t *a = sm_arena_new(NULL);
+  for (int i = 0; i < 100; i++) sm_free(sm_arena_malloc(a, (size_t)i * 50 + 1));
+  sm_arena_close(a);
+  sm_arena_release(a);
+  sm_collect(SIZE_MAX);
+  int err = sm_prof_dump(prof_path);
+  printf("sm_prof_dump %s\n", err == 0 ? "written" : err == EINVAL ? "off" : "failed");
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   if (!strcmp(mode, "work")) {
     work();
+  } else if (!strcmp(mode, "smallstack")) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_t t;
+    if (pthread_attr_setstacksize(&attr, PTHREAD_STACK_MIN) != 0 ||
+        pthread_create(&t, &attr, small_stack_calls, argc > 2 ? argv[2] : NULL) != 0)
+      return 3;
+    pthread_join(t, NULL);
   } else if (!strcmp(mode, "hog")) {
     /* the largest PROT_NONE reservation the kernel gives: from 127 TiB down */
     size_t size = (size_t)127 << 40;

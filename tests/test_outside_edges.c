@@ -513,3 +513,24 @@ Test(outside_edges, every_option_with_a_bad_value, .timeout = 120) {
     }
   }
 }
+
+/* ---- a thread with the smallest stack ----------------------------------------------------- */
+
+/* Every allocation, statistics, trim and profile call on a thread of
+ * PTHREAD_STACK_MIN (16 KiB) stack, as glibc's malloc serves them there; also
+ * with every allocation sampled by the heap profiler. malloc_stats (10.5 KiB
+ * of frames: two 4 KiB output buffers' worth) and sm_prof_dump (12.4 KiB)
+ * overflowed it (SIGSEGV). */
+Test(outside_edges, every_call_on_the_smallest_thread_stack, .timeout = 60) {
+  static const char *const cmds[] = {
+      "exec " SM_OUTSIDE_PROG " smallstack /dev/null 2>/dev/null",
+      "SLOTMALLOC_PROF_SAMPLE=1 exec " SM_OUTSIDE_PROG " smallstack /dev/null 2>/dev/null",
+  };
+  for (int i = 0; i < 2; i++) {
+    tu_proc_t r;
+    run_prog(cmds[i], &r);
+    cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "%s: %s\n%s", cmds[i], tu_status_str(&r), r.out);
+    cr_assert_not_null(strstr(r.out, "sm_prof_dump"), "%s:\n%s", cmds[i], r.out);
+    tu_proc_free(&r);
+  }
+}
