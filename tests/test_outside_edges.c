@@ -479,8 +479,9 @@ Test(outside_edges, handles_dereferenced_while_the_owner_frees_or_closes, .timeo
 /* ---- every option with a bad value ------------------------------------------------------------ */
 
 /* Every option of README's table with values it does not take: the program
- * runs as with the defaults (exit 0, every stage ok); a message on stderr is
- * allowed, a crash or a refusal to allocate is not. */
+ * runs as with the defaults (exit 0, every stage ok) and stderr has a message
+ * naming the variable (an unwritable SLOTMALLOC_*_FILE: the report goes to
+ * stderr, or a line says it could not be written). */
 Test(outside_edges, every_option_with_a_bad_value, .timeout = 120) {
   static const char *const names[] = {"SLOTMALLOC_ABORT_ON_ERROR",
                                       "SLOTMALLOC_STATS",
@@ -509,6 +510,8 @@ Test(outside_edges, every_option_with_a_bad_value, .timeout = 120) {
       cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "%s: %s\n%s%s", cmd, tu_status_str(&r), r.out,
                 r.err);
       cr_assert_null(strstr(r.out, "ENOMEM"), "%s:\n%s", cmd, r.out);
+      /* the message names the variable (options.c: "... is not a number; using the default") */
+      cr_assert_not_null(strstr(r.err, names[i]), "%s: no message naming the variable; stderr: %s", cmd, r.err);
       tu_proc_free(&r);
     }
   }
