@@ -314,12 +314,37 @@ int sm_arena_merge(sm_arena_t *dst, sm_arena_t *src) {
   return 0;
 }
 
+/* Waits for the frees under way into a's blocks (announced in their inflight). */
+static void wait_frees(sm_arena_t *a) {
+  for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+    if (a->current[cls] != &smi_block_none) smi_block_wait_frees(a->current[cls]);
+    for (smi_block_t *b = a->avail[cls].head; b; b = b->next) smi_block_wait_frees(b);
+  }
+  for (smi_block_t *b = a->full.head; b; b = b->next) smi_block_wait_frees(b);
+}
+
+/* The count of a capped arena is kept by every allocation and free (a free
+ * makes its slot's generation dead, then reads a->limit and uncharges), so a
+ * new cap over an old one keeps it: a recount there counted an object whose
+ * free was between the two as gone already, and its uncharge then took it
+ * off a second time (an arena that held only that object counted 2^64 - 1 KiB
+ * and refused every allocation: review2::set_limit_while_an_object_is_freed_
+ * keeps_the_count). The first cap counts the live bytes, then waits for the
+ * frees under way, which read the limit as 0 and uncharge nothing, before the
+ * limit is set; a free that the count saw live and that reads the limit
+ * before it is set is counted for good (the cap a little tighter, never a
+ * count below zero). */
 int sm_arena_set_limit(sm_arena_t *a, size_t bytes) {
   if (!a || a->type != SMI_ARENA_USER || smi_arena_is_closed(a)) return EINVAL;
   if (SMI_VG_ON && !bytes) bytes = SIZE_MAX; /* valgrind build: the slow paths only (slots/valgrind.h) */
   smi_lock(&a->lock);
-  atomic_store(&a->limited_bytes, own_bytes(a));
-  a->limit = bytes;
+  if (bytes && !a->limit) {
+    size_t live = own_bytes(a);
+    atomic_thread_fence(memory_order_seq_cst); /* the generations read before the frees' inflight */
+    wait_frees(a);
+    atomic_store(&a->limited_bytes, live);
+  }
+  __atomic_store_n(&a->limit, bytes, __ATOMIC_SEQ_CST);
   sm_arena_t *owner = bytes ? NULL : a;
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
     smi_block_t *cur = a->current[cls];

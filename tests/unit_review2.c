@@ -8,6 +8,10 @@
  * tail) and addresses at the page's first, middle and last bytes, both must
  * name the same entry of the segment's page table. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -46,4 +50,52 @@ Test(review2, block_at_span_finds_every_address_of_a_slot_segment) {
     sm_free(p);
   }
   cr_assert_eq(kinds_seen, (1u << SMI_KIND_SMALL) | (1u << SMI_KIND_MEDIUM) | (1u << SMI_KIND_BIG));
+}
+
+/* ---- the byte cap: sm_arena_set_limit while an object is being freed -------------
+ * A free under a cap (every free takes free_remote then: the owner tag is
+ * NULL) makes the slot's generation dead, then reads a->limit and uncharges
+ * the slot (smi_arena_uncharge). sm_arena_set_limit recounts the arena's
+ * live bytes from the generations (own_bytes) and stores the count. A
+ * set_limit that falls between the free's generation and its uncharge counts
+ * the object as gone, and the uncharge then takes it off a second time: the
+ * count of an arena that held only that object wraps below zero, and every
+ * later allocation in the arena fails with ENOMEM, under any cap (before the
+ * fix in alloc/tree.c: 2^64 - 1 KiB counted, 100 bytes refused). A new cap
+ * over an old one now keeps the count. smi_arena_uncharge is wrapped
+ * (tests/CMakeLists.txt) to hold the freeing thread at that point while the
+ * owner raises the cap. */
+void __real_smi_arena_uncharge(sm_arena_t *a, size_t bytes);
+static _Atomic int hold_uncharge; /* 1: the next uncharge waits (2: it is waiting, 3: go on) */
+void __wrap_smi_arena_uncharge(sm_arena_t *a, size_t bytes) {
+  int one = 1;
+  if (atomic_compare_exchange_strong(&hold_uncharge, &one, 2))
+    while (atomic_load(&hold_uncharge) != 3) sched_yield();
+  __real_smi_arena_uncharge(a, bytes);
+}
+
+static void *free_it(void *p) {
+  sm_free(p);
+  return NULL;
+}
+
+Test(review2, set_limit_while_an_object_is_freed_keeps_the_count) {
+  sm_arena_t *a = sm_arena_new(NULL);
+  cr_assert_not_null(a);
+  cr_assert_eq(sm_arena_set_limit(a, 1 << 20), 0);
+  void *p = sm_arena_malloc(a, 1000);
+  cr_assert_not_null(p);
+  atomic_store(&hold_uncharge, 1);
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, free_it, p), 0);
+  while (atomic_load(&hold_uncharge) != 2) sched_yield(); /* the slot is dead, its uncharge not done */
+  cr_assert_eq(sm_arena_set_limit(a, 2 << 20), 0);        /* the owner raises the cap meanwhile */
+  atomic_store(&hold_uncharge, 3);
+  pthread_join(t, NULL);
+  size_t counted = atomic_load(&a->limited_bytes);
+  cr_expect_eq(counted, 0, "the empty arena counts %zu bytes", counted);
+  void *q = sm_arena_malloc(a, 100);
+  cr_expect_not_null(q, "an empty arena under a 2 MiB cap refused 100 bytes (errno %d)", errno);
+  if (q) sm_free(q);
+  sm_arena_release(a);
 }
