@@ -330,10 +330,13 @@ Test(outside_edges, usable_size_and_trim_on_every_kind_of_pointer, .timeout = 60
 /* ---- the sm_arena_* error cases --------------------------------------------------------- */
 
 static sm_arena_t *other_root;
+static pthread_barrier_t root_taken, root_checked;
 static void *take_root(void *arg) {
   (void)arg;
   void *p = malloc(16); /* this thread's root arena */
   other_root = sm_arena_of(p);
+  pthread_barrier_wait(&root_taken);
+  pthread_barrier_wait(&root_checked); /* alive while the main thread tries it */
   free(p);
   return NULL;
 }
@@ -353,11 +356,27 @@ Test(outside_edges, sm_arena_error_cases_return_what_the_header_says) {
   cr_assert_null(sm_arena_malloc(NULL, 8));
   cr_assert_eq(errno, EINVAL);
   cr_assert_eq(sm_arena_halloc(NULL, 8), 0);
+  pthread_barrier_init(&root_taken, NULL, 2);
+  pthread_barrier_init(&root_checked, NULL, 2);
   pthread_t t;
   pthread_create(&t, NULL, take_root, NULL);
+  pthread_barrier_wait(&root_taken);
+  cr_assert_not_null(other_root);
+  errno = 0;
+  cr_assert_null(sm_arena_malloc(other_root, 8), "another thread's root arena allocated");
+  cr_assert_eq(errno, EINVAL);
+  errno = 0;
+  cr_assert_null(sm_arena_calloc(other_root, 1, 8));
+  cr_assert_eq(errno, EINVAL);
+  cr_assert_eq(sm_arena_halloc(other_root, 8), 0);
+  cr_assert_eq(sm_arena_steal(other_root, a), EINVAL);
+  sm_arena_t *under_other = sm_arena_new(other_root); /* a child of another thread's root: allowed */
+  cr_assert_not_null(under_other);
+  void *o = sm_arena_malloc(under_other, 100);
+  cr_assert_not_null(o);
+  sm_arena_release(under_other);
+  pthread_barrier_wait(&root_checked);
   pthread_join(t, NULL);
-  if (other_root) { /* its thread has ended: the arena may be gone; only the first case uses it live */
-  }
   sm_arena_t *closed = sm_arena_new(NULL);
   sm_arena_t *closed_child = sm_arena_new(closed);
   sm_arena_close(closed);
