@@ -1,7 +1,8 @@
 /* test_outside_cxx.c: C++ programs on slotmalloc (helper R2). The program
  * (outside_cxx_prog.cpp) runs with glibc's malloc, with LD_PRELOAD of the
- * shared library, and linked with libslotmalloc.a through the CMake target
- * slotmalloc_static; each way it must exit 0 (its own checks hold) and print
+ * shared library, linked with libslotmalloc.a through the CMake target
+ * slotmalloc_static, and fully static (-static) where libc.a and libstdc++.a
+ * are installed; each way it must exit 0 (its own checks hold) and print
  * the same as with glibc. Under slotmalloc it checks that operator new's
  * memory is slotmalloc's (sm_arena_of). Skipped when no C++ compiler was
  * found at configure time. */
@@ -16,10 +17,16 @@
 
 #ifdef SM_CXX_PROG
 static void run_mode(const char *mode) {
-  const char *progs[3] = {SM_CXX_PROG, SM_CXX_PROG, SM_CXX_PROG_STATIC};
-  const char *how[3] = {"glibc", "preloaded", "static"};
+#ifdef SM_CXX_PROG_FULLSTATIC
+  enum { WAYS = 4 };
+  const char *progs[WAYS] = {SM_CXX_PROG, SM_CXX_PROG, SM_CXX_PROG_STATIC, SM_CXX_PROG_FULLSTATIC};
+#else
+  enum { WAYS = 3 };
+  const char *progs[WAYS] = {SM_CXX_PROG, SM_CXX_PROG, SM_CXX_PROG_STATIC};
+#endif
+  const char *how[4] = {"glibc", "preloaded", "static", "fully static (-static)"};
   char *glibc_out = NULL;
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < WAYS; k++) {
     const char *preload[] = {"LD_PRELOAD=" SM_SO_PATH, NULL};
     const char *unset[] = {"LD_PRELOAD", NULL};
     char **env = k == 1 ? tu_env_make(unset, preload) : tu_env_make(unset, NULL);
