@@ -3,7 +3,8 @@
  * round (test_edge_*, test_preload) did not run, each with a workload that
  * allocates heavily: python3 (dict/list/bytes churn, a multiprocessing pool),
  * perl (regular expressions), awk on a large input, make -j2, xz and zstd
- * with two threads, node, sqlite3 and gdb. Each command runs in /bin/sh with
+ * with two threads, node, sqlite3, gdb, java (a JVM), rustc, cmake (configure
+ * and build) and ssh-keygen. Each command runs in /bin/sh with
  * and without LD_PRELOAD (every process of the pipeline preloaded); both must
  * exit 0 and print the same. A program that is not installed is skipped. */
 #define _GNU_SOURCE
@@ -118,4 +119,33 @@ Test(outside_programs, sqlite3_group_by, .timeout = 120) {
 Test(outside_programs, gdb_batch_on_a_program, .timeout = 120) {
   same_output("gdb", "gdb -nx -batch -ex 'break abort' -ex run -ex 'info breakpoints' --args /bin/ls / 2>&1 "
                      "| grep -c -e 'exited normally' -e 'breakpoint already hit'; true");
+}
+
+Test(outside_programs, java_hash_map, .timeout = 120) {
+  same_output(
+      "java",
+      "printf '%s\\n' 'public class A { public static void main(String[] a) {' "
+      "'java.util.HashMap<Integer, String> m = new java.util.HashMap<>();' "
+      "'for (int i = 0; i < 200000; i++) m.put(i, \"v\" + i);' "
+      "'long t = 0; for (String v : m.values()) t += v.length(); System.out.println(m.size() + \" \" + t); } }' "
+      "> A.java && java A.java");
+}
+
+Test(outside_programs, rustc_builds_and_runs_a_program, .timeout = 120) {
+  same_output("rustc",
+              "printf '%s\\n' 'fn main() { let v: Vec<String> = (0..100000).map(|i| i.to_string()).collect();' "
+              "'println!(\"{}\", v.iter().map(|s| s.len()).sum::<usize>()); }' > h.rs && rustc -O h.rs -o h && ./h");
+}
+
+Test(outside_programs, cmake_configures_and_builds, .timeout = 120) {
+  same_output("cmake",
+              "printf 'cmake_minimum_required(VERSION 3.10)\\nproject(p C)\\nadd_executable(p p.c)\\n' > "
+              "CMakeLists.txt && echo 'int main(void) { return 0; }' > p.c && cmake -S . -B b > /dev/null && "
+              "cmake --build b > /dev/null && ./b/p && echo built");
+}
+
+Test(outside_programs, ssh_keygen_makes_a_key, .timeout = 120) {
+  same_output("ssh-keygen",
+              "rm -f k k.pub && ssh-keygen -q -t ed25519 -N '' -f k && ssh-keygen -l -f k.pub | wc -w && "
+              "ssh-keygen -y -f k | cut -d' ' -f1,2 > y && cut -d' ' -f1,2 k.pub | cmp - y && echo same");
 }
