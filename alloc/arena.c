@@ -236,7 +236,9 @@ static bool recut(smi_block_t *b, unsigned cls) {
  * it takes an empty block instead, which stays on: free slots gather until a
  * typical block has that much room, at most 1/32 of the class's slots more. */
 #define SMI_SCANT_LOOK 4
-static bool roomy(const smi_block_t *b) { return b->used + 1 + b->nslots / 32 <= b->nslots; }
+static bool roomy(const smi_block_t *b, uint32_t remote) {
+  return b->used - remote + 1 + b->nslots / 32 <= b->nslots; /* (remote: frees of others not yet collected) */
+}
 
 /* A block of class cls with room from a's own lists (under a->lock), NULL if
  * none (picky: none roomy among the first few with room): blocks that other
@@ -248,9 +250,17 @@ static smi_block_t *take_avail(sm_arena_t *a, unsigned cls, bool picky) {
   unsigned scant = 0;
   while ((b = a->avail[cls].head) != NULL) {
     smi_blist_remove(&a->avail[cls], b);
-    if (atomic_load_explicit(&b->remote, memory_order_relaxed)) smi_block_collect(b);
+    /* Other threads' frees into a block with free slots wait until its
+     * freelist runs out, when the collect takes them whole, without a walk
+     * (smi_block_collect); they count toward its room meanwhile. */
+    uintptr_t w = atomic_load_explicit(&b->remote, memory_order_relaxed);
+    uint32_t remote = smi_remote_count(w);
+    if (w && !(b->free && remote && !(w & SMI_REMOTE_MARKED))) {
+      smi_block_collect(b);
+      remote = 0;
+    }
     if (has_room(b)) {
-      if (!picky || roomy(b)) return b;
+      if (!picky || roomy(b, remote)) return b;
       smi_blist_push_tail(&a->avail[cls], b); /* it gathers frees meanwhile */
       if (++scant == SMI_SCANT_LOOK) return NULL;
       continue;

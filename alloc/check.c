@@ -136,7 +136,8 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
   uint32_t nremote = 0, nfree = 0, i;
   /* The remote list, from a snapshot of its head: pushes after it do not
    * change the slots below it, and only we collect. */
-  for (uintptr_t p = atomic_load_explicit(&b->remote, memory_order_acquire); p;) {
+  uintptr_t remote = atomic_load_explicit(&b->remote, memory_order_acquire);
+  for (uintptr_t p = (uintptr_t)smi_remote_head(remote); p;) {
     if (!slot_at(b, n, p, &i)) BLOCK_FAIL("remote list link is not a slot start", (void *)p, false, 0, 0);
     if (i >= bump) BLOCK_FAIL("remote list holds a slot never handed out", (void *)p, true, i, bump);
     if (seen[i / 64] & ((uint64_t)1 << (i % 64))) BLOCK_FAIL("remote list has a cycle", (void *)p, false, 0, 0);
@@ -149,6 +150,10 @@ void smi_check_block_at(const smi_block_t *b, uint32_t pin, const char *where) {
                  true, g, link & 1);
     p = link & ~(uintptr_t)1;
   }
+  /* its count, in the same word as its head (0: pushed by hand, uncounted) */
+  if (smi_remote_count(remote) && smi_remote_count(remote) != nremote)
+    BLOCK_FAIL("remote list's count is not its length", smi_remote_head(remote), true, smi_remote_count(remote),
+               nremote);
   for (smi_free_t *f = b->free; f; f = f->next) {
     uintptr_t p = (uintptr_t)f;
     if (!slot_at(b, n, p, &i)) BLOCK_FAIL("freelist link is not a slot start", f, false, 0, 0);

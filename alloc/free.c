@@ -84,19 +84,20 @@ static SMI_COLD void queue_full(smi_block_t *b) {
   smi_block_free_done(b);
 }
 
-/* Pushes a chain of already freed slots of b (first .. last, linked through
- * next) onto the block's remote list with one exchange. A slot that must
- * retire (its generation wrapped in a named block) is marked by bit 0 of its
- * own link, so the owner retires it. A full block is queued for its owner,
- * unless it is already (no locked instruction then). */
-static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *last) {
+/* Pushes a chain of n already freed slots of b (first .. last, linked
+ * through next) onto the block's remote list with one exchange, which counts
+ * them in the list's word (smi_remote_head). A slot that must retire (its
+ * generation wrapped in a named block) is marked by bit 0 of its own link, so
+ * the owner retires it (marked: the chain has one). A full block is queued
+ * for its owner, unless it is already (no locked instruction then). */
+static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *last, uint32_t n, bool marked) {
   SMI_VG_LINK_OPEN(last);
   uintptr_t mark = (uintptr_t)last->next & 1;
-  uintptr_t head = atomic_load_explicit(&b->remote, memory_order_relaxed);
+  uintptr_t w = atomic_load_explicit(&b->remote, memory_order_relaxed);
   do {
-    last->next = smi_link_enc(b, last, head | mark);
-  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &head, (uintptr_t)first, memory_order_seq_cst,
-                                                  memory_order_relaxed));
+    last->next = smi_link_enc(b, last, (uintptr_t)smi_remote_head(w) | mark);
+  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &w, smi_remote_push_word(w, first, n, marked),
+                                                  memory_order_seq_cst, memory_order_relaxed));
   SMI_VG_LINK_CLOSE(last);
   if (smi_owner_is_full(__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST)) &&
       !atomic_load_explicit(&b->queued, memory_order_seq_cst))
@@ -117,7 +118,7 @@ static smi_free_t *remote_link(smi_block_t *b, uint32_t i, void *p, smi_free_t *
 
 static void remote_push(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
   smi_free_t *f = remote_link(b, i, p, NULL, wrapped);
-  remote_push_chain(b, f, f);
+  remote_push_chain(b, f, f, 1, wrapped);
 }
 
 /* ---- the remote batch ----------------------------------------------------------
@@ -136,16 +137,22 @@ typedef struct {
   smi_block_t *block;
   smi_free_t *first, *last;
   uint32_t count;
-  bool off; /* the thread's heap ended: frees go out one by one */
+  bool marked; /* a slot of the batch retires */
+  bool off;    /* the thread's heap ended: frees go out one by one */
 } smi_remote_batch_t;
 static __thread smi_remote_batch_t batch;
 
-void smi_remote_flush(void) {
+static inline void flush_batch(void) { /* (inline: the remote free path's push is there) */
   smi_block_t *b = batch.block;
   if (!b) return;
-  batch.block = NULL; /* first: a signal handler's free now starts a batch of its own */
-  remote_push_chain(b, batch.first, batch.last);
+  smi_free_t *first = batch.first, *last = batch.last;
+  uint32_t n = batch.count;
+  bool marked = batch.marked;
+  batch.block = NULL; /* before the push: a signal handler's free now starts a batch of its own */
+  remote_push_chain(b, first, last, n, marked);
 }
+
+void smi_remote_flush(void) { flush_batch(); }
 
 void smi_remote_batch_end(void) {
   smi_remote_flush();
@@ -162,16 +169,18 @@ static bool can_batch(void) {
 static void remote_free_out(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
   if (batch.block == b) {
     batch.first = remote_link(b, i, p, batch.first, wrapped);
-    if (++batch.count == SMI_REMOTE_BATCH) smi_remote_flush();
+    batch.marked |= wrapped;
+    if (++batch.count == SMI_REMOTE_BATCH) flush_batch();
     return;
   }
   if (!can_batch()) {
     remote_push(b, i, p, wrapped);
     return;
   }
-  smi_remote_flush();
+  flush_batch();
   batch.first = batch.last = remote_link(b, i, p, NULL, wrapped);
   batch.count = 1;
+  batch.marked = wrapped;
   batch.block = b;
 }
 

@@ -140,12 +140,29 @@ typedef struct smi_block_s {
   _Atomic uint8_t wrapped;          /* a slot's generation wrapped since the block was cut */
   _Atomic uint32_t epoch;           /* advanced each time the block is cut anew; every handle carries it */
   _Atomic uint32_t inflight;        /* remote frees under way into a closable block */
-  _Atomic(uintptr_t) remote;        /* slots freed by other threads (in-place list) */
+  _Atomic(uintptr_t) remote;        /* slots freed by other threads (in-place list): smi_remote_head */
   struct sm_arena_s *arena;         /* the arena the block belongs to */
   struct smi_block_s *next, *prev;  /* links in an arena's bin or in the pool */
   struct smi_block_s *revisit_next; /* link in its arena's revisit stack */
   uint64_t empty_since;             /* when it was last seen empty (ms), for the purge delay */
 } smi_block_t;
+/* block.remote, the list of slots other threads freed, in one word that one
+ * exchange takes whole: the first slot (bits 0-46: a user-space address),
+ * whether a slot on it retires (bit 47: its own link's bit 0 says which), and
+ * how many slots it holds (bits 48-63; at most a block's slots). A list whose
+ * count is 0 (pushed by hand, as tests do) is walked to count it. */
+#define SMI_REMOTE_HEAD (((uintptr_t)1 << SMI_ADDR_BITS) - 1)
+#define SMI_REMOTE_MARKED ((uintptr_t)1 << SMI_ADDR_BITS)
+#define SMI_REMOTE_COUNT_SHIFT 48
+static inline smi_free_t *smi_remote_head(uintptr_t w) { return (smi_free_t *)(w & SMI_REMOTE_HEAD); }
+static inline uint32_t smi_remote_count(uintptr_t w) { return (uint32_t)(w >> SMI_REMOTE_COUNT_SHIFT); }
+/* The word after a chain of n slots (first .. its last) went on top of w;
+ * marked: a slot of the chain retires. */
+static inline uintptr_t smi_remote_push_word(uintptr_t w, const void *first, uint32_t n, bool marked) {
+  return (uintptr_t)first | (w & SMI_REMOTE_MARKED) | (marked ? SMI_REMOTE_MARKED : 0) |
+         (((w >> SMI_REMOTE_COUNT_SHIFT) + n) << SMI_REMOTE_COUNT_SHIFT);
+}
+
 /* A power of two, so a handle finds its block with a shift. The header page
  * holds 63 of them whatever the kind, zeroed when unused: a handle naming a
  * block past nblocks reads nslots 0 there. */
