@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "alloc/internal.h"
+#include "slots/os.h"
 
 /* The generic (non-x86) form of smi_block_at_span, as slots/segment.h writes it. */
 static smi_block_t *block_at_span_generic(uintptr_t span, uintptr_t u) {
@@ -152,4 +153,40 @@ Test(review2, first_cap_while_a_large_object_is_freed_keeps_the_count,
   cr_expect_not_null(q, "an empty arena under a 64 MiB cap refused 100 bytes (errno %d)", errno);
   if (q) sm_free(q);
   sm_arena_release(a);
+}
+
+/* ---- a released segment keeps its generation tables' pages ------------------------
+ * smi_segment_release unmaps every block but the pages where any cut of it
+ * keeps its generation table (slots/segment.c block_tail: the default build
+ * keeps the last two pages, the hardened build the first one), since a stale
+ * handle's sm_deref still reads the table and must never fault. The tables'
+ * colors (the default build's moves it down from the block's end by up to 15
+ * cache lines; the hardened build's, 1facd97, up from its base) must keep
+ * every table of every class inside those pages, for every block's address. */
+Test(review2, every_table_lies_in_the_pages_a_release_keeps) {
+  size_t checked = 0;
+  for (unsigned kind = 0; kind < SMI_KINDS_OF_BLOCKS; kind++) {
+    smi_segment_t *seg = smi_segment_new(kind);
+    cr_assert_not_null(seg);
+    for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+      if (smi_kind_of_class(cls) != kind) continue;
+      for (uint32_t i = 0; i < seg->nblocks; i++) {
+        smi_block_t *b = &seg->blocks[i];
+        uint8_t *base = smi_block_base(b), *end = base + smi_block_span(b);
+        smi_layout_t l = smi_block_layout(b, smi_class_size[cls]);
+        cr_assert_geq(l.gens, base);
+        cr_assert_leq(l.gens + l.table, end);
+#ifdef SMI_HARDENED
+        cr_assert_leq(l.gens + l.table, base + SMI_OS_PAGE,
+                      "class %u (%zu B), block %u: table [%zu, %zu) of the block", cls, (size_t)smi_class_size[cls],
+                      i, (size_t)(l.gens - base), (size_t)(l.gens + l.table - base));
+#else
+        cr_assert_geq(l.gens, end - 2 * SMI_OS_PAGE, "class %u (%zu B), block %u: table [%zu, %zu) of the block", cls,
+                      (size_t)smi_class_size[cls], i, (size_t)(l.gens - base), (size_t)(l.gens + l.table - base));
+#endif
+        checked++;
+      }
+    }
+  }
+  cr_assert_gt(checked, 96);
 }
