@@ -1,7 +1,8 @@
 /* error.c: the one place that reports misuse. Every detected misuse prints one
  * fixed, greppable line on stderr (with the allocation site when the profiler
  * sampled the object: prof.c), then aborts (SLOTMALLOC_ABORT_ON_ERROR=0:
- * reports and goes on, touching nothing). No allocation, no stdio. */
+ * reports and goes on, touching nothing). No allocation, no stdio, no
+ * cancellation point (smi_out_write). */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -11,8 +12,7 @@
 void smi_message(const char *text) {
   size_t n = 0;
   while (text[n]) n++;
-  ssize_t w = write(STDERR_FILENO, text, n);
-  (void)w;
+  smi_out_write(STDERR_FILENO, text, n);
 }
 
 void smi_report(int kind, const void *p, size_t size) {
@@ -37,7 +37,6 @@ void smi_report(int kind, const void *p, size_t size) {
   size_t n = o.n;
   n += smi_prof_site(p, line + n, sizeof line - n - 1); /* when the object was sampled */
   line[n++] = '\n';
-  ssize_t w = write(STDERR_FILENO, line, n);
-  (void)w;
+  smi_out_write(STDERR_FILENO, line, n);
   if (smi_opt.abort_on_error) abort();
 }

@@ -2,6 +2,7 @@
  * its three reports, the slow paths' pop, free and realloc hooks, the
  * quarantine's release. Compiled to nothing in the default build. */
 #include "internal.h"
+#include "out.h"
 
 #ifdef SMI_HARDENED
 #include <errno.h>
@@ -44,8 +45,7 @@ static void report(const char *what, const void *p, const char *mid, uintptr_t n
     n += put_str(line + n, end);
   }
   line[n++] = '\n';
-  ssize_t w = write(STDERR_FILENO, line, n);
-  (void)w;
+  smi_out_write(STDERR_FILENO, line, n);
   if (smi_opt.abort_on_error) abort();
 }
 

@@ -5,19 +5,28 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-void smi_out_flush(smi_out_t *o) {
-  size_t done = 0;
-  while (done < o->used) {
-    ssize_t w = write(o->fd, o->own + done, o->used - done);
+bool smi_out_write(int fd, const char *s, size_t n) {
+  int saved = errno;
+  bool ok = true;
+  while (n) {
+    long w = syscall(SYS_write, fd, s, n);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      o->failed = true;
+      ok = false;
       break;
     }
-    done += (size_t)w;
+    s += w;
+    n -= (size_t)w;
   }
+  errno = saved;
+  return ok;
+}
+
+void smi_out_flush(smi_out_t *o) {
+  if (o->used && !smi_out_write(o->fd, o->own, o->used)) o->failed = true;
   o->used = 0;
 }
 

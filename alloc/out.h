@@ -11,12 +11,12 @@
 #include <stdint.h>
 
 typedef struct {
-  char *buf;   /* the caller's buffer (fd < 0) */
-  size_t size; /* its size */
-  size_t n;    /* bytes written so far (the length needed, past size) */
-  int fd;      /* >= 0: written to this descriptor through own[] */
-  bool failed; /* a write to fd failed */
-  size_t used; /* bytes waiting in own[] */
+  char *buf;      /* the caller's buffer (fd < 0) */
+  size_t size;    /* its size */
+  size_t n;       /* bytes written so far (the length needed, past size) */
+  int fd;         /* >= 0: written to this descriptor through own[] */
+  bool failed;    /* a write to fd failed */
+  size_t used;    /* bytes waiting in own[] */
   char own[1024]; /* small: reports run on any thread's stack, 16 KiB (PTHREAD_STACK_MIN) ones too */
 } smi_out_t;
 
@@ -35,5 +35,9 @@ void smi_out_hex(smi_out_t *o, uint64_t v); /* 0x... */
  * for integers and short strings; no floating point). */
 __attribute__((format(printf, 2, 3))) void smi_out_fmt(smi_out_t *o, const char *fmt, ...);
 void smi_out_flush(smi_out_t *o); /* what waits for fd, written */
+/* Writes all n bytes of s to fd (false if the descriptor refuses them): a raw
+ * system call, so no cancellation point, the allocator's reports and
+ * messages being written from inside malloc and free; errno kept. */
+bool smi_out_write(int fd, const char *s, size_t n);
 
 #endif

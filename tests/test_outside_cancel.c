@@ -231,24 +231,21 @@ Test(outside_cancel, report_at_exit_is_not_a_cancellation_point, .timeout = 60) 
   cr_assert_not_null(strstr(line, "slotmalloc stats"), "%s", line);
 }
 
-/* SLOTMALLOC_VERBOSE=2 writes a line with write() for every segment mapped,
- * from inside malloc (pool.c smi_pool_take -> error.c smi_message): a thread
- * with a cancel pending is cancelled inside malloc, after the segment was
- * mapped and before its blocks reach the pool (no lock is held there: the
- * child goes on). Disabled for the owner of alloc/error.c: smi_message and
- * smi_report write with write(), a cancellation point; a raw
- * syscall(SYS_write, ...) (or a writer in slots/os.c) makes them none.
- * Enabled: fails (the call did not return, exit 1). */
-Test(outside_cancel, verbose_lines_are_not_a_cancellation_point, .timeout = 60, .disabled = true) {
+/* SLOTMALLOC_VERBOSE=2 writes a line for every segment mapped, from inside
+ * malloc (pool.c smi_pool_take -> error.c smi_message). It wrote with write(),
+ * a cancellation point: a thread with a cancel pending was cancelled inside
+ * malloc, after the segment was mapped and before its blocks reached the pool
+ * (the child exited 1). Now a raw system call (out.c smi_out_write). */
+Test(outside_cancel, verbose_lines_are_not_a_cancellation_point, .timeout = 60) {
   const char *set[] = {"SLOTMALLOC_VERBOSE=2", NULL};
   run_child("verbose", set, 0);
 }
 
-/* With SLOTMALLOC_ABORT_ON_ERROR=0 the report of a double free is written with
- * write() from inside free (error.c smi_report) and free returns: a thread
- * with a cancel pending is cancelled inside free. Disabled for the owner of
- * alloc/error.c (the same write() as above). Enabled: fails (exit 1). */
-Test(outside_cancel, misuse_report_is_not_a_cancellation_point, .timeout = 60, .disabled = true) {
+/* With SLOTMALLOC_ABORT_ON_ERROR=0 the report of a double free is written
+ * from inside free (error.c smi_report) and free returns: with write() a
+ * thread with a cancel pending was cancelled inside free (exit 1); now
+ * smi_out_write, as above. */
+Test(outside_cancel, misuse_report_is_not_a_cancellation_point, .timeout = 60) {
   const char *set[] = {"SLOTMALLOC_ABORT_ON_ERROR=0", NULL};
   run_child("misuse", set, 0);
 }
