@@ -75,8 +75,9 @@ static void dispose(smi_segment_t *seg) {
   if (a) {
     smi_large_list_remove(a, seg);
     seg->large_arena = NULL;
-    smi_unlock(&a->lock);
+    /* under the lock: a first cap set meanwhile counts the arena without it */
     if (a->limit) atomic_fetch_sub(&a->limited_bytes, seg->large_size);
+    smi_unlock(&a->lock);
   }
   smi_large_free_dead(seg);
 }
@@ -152,13 +153,16 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
     }
     if (!seg) return NULL;
   }
-  if (a->limit && !smi_arena_charge(a, seg->large_size)) { /* the cap counts the whole mapping */
+  /* the cap counts the whole mapping; charged under the lock that adds it to
+   * the arena, which a first cap's count of the arena takes */
+  smi_lock(&a->lock);
+  if (a->limit && !smi_arena_charge(a, seg->large_size)) {
+    smi_unlock(&a->lock);
     smi_large_kill(seg);
     smi_large_free_dead(seg);
     return NULL;
   }
   seg->large_arena = a;
-  smi_lock(&a->lock);
   smi_large_list_add(a, seg);
   smi_unlock(&a->lock);
   /* the two words that point at it, hidden from memcheck's leak scan (the

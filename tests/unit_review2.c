@@ -103,16 +103,16 @@ Test(review2, set_limit_while_an_object_is_freed_keeps_the_count) {
 }
 
 /* The same for a large object under the first cap: its free (alloc/large.c
- * dispose) takes it off its arena's list under the arena's lock, lets go of
- * the lock, and only then reads a->limit and takes its size off the count. A
+ * dispose) took it off its arena's list under the arena's lock, let go of
+ * the lock, and only then read a->limit and took its size off the count. A
  * first cap set between the two counts the arena without it (it is on no
  * list), and the free then takes it off the count again: the count of an
  * arena that held only that object wraps below zero, and the arena refuses
  * every allocation. The freeing thread is held right after its unlock
  * (smi_lock_wake wrapped: a thread that slept on a lock takes it marked
- * parked, so its unlock calls the wake). Fix (alloc/large.c, dispose): read
- * a->limit and uncharge before the unlock, as set_limit recounts under that
- * lock. */
+ * parked, so its unlock calls the wake). Fixed: dispose reads a->limit and
+ * uncharges before the unlock, as set_limit recounts under that lock (and
+ * smi_large_malloc charges under the lock that adds the object). */
 void __real_smi_lock_wake(smi_lock_t *l);
 static __thread bool hold_after_unlock; /* this thread's next wake waits for hold_wake == 3 */
 static _Atomic int hold_wake;           /* 1: armed, 2: the freeing thread is held, 3: go on */
@@ -129,9 +129,7 @@ static void *free_held_after_unlock(void *p) {
   return NULL;
 }
 
-Test(review2, first_cap_while_a_large_object_is_freed_keeps_the_count,
-     .disabled = true /* BUG (alloc/large.c dispose): the large object's size comes off the count after
-                         the unlock, when a first cap has counted the arena without it: the count wraps */) {
+Test(review2, first_cap_while_a_large_object_is_freed_keeps_the_count) {
   sm_arena_t *a = sm_arena_new(NULL);
   cr_assert_not_null(a);
   void *p = sm_arena_malloc(a, 1 << 20);
