@@ -290,26 +290,40 @@ static void make_current(sm_arena_t *a, unsigned cls, smi_block_t *b) {
  * epochs are used up it stays as it is, retired slots and all). */
 static bool wants_recut(const smi_block_t *b) { return b->used == 0 && b->retired > b->nslots / 8; }
 
+/* The block a switch leaves (without room), under a->lock. A small block
+ * goes to the tail of its avail list, untagged, not to the full list: its
+ * owner's frees into it stay on the fast path, and it comes round again after
+ * the blocks before it, having gathered them. (On the full list, the owner's
+ * first free into it took the slow path and the lock to make it available
+ * again: in a live set replaced at random over a few blocks of a class, every
+ * switch brought one such free: build/perf/larson -t 2, 278k switches and
+ * 319k such frees in 20M replacements.) A switch that finds it still without
+ * room moves it to the full list (take_avail). A medium or big block (512 KiB,
+ * 4 MiB) goes to the full list, tagged: other threads' frees that empty it
+ * queue it where malloc_trim and the background purge take it from an idle
+ * thread; on the avail list it would wait for its owner's next slow path
+ * (test review2::an_idle_threads_blocks_that_others_emptied_go_back). */
+static void leave_current(sm_arena_t *a, unsigned cls, smi_block_t *old) {
+  old->used--; /* its pin */
+  if (old->kind == SMI_KIND_SMALL) {
+    smi_blist_push_tail(&a->avail[cls], old);
+    return;
+  }
+  __atomic_store_n(&old->owner, smi_owner_full(a), __ATOMIC_SEQ_CST);
+  /* A remote free that saw the untagged owner did not queue the block: check. */
+  if (atomic_load_explicit(&old->remote, memory_order_seq_cst)) smi_revisit_push(a, old);
+  smi_blist_push(&a->full, old);
+}
+
 /* Replaces the current block of class cls, old (none, or without room), by
  * one with room: one of the arena's own, else one from the pool. The common
- * case takes a->lock once; NULL: out of memory.
- * old goes to the tail of its avail list, untagged, not to the full list:
- * its owner's frees into it stay on the fast path, and it comes round again
- * after the blocks before it, having gathered them. (On the full list, the
- * owner's first free into it took the slow path and the lock to make it
- * available again: in a live set replaced at random over a few blocks of a
- * class, every switch brought one such free: build/perf/larson -t 2, 278k
- * switches and 319k such frees in 20M replacements.) A switch that finds it
- * still without room moves it to the full list (take_avail). */
+ * case takes a->lock once; NULL: out of memory. */
 static smi_block_t *switch_block(sm_arena_t *a, unsigned cls, smi_block_t *old) {
   smi_lock(&a->lock);
   /* (the direct slots still name old: this thread, which alone reads them,
    * makes another block current before it reads them again) */
   smi_block_t *b = take_avail(a, cls, true);
-  if (old != &smi_block_none) {
-    old->used--; /* its pin */
-    smi_blist_push_tail(&a->avail[cls], old);
-  }
+  if (old != &smi_block_none) leave_current(a, cls, old);
   if (b && !wants_recut(b)) {
     make_current(a, cls, b);
     smi_unlock(&a->lock);

@@ -52,9 +52,12 @@ static size_t committed(void) {
   return s.bytes_committed;
 }
 
-Test(review2, an_idle_threads_blocks_that_others_emptied_go_back,
-     .disabled = true /* BUG (alloc/arena.c switch_block, d515df1): the block a switch left stays on the avail
-                         list, which another thread's reclaim does not look at: one more block per class held */) {
+/* d515df1 put the block a switch leaves on the avail list, which another
+ * thread's reclaim does not look at: one more block per class stayed with an
+ * idle thread (15,808 KiB committed after the frees and malloc_trim, 7,552
+ * before it). Medium and big blocks go to the full list again (switch_block's
+ * leave_current); a small one, 64 KiB at most per class, stays. */
+Test(review2, an_idle_threads_blocks_that_others_emptied_go_back) {
   malloc_trim(0);
   size_t before = committed();
   pthread_t t;
