@@ -123,16 +123,26 @@ void *smi_hd_malloc_top(sm_arena_t *a, size_t size) {
   return smi_malloc_generic(a, size, false);
 }
 
+static inline __attribute__((always_inline)) bool cut_old(smi_block_t *b, smi_hd_head_t *h);
+static bool recycles(const smi_block_t *b);
+
 void *smi_hd_malloc_refill(sm_arena_t *a, smi_block_t *b, size_t size) {
   /* as alloc_from_class would (a block, not the empty bins' stand-in; no
    * remote frees to collect first), without the rest of the slow path: the
    * pending slots but the newest SMI_HD_QUARANTINE, or all of them once the
    * block has no fresh slots left to cut (extend would fail there). The
-   * second is most of larson's refills (-t 2 -s 0.1: 142,821 of 149,045
-   * calls of smi_malloc_generic from here went that way) */
-  if (b->nslots && !smi_block_draining(b) && !atomic_load_explicit(&b->remote, memory_order_relaxed) &&
-      (smi_hd_unquarantine_old(b) || (b->bump >= b->nslots && smi_hd_unquarantine(b))))
+   * second is most of larson's refills. (b->free is NULL: the fast path's
+   * test.) */
+  if (b->nslots && !smi_block_draining(b) && !atomic_load_explicit(&b->remote, memory_order_relaxed)) {
+    smi_hd_head_t *h = smi_hd_head(b);
+    if (!h->pending) return smi_malloc_generic(a, size, false);
+    if (!(recycles(b) && cut_old(b, h))) {
+      if (b->bump < b->nslots || !h->pending) return smi_malloc_generic(a, size, false);
+      b->free = h->pending; /* smi_hd_unquarantine: the same encoding, checked as they are popped */
+      h->pending = h->short_at = NULL;
+    }
     return smi_hd_take(b, b->free, size); /* the fast path's pop (a bad slot: reported, then the slow path) */
+  }
   return smi_malloc_generic(a, size, false);
 }
 
@@ -145,7 +155,7 @@ bool smi_hd_unquarantine(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
   if (b->free || !h->pending) return false;
   b->free = h->pending; /* the same encoding: checked as they are popped */
-  h->pending = NULL;
+  h->pending = h->short_at = NULL;
   return true;
 }
 
@@ -180,21 +190,66 @@ static bool recycles(const smi_block_t *b) {
   return b->bump >= b->nslots || bytes >= RECYCLE_ALWAYS || (bytes >= RECYCLE_AFTER && b->bump >= RECYCLE_SLOTS);
 }
 
+/* A link n read off e, a slot of b's pending list, before it is followed:
+ * inside b's slots and 16-aligned (every slot start is), so reading its words
+ * stays in the block; the rest is checked where it is popped. */
+static inline bool link_ok(const smi_block_t *b, const smi_hd_head_t *h, const smi_free_t *n) {
+  uintptr_t off = (uintptr_t)n - (uintptr_t)b->start;
+  return off < h->span && !(off & 15);
+}
+
+/* A bad link n off e: reported, the list ends at e (n is never followed). */
+static SMI_COLD bool bad_link(smi_block_t *b, smi_free_t *e, smi_free_t *n) {
+  smi_hd_report_list(b, n);
+  e->next = smi_link_enc(b, e, 0);
+  return false;
+}
+
+/* The cut between a list's newest SMI_HD_QUARANTINE slots and the rest, e the
+ * last of those (written next) not a free slot of b: reported (slot_ok), the
+ * list dropped. */
+static SMI_COLD bool bad_cut(smi_block_t *b, smi_hd_head_t *h, smi_free_t *e) {
+  if (slot_ok(b, e)) smi_hd_report_list(b, e); /* (not reached: checked the same before) */
+  h->pending = h->short_at = NULL;
+  return false;
+}
+
+/* The quarantine's cut (b's freelist empty, b recycles): all of b's pending
+ * slots but the newest SMI_HD_QUARANTINE onto the freelist. false if the
+ * list holds no more than those (then h->short_at remembers its head: until a
+ * free pushes another, the next call fails at once, as alloc_from_class's
+ * after a failed refill does), or a link is bad (reported). Unrolled: each
+ * link checked before it is followed (link_ok), the last of the newest
+ * checked as a free slot before its link is written (one multiplication);
+ * the first of the rest is not read here: the pop checks it. */
+_Static_assert(SMI_HD_QUARANTINE == 4, "cut_old walks 4 slots");
+static inline __attribute__((always_inline)) bool cut_old(smi_block_t *b, smi_hd_head_t *h) {
+  smi_free_t *e0 = h->pending, *e1, *e2, *e3, *rest;
+  if (!e0 || e0 == h->short_at) return false;
+  uint64_t key = h->key_next;
+  if (!(e1 = (smi_free_t *)((uintptr_t)e0->next ^ key))) goto short_list;
+  if (smi_unlikely(!link_ok(b, h, e1))) return bad_link(b, e0, e1);
+  if (!(e2 = (smi_free_t *)((uintptr_t)e1->next ^ key))) goto short_list;
+  if (smi_unlikely(!link_ok(b, h, e2))) return bad_link(b, e1, e2);
+  if (!(e3 = (smi_free_t *)((uintptr_t)e2->next ^ key))) goto short_list;
+  if (smi_unlikely(!link_ok(b, h, e3))) return bad_link(b, e2, e3);
+  if (!(rest = (smi_free_t *)((uintptr_t)e3->next ^ key))) goto short_list;
+  size_t i;
+  if (smi_unlikely(!smi_hd_slot_of(b, e3, &i) || smi_gen_is_live(b->gens[i]) || e3->gen))
+    return bad_cut(b, h, e3);   /* written next: a free slot of b (the others were only read) */
+  e3->next = (smi_free_t *)key; /* smi_link_enc(b, e3, 0): the list's end */
+  b->free = rest;
+  h->short_at = e0; /* the newest 4 left */
+  return true;
+short_list:
+  h->short_at = e0;
+  return false;
+}
+
 bool smi_hd_unquarantine_old(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
-  smi_free_t *e = h->pending;
-  if (b->free || !e || !recycles(b)) return false; /* (a list of SMI_HD_QUARANTINE or fewer ends in the walk) */
-  for (uint32_t k = 1; k < SMI_HD_QUARANTINE; k++)
-    if (!(e = next_checked(b, e))) return false;
-  smi_free_t *rest = next_checked(b, e); /* e is the newest SMI_HD_QUARANTINE-th: the list ends there */
-  if (!rest) return false;
-  if (!slot_ok(b, e)) { /* written next: a free slot of b (the others were only read) */
-    h->pending = NULL;
-    return false;
-  }
-  e->next = smi_link_enc(b, e, 0);
-  b->free = rest;
-  return true;
+  if (b->free || !h->pending || !recycles(b)) return false;
+  return cut_old(b, h);
 }
 
 void smi_hd_unquarantine_tidy(smi_block_t *b) {
@@ -217,6 +272,7 @@ void smi_hd_unquarantine_tidy(smi_block_t *b) {
   tail->next = smi_link_enc(b, tail, (uintptr_t)b->free);
   e->next = smi_link_enc(b, e, 0);
   b->free = rest;
+  h->short_at = h->pending; /* the newest 4 left */
 }
 
 /* ---- free and realloc ---- */

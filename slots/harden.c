@@ -94,7 +94,7 @@ void smi_hd_block_cut(smi_block_t *b) {
  * written) */
 void smi_hd_block_reopen(smi_block_t *b) {
   smi_hd_head_t *h = smi_hd_head(b);
-  h->pending = NULL;
+  h->pending = h->short_at = NULL;
   h->span = (uint64_t)b->nslots * b->size;
 }
 

@@ -46,15 +46,18 @@
 #define SMI_HD_QUARANTINE 4 /* a block's newest freed slots, not handed out while it has others */
 
 typedef struct {
-  smi_free_t *pending; /* the quarantine: the owner's freed slots, newest first, linked (encoded) as the
+  smi_free_t *pending;  /* the quarantine: the owner's freed slots, newest first, linked (encoded) as the
                           freelist; they go onto it when the freelist runs dry, all but the newest
                           SMI_HD_QUARANTINE (alloc/harden.h) */
-  uint64_t key_next;   /* XORed into every link (low 4 bits 0) */
-  uint64_t span;       /* nslots * size: a popped slot's offset from start is below it (malloc's fast
+  uint64_t key_next;    /* XORed into every link (low 4 bits 0) */
+  uint64_t span;        /* nslots * size: a popped slot's offset from start is below it (malloc's fast
                           path; set where slots go onto the freelist: extend, reopen) */
-  uint32_t canary;     /* the block's canary word (alloc/harden.h) */
-  uint16_t shared;     /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
-  uint8_t unused[34];
+  uint32_t canary;      /* the block's canary word (alloc/harden.h) */
+  uint16_t shared;      /* SMI_HD_PRIVATE / _ARMING / _SHARED (the owner's free, alloc/harden.h) */
+  smi_free_t *short_at; /* the pending list's head when it was found to hold SMI_HD_QUARANTINE or fewer
+                           slots (NULL: not known): while it is the head no slot was pushed since, and
+                           the quarantine's cut fails without a walk (alloc/harden.c) */
+  uint8_t unused[24];
 } smi_hd_head_t;
 _Static_assert(sizeof(smi_hd_head_t) == 64, "smi_hd_head_t is 64 bytes");
 
