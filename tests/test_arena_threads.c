@@ -572,19 +572,30 @@ Test(threads, remote_frees_while_owner_allocates) {
  * ever dereferences again once its object is freed. (A slot of a block that a
  * handle named retires when its generation wraps; a handle taken while the
  * wrap happens either names the new cycle or makes the wrap retire.) */
-enum { NAMED_ROUNDS = 40000, NAMED_KEEP = 8192 };
+/* On a slow machine the rounds stop early, once NAMED_MIN_ROUNDS (16 wraps of a
+ * slot's 7-bit generation) are done, NAMED_MIN_TAKEN handles taken and
+ * NAMED_BUDGET_S seconds spent: with 20 yields a round, the TSan build at load
+ * 20 was at round 20,689 after minutes, and the file took 463 s of ctest's 600
+ * (100 s at load 8). */
+enum { NAMED_ROUNDS = 40000, NAMED_KEEP = 8192, NAMED_MIN_ROUNDS = 2048, NAMED_MIN_TAKEN = 400, NAMED_BUDGET_S = 20 };
 static _Atomic(void *) named_cur;
 static atomic_bool named_done;
 static sm_handle_t named_seen[NAMED_KEEP];
 static size_t named_count;
+static atomic_size_t named_taken; /* named_count, for the owner's loop */
+static atomic_ulong named_looks;  /* the taker's loads of named_cur */
 
 static void *named_taker(void *arg) {
   (void)arg;
   sm_handle_t last = 0;
   while (!atomic_load(&named_done)) {
     void *p = atomic_load(&named_cur);
+    atomic_fetch_add_explicit(&named_looks, 1, memory_order_relaxed);
     sm_handle_t h = p ? sm_handle_of(p) : 0;
-    if (h && h != last && named_count < NAMED_KEEP) named_seen[named_count++] = h;
+    if (h && h != last && named_count < NAMED_KEEP) {
+      named_seen[named_count++] = h;
+      atomic_store_explicit(&named_taken, named_count, memory_order_relaxed);
+    }
     if (h) last = h;
   }
   return NULL;
@@ -604,13 +615,18 @@ Test(threads, handles_from_another_thread_never_revive, .timeout = 300) {
   sm_arena_t *a = sm_arena_new(NULL);
   pthread_t t;
   cr_assert_eq(pthread_create(&t, NULL, named_taker, NULL), 0);
+  double stop_after = tu_now() + NAMED_BUDGET_S;
   for (int r = 0; r < NAMED_ROUNDS; r++) {
     void *p = sm_arena_malloc(a, 48);
     cr_assert_not_null(p);
     atomic_store(&named_cur, p);
-    for (int spin = 0; spin < 20; spin++) sched_yield();
+    /* until the taker looked twice, at most 20 yields (each may cost a time
+     * slice when the machine is loaded) */
+    unsigned long looks = atomic_load(&named_looks);
+    for (int spin = 0; spin < 20 && atomic_load(&named_looks) - looks < 2; spin++) sched_yield();
     atomic_store(&named_cur, NULL);
     sm_free(p);
+    if (r >= NAMED_MIN_ROUNDS && atomic_load(&named_taken) >= NAMED_MIN_TAKEN && tu_now() > stop_after) break;
   }
   atomic_store(&named_done, true);
   pthread_join(t, NULL);
