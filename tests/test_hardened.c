@@ -560,6 +560,59 @@ Test(hardened, freed_slots_overwritten_and_quarantined) {
   }
 }
 
+/* A block with no fresh slots left hands out a short pending list whole (the
+ * quarantine's only exception); the cut's memory of a short list
+ * (smi_hd_head_t.short_at, the list's head) must not outlive that: a slot
+ * handed out so and freed again heads a new list, and the four newest of
+ * that list still wait. In a thread of its own (fresh blocks of a class of
+ * 600-byte requests, 64 KiB blocks): one block filled, a second filled to its
+ * last slot (still current, its freelist empty, nothing left to cut). */
+static void *refilled_head_thread(void *arg) {
+  int *res = arg;
+  enum { MAX = 256 };
+  static void *v[2 * MAX];
+  int n = 0;
+  uintptr_t first = (uintptr_t)(v[n++] = malloc(tu_hide(600))) >> 16;
+  while (n < MAX && ((uintptr_t)(v[n] = malloc(tu_hide(600))) >> 16) == first) n++;
+  int per = n; /* the first block's slots; v[n] opened the second block */
+  if (per < 16 || per >= MAX) {
+    res[0] = 1;
+    return NULL;
+  }
+  void **w = v + per; /* the second block's: per of them fill it */
+  for (int k = 1; k < per; k++) w[k] = malloc(tu_hide(600));
+  for (int k = 0; k < per; k++)
+    if (((uintptr_t)w[k] >> 16) != ((uintptr_t)w[0] >> 16)) {
+      res[0] = 2;
+      return NULL;
+    }
+  free(w[0]); /* a short list: handed out whole, nothing else left */
+  void *x = malloc(tu_hide(600));
+  if (x != w[0]) {
+    res[0] = 3;
+    return NULL;
+  }
+  for (int k = 1; k <= 5; k++) free(w[k]);
+  free(x); /* pending: x, w[5], w[4], w[3], w[2], w[1] */
+  void *y = malloc(tu_hide(600));
+  res[1] = y == x || y == w[5] || y == w[4] || y == w[3];
+  res[2] = y == w[2];
+  free(y);
+  for (int k = 0; k < per; k++) free(v[k]);
+  for (int k = 6; k < per; k++) free(w[k]);
+  return NULL;
+}
+Test(hardened, a_short_list_handed_out_whole_leaves_no_memory_of_it) {
+  if (!HARDENED) return;
+  int res[3] = {0};
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, refilled_head_thread, res), 0);
+  pthread_join(t, NULL);
+  cr_assert_eq(res[0], 0, "the blocks were not as expected (case %d)", res[0]);
+  cr_assert_eq(res[1], 0, "a slot of the four newest freed was handed out");
+  cr_assert_eq(res[2], 1, "the older pending slots come first, newest first");
+}
+
 /* The owner's free in the hardened build stores its generation in a
  * restartable sequence: the kernel sends it to its abort handler (the
  * compare-and-swap) at a signal, a preemption or another thread's
