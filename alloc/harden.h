@@ -272,7 +272,10 @@ static inline void smi_free(void *p) {
   if (smi_likely(smi_segmap[span] == SMI_MAP_SLOTS)) {
     __asm__("" : "+r"(span)); /* the segment from span, not from u again (internal.h's smi_free) */
     smi_block_t *b = smi_block_at((smi_segment_t *)(span << SMI_SEG_SHIFT), u);
-    if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
+    /* (acquire: another thread's reclaim wrote the block's free list and count,
+     * then handed the block back with a release store of owner; on x86 a plain
+     * load still) */
+    if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_ACQUIRE) == smi_tls_cur)) {
       size_t i;
       if (smi_likely(smi_hd_slot_at(b, u, &i))) {
         uint8_t *g = &b->gens[i];

@@ -184,7 +184,10 @@ static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p, span = u >> SMI_SEG_SHIFT;
   if (smi_likely(smi_segmap[span] == SMI_MAP_SLOTS)) { /* no range check: see smi_map_of_unchecked */
     smi_block_t *b = smi_block_at_span(span, u);
-    if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_RELAXED) == smi_tls_cur)) {
+    /* (acquire: another thread's reclaim wrote the block's free list and count,
+     * then handed the block back with a release store of owner; on x86 a plain
+     * load still) */
+    if (smi_likely(__atomic_load_n(&b->owner, __ATOMIC_ACQUIRE) == smi_tls_cur)) {
       uint8_t *g;
       /* p must start a slot, which must be live, its generation not at the wrap */
       if (smi_likely(smi_slot_gen(b, u, &g))) {
