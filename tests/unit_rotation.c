@@ -8,12 +8,14 @@
  * before), the owner's first free into it took free's slow path and the
  * arena's lock at every switch. Linked with the static library, smi_free_slow
  * wrapped (tests/CMakeLists.txt) to count the frees that reach it. */
+#define _GNU_SOURCE /* testutil.h */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "alloc/internal.h"
+#include "testutil.h"
 
 #define SIZE 512
 #define STEPS 100000
@@ -25,13 +27,8 @@ void __wrap_smi_free_slow(void *p) {
   __real_smi_free_slow(p);
 }
 
-static uint64_t rng = 88172645463325252u;
-static size_t below(size_t n) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return (size_t)(rng % n);
-}
+static tu_rng_t rng = {88172645463325252u};
+static size_t below(size_t n) { return tu_rng_range(&rng, 0, n - 1); }
 
 typedef struct {
   uint32_t slow_frees, slow_mallocs; /* in the replacements */

@@ -6,24 +6,21 @@
  * blocks with one or two of them and the next malloc switches again. Linked
  * with the static library: the arena's count of slow calls and the blocks'
  * geometry are read directly. */
+#define _GNU_SOURCE /* testutil.h */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "alloc/internal.h"
+#include "testutil.h"
 
 #define SIZE 128
 #define BLOCKS 64
 #define STEPS 100000
 
-static uint64_t rng = 88172645463325252u;
-static size_t below(size_t n) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return (size_t)(rng % n);
-}
+static tu_rng_t rng = {88172645463325252u};
+static size_t below(size_t n) { return tu_rng_range(&rng, 0, n - 1); }
 
 typedef struct {
   uint32_t slow;            /* replacements that took the allocation slow path */
