@@ -6,6 +6,7 @@
  * takes the whole slow path (smi_malloc_generic, counted in
  * SMI_COUNT_SLOW_CALLS). Before, every such malloc took it. Linked with the
  * static library: the count is read directly. */
+#define _GNU_SOURCE /* testutil.h */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
@@ -14,18 +15,14 @@
 #include <string.h>
 
 #include "alloc/internal.h"
+#include "testutil.h"
 #include "slots/counters.h"
 
 #define LIVE 512
 #define STEPS 40000
 
-static uint64_t rng = 88172645463325252u;
-static size_t below(size_t n) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return (size_t)(rng % n);
-}
+static tu_rng_t rng = {88172645463325252u};
+static size_t below(size_t n) { return tu_rng_range(&rng, 0, n - 1); }
 
 /* the sizes of alloctest past 1 KiB: mostly 1-2 KiB, a few up to 32 KiB */
 static size_t medium_size(void) { return below(8) ? 1025 + below(1024) : 2048 + below(30 * 1024); }
