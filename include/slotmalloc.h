@@ -7,7 +7,7 @@
  * Glossary
  *   slot        the memory of one small object; slots of one size class form a block
  *   block       an aligned span cut into slots, with a side table of generations
- *   generation  a per-slot counter; odd means live; every allocation and free advances it
+ *   generation  a per-slot byte: a live bit and a count of the slot's cycles, which every free advances
  *   arena       a set of blocks with one lifetime; arenas nest; every thread has a root arena
  *   handle      64 bits naming a slot and its generation: stale handles dereference to NULL
  *
