@@ -84,8 +84,9 @@ SM_API void sm_arena_retain(sm_arena_t *a);
 SM_API void sm_arena_release(sm_arena_t *a);
 /* The arena of a live object; NULL if p is not the start of a live object of ours. */
 SM_API sm_arena_t *sm_arena_of(const void *p);
-/* Plain malloc on this thread now allocates in a (NULL: the root arena);
- * returns the previously entered arena (NULL: the root arena). */
+/* Plain malloc on this thread now allocates in a (NULL, a closed arena or a
+ * root arena: the calling thread's root arena); returns the previously entered
+ * arena (NULL: the root arena). */
 SM_API sm_arena_t *sm_arena_enter(sm_arena_t *a);
 /* Moves the object into its arena's parent and returns its new address (the
  * old one is freed, its handle goes stale); NULL with errno set if p is not
