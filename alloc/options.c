@@ -253,7 +253,7 @@ static void warn_bad(const opt_t *o, const char *value, int bad) {
     }
     put(&l, " or a boolean");
   } else if (o->kind == OPT_SIZE) {
-    put(&l, " is not a size (a number, optionally with K, M or G)");
+    put(&l, " is not a size (a number, optionally with K, M, G or T)");
   } else {
     put(&l, " is not a number");
   }

@@ -376,8 +376,8 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
       smi_segment_t *seg = smi_segment_new(kind);
       if (smi_opt.verbose >= 2) {
         char line[128];
-        snprintf(line, sizeof line, "slotmalloc: new segment %p (kind %u) for size class %u%s\n", (void *)seg, kind,
-                 smi_class_size[cls], seg ? "" : ": the OS refused");
+        snprintf(line, sizeof line, "slotmalloc: new segment %p (kind %u) for slots of %u bytes%s\n", (void *)seg,
+                 kind, smi_class_size[cls], seg ? "" : ": the OS refused");
         smi_message(line);
       }
       if (!seg && !reclaimed) { /* before ENOMEM: everything empty goes back, then again */
