@@ -370,10 +370,11 @@ size_t smi_block_collect(smi_block_t *b) {
    * miss on a slot another thread wrote; malloc's pops reach those slots
    * one at a time, each with the next one prefetched. Walked when a slot on
    * it retires, when the list must go in front of other free slots, and in
-   * the hardened and valgrind builds (links checked and encoded, slots
-   * marked). */
+   * the valgrind build (slots marked). (The hardened build's remote links are
+   * encoded as its freelist's, and its pop checks every slot before it reads
+   * it, as the walk would: prodcons, every free remote, walked before.) */
   uint32_t count = smi_remote_count(w);
-  if (!SMI_HD_ON && !SMI_VG_ON && count && !(w & SMI_REMOTE_MARKED) && !b->free) {
+  if (!SMI_VG_ON && count && !(w & SMI_REMOTE_MARKED) && !b->free) {
     b->free = p;
     b->used -= count;
     smi_count(SMI_COUNT_REMOTE_FREES, count);
