@@ -172,6 +172,20 @@ static void case_uaf_remote(void) {
   for (int i = 0; i < 100000; i++) (void)malloc(tu_hide(56)); /* collects the remote list */
 }
 
+/* The same, a write into the second word (the zero word) of the slot waiting
+ * on the remote list: the collect puts the list on the freelist as it is, and
+ * the pop reports the slot where it would hand it out again. */
+static void case_uaf_remote_zero(void) {
+  void *v[8];
+  for (int i = 0; i < 8; i++) v[i] = malloc(tu_hide(56));
+  pthread_t t;
+  pthread_create(&t, NULL, remote_free_thread, v[3]);
+  pthread_join(t, NULL);
+  ((char *)v[3])[12] = 'Z';
+  say_addr(v[3]);
+  for (int i = 0; i < 100000; i++) (void)malloc(tu_hide(56));
+}
+
 /* A write just past a block's slots: the guard page at the block's end. */
 static void case_block_guard(void) {
   char *p = malloc(tu_hide(100));
@@ -261,6 +275,7 @@ static const hd_case_t cases[] = {
     {"uaf_write", case_uaf_write},
     {"race_double_free", case_race_double_free},
     {"uaf_remote", case_uaf_remote},
+    {"uaf_remote_zero", case_uaf_remote_zero},
     {"block_guard", case_block_guard},
     {"large_guard_after", case_large_guard_after},
     {"large_guard_before", case_large_guard_before},
@@ -406,6 +421,11 @@ Test(hardened, double_free_through_a_race) {
 Test(hardened, write_into_a_remote_freed_slots_link) {
   if (!HARDENED) return;
   expect_list_report("uaf_remote");
+}
+
+Test(hardened, write_after_free_into_a_remote_freed_slot) {
+  if (!HARDENED) return; /* the default build's second word points at the generation */
+  expect_report("uaf_remote_zero", "write after free to ", "");
 }
 
 Test(hardened, guard_page_at_a_blocks_end) {
@@ -670,4 +690,5 @@ Test(hardened, reports_without_abort) {
   expect_report_and_survival("uaf_link", "slotmalloc: corrupted free list in block 0x");
   expect_report_and_survival("uaf_write", "slotmalloc: write after free to 0x");
   expect_report_and_survival("uaf_remote", "slotmalloc: corrupted free list in block 0x");
+  expect_report_and_survival("uaf_remote_zero", "slotmalloc: write after free to 0x");
 }
