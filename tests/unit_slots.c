@@ -169,11 +169,15 @@ Test(segment, blocks_are_cut_consistently) {
 
 /* The generation tables of a class's blocks lie at different cache-line
  * offsets (their colors). Default build: they end at different offsets,
- * inside the spare bytes past the last slot, so they do not all share the same few cache sets: as many slots as
- * with the table at the block's very end, the table 16-byte aligned and in
- * the block's last two pages (what a release keeps). A class with 960 spare
- * bytes or more spreads its tables over at least 12 of 16 line offsets mod
- * 4 KiB; one with 64 or more over at least 2. */
+ * within the spare bytes past the last slot (up to 63 lines) and, for a
+ * table of at most 33 lines (slots of 32 bytes or more), up to 31 lines
+ * below the block's end even past them, so they do not all share the same
+ * few cache sets; the block keeps every slot below its table, the table is
+ * 16-byte aligned and in the block's last two pages (what a release keeps).
+ * A class whose tables move 31 lines or more spreads them over at least 24
+ * line offsets mod 4 KiB (with the spare bytes alone, a class of 48 or 128
+ * bytes kept every table at one or two offsets); one that moves them 15,
+ * over at least 12; one that moves them a line, over at least 2. */
 Test(segment, tables_of_a_class_spread_over_cache_sets) {
 #ifdef SMI_HARDENED
   /* Hardened build: the table comes first, at the block's base moved up by
@@ -218,25 +222,27 @@ Test(segment, tables_of_a_class_spread_over_cache_sets) {
     if (smi_kind_of_class(cls) != SMI_KIND_SMALL) continue;
     size_t size = smi_class_size[cls], span = SMI_SPAN_SMALL;
     size_t table = smi_gens_len((span + size - 1) / size), n = (span - table) / size;
-    size_t spare = span - table - n * size;
+    size_t spare = span - table - n * size, lines = spare / 64 < 63 ? spare / 64 : 63; /* how far it may move */
+    if ((table + 63) / 64 <= 33 && lines < 31) lines = 31;
     uint64_t seen = 0; /* where the tables end: line offsets mod 4 KiB */
     for (int s = 0; s < 2; s++) {
       for (uint32_t i = 0; i < segs[s]->nblocks; i++) {
         smi_block_t *b = &segs[s]->blocks[i];
         cr_assert(smi_block_format(b, cls));
-        uint8_t *end = smi_block_end(b);
-        cr_assert_eq(b->nslots, n, "class %u block %u", cls, i);
+        uint8_t *base = smi_block_base(b), *end = smi_block_end(b);
+        cr_assert_eq(b->start, base);
+        cr_assert_eq(b->nslots, (size_t)(b->gens - base) / size, "class %u block %u: a slot lost", cls, i);
         cr_assert_leq(b->gens + table, end);
-        cr_assert_geq(b->gens + table + spare, end, "class %u block %u: past the spare bytes", cls, i);
+        cr_assert_geq(b->gens + table + lines * 64, end, "class %u block %u: moved too far", cls, i);
         cr_assert_geq(b->gens, end - 2 * SMI_OS_PAGE);
         cr_assert_eq((uintptr_t)b->gens % 16, 0);
         seen |= (uint64_t)1 << ((uintptr_t)(b->gens + table) % 4096 / 64);
       }
     }
     int colors = __builtin_popcountll(seen);
-    if (spare >= 15 * 64)
-      cr_assert_geq(colors, 12, "class %u (%zu spare bytes): %d line offsets", cls, spare, colors);
-    else if (spare >= 64) cr_assert_geq(colors, 2, "class %u (%zu spare bytes): %d line offsets", cls, spare, colors);
+    if (lines >= 31) cr_assert_geq(colors, 24, "class %u (%zu lines): %d line offsets", cls, lines, colors);
+    else if (lines >= 15) cr_assert_geq(colors, 12, "class %u (%zu lines): %d line offsets", cls, lines, colors);
+    else if (lines >= 1) cr_assert_geq(colors, 2, "class %u (%zu lines): %d line offsets", cls, lines, colors);
   }
 #endif
 }
