@@ -106,4 +106,27 @@ uint64_t smi_now_ms(void);
 
 #define SMI_OS_PAGE ((size_t)4096)
 
+#ifdef SMI_OS_FAULTS
+/* Fault injection, compiled only into the test build of os.c that
+ * tests/oom_prog.c links (tests/CMakeLists.txt); the libraries have none of
+ * it. From the call, the calls of the kinds in mask are counted together
+ * (from 1), and call n fails as the OS would refuse it (mmap, mremap,
+ * mprotect, munmap: ENOMEM; madvise: EAGAIN; nothing done) when mode is
+ * SMI_FAULT_ONE and n == nth, SMI_FAULT_FROM and n >= nth, or SMI_FAULT_RANDOM
+ * with probability 1/nth (a hash of seed and n); SMI_FAULT_OFF only counts.
+ * SMI_OS_FAULTS=mask,mode,nth,seed in the environment sets it at the first call. */
+enum {
+  SMI_FAULT_MMAP = 1,
+  SMI_FAULT_MREMAP = 2,
+  SMI_FAULT_MPROTECT = 4,
+  SMI_FAULT_MADVISE = 8,
+  SMI_FAULT_MUNMAP = 16
+};
+enum { SMI_FAULT_OFF, SMI_FAULT_ONE, SMI_FAULT_FROM, SMI_FAULT_RANDOM };
+void smi_os_faults_set(unsigned mask, int mode, uint64_t nth, uint64_t seed);
+/* The calls counted since, and how many of them failed. */
+uint64_t smi_os_faults_calls(void);
+uint64_t smi_os_faults_failed(void);
+#endif
+
 #endif

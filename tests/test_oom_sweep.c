@@ -1,0 +1,150 @@
+/* test_oom_sweep.c: every memory system call of the allocator refused in turn.
+ *
+ * oom_prog (tests/oom_prog.c, linked with slots/os.c compiled with
+ * SMI_OS_FAULTS) runs a workload with the Nth mmap, mremap, mprotect, madvise
+ * or munmap of the library refused as the kernel would refuse it (nothing
+ * done; ENOMEM, madvise EAGAIN), counted from the library's first call; or
+ * every one from the Nth on (memory gone for good); or each with probability
+ * 1/8 (seeded) while two threads allocate, or every other mremap while large
+ * objects grow. oom_prog checks what the calls
+ * returned and what the objects hold, and that once the faults stop every
+ * call is served again (see its head); here each run must exit 0 within its
+ * deadline (no abort, no signal, no hang).
+ *
+ * A sweep first counts the calls of a kind that the workload makes (faults
+ * off), C, then runs it for N = 1 .. C + 1, once failing call N only and once
+ * every call from N on: every N in the debug build (oom_prog says whether its
+ * checks are built) when C is at most 75, else about 75 of them spread over the
+ * range; about 20 in the others, and 16 seeds of the random cases where the
+ * debug build takes 64 (SM_OOM_FULL=1: every N, 64 seeds, in any build).
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <stdbool.h>
+
+#include "testutil.h"
+
+/* the kinds of slots/os.h (SMI_FAULT_*) */
+enum { K_MMAP = 1, K_MREMAP = 2, K_MPROTECT = 4, K_MADVISE = 8, K_MUNMAP = 16, K_ALL = 31 };
+enum { M_OFF, M_ONE, M_FROM, M_RANDOM };
+
+typedef struct {
+  int ok;
+  unsigned long long calls, refused;
+  long nulls;
+  int debug;
+  char what[1200];
+} outcome_t;
+
+static const char *kind_name(unsigned mask) {
+  switch (mask) {
+    case K_MMAP: return "mmap";
+    case K_MREMAP: return "mremap";
+    case K_MPROTECT: return "mprotect";
+    case K_MADVISE: return "madvise";
+    case K_MUNMAP: return "munmap";
+    default: return "any call";
+  }
+}
+
+static outcome_t run(const char *workload, unsigned mask, int mode, unsigned long long nth, unsigned long long seed) {
+  outcome_t o;
+  memset(&o, 0, sizeof o);
+  char faults[96];
+  snprintf(faults, sizeof faults, "SMI_OS_FAULTS=%u,%d,%llu,%llu", mask, mode, nth, seed);
+  const char *set[] = {faults, NULL};
+  char **env = tu_env_without_options(set);
+  char *argv[] = {(char *)SM_OOM_PROG, (char *)workload, NULL};
+  tu_proc_t r;
+  if (tu_run(argv, env, NULL, NULL, 60, &r) != 0) {
+    snprintf(o.what, sizeof o.what, "%s: could not run oom_prog", faults);
+    free(env);
+    return o;
+  }
+  free(env);
+  o.ok = !r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0 &&
+         sscanf(r.out, "oom_prog: calls %llu refused %llu nulls %ld debug %d", &o.calls, &o.refused, &o.nulls,
+                &o.debug) == 4;
+  if (!o.ok)
+    snprintf(o.what, sizeof o.what, "oom_prog %s with %s (%s %s %llu): %s; stderr: %.900s", workload, faults,
+             kind_name(mask),
+             mode == M_ONE    ? "refused once at call"
+             : mode == M_FROM ? "refused from call"
+                              : "1 in",
+             nth, tu_status_str(&r), r.err);
+  tu_proc_free(&r);
+  return o;
+}
+
+/* whether to take 64 seeds, and (debug 0) every N */
+static bool full_sweep(int debug) {
+  const char *e = getenv("SM_OOM_FULL");
+  return debug || (e && *e == '1');
+}
+
+static void sweep(const char *workload, unsigned mask) {
+  outcome_t base = run(workload, mask, M_OFF, 0, 0);
+  cr_assert(base.ok, "the workload fails without faults: %s", base.what);
+  cr_assert_gt(base.calls, 0, "the workload makes no %s call", kind_name(mask));
+  /* every N in the debug build up to 75 calls (about 75 of them past that), 20 in the others */
+  unsigned long long k = base.calls, points = full_sweep(0) ? k : base.debug ? 75 : 20;
+  unsigned long long stride = k <= points ? 1 : (k + points - 1) / points;
+  char msg[4096] = "";
+  int bad = 0, runs = 0;
+  for (int mode = M_ONE; mode <= M_FROM; mode++) {
+    unsigned long long refused = 0;
+    long nulls = 0;
+    for (unsigned long long n = 1; n <= k + 1; n += stride) {
+      outcome_t o = run(workload, mask, mode, n, 0);
+      runs++;
+      if (!o.ok) {
+        if (bad++ < 3) {
+          size_t len = strlen(msg);
+          snprintf(msg + len, sizeof msg - len, "\n  %s", o.what);
+        }
+        continue;
+      }
+      refused += o.refused;
+      nulls += o.nulls;
+    }
+    cr_assert_gt(refused, 0, "no %s call was refused", kind_name(mask));
+    cr_log_info("oom_sweep %s, %s, %s: %llu calls, every %llu-th N: %llu refused, %ld allocation calls failed",
+                workload, kind_name(mask), mode == M_ONE ? "once" : "from N on", k, stride, refused, nulls);
+  }
+  cr_assert_eq(bad, 0, "%d of %d runs failed (%s):%s", bad, runs, kind_name(mask), msg);
+}
+
+TestSuite(oom_sweep, .timeout = 280);
+
+Test(oom_sweep, mmap) { sweep("mix", K_MMAP); }
+Test(oom_sweep, mremap) { sweep("mix", K_MREMAP); }
+Test(oom_sweep, mprotect) { sweep("mix", K_MPROTECT); }
+Test(oom_sweep, madvise) { sweep("mix", K_MADVISE); }
+Test(oom_sweep, munmap) { sweep("mix", K_MUNMAP); }
+Test(oom_sweep, any) { sweep("mix", K_ALL); }
+Test(oom_sweep, grow_any) { sweep("grow", K_ALL); }
+
+/* Calls of mask refused 1 in p (seeds 1..S). */
+static void random_faults(const char *workload, unsigned mask, unsigned long long p) {
+  outcome_t base = run(workload, mask, M_OFF, 0, 0);
+  cr_assert(base.ok, "the workload fails without faults: %s", base.what);
+  int seeds = full_sweep(base.debug) ? 64 : 16, bad = 0;
+  char msg[4096] = "";
+  for (int s = 1; s <= seeds; s++) {
+    outcome_t o = run(workload, mask, M_RANDOM, p, (unsigned long long)s);
+    if (!o.ok && bad++ < 3) {
+      size_t len = strlen(msg);
+      snprintf(msg + len, sizeof msg - len, "\n  %s", o.what);
+    }
+  }
+  cr_assert_eq(bad, 0, "%d of %d seeds failed:%s", bad, seeds, msg);
+}
+
+/* Any call refused 1 in 8 while two threads allocate at once. */
+Test(oom_sweep, random_two_threads) { random_faults("twin", K_ALL, 8); }
+/* Every other mremap refused while large objects grow: the hardened build's
+ * move of a guarded object (slots/os.c, smi_os_grow_guarded) aborted when the
+ * move of its head and then the move of its body back were refused (every
+ * seed, before). */
+Test(oom_sweep, random_grow_mremap) { random_faults("grow", K_MREMAP, 2); }
