@@ -293,8 +293,9 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
 size_t smi_block_touched(const smi_block_t *b) {
   uint8_t *start = b->start, *gens = b->gens;         /* the layout as cut (smi_block_layout) */
   size_t below = (size_t)(start - smi_block_base(b)); /* hardened: the table */
-  /* the default build's table: near the end (its color, below the end, is never touched) */
-  size_t table = gens > start ? smi_gens_len((smi_block_span(b) + b->size - 1) / b->size) : 0;
+  /* the default build's table: near the end (counted with its color, untouched, below the end: no division
+   * on the extend path; the pool rounds to pages anyway) */
+  size_t table = gens > start ? (size_t)(smi_block_end(b) - gens) : 0;
   return below + (size_t)b->bump * b->size + table;
 }
 
