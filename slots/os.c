@@ -389,8 +389,13 @@ void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off,
     if (mprotect(c + old_size - guard, guard, PROT_NONE) != 0) return NULL; /* (as it was: never fails) */
   }
   /* Moved: a reservation (PROT_NONE: its pages that nothing moves onto are
-   * the new guards), the body and then the head moved onto it, the old
-   * guards unmapped. */
+   * the new guards), the head's pages made writable there, the body moved
+   * onto it, then the head's first page copied (os.h: the rest is padding,
+   * zero) and the old mapping, the head and the old guards, unmapped. The
+   * body's move is the last call that may be refused: a refusal leaves the
+   * object as it was (two moves, the body and then the head, needed the body
+   * moved back when the second was refused, and aborted when that was
+   * refused too: test_oom_sweep's random_grow_mremap, every seed). */
   char *raw = mmap(hint(new_size + align), new_size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0); /* (at a random place, as every mapping of the hardened build) */
   if (raw == MAP_FAILED) return NULL;
@@ -400,17 +405,13 @@ void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off,
     return NULL;
   }
   size_t body = old_size - off - guard, head = off - guard;
-  if (mremap(c + off, body, new_size - off - guard, MREMAP_MAYMOVE | MREMAP_FIXED, q + off) == MAP_FAILED) {
+  if (mprotect(q, head, PROT_READ | PROT_WRITE) != 0 ||
+      mremap(c + off, body, new_size - off - guard, MREMAP_MAYMOVE | MREMAP_FIXED, q + off) == MAP_FAILED) {
     munmap(q, new_size);
     return NULL;
   }
-  if (mremap(c, head, head, MREMAP_MAYMOVE | MREMAP_FIXED, q) == MAP_FAILED) {
-    /* the body back where it was (its place is free: it just left it) */
-    if (mremap(q + off, new_size - off - guard, body, MREMAP_MAYMOVE | MREMAP_FIXED, c + off) == MAP_FAILED) abort();
-    munmap(q, new_size);
-    return NULL;
-  }
-  munmap(c, old_size); /* the old guards (the rest moved away) */
+  memcpy(q, c, head < SMI_OS_PAGE ? head : SMI_OS_PAGE);
+  munmap(c, old_size); /* the head and the old guards (the body moved away) */
   account((ptrdiff_t)(new_size - old_size));
   return q;
 }

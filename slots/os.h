@@ -67,10 +67,11 @@ bool smi_os_guard(void *p, size_t size);
  * [head, readable][guard][body, readable][guard] with the body at p + off
  * and guard bytes each guard, to new_size bytes (the new trailing guard
  * included): the body grows in place if the pages after it are free, else
- * the head and the body move to a new address aligned to align, keeping
- * their pages (no copy), between new guards. The new address, or NULL if the
- * OS refuses or ready does, asked first for the range the mapping would take
- * (then the mapping is as it was). */
+ * the body moves to a new address aligned to align, keeping its pages (no
+ * copy), between new guards, and the head's first page is copied there (the
+ * rest of the head, up to its guard, is alignment padding, never written).
+ * The new address, or NULL if the OS refuses or ready does, asked first for
+ * the range the mapping would take (then the mapping is as it was). */
 void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off, size_t guard, size_t align,
                           smi_os_ready_fn ready);
 #endif
