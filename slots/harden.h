@@ -29,7 +29,9 @@
  * followed (smi_hd_slot_of, before the slot is read): a slot start of the
  * block, counted over the whole address (a forged link may point anywhere),
  * its generation free, its second word zero; the remote list is checked the
- * same (smi_hd_remote_ok). Without the key a bad link is caught at once; with
+ * same, by the pop once the collect put it on an empty freelist as it is (its
+ * links are encoded alike), else slot by slot as the collect walks it
+ * (smi_hd_remote_ok). Without the key a bad link is caught at once; with
  * it (a slot whose link ends its list holds the key itself), it can at most
  * name another free slot of the block. (A second key, XORed into a pointer to
  * the generation in the second word, bought nothing the index check does
