@@ -142,8 +142,11 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
       seg = NULL;
     }
   }
+  if (seg && !smi_large_revive(seg)) { /* no new tag for it: a new mapping */
+    smi_large_unmap(seg);
+    seg = NULL;
+  }
   if (seg) {
-    smi_large_revive(seg);
     seg->large_size = smi_large_room(seg);
     SMI_VG_UNDEFINED(seg->large_obj, seg->large_size); /* dead until born below: writable for the memset */
     if (zero) memset(seg->large_obj, 0, size);
@@ -248,7 +251,7 @@ void *smi_large_realloc(smi_segment_t *seg, size_t size, bool *dead) {
     if (moved->large_prev) moved->large_prev->large_next = moved;
     else a->large = moved;
     if (moved->large_next) moved->large_next->large_prev = moved;
-    smi_large_revive(moved);
+    smi_large_revive(moved); /* (false: the old handle keeps naming it, moved) */
   } else if (q && (uint8_t *)q != before) {
     smi_large_revive(moved);
   }

@@ -75,23 +75,25 @@ void smi_large_kill(smi_segment_t *seg) {
   seg->large_gen = 2;
 }
 
-void smi_large_revive(smi_segment_t *seg) {
+bool smi_large_revive(smi_segment_t *seg) {
   smi_segslot_t *slot = &smi_segtab[seg->id];
   if (slot->epoch + 1 < SMI_EPOCH_LIMIT) slot->epoch++;
   else {
-    /* The id's epochs are used up: take a fresh id. */
+    /* The id's epochs are used up: take a fresh id. (Without one it came
+     * back under its last tag, and that life's stale handles named the new
+     * object: test_oom_sweep's epochs.) */
     uint32_t id = smi_id_take(true);
-    if (id) {
-      atomic_store_explicit(&slot->seg, NULL, memory_order_release);
-      seg->id = id;
-      slot = &smi_segtab[id];
-      slot->is_large = 1;
-      slot->epoch++;
-      atomic_store_explicit(&slot->seg, seg, memory_order_release);
-    }
+    if (!id) return false;
+    atomic_store_explicit(&slot->seg, NULL, memory_order_release);
+    seg->id = id;
+    slot = &smi_segtab[id];
+    slot->is_large = 1;
+    slot->epoch++;
+    atomic_store_explicit(&slot->seg, seg, memory_order_release);
   }
   seg->large_gen = 1;
   large_publish(seg);
+  return true;
 }
 
 void smi_large_unmap(smi_segment_t *seg) {

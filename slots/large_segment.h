@@ -11,8 +11,10 @@ smi_segment_t *smi_large_new(size_t size, size_t align);
 /* Ends the large object's life in the maps (handles stale, address not ours),
  * then unmaps it. */
 void smi_large_unmap(smi_segment_t *seg);
-/* Makes a cached large segment hold a new object (a new epoch). */
-void smi_large_revive(smi_segment_t *seg);
+/* Makes a cached large segment hold a new object (a new epoch); false, and
+ * nothing done, when its id's epochs are used up and no fresh id can be had
+ * (the object would come back under the tag of its last life). */
+bool smi_large_revive(smi_segment_t *seg);
 /* Marks the object dead in the maps without unmapping (for the cache). */
 void smi_large_kill(smi_segment_t *seg);
 /* Tries to make the large object size bytes without moving it (or by moving

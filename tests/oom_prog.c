@@ -12,6 +12,8 @@
  *                   freed here), malloc_trim and sm_collect
  *   oom_prog twin   the same mix (without arenas' threads) on two threads at once
  *   oom_prog grow   large objects grown by realloc to 4 MiB, in place or moved
+ *   oom_prog epochs a large object reused from the cache until its id's epochs
+ *                   are used up, when no fresh id can be had (faults of its own)
  *
  * Checks: a call that failed returned NULL (posix_memalign: ENOMEM) with errno
  * ENOMEM; a failed realloc left the old object as it was; every object holds
@@ -370,7 +372,50 @@ static int grow(book_t *b) {
   return 0;
 }
 
+uint32_t smi_segment_ids_used(void); /* slots/segment.c: the next fresh id */
+
+/* A large object freed and taken again from the large-object cache until its
+ * id's epochs (17 bits) are used up; the next reuse needs a fresh id, which
+ * the OS refuses (the id table's next page is not made writable): the object
+ * must not come back under the tag of its last life, whose handle is stale. */
+static int epochs(void) {
+  const size_t size = 1 * MiB;
+  const unsigned last = (1u << 17) - 2; /* SMI_EPOCH_LIMIT - 1 */
+  void *p = malloc(size);
+  sm_handle_t h = p ? sm_handle_of(p) : 0;
+  for (long i = 0; p && ((h >> 9) & 0x1ffff) != last && i < 400000; i++) {
+    free(p);
+    p = malloc(size);
+    h = p ? sm_handle_of(p) : 0;
+  }
+  if (!p || ((h >> 9) & 0x1ffff) != last)
+    return fail("epochs: no large object reached epoch %u (handle %#llx)", last, (unsigned long long)h);
+  /* the next fresh id at the start of a page of the id table (128 ids a page) */
+  static void *keep[256];
+  size_t n = 0;
+  while (smi_segment_ids_used() % 128 != 0 && n < 256) {
+    keep[n] = malloc(size + n * 4096);
+    if (!keep[n++]) return fail("epochs: malloc failed");
+  }
+  free(p);
+  smi_os_faults_set(SMI_FAULT_MPROTECT, SMI_FAULT_FROM, 1, 0);
+  void *q = malloc(size);
+  smi_os_faults_set(0, SMI_FAULT_OFF, 0, 0);
+  if (q && sm_deref(h) != NULL)
+    return fail("epochs: the stale handle %#llx of a freed large object names the object malloc returned next (%p)",
+                (unsigned long long)h, q);
+  if (q && sm_handle_of(q) == h) return fail("epochs: a new object has the handle of a freed one");
+  free(q);
+  while (n) free(keep[--n]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "epochs") == 0) {
+    if (epochs()) return 1;
+    printf("oom_prog: calls 0 refused 0 nulls 0 debug %d\n", (int)smi_check_enabled());
+    return 0;
+  }
   bool twin = argc > 1 && strcmp(argv[1], "twin") == 0, grows = argc > 1 && strcmp(argv[1], "grow") == 0;
   if (argc < 2 || (!twin && !grows && strcmp(argv[1], "mix") != 0)) {
     fprintf(stderr, "usage: SMI_OS_FAULTS=mask,mode,nth,seed oom_prog mix|twin|grow\n");

@@ -148,3 +148,12 @@ Test(oom_sweep, random_two_threads) { random_faults("twin", K_ALL, 8); }
  * move of its head and then the move of its body back were refused (every
  * seed, before). */
 Test(oom_sweep, random_grow_mremap) { random_faults("grow", K_MREMAP, 2); }
+
+/* A large object reused from the cache until its id's epochs are used up,
+ * when the OS refuses the page of the id table a fresh id needs: it came back
+ * under its last life's tag, whose stale handle then named the new object
+ * (slots/large_segment.c, smi_large_revive). oom_prog arms its own faults. */
+Test(oom_sweep, epochs) {
+  outcome_t o = run("epochs", 0, M_OFF, 0, 0);
+  cr_assert(o.ok, "%s", o.what);
+}
