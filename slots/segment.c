@@ -227,13 +227,14 @@ smi_segment_t *smi_segment_new(unsigned kind) {
  * moves down by a number of cache lines chosen by the block's address.
  * Hardened build: 0 to 15 lines, within the spare bytes (no slot is lost).
  * Default build (table_color_default): within the spare bytes (up to 63
- * lines), and for a table of at most 33 lines by up to 31 lines even past
- * them, at the cost of the slots there (at most 1984 bytes of the block, 992
- * on average: 1.5% of a small block, 0.2% of a medium one). With the spare
- * bytes alone (up to 15 lines), build-l3/perf/larson -t 2 -s 0.1 under
+ * lines), and for a table of at most 49 lines (slots of 32 bytes or more)
+ * by up to 15 lines even past them, at the cost of the slots there (at most
+ * 960 bytes of the block, 480 on average: 0.7% of a small block). With the
+ * spare bytes alone (up to 15 lines), build-l3/perf/larson -t 2 -s 0.1 under
  * callgrind's cache model (L1 48 KiB 12-way) missed L1 at a generation byte
- * on 773k of 1.67M frees and 405k of 1.94M mallocs; with this, 444k of
- * 1.69M and 178k (README Figures). A longer table (16-byte slots: 65
+ * on 773k of 1.67M frees and 405k of 1.94M mallocs; with this, 550k and
+ * 244k; with up to 31 lines, 444k and 178k, for twice the slots lost and
+ * the same CPU time (README Figures). A longer table (16-byte slots: 65
  * lines) covers all of L1's sets by itself. */
 #ifdef SMI_HARDENED
 #define TABLE_COLORS 16
@@ -244,14 +245,15 @@ static size_t table_color(const uint8_t *base, size_t spare) {
   return (size_t)(h >> 16) % colors * 64;
 }
 #else
-#define TABLE_SPREAD_LINES 31 /* lines a short table may move down past the spare bytes */
+#define TABLE_SPREAD_LINES 15 /* lines a short table may move down past the spare bytes */
 #define TABLE_MOVE_LINES 63   /* the most it moves down (within the spare bytes) */
 static size_t table_color_default(const uint8_t *base, size_t table, size_t spare) {
   size_t lines = spare / 64, tl = (table + 63) / 64;
   if (lines > TABLE_MOVE_LINES) lines = TABLE_MOVE_LINES;
-  if (tl + TABLE_SPREAD_LINES <= 64 && lines < TABLE_SPREAD_LINES) lines = TABLE_SPREAD_LINES;
-  uint32_t h = (uint32_t)((uintptr_t)base >> SMI_PAGE_SHIFT) * 0x9E3779B1u; /* neighbours and segments apart */
-  return (size_t)(h >> 16) % (lines + 1) * 64;
+  if (tl + TABLE_SPREAD_LINES <= 64 && lines < TABLE_SPREAD_LINES) lines = TABLE_SPREAD_LINES; /* (not 16 B) */
+  /* the fraction of (block page) * golden ratio, scaled to the colors: neighbours get colors far apart */
+  uint32_t h = (uint32_t)((uintptr_t)base >> SMI_PAGE_SHIFT) * 0x9E3779B1u;
+  return (size_t)(((uint64_t)h * (lines + 1)) >> 32) * 64;
 }
 #endif
 

@@ -170,14 +170,15 @@ Test(segment, blocks_are_cut_consistently) {
 /* The generation tables of a class's blocks lie at different cache-line
  * offsets (their colors). Default build: they end at different offsets,
  * within the spare bytes past the last slot (up to 63 lines) and, for a
- * table of at most 33 lines (slots of 32 bytes or more), up to 31 lines
+ * table of at most 49 lines (slots of 32 bytes or more), up to 15 lines
  * below the block's end even past them, so they do not all share the same
  * few cache sets; the block keeps every slot below its table, the table is
  * 16-byte aligned and in the block's last two pages (what a release keeps).
  * A class whose tables move 31 lines or more spreads them over at least 24
- * line offsets mod 4 KiB (with the spare bytes alone, a class of 48 or 128
- * bytes kept every table at one or two offsets); one that moves them 15,
- * over at least 12; one that moves them a line, over at least 2. */
+ * line offsets mod 4 KiB; one that moves them 15 (every class but 16 B:
+ * with the spare bytes alone, the classes of 32, 48 and 64 bytes kept every
+ * table at one offset), over at least 12; one that moves them a line, over
+ * at least 2. */
 Test(segment, tables_of_a_class_spread_over_cache_sets) {
 #ifdef SMI_HARDENED
   /* Hardened build: the table comes first, at the block's base moved up by
@@ -223,7 +224,7 @@ Test(segment, tables_of_a_class_spread_over_cache_sets) {
     size_t size = smi_class_size[cls], span = SMI_SPAN_SMALL;
     size_t table = smi_gens_len((span + size - 1) / size), n = (span - table) / size;
     size_t spare = span - table - n * size, lines = spare / 64 < 63 ? spare / 64 : 63; /* how far it may move */
-    if ((table + 63) / 64 <= 33 && lines < 31) lines = 31;
+    if ((table + 63) / 64 <= 49 && lines < 15) lines = 15;
     uint64_t seen = 0; /* where the tables end: line offsets mod 4 KiB */
     for (int s = 0; s < 2; s++) {
       for (uint32_t i = 0; i < segs[s]->nblocks; i++) {
