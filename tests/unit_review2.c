@@ -158,8 +158,8 @@ Test(review2, first_cap_while_a_large_object_is_freed_keeps_the_count) {
  * keeps its generation table (slots/segment.c block_tail: the default build
  * keeps the last two pages, the hardened build the first one), since a stale
  * handle's sm_deref still reads the table and must never fault. The tables'
- * colors (the default build's moves it down from the block's end by up to 15
- * cache lines; the hardened build's, 1facd97, up from its base) must keep
+ * colors (the default build's moves it down from the block's end by up to 63
+ * cache lines, ee9114b; the hardened build's, 1facd97, up from its base) must keep
  * every table of every class inside those pages, for every block's address. */
 Test(review2, every_table_lies_in_the_pages_a_release_keeps) {
   size_t checked = 0;
