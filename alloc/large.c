@@ -166,7 +166,7 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
      * 0.13 -> 0.09 s, medians of 9 interleaved runs). Up to SMI_POPULATE_MAX:
      * a larger calloc is more often a table used sparsely, whose untouched
      * pages should stay unmapped (tests/test_kernel.c). */
-    if (zero && !SMI_VG_ON && size <= SMI_POPULATE_MAX) smi_os_populate(seg->large_obj, size);
+    if (zero && size <= SMI_POPULATE_MAX) smi_os_populate(seg->large_obj, size);
   }
   /* the cap counts the whole mapping; charged under the lock that adds it to
    * the arena, which a first cap's count of the arena takes */
