@@ -128,7 +128,6 @@ static inline void *smi_hd_take(smi_block_t *b, smi_free_t *p, size_t size) {
   /* smi_hd_slot_of, bounded by the slots' span, not by nslots: two
    * instructions fewer */
   uintptr_t off = (uintptr_t)p - (uintptr_t)b->start;
-  uint8_t *gens = b->gens;
   smi_hd_head_t *h = smi_hd_head(b);
   if (smi_unlikely(off >= h->span)) return smi_hd_pop_fail(b, p, size);
   uint64_t low, i, *w = (uint64_t *)p;
@@ -138,13 +137,14 @@ static inline void *smi_hd_take(smi_block_t *b, smi_free_t *p, size_t size) {
   unsigned __int128 m = (unsigned __int128)off * b->magic;
   low = (uint64_t)m, i = (uint64_t)(m >> 64);
 #endif
-  if (smi_unlikely(low >= b->magic || smi_gen_is_live(gens[i]) || w[1])) return smi_hd_pop_fail(b, p, size);
+  uint8_t *g = b->gens + i; /* (its table read after the multiplication: no register held across it) */
+  if (smi_unlikely(low >= b->magic || smi_gen_is_live(*g) || w[1])) return smi_hd_pop_fail(b, p, size);
   size_t slot = b->size;
   uint32_t r = smi_hd_tag(h, size);
   b->free = (smi_free_t *)(w[0] ^ h->key_next);
   w[0] = 0;
   b->used++;
-  smi_gen_make_live(gens + i);
+  smi_gen_make_live(g);
   memcpy((uint8_t *)p + size, &r, 4); /* the canary and the size record (smi_hd_stamp) */
   memcpy((uint8_t *)p + slot - 4, &r, 4);
   return p;
@@ -270,8 +270,7 @@ static inline int smi_hd_gen_add(const smi_hd_head_t *h, uint8_t *g) {
 static inline void smi_free(void *p) {
   uintptr_t u = (uintptr_t)p, span = u >> SMI_SEG_SHIFT;
   if (smi_likely(smi_segmap[span] == SMI_MAP_SLOTS)) {
-    __asm__("" : "+r"(span)); /* the segment from span, not from u again (internal.h's smi_free) */
-    smi_block_t *b = smi_block_at((smi_segment_t *)(span << SMI_SEG_SHIFT), u);
+    smi_block_t *b = smi_block_at_span(span, u); /* (as internal.h's smi_free) */
     /* (acquire: another thread's reclaim wrote the block's free list and count,
      * then handed the block back with a release store of owner; on x86 a plain
      * load still) */

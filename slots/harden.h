@@ -82,7 +82,7 @@ _Static_assert(offsetof(smi_segment_t, blocks) + (SMI_PAGES_PER_SEG - 1) * sizeo
                "the heads lie in the header page, past the descriptors");
 
 static inline smi_hd_head_t *smi_hd_head(const smi_block_t *b) {
-  return (smi_hd_head_t *)((uintptr_t)b + SMI_HD_HEAD_AT);
+  return (smi_hd_head_t *)((char *)b + SMI_HD_HEAD_AT);
 }
 static inline smi_free_t *smi_link_enc(const smi_block_t *b, const void *slot, uintptr_t next) {
   (void)slot;
