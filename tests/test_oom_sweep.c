@@ -15,8 +15,8 @@
  * off), C, then runs it for N = 1 .. C + 1, once failing call N only and once
  * every call from N on: every N in the debug build (oom_prog says whether its
  * checks are built) when C is at most 75, else about 75 of them spread over the
- * range; about 20 in the others, and 16 seeds of the random cases where the
- * debug build takes 64 (SM_OOM_FULL=1: every N, 64 seeds, in any build).
+ * range; about 20 in the others, and 12 seeds of the random cases where the
+ * debug build takes 24 (SM_OOM_FULL=1: every N, 64 seeds, in any build).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -48,14 +48,25 @@ static const char *kind_name(unsigned mask) {
   }
 }
 
+/* Set by a test for the runs it makes: an option for oom_prog (NULL: none),
+ * and an address-space limit in MiB (0: none; then oom_prog runs under
+ * ulimit -v, where not every call is served after the faults). */
+static const char *option;
+static int limit_mib;
+
 static outcome_t run(const char *workload, unsigned mask, int mode, unsigned long long nth, unsigned long long seed) {
   outcome_t o;
   memset(&o, 0, sizeof o);
-  char faults[96];
+  char faults[96], cmd[512];
   snprintf(faults, sizeof faults, "SMI_OS_FAULTS=%u,%d,%llu,%llu", mask, mode, nth, seed);
-  const char *set[] = {faults, NULL};
+  const char *set[4] = {faults, NULL, NULL, NULL}, **add = set + 1;
+  if (option) *add++ = option;
+  if (limit_mib) *add = "OOM_PROG_LIMITED=1";
   char **env = tu_env_without_options(set);
-  char *argv[] = {(char *)SM_OOM_PROG, (char *)workload, NULL};
+  snprintf(cmd, sizeof cmd, "ulimit -v %d && exec %s %s", limit_mib * 1024, SM_OOM_PROG, workload);
+  char *argv_limited[] = {"/bin/sh", "-c", cmd, NULL};
+  char *argv_plain[] = {(char *)SM_OOM_PROG, (char *)workload, NULL};
+  char **argv = limit_mib ? argv_limited : argv_plain;
   tu_proc_t r;
   if (tu_run(argv, env, NULL, NULL, 60, &r) != 0) {
     snprintf(o.what, sizeof o.what, "%s: could not run oom_prog", faults);
@@ -67,8 +78,8 @@ static outcome_t run(const char *workload, unsigned mask, int mode, unsigned lon
          sscanf(r.out, "oom_prog: calls %llu refused %llu nulls %ld debug %d", &o.calls, &o.refused, &o.nulls,
                 &o.debug) == 4;
   if (!o.ok)
-    snprintf(o.what, sizeof o.what, "oom_prog %s with %s (%s %s %llu): %s; stderr: %.900s", workload, faults,
-             kind_name(mask),
+    snprintf(o.what, sizeof o.what, "oom_prog %s with %s %s (%s %s %llu): %s; stderr: %.900s", workload, faults,
+             option ? option : "", kind_name(mask),
              mode == M_ONE    ? "refused once at call"
              : mode == M_FROM ? "refused from call"
                               : "1 in",
@@ -77,10 +88,10 @@ static outcome_t run(const char *workload, unsigned mask, int mode, unsigned lon
   return o;
 }
 
-/* whether to take 64 seeds, and (debug 0) every N */
-static bool full_sweep(int debug) {
+/* SM_OOM_FULL=1: every N, 64 seeds */
+static bool full_sweep(void) {
   const char *e = getenv("SM_OOM_FULL");
-  return debug || (e && *e == '1');
+  return e && *e == '1';
 }
 
 static void sweep(const char *workload, unsigned mask) {
@@ -88,7 +99,7 @@ static void sweep(const char *workload, unsigned mask) {
   cr_assert(base.ok, "the workload fails without faults: %s", base.what);
   cr_assert_gt(base.calls, 0, "the workload makes no %s call", kind_name(mask));
   /* every N in the debug build up to 75 calls (about 75 of them past that), 20 in the others */
-  unsigned long long k = base.calls, points = full_sweep(0) ? k : base.debug ? 75 : 20;
+  unsigned long long k = base.calls, points = full_sweep() ? k : base.debug ? 75 : 20;
   unsigned long long stride = k <= points ? 1 : (k + points - 1) / points;
   char msg[4096] = "";
   int bad = 0, runs = 0;
@@ -129,7 +140,7 @@ Test(oom_sweep, grow_any) { sweep("grow", K_ALL); }
 static void random_faults(const char *workload, unsigned mask, unsigned long long p) {
   outcome_t base = run(workload, mask, M_OFF, 0, 0);
   cr_assert(base.ok, "the workload fails without faults: %s", base.what);
-  int seeds = full_sweep(base.debug) ? 64 : 16, bad = 0;
+  int seeds = full_sweep() ? 64 : base.debug ? 24 : 12, bad = 0;
   char msg[4096] = "";
   for (int s = 1; s <= seeds; s++) {
     outcome_t o = run(workload, mask, M_RANDOM, p, (unsigned long long)s);
@@ -143,6 +154,40 @@ static void random_faults(const char *workload, unsigned mask, unsigned long lon
 
 /* Any call refused 1 in 8 while two threads allocate at once. */
 Test(oom_sweep, random_two_threads) { random_faults("twin", K_ALL, 8); }
+/* The same with every allocation sampled by the heap profiler (its tables),
+ * and with the background purge thread giving memory back all along. */
+Test(oom_sweep, random_two_threads_profiled) {
+  option = "SLOTMALLOC_PROF_SAMPLE=1";
+  random_faults("twin", K_ALL, 8);
+}
+Test(oom_sweep, random_two_threads_background_purge) {
+  option = "SLOTMALLOC_BACKGROUND_PURGE=1";
+  random_faults("twin", K_ALL, 8);
+}
+
+/* Real refusals: oom_prog's workloads under RLIMIT_AS (ulimit -v) from 64 to
+ * 128 MiB, around slotmalloc's smallest (README: about 72 MiB; two threads at
+ * once in twin); every failed call NULL with ENOMEM, every object intact, a
+ * normal exit. (Not in the sanitizer builds, whose runtimes map address space
+ * of their own.) */
+Test(oom_sweep, address_space_limits) {
+#ifdef SM_SANITIZED
+  cr_skip_test("sanitizer build");
+#endif
+  char msg[4096] = "";
+  int bad = 0, runs = 0;
+  const char *workloads[] = {"twin", "mix", "grow"};
+  for (limit_mib = 64; limit_mib <= 128; limit_mib += 8)
+    for (int w = 0; w < 3; w++, runs++) {
+      outcome_t o = run(workloads[w], 0, M_OFF, 0, 0);
+      if (!o.ok && bad++ < 3) {
+        size_t len = strlen(msg);
+        snprintf(msg + len, sizeof msg - len, "\n  ulimit -v %d MiB: %s", limit_mib, o.what);
+      }
+    }
+  limit_mib = 0;
+  cr_assert_eq(bad, 0, "%d of %d runs failed:%s", bad, runs, msg);
+}
 /* Every other mremap refused while large objects grow: the hardened build's
  * move of a guarded object (slots/os.c, smi_os_grow_guarded) aborted when the
  * move of its head and then the move of its body back were refused (every
