@@ -8,9 +8,10 @@
  *                   (small to large and back), posix_memalign and aligned_alloc
  *                   up to 8 MiB alignments, large objects, handles and sm_deref,
  *                   an arena with a byte cap and a child arena entered for
- *                   plain malloc, threads that allocate and exit (their objects
- *                   freed here), malloc_trim and sm_collect
- *   oom_prog twin   the same mix (without arenas' threads) on two threads at once
+ *                   plain malloc, objects promoted out of an entered arena,
+ *                   threads that allocate and exit (their objects freed here),
+ *                   malloc_trim and sm_collect
+ *   oom_prog twin   the same mix (without threads that exit) on two threads at once
  *   oom_prog grow   large objects grown by realloc to 4 MiB, in place or moved
  *   oom_prog epochs a large object reused from the cache until its id's epochs
  *                   are used up, when no fresh id can be had (faults of its own)
@@ -287,6 +288,41 @@ static int arena_round(book_t *b) {
   return 0;
 }
 
+/* Objects of an arena entered for plain malloc promoted into the thread's
+ * root arena (a copy there, then the old one freed): a promote that fails
+ * returns NULL with ENOMEM and leaves the object where it was. */
+static int promote_round(book_t *b) {
+  errno = 0;
+  sm_arena_t *d = sm_arena_new(NULL);
+  if (!d) return refused(b, "sm_arena_new", 0, errno);
+  sm_arena_t *was = sm_arena_enter(d);
+  for (int i = 0; i < 8 && b->n < MAXOBJ; i++) {
+    size_t size = i == 3 ? 300 * KiB : 40 + (size_t)i * 1500;
+    errno = 0;
+    void *p = malloc(size);
+    if (!p) {
+      if (refused(b, "malloc", size, errno)) return 1;
+      continue;
+    }
+    add(b, p, size, 0);
+    obj_t *o = &b->o[b->n - 1];
+    errno = 0;
+    void *q = sm_arena_promote(p);
+    if (!q) {
+      if (refused(b, "sm_arena_promote", size, errno) || check_obj(b, o, "after a failed promote")) return 1;
+      if (sm_arena_of(p) != d) return fail("%s: a failed promote moved the object out of its arena", b->who);
+      b->n--; /* (it dies with its arena) */
+      continue;
+    }
+    size_t off = check(q, size, o->seed);
+    if (off != SIZE_MAX) return fail("%s: sm_arena_promote lost byte %zu of %zu", b->who, off, size);
+    o->p = q;
+  }
+  sm_arena_enter(was);
+  tu_arena_drop(d);
+  return 0;
+}
+
 /* A thread that allocates, frees some, hands the rest over and exits. */
 typedef struct {
   book_t book;
@@ -319,6 +355,7 @@ static int run_book(book_t *b, int steps, bool threads) {
   for (int i = 0; i < steps; i++) {
     if (step(b)) return 1;
     if (i % 50 == 25 && arena_round(b)) return 1;
+    if (i % 50 == 40 && promote_round(b)) return 1;
     if (threads && i % 100 == 60 && thread_round(b)) return 1;
   }
   return 0;
@@ -338,12 +375,15 @@ static void *twin_main(void *v) {
 
 /* Large objects grown by realloc, a quarter and a page at a time, from 64 KB
  * to 4 MiB and back, five at once with a neighbour mapped between (in place
- * where the pages after one are free, else moved), and checked each time. */
+ * where the pages after one are free, else moved), one of them aligned to
+ * 8 MiB and one to 1 MiB (moved, they keep it), and checked each time. */
 static int grow(book_t *b) {
   for (int i = 0; i < 10; i++) {
-    size_t size = 64 * KiB + (size_t)i * 4096;
+    size_t size = 64 * KiB + (size_t)i * 4096, align = i == 4 ? 8 * MiB : i == 6 ? MiB : 0;
     errno = 0;
-    void *p = malloc(size);
+    void *p = NULL;
+    if (align) errno = posix_memalign(&p, align, size);
+    else p = malloc(size);
     if (!p) {
       if (refused(b, "malloc", size, errno)) return 1;
       continue;
