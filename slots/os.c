@@ -411,7 +411,10 @@ void *smi_os_grow_guarded(void *p, size_t old_size, size_t new_size, size_t off,
     return NULL;
   }
   memcpy(q, c, head < SMI_OS_PAGE ? head : SMI_OS_PAGE);
-  munmap(c, old_size); /* the head and the old guards (the body moved away) */
+  /* the head with its guard, and the trailing guard: not the body's old
+   * range, which is free since the move and may be another mapping already */
+  munmap(c, off);
+  munmap(c + old_size - guard, guard);
   account((ptrdiff_t)(new_size - old_size));
   return q;
 }
