@@ -60,8 +60,11 @@ Test(lean, short_lived_threads_leave_little_committed) {
    * most 1.5 MiB of it warm (its 1 MiB target, and up to half of it more
    * while a batch of blocks to cool gathers), plus the headers of segments
    * mapped meanwhile (5.0 MiB stayed committed when the pool kept up to 8 MiB
-   * warm; measured 2.0 MiB with batches, 1.9 without) */
-  cr_assert_lt(after, before + 5 * MiB / 2, "committed %zu bytes after the threads, %zu before", after, before);
+   * warm; measured 2.0 MiB with batches, 1.9 without; on a busy machine,
+   * load 8-12, 1.1-2.5 MiB from run to run at ee9114b^, ee9114b, 9d8cd95 and
+   * 4839b76 alike: 2.5 MiB, the bound before, failed it 1 run in 4 under
+   * ctest -j2) */
+  cr_assert_lt(after, before + 3 * MiB, "committed %zu bytes after the threads, %zu before", after, before);
 }
 
 /* ---- free slots of big classes -------------------------------------------------- */
