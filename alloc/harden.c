@@ -185,16 +185,19 @@ static smi_free_t *next_checked(smi_block_t *b, smi_free_t *e) {
 }
 
 /* Fresh slots first until the block handed out two pages' worth (two of
- * smi_block_extend's steps) and at least 32 slots, or 64 KiB of them: the
+ * smi_block_extend's steps) and at least 32 slots, or 128 KiB of them: the
  * pair of a program that allocates and frees one object then cycles through
  * that many slots, and each refill moves dozens, not a page's minus the
  * quarantine (at 256 bytes a refill every 11 pairs, 11 instructions a pair;
  * at 8 KiB one every pair). A refill costs more than its instructions (its
  * branches mispredict): bench pair -z 1024 -s 0.5, 5 interleaved runs,
- * ÷ the default build: 6 slots x2.31, 16 x2.21, 32 x1.95. */
+ * ÷ the default build: 6 slots x2.31, 16 x2.21, 32 x1.95. (128 KiB, not 64:
+ * pair-8192's 9 KiB slots cycle through 14, not 7, and refill every 11 pairs,
+ * not every 4: 153 -> 140 instructions a pair, CPU x0.93 in 11 interleaved
+ * pairs; alloctest and longrun's peak RSS the same.) */
 #define RECYCLE_AFTER ((size_t)8192)
 #define RECYCLE_SLOTS 32
-#define RECYCLE_ALWAYS ((size_t)65536)
+#define RECYCLE_ALWAYS ((size_t)131072)
 static bool recycles(const smi_block_t *b) {
   size_t bytes = (size_t)b->bump * b->size;
   return b->bump >= b->nslots || bytes >= RECYCLE_ALWAYS || (bytes >= RECYCLE_AFTER && b->bump >= RECYCLE_SLOTS);
