@@ -89,3 +89,63 @@ Test(review4, a_moved_large_object_unmaps_only_its_own_pages) {
   munmap(blocker, PAGE);
   sm_free(q);
 }
+
+/* review4::every_cut_keeps_its_table_where_a_release_keeps_pages: the
+ * generation table's place depends on the class and on the block's address
+ * (its color, ee9114b and 9d8cd95: up to 63 lines below the block's end, and
+ * up to 15 past the spare bytes). For every class, every block of its kind
+ * and 256 segment addresses: the slots end below the table; the default
+ * build's table has an entry for every multiple of the slot size in the block
+ * (free's fast path has no bound check) and lies in the block's last two
+ * pages, which a segment release keeps for the stale handles that read it;
+ * the hardened build's lies in the block's first page (the one it keeps) and
+ * its slots end before the guard page; no block has more slots than a handle
+ * names (12 bits). */
+Test(review4, every_cut_keeps_its_table_where_a_release_keeps_pages) {
+  size_t layouts = 0;
+  for (unsigned k = 0; k < 256; k++) {
+    uintptr_t a = (uintptr_t)0x300000000000ull + (uintptr_t)(k * 7919u % 65536u) * SMI_SEG_SIZE;
+    smi_segment_t *seg = mmap((void *)a, SMI_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (seg == MAP_FAILED) continue;
+    if ((uintptr_t)seg != a) {
+      munmap(seg, SMI_PAGE_SIZE);
+      continue;
+    }
+    for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
+      unsigned kind = smi_kind_of_class(cls);
+      unsigned nb = kind == SMI_KIND_SMALL ? 63 : kind == SMI_KIND_MEDIUM ? 7 : 1;
+      size_t size = smi_class_size[cls];
+      for (unsigned i = 0; i < nb; i++) {
+        smi_block_t *b = &seg->blocks[i];
+        memset(b, 0, sizeof *b);
+        b->index = (uint8_t)i;
+        b->kind = (uint8_t)kind;
+        smi_layout_t l = smi_block_layout(b, size);
+        uint8_t *base = smi_block_base(b), *end = smi_block_end(b);
+        cr_assert_leq(l.nslots, 4095u, "class %zu B: %zu slots", size, l.nslots);
+        cr_assert_geq(l.nslots, 1u);
+        cr_assert_geq(l.table, smi_gens_len(l.nslots));
+        cr_assert_eq((uintptr_t)l.gens % 16, 0);
+#ifdef SMI_HARDENED
+        cr_assert_leq(l.gens + l.table, base + SMI_OS_PAGE, "class %zu B, block %u at %p: table ends %zu bytes in",
+                      size, i, (void *)base, (size_t)(l.gens + l.table - base));
+        cr_assert_geq(l.start, l.gens + l.table);
+        cr_assert_leq(l.start + l.nslots * size, end - SMI_HD_GUARD);
+#else
+        size_t span = smi_block_span(b);
+        cr_assert_geq(l.table, (span + size - 1) / size, "class %zu B: no entry for every multiple of it", size);
+        cr_assert_leq(l.gens + l.table, end);
+        cr_assert_leq((size_t)(end - l.gens), 2 * SMI_OS_PAGE,
+                      "class %zu B, block %u at %p: table %zu bytes from the end", size, i, (void *)base,
+                      (size_t)(end - l.gens));
+        cr_assert_eq(l.start, base);
+        cr_assert_leq(l.start + l.nslots * size, l.gens);
+#endif
+        layouts++;
+      }
+    }
+    munmap(seg, SMI_PAGE_SIZE);
+  }
+  cr_assert_gt(layouts, 0u, "no segment address could be mapped");
+}
