@@ -5,18 +5,19 @@
  * or munmap of the library refused as the kernel would refuse it (nothing
  * done; ENOMEM, madvise EAGAIN), counted from the library's first call; or
  * every one from the Nth on (memory gone for good); or each with probability
- * 1/8 (seeded) while two threads allocate, or every other mremap while large
- * objects grow. oom_prog checks what the calls
- * returned and what the objects hold, and that once the faults stop every
- * call is served again (see its head); here each run must exit 0 within its
- * deadline (no abort, no signal, no hang).
+ * 1/8 (seeded). Also two threads at once (from N on, and 1 in 8), every other
+ * mremap while large objects grow, and real limits (ulimit -v). oom_prog
+ * checks what the calls returned and what the objects hold, and that once the
+ * faults stop every call is served again (see its head); here each run must
+ * exit 0 within its deadline (no abort, no signal, no hang).
  *
  * A sweep first counts the calls of a kind that the workload makes (faults
  * off), C, then runs it for N = 1 .. C + 1, once failing call N only and once
  * every call from N on: every N in the debug build (oom_prog says whether its
- * checks are built) when C is at most 75, else about 75 of them spread over the
- * range; about 20 in the others, and 12 seeds of the random cases where the
- * debug build takes 24 (SM_OOM_FULL=1: every N, 64 seeds, in any build).
+ * checks are built) up to 90 calls of one kind, about 45 spread over the range
+ * for any call and for munmap; about 20 in the others, and 12 seeds of the random cases (and 12 N
+ * of the two threads' sweep) where the debug build takes 24 (SM_OOM_FULL=1:
+ * every N, 64 seeds, in any build).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -98,8 +99,11 @@ static void sweep(const char *workload, unsigned mask) {
   outcome_t base = run(workload, mask, M_OFF, 0, 0);
   cr_assert(base.ok, "the workload fails without faults: %s", base.what);
   cr_assert_gt(base.calls, 0, "the workload makes no %s call", kind_name(mask));
-  /* every N in the debug build up to 75 calls (about 75 of them past that), 20 in the others */
-  unsigned long long k = base.calls, points = full_sweep() ? k : base.debug ? 75 : 20;
+  /* the debug build: every N up to 90 calls of one kind (mix makes 83 madvise, 77 mmap in the
+   * Release build), about 45 of any call or munmap (hundreds); about 20 in the others */
+  unsigned long long k = base.calls, points = 20;
+  if (full_sweep()) points = k;
+  else if (base.debug) points = mask == K_ALL || mask == K_MUNMAP ? 45 : 90;
   unsigned long long stride = k <= points ? 1 : (k + points - 1) / points;
   char msg[4096] = "";
   int bad = 0, runs = 0;
@@ -150,6 +154,26 @@ static void random_faults(const char *workload, unsigned mask, unsigned long lon
     }
   }
   cr_assert_eq(bad, 0, "%d of %d seeds failed:%s", bad, seeds, msg);
+}
+
+/* Every call from N on refused (memory gone for good) while two threads
+ * allocate: 12 values of N spread over the workload's calls (debug 24). */
+Test(oom_sweep, two_threads_from_n) {
+  outcome_t base = run("twin", K_ALL, M_OFF, 0, 0);
+  cr_assert(base.ok, "the workload fails without faults: %s", base.what);
+  unsigned long long points = full_sweep() ? base.calls + 1 : base.debug ? 24 : 12;
+  unsigned long long stride = (base.calls + points - 1) / points;
+  if (!stride) stride = 1;
+  char msg[4096] = "";
+  int bad = 0, runs = 0;
+  for (unsigned long long n = 1; n <= base.calls + 1; n += stride, runs++) {
+    outcome_t o = run("twin", K_ALL, M_FROM, n, 0);
+    if (!o.ok && bad++ < 3) {
+      size_t len = strlen(msg);
+      snprintf(msg + len, sizeof msg - len, "\n  %s", o.what);
+    }
+  }
+  cr_assert_eq(bad, 0, "%d of %d runs failed:%s", bad, runs, msg);
 }
 
 /* Any call refused 1 in 8 while two threads allocate at once. */
