@@ -20,7 +20,8 @@
  * ENOMEM; a failed realloc left the old object as it was; every object holds
  * its pattern until its free (handles: sm_deref finds it); calloc's memory is
  * zero. Then the faults stop (smi_os_faults_set), every live object is checked,
- * and the mix runs again with every call served; then all is freed. The debug
+ * and the mix runs again with every call served (OOM_PROG_LIMITED=1, under a
+ * real limit set from outside: calls may fail there too); then all is freed. The debug
  * build's invariant checks run on the slow paths all along (a violation aborts).
  * Prints "oom_prog: calls C refused R nulls N debug D" (the OS calls of the armed
  * kinds, how many were refused, the allocation calls that failed, whether the
