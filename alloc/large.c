@@ -13,8 +13,6 @@ static smi_lock_t cache_lock = SMI_LOCK_INIT;
 static smi_segment_t *cache; /* linked through large_next */
 static size_t cache_bytes;
 static uint64_t cache_stamp; /* when the last object entered the cache */
-/* calloc populates fresh large objects up to this size (smi_large_malloc). */
-#define SMI_POPULATE_MAX ((size_t)8 << 20)
 
 /* In a fork child: if a thread the child does not have was changing the
  * cache, forget it (its segments stay mapped, unused). */
@@ -157,16 +155,12 @@ void *smi_large_malloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
       seg = smi_large_new(size, align);
     }
     if (!seg) return NULL;
-    /* calloc of a fresh mapping: its pages read as zero, but a program that
-     * reads them before it writes (checks, lookups) maps the zero page first,
-     * and each write then replaces it: a second fault, with a TLB shoot-down
-     * of every other CPU running the process. Mapped writable at once instead
-     * (build/perf/stress -t 8 -z 200 -n 1, whose calloc'd objects are checked
-     * for zeros before they are filled: 73k -> 58k minor faults, system time
-     * 0.13 -> 0.09 s, medians of 9 interleaved runs). Up to SMI_POPULATE_MAX:
-     * a larger calloc is more often a table used sparsely, whose untouched
-     * pages should stay unmapped (tests/test_kernel.c). */
-    if (zero && size <= SMI_POPULATE_MAX) smi_os_populate(seg->large_obj, size);
+    /* calloc of a fresh mapping: its pages read as zero already, and the
+     * ones the program never touches stay unmapped (a table used sparsely;
+     * tests/test_kernel.c). Mapping them writable at once (MADV_POPULATE_WRITE)
+     * saves a program that reads before it writes the second fault a page
+     * (build/perf/stress: 374k -> 355k faults), but makes a sparse table
+     * resident whole, as under mimalloc and tcmalloc: not done. */
   }
   /* the cap counts the whole mapping; charged under the lock that adds it to
    * the arena, which a first cap's count of the arena takes */

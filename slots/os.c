@@ -336,16 +336,6 @@ void smi_os_decommit_ranges(const smi_os_range_t *r, size_t n) {
   for (size_t i = 0; i < n; i++) account(-(ptrdiff_t)r[i].size);
 }
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-bool smi_os_populate(void *p, size_t size) {
-  int saved = errno;
-  bool done = size == 0 || madvise(p, size, MADV_POPULATE_WRITE) == 0;
-  errno = saved;
-  return done;
-}
-
 void smi_os_release(void *p, size_t size) {
   if (size) munmap(p, size);
 }

@@ -38,10 +38,6 @@ void smi_os_discard(const smi_os_range_t *r, size_t n);
 /* Counts size bytes as decommitted, for memory given back with
  * smi_os_discard (whose ranges may run over memory decommitted before). */
 void smi_os_account_decommit(size_t size);
-/* Maps the pages of [p, p+size) writable now, in one call (Linux 5.14 and
- * later: MADV_POPULATE_WRITE), as the first writes would one fault each;
- * false if the kernel refuses (then nothing is lost: they fault in later). */
-bool smi_os_populate(void *p, size_t size);
 /* Unmaps memory already decommitted (not counted as committed any more). */
 void smi_os_release(void *p, size_t size);
 /* Maps [p, p+size) again after smi_os_release, only if nothing else took that
