@@ -30,10 +30,12 @@ static void large_map_set(smi_segment_t *seg, uint8_t head) {
   __atomic_store_n(&smi_segmap[first], head, __ATOMIC_RELEASE);
 }
 
+/* A dead object (a cached one that malloc resizes before it revives it)
+ * publishes tag 0: no handle names it (its tag read generation 2). */
 static void large_publish(smi_segment_t *seg) {
   smi_segslot_t *slot = &smi_segtab[seg->id];
   atomic_store_explicit(&slot->large_obj, seg->large_obj, memory_order_relaxed);
-  atomic_store_explicit(&slot->large_tag, smi_large_tag(seg), memory_order_release);
+  atomic_store_explicit(&slot->large_tag, seg->large_gen == 1 ? smi_large_tag(seg) : 0, memory_order_release);
 }
 
 smi_segment_t *smi_large_new(size_t size, size_t align) {

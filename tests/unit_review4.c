@@ -149,3 +149,73 @@ Test(review4, every_cut_keeps_its_table_where_a_release_keeps_pages) {
   }
   cr_assert_gt(layouts, 0u, "no segment address could be mapped");
 }
+
+/* review4::a_cached_large_object_being_resized_is_named_by_no_handle: a freed
+ * large object waits in the cache, its tag in the id table 0 (no handle names
+ * it). malloc takes it back for a larger request and resizes it first; when
+ * the pages move (the mapping cannot grow in place), smi_large_resize
+ * publishes the moved object's tag, which for a dead object read (epoch,
+ * generation 2): until smi_large_revive gave it a new epoch, sm_deref of the
+ * handle value with that tag returned the cached object (slotmalloc.h: NULL
+ * for any value that names no live object) and sm_hfree freed it under the
+ * malloc that was reviving it. smi_large_revive is wrapped: the check runs
+ * right before it. */
+bool __real_smi_large_revive(smi_segment_t *seg);
+static volatile bool revive_armed;
+static uint32_t revive_id;
+static sm_handle_t revive_forged;
+static void *revive_deref;
+static int revive_seen;
+
+bool __wrap_smi_large_revive(smi_segment_t *seg) {
+  if (revive_armed && seg->id == revive_id) {
+    revive_armed = false;
+    revive_seen = 1;
+    revive_deref = sm_deref(revive_forged);
+  }
+  return __real_smi_large_revive(seg);
+}
+
+/* The handle h with generation gen instead of its own (parity made odd again). */
+static sm_handle_t with_gen(sm_handle_t h, unsigned gen) {
+  uint64_t v = (h & ~((uint64_t)0xff << 1) & ~(uint64_t)1) | ((uint64_t)gen << 1);
+  return v | (uint64_t)!__builtin_parityll(v);
+}
+
+Test(review4, a_cached_large_object_being_resized_is_named_by_no_handle) {
+  size_t size = (size_t)1 << 20;
+  unsigned char *p = sm_malloc(size);
+  cr_assert_not_null(p);
+  sm_handle_t h = sm_handle_of(p);
+  cr_assert_neq(h, 0);
+  smi_segment_t *seg = smi_large_of(p);
+  cr_assert_not_null(seg);
+  revive_id = seg->id;
+  uint8_t *after = (uint8_t *)seg + seg->map_size; /* a page past its mapping: it cannot grow in place */
+  void *blocker = mmap(after, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (blocker != after) {
+    if (blocker != MAP_FAILED) munmap(blocker, PAGE);
+    cr_skip_test("the page past the object is taken");
+  }
+  sm_free(p); /* into the cache */
+  cr_assert_null(sm_deref(h));
+  revive_forged = with_gen(h, 2);
+  cr_assert_null(sm_deref(revive_forged));
+  revive_seen = 0;
+  revive_deref = NULL;
+  revive_armed = true;
+  unsigned char *q = sm_malloc(3 * size); /* the cached object, moved to grow */
+  revive_armed = false;
+  cr_assert_not_null(q);
+  if (!revive_seen) {
+    munmap(blocker, PAGE);
+    sm_free(q);
+    cr_skip_test("malloc did not take the cached object back");
+  }
+  cr_assert_null(revive_deref, "a handle value named the cached object while it was resized (%p, handle %#llx)",
+                 revive_deref, (unsigned long long)revive_forged);
+  cr_assert_null(sm_deref(h));
+  cr_assert_null(sm_deref(revive_forged));
+  munmap(blocker, PAGE);
+  sm_free(q);
+}
