@@ -13,7 +13,10 @@
  *   prof_prog threads        4 threads run thread_leak (100 x 2000 bytes kept
  *                            each) and exit; their objects outlive them
  *   prof_prog fork           leak_a, then a child (fork) runs leak_b and
- *                            exits; prints "CHILD <pid>" */
+ *                            exits; prints "CHILD <pid>"
+ *   prof_prog large_at_exit  2 threads map, grow and free large objects
+ *                            without end; main exits after 2 ms, the
+ *                            reports at exit running beside them */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,6 +56,20 @@ __attribute__((noinline)) void *thread_leak(void *arg) {
     pthread_mutex_lock(&keep_lock);
     kept[nkept++] = p;
     pthread_mutex_unlock(&keep_lock);
+  }
+  return NULL;
+}
+
+static void *large_churn(void *arg) {
+  (void)arg;
+  for (;;) {
+    void *p[8];
+    for (int i = 0; i < 8; i++) p[i] = malloc(((size_t)300 + (size_t)i * 97) << 10);
+    for (int i = 0; i < 8; i++) {
+      void *q = realloc(p[i], ((size_t)2000 + (size_t)i * 300) << 10);
+      if (q) p[i] = q;
+    }
+    for (int i = 0; i < 8; i++) free(p[i]);
   }
   return NULL;
 }
@@ -99,6 +116,13 @@ int main(int argc, char **argv) {
     int st;
     if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) return 4;
     return 0;
+  }
+  if (!strcmp(argv[1], "large_at_exit")) {
+    pthread_t t;
+    for (int i = 0; i < 2; i++)
+      if (pthread_create(&t, NULL, large_churn, NULL)) return 5;
+    usleep(2000);
+    exit(0);
   }
   if (!strcmp(argv[1], "double_free") && argc > 2) {
     void *p = alloc_site((size_t)atol(argv[2]));
