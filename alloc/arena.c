@@ -628,22 +628,27 @@ typedef struct {
 
 /* The slot reserve adapts (like the pool's warm reserve): an upkeep notes,
  * for each class, the live bytes of the blocks it tidied, the young free
- * bytes it gave back (past the reserve) and those it kept. Allocation takes
- * the kept free slots first (the lowest addresses), so when the next upkeep,
- * within the purge delay, finds a class's live bytes risen past what was
- * kept, the excess (up to what went) was pages given back and faulted in
- * again: the reserve grows by it; when it finds none of what went taken
- * again, the reserve shrinks by a quarter. It stays between a sixteenth and
- * a half of the most the tidied blocks held live lately, and it keeps young
- * slots only: a slot free for the purge delay goes whatever the reserve.
- * Kept per thread (upkeep runs on the arena's owner thread; 1.2 KiB of TLS);
- * a thread that tidies another arena starts over. alloctest -t 2: 756 -> 587
- * give-back calls (README, Memory over time). */
+ * bytes it kept and those it gave back (past the reserve); what went stays
+ * counted for the purge delay. Allocation takes free slots not given back
+ * first (those freed since, the lowest addresses), so when a later upkeep
+ * finds a class's live bytes risen past the previous upkeep's live and kept
+ * bytes, the excess (up to what went and is still counted) was pages given
+ * back and faulted in again: the reserve grows by it (and that much is
+ * counted no more); an upkeep that finds none of it taken again shrinks the
+ * reserve by an eighth. It stays between a sixteenth and a half of the most
+ * the tidied blocks held live lately, and it keeps young slots only: a slot
+ * free for the purge delay goes whatever the reserve. Kept per thread
+ * (upkeep runs on the arena's owner thread; 1.6 KiB of TLS); a thread that
+ * tidies another arena starts over. alloctest -t 2: 765 -> 490 give-back
+ * calls (README, Memory over time). */
 typedef struct {
   const sm_arena_t *arena;
-  uint64_t at;    /* when the upkeep noted the classes (0: none) */
+  uint64_t at;    /* when the previous upkeep noted the classes (0: none) */
   size_t reserve; /* the reserve (bytes) */
-  uint32_t live_k[SMI_CLASSES], given_k[SMI_CLASSES], kept_k[SMI_CLASSES]; /* KiB */
+  /* by class, in KiB: live and kept at the previous upkeep; given back
+   * within the purge delay and not taken again yet */
+  uint32_t live_k[SMI_CLASSES], kept_k[SMI_CLASSES], given_k[SMI_CLASSES];
+  uint32_t gave_ms[SMI_CLASSES]; /* when the class last gave back (low bits of the ms clock) */
 } tidy_adapt_t;
 static __thread tidy_adapt_t adapt;
 
@@ -766,22 +771,29 @@ static size_t adapt_reserve(const sm_arena_t *a, const tidy_t *t) {
   if (adapt.arena != a) {
     adapt.arena = a;
     adapt.at = 0;
+    memset(adapt.given_k, 0, sizeof adapt.given_k);
     adapt.reserve = lo;
   }
   size_t wasted = 0;
   bool gave = false;
-  if (adapt.at && t->now - adapt.at < smi_opt.purge_delay_ms) {
+  if (adapt.at) {
     for (unsigned c = 0; c < SMI_CLASSES; c++) {
       if (!adapt.given_k[c]) continue;
+      if ((uint32_t)t->now - adapt.gave_ms[c] >= smi_opt.purge_delay_ms) {
+        adapt.given_k[c] = 0;
+        continue;
+      }
       gave = true;
       size_t was = (size_t)adapt.live_k[c] << 10, kept = (size_t)adapt.kept_k[c] << 10;
       size_t given = (size_t)adapt.given_k[c] << 10;
       size_t rise = t->live_c[c] > was + kept ? t->live_c[c] - was - kept : 0;
-      wasted += rise < given ? rise : given;
+      size_t w = rise < given ? rise : given;
+      wasted += w;
+      adapt.given_k[c] -= (uint32_t)(w >> 10);
     }
   }
   if (wasted) adapt.reserve += wasted;
-  else if (gave) adapt.reserve -= adapt.reserve / 4;
+  else if (gave) adapt.reserve -= adapt.reserve / 8;
   if (adapt.reserve < lo) adapt.reserve = lo;
   if (adapt.reserve > hi) adapt.reserve = hi;
   return adapt.reserve;
@@ -792,7 +804,10 @@ static void adapt_note(const sm_arena_t *a, const tidy_t *t) {
   adapt.at = t->now;
   for (unsigned c = 0; c < SMI_CLASSES; c++) {
     adapt.live_k[c] = kib(t->live_c[c]);
-    adapt.given_k[c] = kib(t->given_c[c]);
+    if (t->given_c[c]) {
+      adapt.given_k[c] += kib(t->given_c[c]);
+      adapt.gave_ms[c] = (uint32_t)t->now;
+    }
     adapt.kept_k[c] = kib(t->young_c[c] > t->given_c[c] ? t->young_c[c] - t->given_c[c] : 0);
   }
 }
