@@ -620,37 +620,8 @@ typedef struct {
   size_t young; /* the first pass: young free bytes kept */
   size_t live;  /* the first pass: bytes of the slots in use in the blocks tidied */
   unsigned pass;
-  bool growth;                 /* an upkeep on growth (a new peak) */
-  size_t live_c[SMI_CLASSES];  /* the first pass: live bytes of each class's blocks tidied */
-  size_t young_c[SMI_CLASSES]; /* the first pass: young free bytes kept, by class */
-  size_t given_c[SMI_CLASSES]; /* the later passes: young free bytes given back, by class */
+  bool growth; /* an upkeep on growth (a new peak) */
 } tidy_t;
-
-/* The slot reserve adapts (like the pool's warm reserve): an upkeep notes,
- * for each class, the live bytes of the blocks it tidied, the young free
- * bytes it kept and those it gave back (past the reserve); what went stays
- * counted for the purge delay. Allocation takes free slots not given back
- * first (those freed since, the lowest addresses), so when a later upkeep
- * finds a class's live bytes risen past the previous upkeep's live and kept
- * bytes, the excess (up to what went and is still counted) was pages given
- * back and faulted in again: the reserve grows by it (and that much is
- * counted no more); an upkeep that finds none of it taken again shrinks the
- * reserve by an eighth. It stays between a sixteenth and a half of the most
- * the tidied blocks held live lately, and it keeps young slots only: a slot
- * free for the purge delay goes whatever the reserve. Kept per thread
- * (upkeep runs on the arena's owner thread; 1.6 KiB of TLS); a thread that
- * tidies another arena starts over. alloctest -t 2: 765 -> 490 give-back
- * calls (README, Memory over time). */
-typedef struct {
-  const sm_arena_t *arena;
-  uint64_t at;    /* when the previous upkeep noted the classes (0: none) */
-  size_t reserve; /* the reserve (bytes) */
-  /* by class, in KiB: live and kept at the previous upkeep; given back
-   * within the purge delay and not taken again yet */
-  uint32_t live_k[SMI_CLASSES], kept_k[SMI_CLASSES], given_k[SMI_CLASSES];
-  uint32_t gave_ms[SMI_CLASSES]; /* when the class last gave back (low bits of the ms clock) */
-} tidy_adapt_t;
-static __thread tidy_adapt_t adapt;
 
 /* Whether free slot f (at index i) may give its pages back now; marks a slot
  * seen free for the first time, with the time. */
@@ -694,7 +665,6 @@ static void tidy(smi_block_t *b, tidy_t *t, unsigned pass) {
   if (first) {
     smi_hd_unquarantine_tidy(b); /* hardened build: its quarantine's older slots onto the freelist */
     t->live += (size_t)b->used * b->size;
-    t->live_c[b->cls] += (size_t)b->used * b->size;
   }
   if (!b->free) return;
   uint64_t on_list[TIDY_SLOTS_MAX / 64] = {0};
@@ -727,13 +697,9 @@ static void tidy(smi_block_t *b, tidy_t *t, unsigned pass) {
     if (*m == mark((uint8_t *)f, gen, MARK_PURGED) || pass == TIDY_TOPS) continue;
     if (!t->force && whole_pages((uintptr_t)f + MARK_AT + 16, (uintptr_t)f + b->size) < TIDY_RANGE_MIN) continue;
     if (!may_go(b, i, f, t)) {
-      if (first) {
-        t->young += b->size;
-        t->young_c[b->cls] += b->size;
-      }
+      if (first) t->young += b->size;
       continue;
     }
-    if (!first) t->given_c[b->cls] += b->size;
     give_back(&t->g, (uintptr_t)f + MARK_AT + 16, (uintptr_t)f + b->size);
     *m = mark((uint8_t *)f, gen, MARK_PURGED);
   }
@@ -743,7 +709,6 @@ static void tidy(smi_block_t *b, tidy_t *t, unsigned pass) {
   size_t before = smi_pool_touched(b);
   b->bump = top;
   smi_pool_touch(before, smi_pool_touched(b));
-  if (!first) t->given_c[b->cls] += (size_t)(old_bump - top) * b->size;
   give_back(&t->g, (uintptr_t)smi_slot_addr(b, top), (uintptr_t)smi_slot_addr(b, old_bump));
 }
 
@@ -763,55 +728,6 @@ static bool upkeep_due(sm_arena_t *a, uint64_t now) {
          smi_pool_in_use() > a->upkeep_high + a->upkeep_high / 8 + UPKEEP_GROWTH_MIN;
 }
 
-/* The reserve for this upkeep, after counting the pages the previous one
- * gave back that were taken again (tidy_adapt_t). */
-static size_t adapt_reserve(const sm_arena_t *a, const tidy_t *t) {
-  size_t lo = a->tidy_peak / 16, hi = a->tidy_peak / 2;
-  if (t->force) return lo;
-  if (adapt.arena != a) {
-    adapt.arena = a;
-    adapt.at = 0;
-    memset(adapt.given_k, 0, sizeof adapt.given_k);
-    adapt.reserve = lo;
-  }
-  size_t wasted = 0;
-  bool gave = false;
-  if (adapt.at) {
-    for (unsigned c = 0; c < SMI_CLASSES; c++) {
-      if (!adapt.given_k[c]) continue;
-      if ((uint32_t)t->now - adapt.gave_ms[c] >= smi_opt.purge_delay_ms) {
-        adapt.given_k[c] = 0;
-        continue;
-      }
-      gave = true;
-      size_t was = (size_t)adapt.live_k[c] << 10, kept = (size_t)adapt.kept_k[c] << 10;
-      size_t given = (size_t)adapt.given_k[c] << 10;
-      size_t rise = t->live_c[c] > was + kept ? t->live_c[c] - was - kept : 0;
-      size_t w = rise < given ? rise : given;
-      wasted += w;
-      adapt.given_k[c] -= (uint32_t)(w >> 10);
-    }
-  }
-  if (wasted) adapt.reserve += wasted;
-  else if (gave) adapt.reserve -= adapt.reserve / 8;
-  if (adapt.reserve < lo) adapt.reserve = lo;
-  if (adapt.reserve > hi) adapt.reserve = hi;
-  return adapt.reserve;
-}
-static uint32_t kib(size_t n) { return n >> 10 > UINT32_MAX ? UINT32_MAX : (uint32_t)(n >> 10); }
-static void adapt_note(const sm_arena_t *a, const tidy_t *t) {
-  if (adapt.arena != a) return;
-  adapt.at = t->now;
-  for (unsigned c = 0; c < SMI_CLASSES; c++) {
-    adapt.live_k[c] = kib(t->live_c[c]);
-    if (t->given_c[c]) {
-      adapt.given_k[c] += kib(t->given_c[c]);
-      adapt.gave_ms[c] = (uint32_t)t->now;
-    }
-    adapt.kept_k[c] = kib(t->young_c[c] > t->given_c[c] ? t->young_c[c] - t->given_c[c] : 0);
-  }
-}
-
 /* Empty blocks an arena holds beyond its current ones go back to the pool. */
 void smi_arena_upkeep(sm_arena_t *a, bool force) {
   uint64_t now = smi_now_ms();
@@ -824,9 +740,6 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
   t.force = force;
   t.growth = !timed;
   t.spare = t.young = t.live = 0;
-  memset(t.live_c, 0, sizeof t.live_c);
-  memset(t.young_c, 0, sizeof t.young_c);
-  memset(t.given_c, 0, sizeof t.given_c);
   smi_lock(&a->lock);
   revisit(a);
   smi_check_arena(a, true);
@@ -847,7 +760,7 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
    * eighth at each timed upkeep) */
   if (timed) a->tidy_peak -= a->tidy_peak / 8;
   if (t.live > a->tidy_peak) a->tidy_peak = t.live;
-  size_t reserve = adapt_reserve(a, &t);
+  size_t reserve = a->tidy_peak / 16;
   if (t.young > reserve) {
     t.spare = t.young - reserve;
     for (unsigned pass = TIDY_TOPS; pass <= TIDY_SLOTS; pass++) {
@@ -859,7 +772,6 @@ void smi_arena_upkeep(sm_arena_t *a, bool force) {
   }
   give_flush(&t.g);
   smi_unlock(&a->lock);
-  if (!force) adapt_note(a, &t);
   size_t held = smi_pool_in_use();
   if (held > a->upkeep_high) a->upkeep_high = held;
   smi_dismantle(8);

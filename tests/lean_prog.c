@@ -9,7 +9,7 @@
  *   peak   the highest RSS seen after a step
  *   live   the bytes of the buffers at the end, in KiB
  *
- * With "swing PAUSE_MS", "reswing PAUSE_MS", "scatter PAUSE_MS", "checker PAUSE_MS", "collapse":
+ * With "swing PAUSE_MS", "scatter PAUSE_MS", "checker PAUSE_MS", "collapse":
  * see those functions below. */
 #include <fcntl.h>
 #include <malloc.h>
@@ -110,44 +110,6 @@ static int swing(long pause) {
  * slow call. */
 static void upkeep_now(void) {
   for (int i = 0; i < 40; i++) free(malloc(1 << 20));
-}
-
-/* "reswing PAUSE_MS": SLOTS objects of 48 KiB, every page written; SWINGS
- * times the top RESWUNG freed, held free across two upkeeps PAUSE_MS apart
- * (the second finds them free since the first: past the slot reserve, they
- * go), then taken again, and an upkeep. Then the same RESWUNG freed for good
- * and two pauses of 4 PAUSE_MS with an upkeep after each. It prints:
- *   first  the give-back system calls of the first half of the swings
- *   last   those of the second half
- *   held   RSS in KiB right after the last free
- *   after  RSS in KiB after the pauses */
-#define RESWUNG 24
-static int reswing(long pause) {
-  static char *p[SLOTS];
-  size_t c0, c1 = 0, c2;
-  if (fill(p, 0)) return 1;
-  calls_now(&c0);
-  for (int k = 0; k < SWINGS; k++) {
-    if (k == SWINGS / 2) calls_now(&c1);
-    for (size_t i = SLOTS; i-- > SLOTS - RESWUNG;) free(p[i]);
-    for (int j = 0; j < 2; j++) {
-      pause_ms(pause);
-      upkeep_now();
-    }
-    if (fill(p, SLOTS - RESWUNG)) return 1;
-    pause_ms(pause);
-    upkeep_now();
-  }
-  calls_now(&c2);
-  for (size_t i = SLOTS; i-- > SLOTS - RESWUNG;) free(p[i]);
-  long held = rss_kib();
-  for (int k = 0; k < 2; k++) {
-    pause_ms(4 * pause);
-    upkeep_now();
-  }
-  printf("first %zu\nlast %zu\nheld %ld\nafter %ld\n", c1 - c0, c2 - c1, held, rss_kib());
-  for (size_t i = 0; i < SLOTS - RESWUNG; i++) free(p[i]);
-  return 0;
 }
 
 /* "scatter PAUSE_MS": SLOTS objects of 12 KiB (a medium class: the pages of
@@ -259,7 +221,6 @@ static int collapse(void) {
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "collapse") == 0) return collapse();
   if (argc > 2 && strcmp(argv[1], "swing") == 0) return swing(atol(argv[2]));
-  if (argc > 2 && strcmp(argv[1], "reswing") == 0) return reswing(atol(argv[2]));
   if (argc > 2 && strcmp(argv[1], "scatter") == 0) return scatter(atol(argv[2]));
   if (argc > 2 && strcmp(argv[1], "checker") == 0) return checker(atol(argv[2]));
   return grow();

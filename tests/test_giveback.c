@@ -76,32 +76,6 @@ Test(giveback, slots_that_stay_free_go_back_after_the_purge_delay) {
   cr_assert_geq(s.held, s.after + 2 * 1024, "RSS %ld KiB after the frees, %ld KiB after the pauses", s.held, s.after);
 }
 
-/* The slot reserve adapts: slots it let go past it and that the program
- * took again within the purge delay grow it. lean_prog reswing: the top 24
- * of 64 slots of 48 KiB freed, kept free across two upkeeps (the second
- * gives back what passes the reserve), taken again, 16 times. With the fixed
- * reserve (a sixteenth of the live peak, 07804cb) every swing made a call:
- * 8 in each half; now 1 in the first half, none in the second. The slots
- * then freed for good still go back after the purge delay (about 1.1 MiB:
- * measured 4,760 KiB resident after the frees, 3,608 after the pauses). */
-Test(giveback, the_slot_reserve_grows_when_what_went_is_taken_again) {
-  static const char *const set[] = {DELAY, NULL};
-  char *argv[] = {(char *)SM_LEAN_PROG, (char *)"reswing", (char *)"60", NULL};
-  char **env = tu_env_without_options(set);
-  tu_proc_t r;
-  cr_assert_eq(tu_run(argv, env, NULL, NULL, 120.0, &r), 0);
-  free(env);
-  cr_assert(!r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "lean_prog reswing: %s\n%s", r.out,
-            r.err);
-  long first, last, held, after;
-  cr_assert_eq(sscanf(r.out, "first %ld\nlast %ld\nheld %ld\nafter %ld", &first, &last, &held, &after), 4, "%s",
-               r.out);
-  tu_proc_free(&r);
-  cr_assert_leq(last, 2, "%ld give-back calls in the last 8 swings (%ld in the first 8)", last, first);
-  cr_assert_leq(first + last, 6, "%ld + %ld give-back calls in 16 swings", first, last);
-  cr_assert_geq(held, after + 20 * 48, "RSS %ld KiB after the frees, %ld KiB after the pauses", held, after);
-}
-
 /* A free slot among slots in use whose pages past its first make less than
  * 16 KiB stays resident until its block empties or malloc_trim: each range
  * given back is a system call (and, in a threaded program, an interrupt to
