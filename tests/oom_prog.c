@@ -152,6 +152,22 @@ static void add(book_t *b, void *p, size_t size, sm_handle_t h) {
   fill(p, size, o->seed);
 }
 
+/* realloc of o to ns bytes: a refusal leaves o as it was (ENOMEM, its
+ * pattern kept); a success keeps the common bytes and refills the object. */
+static int realloc_obj(book_t *b, obj_t *o, size_t ns) {
+  errno = 0;
+  void *q = realloc(o->p, ns);
+  if (!q) return refused(b, "realloc", ns, errno) || check_obj(b, o, "after a failed realloc");
+  size_t keep = ns < o->size ? ns : o->size;
+  size_t off = check(q, keep, o->seed);
+  if (off != SIZE_MAX)
+    return fail("%s: realloc %zu -> %zu bytes lost byte %zu of the object", b->who, o->size, ns, off);
+  o->p = q;
+  o->size = ns;
+  fill(q, ns, o->seed);
+  return 0;
+}
+
 static int drop(book_t *b, size_t i) {
   obj_t *o = &b->o[i];
   if (check_obj(b, o, "before its free")) return 1;
@@ -196,18 +212,7 @@ static int step(book_t *b) {
     if (o->h) return 0;
     size_t ns = r == 8 ? o->size / 3 + 1 : r == 9 ? o->size * 3 + 100 : size;
     if (ns > 2500 * KiB) ns = o->size / 5 + 1;
-    void *q = realloc(o->p, ns);
-    if (!q) {
-      if (refused(b, "realloc", ns, errno)) return 1;
-      return check_obj(b, o, "after a failed realloc");
-    }
-    size_t keep = ns < o->size ? ns : o->size;
-    size_t off = check(q, keep, o->seed);
-    if (off != SIZE_MAX)
-      return fail("%s: realloc %zu -> %zu bytes lost byte %zu of the object", b->who, o->size, ns, off);
-    o->p = q;
-    o->size = ns;
-    fill(q, ns, o->seed);
+    return realloc_obj(b, o, ns);
   } else if (r < 13) {
     static const size_t aligns[] = {64, 4096, 65536, 1 << 20, 4 << 20, 8 << 20};
     size_t al = aligns[tu_rng_next(&b->rng) % 6];
@@ -395,19 +400,7 @@ static int grow(book_t *b) {
     for (size_t i = 0; i < b->n; i += 2) {
       obj_t *o = &b->o[i];
       size_t ns = round < 14 ? o->size + o->size / 4 + 4096 : o->size / 6 + 1;
-      errno = 0;
-      void *q = realloc(o->p, ns);
-      if (!q) {
-        if (refused(b, "realloc", ns, errno) || check_obj(b, o, "after a failed realloc")) return 1;
-        continue;
-      }
-      size_t keep = ns < o->size ? ns : o->size;
-      size_t off = check(q, keep, o->seed);
-      if (off != SIZE_MAX)
-        return fail("%s: realloc %zu -> %zu bytes lost byte %zu of the object", b->who, o->size, ns, off);
-      o->p = q;
-      o->size = ns;
-      fill(q, ns, o->seed);
+      if (realloc_obj(b, o, ns)) return 1;
     }
   }
   return 0;
