@@ -232,8 +232,8 @@ smi_segment_t *smi_segment_new(unsigned kind) {
  * 960 bytes of the block, 480 on average: 0.7% of a small block). With the
  * spare bytes alone (up to 15 lines), build-l3/perf/larson -t 2 -s 0.1 under
  * callgrind's cache model (L1 48 KiB 12-way) missed L1 at a generation byte
- * on 773k of 1.67M frees and 405k of 1.94M mallocs; with this, 550k and
- * 244k; with up to 31 lines, 444k and 178k, for twice the slots lost and
+ * on 773k of 1.69M frees and 405k of 1.94M mallocs; with this, 559k and
+ * 238k; with up to 31 lines, 444k and 178k, for twice the slots lost and
  * the same CPU time (README Figures). A longer table (16-byte slots: 65
  * lines) covers all of L1's sets by itself. */
 #ifdef SMI_HARDENED
