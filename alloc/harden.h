@@ -34,7 +34,8 @@
  * pending list (slots/harden.h), not onto the freelist; when the freelist
  * runs dry, the slow path moves the pending slots onto it but the newest
  * SMI_HD_QUARANTINE (smi_hd_unquarantine_old), before it cuts fresh slots
- * (once the block handed out 8 KiB of them). So a freed slot is handed out
+ * (once the block handed out 8 KiB and 32 of them, or 128 KiB: recycles()
+ * in alloc/harden.c). So a freed slot is handed out
  * again only after its block's freelist ran dry and at least
  * SMI_HD_QUARANTINE later frees into the block,
  * unless the block has nothing else to give (smi_hd_unquarantine: all of
