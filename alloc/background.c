@@ -8,7 +8,8 @@
  * see it: a block whose last object its thread frees goes to the pool at once,
  * and past the pool's warm cap (pool.c) the oldest empty blocks are given back
  * at once. What waits for a later slow path is only what stays under that cap
- * (at most an eighth of the memory in use, or 8 MiB), past the delay.
+ * (a target from 1 MiB up to a quarter of the most the heap held lately:
+ * keep_warm_bytes_bounded), past the delay.
  *
  * The thread is started at the first block given to the pool (a point where
  * the caller holds no lock: pthread_create may allocate), and again in a fork
