@@ -480,8 +480,9 @@ void *smi_malloc_generic(sm_arena_t *a, size_t size, bool zero) {
  * call, a closed arena, whose current blocks are none) take the whole slow
  * path. Before, every such malloc took it: in alloctest (1 malloc in 7 past
  * 1 KiB) 164 instructions a call, a third of the allocator's, for what is a
- * pop. They still count as slow calls, and every 16th takes the whole path,
- * for its upkeep: a program that frees and takes medium objects keeps giving
+ * pop. They still count in the arena's slow_calls (the upkeep's cadence, not
+ * the statistics' count, which smi_malloc_generic keeps), and every 16th takes
+ * the whole path, for its upkeep: a program that frees and takes medium objects keeps giving
  * back the pages of the slots that stay free (test
  * giveback::slots_that_stay_free_go_back_after_the_purge_delay). (The
  * hardened build has its own: smi_hd_malloc_top.) */

@@ -140,7 +140,7 @@ typedef struct sm_stats_s {
   size_t slots;           /* slots in the blocks counted (live + free) */
   size_t large_bytes;     /* bytes of the large objects (included in bytes_live) */
   size_t rss;             /* resident set of the process, /proc/self/statm (process-wide) */
-  size_t slow_calls;      /* malloc/calloc calls the fast path did not serve (process-wide) */
+  size_t slow_calls;      /* malloc/calloc calls that took the allocation slow path (process-wide) */
   size_t remote_frees;    /* frees by other threads collected by the owner (process-wide) */
   size_t blocks_purged;   /* blocks whose memory went back to the OS (process-wide) */
   size_t segments_mapped; /* segments of slot blocks mapped (process-wide) */
