@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 enum {
-  SMI_COUNT_SLOW_CALLS,      /* malloc/calloc calls the fast path did not serve (smi_malloc_generic) */
+  SMI_COUNT_SLOW_CALLS,      /* malloc/calloc calls that took the allocation slow path (smi_malloc_generic) */
   SMI_COUNT_REMOTE_FREES,    /* slots freed by other threads, collected by the owner */
   SMI_COUNT_BLOCKS_PURGED,   /* blocks whose memory went back to the OS */
   SMI_COUNT_SEGMENTS_MAPPED, /* segments of slot blocks mapped */
