@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh: build slotmalloc and run its whole test suite.
 #
-#   bash tests/run.sh            every stage below (about 10 minutes on 2 cores)
+#   bash tests/run.sh            every stage below (about 14 minutes on 2 cores)
 #   bash tests/run.sh --quick    the first stage only: gcc Release build + ctest
 #
 # On a fresh Debian 12 machine, as root, it first installs what is missing
