@@ -10,8 +10,10 @@
  *                   an arena with a byte cap and a child arena entered for
  *                   plain malloc, objects promoted out of an entered arena,
  *                   threads that allocate and exit (their objects freed here),
- *                   malloc_trim and sm_collect
+ *                   malloc_trim and sm_collect, a fork whose child checks every
+ *                   object, goes on with the mix and frees all
  *   oom_prog twin   the same mix (without threads that exit) on two threads at once
+ *                   (its forks while the other thread allocates)
  *   oom_prog grow   large objects grown by realloc to 4 MiB, in place or moved
  *   oom_prog epochs a large object reused from the cache until its id's epochs
  *                   are used up, when no fresh id can be had (faults of its own)
@@ -34,6 +36,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/wait.h>
 
 #include "testutil.h"
 
@@ -357,12 +360,37 @@ static int thread_round(book_t *b) {
   return 0;
 }
 
+static int free_all(book_t *b);
+
+/* A fork with the faults going on (in twin, while the other thread
+ * allocates): the child finds every object of the book whole, goes on with
+ * the mix (the faults inherited) and frees all; the parent waits for it. */
+static int fork_round(book_t *b) {
+  pid_t pid = fork();
+  if (pid < 0) return 0; /* (refused: the process's own limits, not ours) */
+  if (pid == 0) {
+    b->who = "the fork child";
+    for (size_t i = 0; i < b->n; i++)
+      if (check_obj(b, &b->o[i], "in the fork child")) _exit(1);
+    for (int i = 0; i < 30; i++)
+      if (step(b)) _exit(1);
+    _exit(free_all(b) ? 1 : 0);
+  }
+  int st = 0;
+  if (waitpid(pid, &st, 0) != pid) return fail("%s: waitpid of the fork child failed", b->who);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    return fail("%s: the fork child ended with %s %d", b->who, WIFEXITED(st) ? "status" : "signal",
+                WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+  return 0;
+}
+
 static int run_book(book_t *b, int steps, bool threads) {
   for (int i = 0; i < steps; i++) {
     if (step(b)) return 1;
     if (i % 50 == 25 && arena_round(b)) return 1;
     if (i % 50 == 40 && promote_round(b)) return 1;
     if (threads && i % 100 == 60 && thread_round(b)) return 1;
+    if (i % 100 == 80 && fork_round(b)) return 1;
   }
   return 0;
 }
