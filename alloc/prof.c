@@ -18,11 +18,17 @@
  * dereferences (a handle never revives: taking it names the block, handle.c).
  *
  * Stacks come from libgcc's _Unwind_Backtrace (DWARF unwind tables: no frame
- * pointers needed). It does not allocate, and libgcc_s is a load-time
- * dependency of the library (no lazy dlopen as glibc's backtrace() does); a
- * thread-local flag keeps anything under the profiler from being sampled in
- * turn. The allocator's own frames are dropped: those up to smi_arena_alloc's
- * return address, then (shared library) any in the library's code.
+ * pointers needed). It does not allocate. libgcc_s is not a load-time
+ * dependency of the shared library (in every process it would be mapped and
+ * relocated for nothing: 84 KiB resident): prof.c refers to the unwinder
+ * weakly, and when profiling is on, the constructor below takes the
+ * program's own, or opens libgcc_s (prof_dl.c), once, before any stack is
+ * taken (never inside malloc). A program linked with libslotmalloc.a links
+ * the unwinder in (prof_static.c), so one linked fully static has stacks
+ * too. A thread-local flag keeps anything under the profiler from being
+ * sampled in turn. The allocator's own frames are dropped: those up to
+ * smi_arena_alloc's return address, then (shared library) any in the
+ * library's code.
  *
  * Memory: the tables are mapped from the OS and grow by remapping; when the
  * sample table fills, samples of dead objects are dropped first.
@@ -50,6 +56,13 @@
 #include "stats.h"
 #include "slots/generation.h"
 #include "slots/os.h"
+
+/* Weak: the unwinder is not a load-time dependency (see above). In the
+ * shared library, prof_dl.c opens it; the archive has no prof_dl.c. */
+#pragma weak _Unwind_Backtrace
+#pragma weak _Unwind_GetIP
+bool smi_prof_open_unwinder(void **backtrace, void **get_ip); /* prof_dl.c */
+#pragma weak smi_prof_open_unwinder
 
 #define PROF_DEPTH 32      /* frames kept per stack */
 #define PROF_WALK 64       /* frames walked at most (the allocator's own included) */
@@ -84,7 +97,10 @@ typedef struct {
   uintptr_t lo, hi;
 } range_t;
 static range_t self_code, unwind_code; /* see find_code */
-static _Atomic int ranges_known;       /* 0, 1 being found, 2 found: self_code and unwind_code */
+/* The unwinder, found by find_unwinder (NULL: no stacks). */
+static _Unwind_Reason_Code (*unwind_backtrace)(_Unwind_Trace_Fn, void *);
+static _Unwind_Ptr (*unwind_get_ip)(struct _Unwind_Context *);
+static _Atomic int ranges_known; /* 0, 1 being found, 2 found: self_code and unwind_code */
 
 __thread uint64_t smi_prof_left; /* bytes before this thread's next sample (internal.h) */
 static __thread uint64_t prof_rng;
@@ -262,7 +278,7 @@ static int find_code(struct dl_phdr_info *info, size_t size, void *arg) {
     if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
     range_t r = {info->dlpi_addr + ph->p_vaddr, info->dlpi_addr + ph->p_vaddr + ph->p_memsz};
     if (in_range(r, (uintptr_t)&find_code)) f->self = r;
-    if (in_range(r, (uintptr_t)&_Unwind_Backtrace)) f->unwind = r;
+    if (in_range(r, (uintptr_t)unwind_backtrace)) f->unwind = r;
   }
   return 0;
 }
@@ -289,7 +305,7 @@ typedef struct {
 
 static _Unwind_Reason_Code on_frame(struct _Unwind_Context *ctx, void *arg) {
   walk_t *w = arg;
-  uintptr_t ip = _Unwind_GetIP(ctx);
+  uintptr_t ip = unwind_get_ip(ctx);
   if (!ip) return _URC_END_OF_STACK;
   w->pcs[w->n++] = ip;
   return w->n == PROF_WALK ? _URC_END_OF_STACK : _URC_NO_REASON;
@@ -300,7 +316,7 @@ static _Unwind_Reason_Code on_frame(struct _Unwind_Context *ctx, void *arg) {
 static uint32_t capture(uintptr_t *out, uintptr_t ret) {
   walk_t w;
   w.n = 0;
-  _Unwind_Backtrace(on_frame, &w);
+  if (unwind_backtrace) unwind_backtrace(on_frame, &w);
   uint32_t i = 0;
   while (i < w.n && w.pcs[i] != ret) i++;
   if (i == w.n) i = 0; /* not found: keep all but the library's own */
@@ -318,7 +334,29 @@ static uint32_t capture(uintptr_t *out, uintptr_t ret) {
  * any unwind table, and libgcc aborts in _Unwind_Backtrace
  * (uw_init_context_1). The few objects allocated before are not sampled. */
 static _Atomic bool unwind_ready;
+
+/* The unwinder: the program's own (linked in, or a libgcc_s it loaded), else
+ * libgcc_s.so.1 opened now (the shared library); its functions stay NULL if
+ * there is none. */
+static void find_unwinder(void) {
+  if (_Unwind_Backtrace && _Unwind_GetIP) {
+    unwind_backtrace = _Unwind_Backtrace;
+    unwind_get_ip = _Unwind_GetIP;
+    return;
+  }
+  if (!smi_prof_open_unwinder) return; /* the archive: prof_static.c linked it in, or nothing can */
+  void *bt, *ip;
+  prof_busy = true; /* dlopen allocates */
+  if (smi_prof_open_unwinder(&bt, &ip)) {
+    unwind_backtrace = (_Unwind_Reason_Code(*)(_Unwind_Trace_Fn, void *))bt;
+    unwind_get_ip = (_Unwind_Ptr(*)(struct _Unwind_Context *))ip;
+  }
+  prof_busy = false;
+}
+
 __attribute__((constructor)) static void prof_unwind_ready(void) {
+  smi_options_load(); /* (once; nothing may have allocated yet) */
+  if (smi_opt.prof_sample) find_unwinder();
   atomic_store_explicit(&unwind_ready, true, memory_order_release);
 }
 
