@@ -1,6 +1,9 @@
 /* meta.c: memory for the allocator's own structs (arenas, heaps). It comes
  * straight from the OS in 64 KiB chunks and is recycled by size, so no arena
- * struct ever lives inside an arena. */
+ * struct ever lives inside an arena. The first chunk is a static one of the
+ * size of one thread heap, in the library's .bss: a single-threaded program
+ * maps no chunk (its heap's page lies among .bss pages the process has
+ * resident anyway: one page and two system calls less at start-up). */
 #include <string.h>
 
 #include "internal.h"
@@ -14,7 +17,9 @@ static struct {
   size_t size;
   void *free;
 } pools[META_SIZES];
-static char *chunk_cur, *chunk_end;
+/* the first chunk: one heap (heap.c allocates the first thread's before anything else) */
+static char first_chunk[(sizeof(smi_heap_t) + 63) & ~(size_t)63] __attribute__((aligned(64)));
+static char *chunk_cur = first_chunk, *chunk_end = first_chunk + sizeof first_chunk;
 
 /* In a fork child: a thread the child does not have may have been half way
  * through a pop or a new chunk: start afresh (what was free stays unused). */

@@ -7,7 +7,8 @@
  *     cost 84 KiB resident in every process (pair -z 16: 1828 -> 1712 KiB,
  *     README "Start-up footprint");
  *   - the anonymous memory the library adds (its first segment, the segment
- *     map and id table pages, its first meta chunk, its writable data) and
+ *     map and id table pages, its writable data and .bss, where the first
+ *     thread's heap lies: alloc/meta.c) and
  *     the resident size of the library's own file (cold code built for
  *     size, relative relocations packed: CMakeLists.txt) stay under bounds
  *     measured with a margin. */
