@@ -105,7 +105,7 @@ Test(footprint, a_trivial_program_stays_small) {
   long anon = smaps_kib(with.out, NULL, "Anonymous:") - smaps_kib(without.out, NULL, "Anonymous:");
   long lib = smaps_kib(with.out, library_file(), "Rss:");
   /* Measured at 52-60 KiB of anonymous memory more than glibc's malloc
-   * (68 with libgcc_s), and 120 KiB of the library's file resident (its
+   * (68 with libgcc_s), and 116 KiB of the library's file resident (its
    * whole file: the kernel maps a file's cached pages 64 KiB around each
    * fault; 136 KiB before the cold code was built for size and the
    * relative relocations packed). */
