@@ -630,7 +630,9 @@ static bool may_go(smi_block_t *b, uint32_t i, smi_free_t *f, tidy_t *t) {
   uint8_t gen = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
   uint64_t *m = (uint64_t *)((uint8_t *)f + MARK_AT);
   if (t->force || *m == mark((uint8_t *)f, gen, MARK_PURGED)) return true;
-  if (*m != mark((uint8_t *)f, gen, MARK_SEEN)) {
+  /* (a mark from before the block left the pool counts from then: its slots
+   * waited there, not free in this arena) */
+  if (*m != mark((uint8_t *)f, gen, MARK_SEEN) || m[1] < b->empty_since) {
     *m = mark((uint8_t *)f, gen, MARK_SEEN);
     m[1] = t->now;
   } else if (t->now - m[1] >= smi_opt.purge_delay_ms) {

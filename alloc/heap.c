@@ -83,6 +83,7 @@ static void heap_done(void *arg) {
   h->done = true;
   smi_tls_cur = &smi_arena_none;
   smi_tls_heap = NULL;
+  smi_pool_thread_exit(); /* before its blocks come (pool.c: what threads leave at their exit) */
   heap_exit(h);
   smi_pool_upkeep(false);
   smi_meta_free(h, sizeof *h);

@@ -11,6 +11,15 @@
 
 #define LARGE_HEADER ((size_t)4096)
 
+/* The bytes mapped for large objects, cached ones included (the pool's
+ * estimate of what the process holds: alloc/pool.c). */
+static _Atomic size_t mapped;
+size_t smi_large_mapped(void) { return atomic_load_explicit(&mapped, memory_order_relaxed); }
+static void set_map_size(smi_segment_t *seg, size_t was, size_t now) {
+  atomic_fetch_add_explicit(&mapped, now - was, memory_order_relaxed);
+  seg->map_size = now;
+}
+
 static size_t offset_for(size_t align) {
   /* The object follows the header page, at an address that is a multiple of
    * align; 4 MiB and larger alignments put it one 4 MiB span past the header. */
@@ -55,7 +64,7 @@ smi_segment_t *smi_large_new(size_t size, size_t align) {
   seg->id = id;
   smi_segtab[id].is_large = 1;
   seg->kind = SMI_KIND_LARGE;
-  seg->map_size = map;
+  set_map_size(seg, 0, map);
   seg->large_obj = (uint8_t *)seg + off;
   seg->large_size = map - off - SMI_HD_GUARD;
   seg->large_align = align;
@@ -103,6 +112,7 @@ void smi_large_unmap(smi_segment_t *seg) {
   smi_large_kill(seg);
   large_map_set(seg, SMI_MAP_NONE);
   atomic_store_explicit(&smi_segtab[id].seg, NULL, memory_order_release);
+  atomic_fetch_sub_explicit(&mapped, seg->map_size, memory_order_relaxed);
   smi_os_unmap(seg, seg->map_size);
   smi_id_give_back(id);
 }
@@ -122,7 +132,7 @@ void *smi_large_resize(smi_segment_t **segp, size_t size, bool exact) {
       large_map_set(seg, SMI_MAP_NONE);
       smi_os_shrink(seg, seg->map_size, map);
       smi_os_guard((uint8_t *)seg + map - SMI_HD_GUARD, SMI_HD_GUARD); /* hardened: the new trailing guard page */
-      seg->map_size = map;
+      set_map_size(seg, seg->map_size, map);
       large_map_set(seg, SMI_MAP_LARGE);
     }
     seg->large_size = smi_large_room(seg);
@@ -141,7 +151,7 @@ void *smi_large_resize(smi_segment_t **segp, size_t size, bool exact) {
     large_map_set(seg, SMI_MAP_LARGE);
     return NULL;
   }
-  moved->map_size = grown;
+  set_map_size(moved, moved->map_size, grown); /* (its header moved with it) */
   moved->large_obj = (uint8_t *)moved + off;
   moved->large_size = smi_large_room(moved);
   if (moved != seg) {
@@ -156,7 +166,7 @@ void *smi_large_resize(smi_segment_t **segp, size_t size, bool exact) {
   size_t grown = exact ? map : (map + map / 4 + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1); /* room for the next growth */
   if ((smi_segmap_ready(seg, grown) && smi_os_grow_in_place(seg, seg->map_size, grown)) ||
       (smi_segmap_ready(seg, map) && smi_os_grow_in_place(seg, seg->map_size, grown = map))) {
-    seg->map_size = grown;
+    set_map_size(seg, seg->map_size, grown);
     seg->large_size = grown - off;
     large_map_set(seg, SMI_MAP_LARGE);
     return seg->large_obj;
@@ -169,7 +179,7 @@ void *smi_large_resize(smi_segment_t **segp, size_t size, bool exact) {
     large_map_set(seg, SMI_MAP_LARGE);
     return NULL;
   }
-  moved->map_size = grown;
+  set_map_size(moved, moved->map_size, grown); /* (its header moved with it) */
   moved->large_obj = (uint8_t *)moved + off;
   moved->large_size = grown - off;
   atomic_store_explicit(&smi_segtab[moved->id].seg, moved, memory_order_release);

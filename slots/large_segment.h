@@ -22,6 +22,8 @@ void smi_large_kill(smi_segment_t *seg);
  * more for the next one and a shrink keeps the tail unless it is most of the
  * mapping; exact (under a byte cap, which counts the mapping): neither. */
 void *smi_large_resize(smi_segment_t **segp, size_t size, bool exact);
+/* The bytes mapped for large objects, the cached ones included. */
+size_t smi_large_mapped(void);
 /* The handle tag a live large object carries. */
 static inline uint64_t smi_large_tag(const smi_segment_t *seg) {
   return ((uint64_t)smi_segtab[seg->id].epoch << 8) | __atomic_load_n(&seg->large_gen, __ATOMIC_RELAXED);

@@ -9,10 +9,11 @@
  *   peak   the highest RSS seen after a step
  *   live   the bytes of the buffers at the end, in KiB
  *
- * With "swing PAUSE_MS", "scatter PAUSE_MS", "checker PAUSE_MS", "collapse":
+ * With "swing PAUSE_MS", "scatter PAUSE_MS", "checker PAUSE_MS", "collapse", "relay PAUSE_MS":
  * see those functions below. */
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,7 +219,54 @@ static int collapse(void) {
   return 0;
 }
 
+/* "relay PAUSE_MS": RELAY_ROUNDS rounds of RELAY_THREADS threads, each
+ * allocating RELAY_BYTES in objects of 32 to 480 bytes, every byte written,
+ * then freeing them all and ending; the next round starts when all have
+ * ended (the stress pattern's workers, retired and started again). Then a
+ * pause of PAUSE_MS and slow calls enough for an upkeep. It prints:
+ *   first  the minor page faults of the first round
+ *   later  the most of any later round
+ *   held   RSS in KiB right after the last round
+ *   after  RSS in KiB after the pause and the upkeep */
+#define RELAY_ROUNDS 6
+#define RELAY_THREADS 4
+#define RELAY_BYTES (2 << 20)
+#define RELAY_OBJS (RELAY_BYTES / 32)
+static void *relay_worker(void *arg) {
+  char **p = arg;
+  size_t bytes = 0, n = 0;
+  for (unsigned r = 7; bytes < RELAY_BYTES && n < RELAY_OBJS; n++) {
+    r = r * 1103515245u + 12345u;
+    size_t size = 32 + (r >> 8) % 449;
+    if (!(p[n] = malloc(size))) abort();
+    memset(p[n], 0x5a, size);
+    bytes += size;
+  }
+  for (size_t i = 0; i < n; i++) free(p[i]);
+  return NULL;
+}
+static int relay(long pause) {
+  static char *p[RELAY_THREADS][RELAY_OBJS];
+  long first = 0, later = 0;
+  for (int round = 0; round < RELAY_ROUNDS; round++) {
+    long before = minor_faults();
+    pthread_t t[RELAY_THREADS];
+    for (int i = 0; i < RELAY_THREADS; i++)
+      if (pthread_create(&t[i], NULL, relay_worker, p[i]) != 0) return 1;
+    for (int i = 0; i < RELAY_THREADS; i++) pthread_join(t[i], NULL);
+    long faults = minor_faults() - before;
+    if (round == 0) first = faults;
+    else if (faults > later) later = faults;
+  }
+  long held = rss_kib();
+  pause_ms(pause);
+  upkeep_now();
+  printf("first %ld\nlater %ld\nheld %ld\nafter %ld\n", first, later, held, rss_kib());
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && strcmp(argv[1], "relay") == 0) return relay(atol(argv[2]));
   if (argc > 1 && strcmp(argv[1], "collapse") == 0) return collapse();
   if (argc > 2 && strcmp(argv[1], "swing") == 0) return swing(atol(argv[2]));
   if (argc > 2 && strcmp(argv[1], "scatter") == 0) return scatter(atol(argv[2]));
