@@ -20,15 +20,14 @@
  * Stacks come from libgcc's _Unwind_Backtrace (DWARF unwind tables: no frame
  * pointers needed). It does not allocate. libgcc_s is not a load-time
  * dependency of the shared library (in every process it would be mapped and
- * relocated for nothing: 84 KiB resident): prof.c refers to the unwinder
- * weakly, and when profiling is on, the constructor below takes the
- * program's own, or opens libgcc_s (prof_dl.c), once, before any stack is
- * taken (never inside malloc). A program linked with libslotmalloc.a links
- * the unwinder in (prof_static.c), so one linked fully static has stacks
- * too. A thread-local flag keeps anything under the profiler from being
- * sampled in turn. The allocator's own frames are dropped: those up to
- * smi_arena_alloc's return address, then (shared library) any in the
- * library's code.
+ * relocated for nothing: 84 KiB resident): when profiling is on, the
+ * constructor below opens it (prof_dl.c, in the .so only), once, before any
+ * stack is taken (never inside malloc). A program linked with
+ * libslotmalloc.a links the unwinder in (prof_static.c, in the archive), so
+ * one linked fully static has stacks too. A thread-local flag keeps anything
+ * under the profiler from being sampled in turn. The allocator's own frames
+ * are dropped: those up to smi_arena_alloc's return address, then (shared
+ * library) any in the library's code.
  *
  * Memory: the tables are mapped from the OS and grow by remapping; when the
  * sample table fills, samples of dead objects are dropped first.
@@ -57,12 +56,10 @@
 #include "slots/generation.h"
 #include "slots/os.h"
 
-/* Weak: the unwinder is not a load-time dependency (see above). In the
- * shared library, prof_dl.c opens it; the archive has no prof_dl.c. */
-#pragma weak _Unwind_Backtrace
-#pragma weak _Unwind_GetIP
-bool smi_prof_open_unwinder(void **backtrace, void **get_ip); /* prof_dl.c */
-#pragma weak smi_prof_open_unwinder
+/* libgcc's _Unwind_Backtrace and _Unwind_GetIP, or false: in the shared
+ * library opened by prof_dl.c, in the archive (and every other build of the
+ * sources) linked in by prof_static.c. Allocates (dlopen): never inside malloc. */
+bool smi_prof_find_unwinder(void **backtrace, void **get_ip);
 
 #define PROF_DEPTH 32      /* frames kept per stack */
 #define PROF_WALK 64       /* frames walked at most (the allocator's own included) */
@@ -335,19 +332,11 @@ static uint32_t capture(uintptr_t *out, uintptr_t ret) {
  * (uw_init_context_1). The few objects allocated before are not sampled. */
 static _Atomic bool unwind_ready;
 
-/* The unwinder: the program's own (linked in, or a libgcc_s it loaded), else
- * libgcc_s.so.1 opened now (the shared library); its functions stay NULL if
- * there is none. */
+/* The unwinder; its functions stay NULL if there is none. */
 static void find_unwinder(void) {
-  if (_Unwind_Backtrace && _Unwind_GetIP) {
-    unwind_backtrace = _Unwind_Backtrace;
-    unwind_get_ip = _Unwind_GetIP;
-    return;
-  }
-  if (!smi_prof_open_unwinder) return; /* the archive: prof_static.c linked it in, or nothing can */
   void *bt, *ip;
   prof_busy = true; /* dlopen allocates */
-  if (smi_prof_open_unwinder(&bt, &ip)) {
+  if (smi_prof_find_unwinder(&bt, &ip)) {
     unwind_backtrace = (_Unwind_Reason_Code(*)(_Unwind_Trace_Fn, void *))bt;
     unwind_get_ip = (_Unwind_Ptr(*)(struct _Unwind_Context *))ip;
   }

@@ -1,13 +1,17 @@
-/* prof_static.c: in libslotmalloc.a only, not in libslotmalloc.so.
+/* prof_static.c: the heap profiler's unwinder for libslotmalloc.a, and for
+ * every other build of the sources (CMakeLists.txt SM_SOURCES), but not for
+ * libslotmalloc.so, which has prof_dl.c instead.
  *
- * prof.c refers to libgcc's unwinder weakly, so that the shared library does
- * not load libgcc_s into every process (the profiler dlopens it when it is
- * on). A program linked fully static cannot dlopen: this member's strong
- * references link the unwinder into every program linked with the archive,
- * as before (libgcc_eh.a in a cc -static program, libgcc_s otherwise). The
- * archive's users take this member by --undefined=smi_prof_unwinder (the
- * CMake target's link options, slotmalloc.pc). */
+ * A program linked with the archive links libgcc's unwinder in through the
+ * references here, as it did before the shared library stopped loading
+ * libgcc_s (libgcc_eh.a in a program linked fully static, which could not
+ * dlopen it; libgcc_s otherwise). prof.c calls this, so the linker always
+ * takes this member. */
+#include <stdbool.h>
 #include <unwind.h>
 
-__attribute__((visibility("hidden"), used)) void *const smi_prof_unwinder[2] = {(void *)_Unwind_Backtrace,
-                                                                                (void *)_Unwind_GetIP};
+__attribute__((visibility("hidden"))) bool smi_prof_find_unwinder(void **backtrace, void **get_ip) {
+  *backtrace = (void *)_Unwind_Backtrace;
+  *get_ip = (void *)_Unwind_GetIP;
+  return true;
+}
