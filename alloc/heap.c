@@ -33,6 +33,7 @@ static sm_arena_t *heap_init(void) {
   smi_arena_init(&h->root, SMI_ARENA_ROOT);
   h->root.heap = h;
   smi_lock(&smi_tree_lock);
+  bool others = heaps != NULL;
   h->next = heaps;
   if (heaps) heaps->prev = h;
   heaps = h;
@@ -40,6 +41,9 @@ static sm_arena_t *heap_init(void) {
   smi_tls_heap = h;
   smi_tls_cur = &h->root;
   pthread_setspecific(heap_key, h);
+  /* (pool.c: what threads leave at their exit; not the first thread: a
+   * program's start is no churn of threads) */
+  if (others) smi_pool_thread_churn();
   return &h->root;
 }
 
@@ -83,7 +87,7 @@ static void heap_done(void *arg) {
   h->done = true;
   smi_tls_cur = &smi_arena_none;
   smi_tls_heap = NULL;
-  smi_pool_thread_exit(); /* before its blocks come (pool.c: what threads leave at their exit) */
+  smi_pool_thread_churn(); /* before its blocks come (pool.c: what threads leave at their exit) */
   heap_exit(h);
   smi_pool_upkeep(false);
   smi_meta_free(h, sizeof *h);

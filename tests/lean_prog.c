@@ -221,8 +221,9 @@ static int collapse(void) {
 
 /* "relay PAUSE_MS": RELAY_ROUNDS rounds of RELAY_THREADS threads, each
  * allocating RELAY_BYTES in objects of 32 to 480 bytes, every byte written,
- * then freeing them all and ending; the next round starts when all have
- * ended (the stress pattern's workers, retired and started again). Then a
+ * then (once all have: a peak of 24 MiB whatever the scheduling) freeing
+ * them all and ending; the next round starts when all have ended (the
+ * stress pattern's workers, retired and started again). Then a
  * pause of PAUSE_MS and slow calls enough for an upkeep. It prints:
  *   first  the minor page faults of the first round
  *   later  the most of any later round
@@ -230,8 +231,9 @@ static int collapse(void) {
  *   after  RSS in KiB after the pause and the upkeep */
 #define RELAY_ROUNDS 6
 #define RELAY_THREADS 4
-#define RELAY_BYTES (2 << 20)
-#define RELAY_OBJS (RELAY_BYTES / 32)
+#define RELAY_BYTES (6 << 20) /* (a peak past 16 MiB: alloc/pool.c, EXIT_PEAK_MIN) */
+#define RELAY_OBJS (RELAY_BYTES / 128)
+static pthread_barrier_t relay_all;
 static void *relay_worker(void *arg) {
   char **p = arg;
   size_t bytes = 0, n = 0;
@@ -242,12 +244,14 @@ static void *relay_worker(void *arg) {
     memset(p[n], 0x5a, size);
     bytes += size;
   }
+  pthread_barrier_wait(&relay_all);
   for (size_t i = 0; i < n; i++) free(p[i]);
   return NULL;
 }
 static int relay(long pause) {
   static char *p[RELAY_THREADS][RELAY_OBJS];
   long first = 0, later = 0;
+  if (pthread_barrier_init(&relay_all, NULL, RELAY_THREADS) != 0) return 1;
   for (int round = 0; round < RELAY_ROUNDS; round++) {
     long before = minor_faults();
     pthread_t t[RELAY_THREADS];

@@ -131,13 +131,13 @@ Test(giveback, the_warm_reserve_survives_a_collapse_of_the_heap) {
 
 /* Threads that end leave their empty blocks to the pool, and the threads
  * that follow take them warm (alloc/pool.c, what threads leave at their
- * exit): lean_prog relay, 6 rounds of 4 threads that allocate 2 MiB each,
- * free it and end. Before (e66175f) the pool cooled what each exit left
- * down to its cap, and every round faulted it in again: 1,559-1,633 page
- * faults in each later round against 1,721-2,092 in the first; now 49-84.
+ * exit): lean_prog relay, 6 rounds of 4 threads that allocate 6 MiB each,
+ * free it and end. Before (e66175f) the pool cooled what they left down to
+ * its cap, and every round faulted it in again: 6,304-6,373 page faults in
+ * the worst later round against 6,882-6,887 in the first; now 564-633.
  * What the last round left goes back with the first upkeep after the purge
- * delay: RSS 4.8-7.7 MiB right after the rounds, 2.1 MiB after it (2.0-2.1
- * before). */
+ * delay: RSS 31.3-31.8 MiB right after the rounds, 2.6-2.7 MiB after it
+ * (10.4-11.8 and 2.5-2.7 before). */
 Test(giveback, threads_that_follow_take_warm_what_ended_threads_left) {
   char *out = run_mode("relay");
   long first, later, held, after;
