@@ -16,12 +16,16 @@ smi_counter_t smi_counters[SMI_COUNTS]; /* counters.h */
 /* ---- the segment map and the id table ---------------------------------------------
  * Reserved read-only when the library is loaded (or at the first id taken,
  * if that comes first), each page made writable when first written. Before,
- * or if the OS refuses them, a page of zeros stands for each: it covers the
- * lowest 16 GiB of addresses (NULL among them) and the first 128 ids. */
-static const uint8_t zero_page[SMI_OS_PAGE] __attribute__((aligned(64)));
-uint8_t *smi_segmap = (uint8_t *)zero_page;
-smi_segslot_t *smi_segtab = (smi_segslot_t *)zero_page;
-uint32_t smi_segtab_mask = SMI_OS_PAGE / sizeof(smi_segslot_t) - 1; /* the zero page's ids */
+ * or if the OS refuses them, 256 read-only zero bytes stand for each: they
+ * cover the lowest 1 GiB of addresses (NULL among them) and the first 8 ids
+ * (smi_segtab_mask). A whole page of them (16 GiB, 128 ids) made the
+ * library's file, resident whole in every process, a page longer. */
+#define ZEROS_LEN 256
+static const uint8_t zeros[ZEROS_LEN] __attribute__((aligned(64)));
+uint8_t *smi_segmap = (uint8_t *)zeros;
+smi_segslot_t *smi_segtab = (smi_segslot_t *)zeros;
+uint32_t smi_segtab_mask = ZEROS_LEN / sizeof(smi_segslot_t) - 1; /* the zeros' ids */
+_Static_assert((ZEROS_LEN & (ZEROS_LEN - 1)) == 0 && ZEROS_LEN >= 2 * sizeof(smi_segslot_t), "a mask of ids");
 #define MAP_BYTES (SMI_SEGMAP_LEN * sizeof(uint8_t))
 #define TAB_BYTES (SMI_SEG_IDS * sizeof(smi_segslot_t))
 static _Atomic uint64_t map_writable[MAP_BYTES / SMI_OS_PAGE / 64]; /* a bit per page */
@@ -33,12 +37,12 @@ static smi_lock_t tables_lock = SMI_LOCK_INIT; /* a reservation under way */
  * table; each stays reserved once it is (a later call tries the other). The
  * id mask widens after the table's pointer changes: a reader that loads it
  * first, with acquire (smi_id_in_reach), never pairs the wide mask with the
- * zero page. */
+ * zeros. */
 static bool tables_reserve(void) {
   if (atomic_load_explicit(&tables_reserved, memory_order_acquire)) return true;
   smi_lock(&tables_lock);
   if (!atomic_load_explicit(&tables_reserved, memory_order_relaxed)) {
-    uint8_t *map = smi_segmap == zero_page ? smi_os_table_reserve(MAP_BYTES) : smi_segmap;
+    uint8_t *map = smi_segmap == zeros ? smi_os_table_reserve(MAP_BYTES) : smi_segmap;
     if (map) __atomic_store_n(&smi_segmap, map, __ATOMIC_RELEASE);
     uint8_t *tab = map ? smi_os_table_reserve(TAB_BYTES) : NULL;
     if (tab) {
@@ -284,7 +288,12 @@ smi_layout_t smi_block_layout(const smi_block_t *b, size_t size) {
   l.start = (uint8_t *)(((uintptr_t)l.gens + l.table + align - 1) & mask);
 #else
   l.start = base; /* page-aligned: every slot is aligned to its size's largest power of two */
-  l.table = smi_gens_len((span + size - 1) / size);
+  /* An entry for every multiple of size in the block, padded to 16. The
+   * table takes room from the slots, so it holds more entries than slots:
+   * entry nslots is the spare 0 smi_gens_len counts. A 16-byte class's table
+   * is one page (4096 bytes, its last); smi_gens_len(4096) made it 4112,
+   * over two pages, one of them touched for 16 entries. */
+  l.table = ((span + size - 1) / size + 15) & ~(size_t)15;
   size_t color = table_color_default(base, l.table, span - l.table - (span - l.table) / size * size);
   l.nslots = (span - l.table - color) / size;
   l.gens = base + span - l.table - color;
@@ -473,7 +482,7 @@ void smi_blocks_decommit(smi_block_t *first, uint32_t n) {
 
 /* What a release unmaps of a block: all but the pages where any cut of it
  * keeps its generation table, which a stale handle may still read. Default
- * build: the table lies in the block's last 4112 bytes (16-byte slots in a
+ * build: the table lies in the block's last 4096 bytes (16-byte slots in a
  * small block) plus its color (at most 4032), so the last two pages stay; hardened build: it
  * lies at the start, so the first page stays. */
 #ifdef SMI_HARDENED
@@ -481,7 +490,7 @@ void smi_blocks_decommit(smi_block_t *first, uint32_t n) {
 static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b) + TABLE_PAGES * SMI_OS_PAGE; }
 #else
 #define TABLE_PAGES 2
-_Static_assert(((SMI_SPAN_SMALL / 16 + 1 + 15) & ~15) + TABLE_MOVE_LINES * 64 <= TABLE_PAGES * SMI_OS_PAGE,
+_Static_assert(((SMI_SPAN_SMALL / 16 + 15) & ~15) + TABLE_MOVE_LINES * 64 <= TABLE_PAGES * SMI_OS_PAGE,
                "a table, moved down by its color, fits the kept pages");
 static uint8_t *block_tail(const smi_block_t *b) { return smi_block_base(b); }
 #endif

@@ -200,14 +200,14 @@ _Static_assert(sizeof(smi_segslot_t) == 32, "smi_segslot_t is 32 bytes");
 /* Both tables are reserved read-only at load (smi_os_table_reserve: a page
  * is made writable when a segment first needs it), so that they count toward
  * no data-size or commit limit; until then, and if the OS refuses them, each
- * points at a page of zeros (nothing is ours). */
+ * points at 256 zero bytes (nothing is ours; segment.c). */
 extern uint8_t *smi_segmap __attribute__((visibility("hidden"))); /* one load, not through the GOT */
 extern smi_segslot_t *smi_segtab __attribute__((visibility("hidden")));
 /* The ids the id table reaches: all, once it is reserved; before (or if the
- * OS refuses it), the zero page's 128, where no id was ever taken. */
+ * OS refuses it), the zeros' 8, where no id was ever taken. */
 extern uint32_t smi_segtab_mask __attribute__((visibility("hidden")));
 /* An id a handle carries, which may be forged, made one the table reaches
- * (past the zero page: one of its empty slots); smi_segtab is read after it. */
+ * (past the zeros: one of their empty slots); smi_segtab is read after it. */
 static inline uint32_t smi_id_in_reach(uint32_t id) {
   return id & __atomic_load_n(&smi_segtab_mask, __ATOMIC_ACQUIRE);
 }

@@ -2,8 +2,9 @@
  * their reservation (review of e74a7de, slots/segment.c).
  *
  * Since e74a7de the two tables (32 MiB each) are reserved at load
- * (tables_at_load), and until they are, smi_segmap and smi_segtab point at one
- * page of zeros (zero_page): 128 ids, the lowest 16 GiB of addresses. Under an
+ * (tables_at_load), and until they are, smi_segmap and smi_segtab point at
+ * zeros (a page then: 128 ids, the lowest 16 GiB of addresses; 256 bytes
+ * now: 8 ids, the lowest 1 GiB). Under an
  * address-space limit (ulimit -v) that leaves less than 64 MiB free at load,
  * the reservation fails and they stay there: malloc is NULL/ENOMEM, as it
  * should be, but sm_deref and sm_hfree index smi_segtab by the handle's id
