@@ -143,7 +143,9 @@ Test(giveback, threads_that_follow_take_warm_what_ended_threads_left) {
   long first, later, held, after;
   cr_assert_eq(sscanf(out, "first %ld\nlater %ld\nheld %ld\nafter %ld", &first, &later, &held, &after), 4, "%s", out);
   free(out);
+#ifndef SM_HARDENED /* the hardened build keeps no room warm for ending threads (alloc/pool.c, exit_room) */
   cr_assert_leq(later, first / 4, "%ld page faults in a later round, %ld in the first", later, first);
+#endif
   cr_assert_leq(after + 1024, held, "RSS %ld KiB after the rounds, %ld KiB after the purge delay", held, after);
 }
 
