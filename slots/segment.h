@@ -144,7 +144,8 @@ typedef struct smi_block_s {
   struct sm_arena_s *arena;         /* the arena the block belongs to */
   struct smi_block_s *next, *prev;  /* links in an arena's bin or in the pool */
   struct smi_block_s *revisit_next; /* link in its arena's revisit stack */
-  uint64_t empty_since;             /* when it was last seen empty (ms), for the purge delay */
+  uint64_t empty_since;             /* in the pool: since when it is empty (ms), for the purge delay;
+                                     * out of it: when it left (arena.c's tidy) */
 } smi_block_t;
 /* block.remote, the list of slots other threads freed, in one word that one
  * exchange takes whole: the first slot (bits 0-46: a user-space address),
