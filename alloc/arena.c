@@ -410,9 +410,9 @@ void *smi_arena_alloc(sm_arena_t *a, size_t size, size_t align, bool zero) {
   if (smi_unlikely((++a->slow_calls & 15) == 0)) { /* upkeep looks at the clock */
     smi_arena_upkeep(a, false);
     smi_background_start();
+    smi_remote_sweep(); /* the thread's remote batches that nothing was added to lately */
   }
   if (smi_unlikely(smi_dismantle_waiting())) smi_dismantle(SMI_DISMANTLE_BATCH);
-  smi_remote_flush();
   unsigned cls = align <= SMI_PAGE_SIZE ? class_for(size + SMI_HD_TAIL, align) : SMI_CLASSES;
   if (cls == SMI_CLASSES) {
     void *p = smi_large_malloc(a, size, align, zero); /* charges the cap itself */

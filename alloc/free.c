@@ -121,67 +121,126 @@ static void remote_push(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
   remote_push_chain(b, f, f, 1, wrapped);
 }
 
-/* ---- the remote batch ----------------------------------------------------------
- * A thread's frees into blocks of root arenas owned by other threads wait in a
- * batch, one block at a time, and reach the block's remote list together: one
- * exchange per SMI_REMOTE_BATCH frees instead of one each (a producer and a
- * consumer thread otherwise fight over the list head at every object). Their
- * generations move at once (the objects are dead and every handle stale at
- * the free); only their reuse waits. The block keeps counting them as used,
- * so it is never re-cut while they wait. The batch goes out when full, when a
- * free goes to another block, at the thread's allocation slow path and at its
- * exit, and at malloc_trim. Blocks of user arenas never wait in a batch: an
- * arena close must see every free under way end (inflight). */
-#define SMI_REMOTE_BATCH 64
+/* ---- the remote batches ---------------------------------------------------------
+ * A thread's frees into blocks of root arenas owned by other threads wait in
+ * batches, one per block, and reach the block's remote list together: one
+ * exchange per batch instead of one per free (a producer and a consumer
+ * thread otherwise fight over the list head at every object). A thread holds
+ * up to SMI_REMOTE_WAYS batches at once, in a table its heap points to (made
+ * at its first such free), each block in one place of it (its descriptor's
+ * address picks it): frees into other threads' blocks scatter over many
+ * blocks of a few classes, and one batch flushed at every change of block (as
+ * before) took an exchange for nearly every free. Their generations move at
+ * once (the objects are dead and every handle stale at the free); only their
+ * reuse waits. The block keeps counting them as used, so it is never re-cut
+ * or given back while they wait: what a thread holds so is at most
+ * SMI_REMOTE_WAYS blocks' worth, SMI_REMOTE_BATCH slots of each. A batch goes
+ * out when full, when another block takes its place, when it was not added
+ * to between two sweeps (every 16th allocation slow path of the thread:
+ * smi_remote_sweep), and all of them at the thread's exit and at
+ * malloc_trim. Blocks of user arenas never wait in a batch: an arena close
+ * must see every free under way end (inflight). */
+#define SMI_REMOTE_BATCH 64 /* slots a batch holds at most */
+#define SMI_REMOTE_WAYS 32  /* batches a thread holds at once (a power of two) */
 typedef struct {
-  smi_block_t *block;
+  smi_block_t *block; /* NULL: the place is free */
   smi_free_t *first, *last;
-  uint32_t count;
-  bool marked; /* a slot of the batch retires */
-  bool off;    /* the thread's heap ended: frees go out one by one */
+  uint16_t count;
+  bool marked;  /* a slot of the batch retires */
+  bool touched; /* added to since the last sweep */
 } smi_remote_batch_t;
-static __thread smi_remote_batch_t batch;
+struct smi_remote_table_s {
+  smi_remote_batch_t batch[SMI_REMOTE_WAYS];
+};
+/* busy: the thread is changing its table; a signal handler's free meanwhile
+ * goes out on its own. off: the thread's heap ended: frees go out one by one. */
+static __thread bool batch_busy, batch_off;
 
-static inline void flush_batch(void) { /* (inline: the remote free path's push is there) */
-  smi_block_t *b = batch.block;
-  if (!b) return;
-  smi_free_t *first = batch.first, *last = batch.last;
-  uint32_t n = batch.count;
-  bool marked = batch.marked;
-  batch.block = NULL; /* before the push: a signal handler's free now starts a batch of its own */
-  remote_push_chain(b, first, last, n, marked);
+unsigned smi_remote_place(const smi_block_t *b) {
+  uintptr_t u = (uintptr_t)b; /* descriptors are 128 bytes apart, 63 to a segment */
+  return (unsigned)((u >> 7) ^ (u >> SMI_SEG_SHIFT)) & (SMI_REMOTE_WAYS - 1);
 }
 
-void smi_remote_flush(void) { flush_batch(); }
+static void flush_batch(smi_remote_batch_t *e) {
+  smi_block_t *b = e->block;
+  if (!b) return;
+  e->block = NULL;
+  remote_push_chain(b, e->first, e->last, e->count, e->marked);
+}
+
+/* Every batch of the table out (all), or those not added to since the last sweep. */
+static void flush_table(bool all) {
+  smi_heap_t *h = smi_tls_heap;
+  smi_remote_table_t *t = h ? h->remote : NULL;
+  if (!t || batch_busy) return;
+  batch_busy = true;
+  atomic_signal_fence(memory_order_seq_cst);
+  for (smi_remote_batch_t *e = t->batch; e < t->batch + SMI_REMOTE_WAYS; e++) {
+    if (all || !e->touched) flush_batch(e);
+    e->touched = false;
+  }
+  atomic_signal_fence(memory_order_seq_cst);
+  batch_busy = false;
+}
+
+void smi_remote_flush(void) { flush_table(true); }
+
+void smi_remote_sweep(void) { flush_table(false); }
 
 void smi_remote_batch_end(void) {
   smi_remote_flush();
-  batch.off = true;
+  batch_off = true;
+  smi_heap_t *h = smi_tls_heap;
+  if (h && h->remote && !batch_busy) smi_remote_forget(h);
 }
 
-/* A thread with a heap can batch: its exit flushes (a thread that only frees
- * gets a heap for that). */
-static bool can_batch(void) {
-  if (smi_likely(smi_tls_heap != NULL)) return true;
-  return !batch.off && smi_process_ready() && smi_root_arena() != NULL;
+void smi_remote_forget(smi_heap_t *h) {
+  smi_remote_table_t *t = h->remote;
+  h->remote = NULL;
+  if (t) smi_meta_free(t, sizeof *t);
+}
+
+/* The thread's table, made at its first batch; NULL if the thread cannot
+ * batch: it has no heap and can have none (its exit flushes: a thread that
+ * only frees gets a heap for that), or no memory for a table. Called busy. */
+static smi_remote_table_t *batch_table(void) {
+  smi_heap_t *h = smi_tls_heap;
+  if (smi_likely(h != NULL && h->remote != NULL)) return h->remote;
+  if (!h && (batch_off || !smi_process_ready() || !smi_root_arena())) return NULL;
+  h = smi_tls_heap;
+  if (!h || h->done) return NULL;
+  if (!h->remote) h->remote = smi_meta_alloc(sizeof *h->remote);
+  return h->remote;
+}
+
+static void batch_add(smi_remote_table_t *t, smi_block_t *b, uint32_t i, void *p, bool wrapped) {
+  smi_remote_batch_t *e = &t->batch[smi_remote_place(b)];
+  if (e->block == b) {
+    e->first = remote_link(b, i, p, e->first, wrapped);
+    e->marked |= wrapped;
+    if (++e->count == SMI_REMOTE_BATCH) flush_batch(e);
+  } else {
+    flush_batch(e); /* another block's, in its place */
+    e->first = e->last = remote_link(b, i, p, NULL, wrapped);
+    e->count = 1;
+    e->marked = wrapped;
+    e->block = b;
+  }
+  e->touched = true;
 }
 
 static void remote_free_out(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
-  if (batch.block == b) {
-    batch.first = remote_link(b, i, p, batch.first, wrapped);
-    batch.marked |= wrapped;
-    if (++batch.count == SMI_REMOTE_BATCH) flush_batch();
-    return;
-  }
-  if (!can_batch()) {
+  if (batch_busy) { /* a signal handler's free, inside the thread's own */
     remote_push(b, i, p, wrapped);
     return;
   }
-  flush_batch();
-  batch.first = batch.last = remote_link(b, i, p, NULL, wrapped);
-  batch.count = 1;
-  batch.marked = wrapped;
-  batch.block = b;
+  batch_busy = true;
+  atomic_signal_fence(memory_order_seq_cst);
+  smi_remote_table_t *t = batch_table();
+  if (t) batch_add(t, b, i, p, wrapped);
+  else remote_push(b, i, p, wrapped);
+  atomic_signal_fence(memory_order_seq_cst);
+  batch_busy = false;
 }
 
 /* Frees slot i of b from a thread that does not own the block. The generation

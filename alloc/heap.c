@@ -141,6 +141,7 @@ void smi_heap_exit_others(void) {
     smi_heap_t *next = h->next;
     if (h != smi_tls_heap) {
       smi_check_forked(); /* its thread may have stopped mid-update: see check.h */
+      smi_remote_forget(h);
       h->done = true;
       heap_exit(h);
     }

@@ -108,9 +108,12 @@ struct sm_arena_s {
   sm_arena_t *next_free; /* meta free list */
 };
 
+typedef struct smi_remote_table_s smi_remote_table_t; /* free.c */
+
 struct smi_heap_s {
-  sm_arena_t root;         /* the thread's root arena */
-  smi_heap_t *next, *prev; /* all live heaps, under smi_tree_lock */
+  sm_arena_t root;            /* the thread's root arena */
+  smi_heap_t *next, *prev;    /* all live heaps, under smi_tree_lock */
+  smi_remote_table_t *remote; /* its frees waiting to go to other threads' blocks (free.c), or NULL */
   bool done;
 };
 
@@ -326,8 +329,13 @@ void smi_large_list_add(sm_arena_t *a, smi_segment_t *seg);    /* under a->lock 
 void smi_large_list_remove(sm_arena_t *a, smi_segment_t *seg); /* under a->lock */
 
 /* free.c */
-void smi_remote_flush(void);     /* the thread's batch of remote frees onto its block's list */
+void smi_remote_flush(void);     /* the thread's batches of remote frees onto their blocks' lists */
+void smi_remote_sweep(void);     /* those of its batches not added to since the last sweep */
 void smi_remote_batch_end(void); /* thread exit: flushed, and no batching any more */
+/* Fork child: a vanished thread's batches are forgotten (it may have stopped
+ * mid-change), the table's memory freed. */
+void smi_remote_forget(smi_heap_t *h);
+unsigned smi_remote_place(const smi_block_t *b); /* where b's batch goes in a thread's table */
 bool smi_slot_is_live(const smi_block_t *b, uintptr_t u, uint32_t *index);
 size_t smi_usable_size(const void *p);
 /* Frees slot i of b if its generation is still gen (for sm_hfree); false otherwise. */

@@ -1,0 +1,220 @@
+/* unit_remote_batch.c: a thread's frees into other threads' blocks wait in
+ * batches, one per block (alloc/free.c, "the remote batches"), and reach each
+ * block's remote list together, one exchange a batch. Frees that alternate
+ * among a few blocks keep one batch each (with a single batch, every change
+ * of block pushed the one before: one exchange nearly every free). What the
+ * batches must keep: every handle of a freed object is stale at the free, a
+ * second free of an object whose batch waits is reported, a batch goes out
+ * when full, at the second sweep that finds it not added to, and at the
+ * thread's exit. Linked with the static library: the blocks' remote list words
+ * are read directly while their owner thread waits. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc/internal.h"
+
+#define CLASSES 4 /* blocks the frees alternate among */
+#define OBJS 160  /* objects of each, all in its first block */
+static const size_t sizes[CLASSES] = {16, 48, 128, 256};
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int stage; /* 1: the owner allocated; 2: it may end */
+  smi_block_t *b[CLASSES];
+  void *objs[CLASSES][OBJS];
+} own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}, {{0}}};
+
+static void set_stage(int s) {
+  pthread_mutex_lock(&own.lock);
+  own.stage = s;
+  pthread_cond_broadcast(&own.cond);
+  pthread_mutex_unlock(&own.lock);
+}
+static void wait_stage(int s) {
+  pthread_mutex_lock(&own.lock);
+  while (own.stage < s) pthread_cond_wait(&own.cond, &own.lock);
+  pthread_mutex_unlock(&own.lock);
+}
+
+/* Allocates OBJS objects of each size (each size's in one block), then waits
+ * without calling the allocator, and ends (its heap ends: its blocks are
+ * abandoned, with what is still live in them). */
+static void *owner(void *arg) {
+  (void)arg;
+  for (int c = 0; c < CLASSES; c++)
+    for (int k = 0; k < OBJS; k++) {
+      void *p = sm_malloc(sizes[c]);
+      cr_assert_not_null(p);
+      if (k == 0) own.b[c] = smi_block_of(p);
+      cr_assert_eq(smi_block_of(p), own.b[c], "size %zu's objects are not all in one block", sizes[c]);
+      own.objs[c][k] = p;
+    }
+  set_stage(1);
+  wait_stage(2);
+  return NULL;
+}
+
+static pthread_t start_owner(void) {
+  own.stage = 0;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, owner, NULL), 0);
+  wait_stage(1);
+  /* the test needs each block's batch a place of its own in the table */
+  for (int c = 0; c < CLASSES; c++)
+    for (int d = 0; d < c; d++)
+      if (smi_remote_place(own.b[c]) == smi_remote_place(own.b[d]))
+        cr_skip_test("blocks %d and %d share a place of the table", d, c);
+  return t;
+}
+
+static uint32_t remote_count(int c) { return smi_remote_count(atomic_load(&own.b[c]->remote)); }
+
+/* Frees objects from..to-1 of every class, alternating among the blocks. */
+static void free_alternating(int from, int to) {
+  for (int k = from; k < to; k++)
+    for (int c = 0; c < CLASSES; c++) sm_free(own.objs[c][k]);
+}
+
+/* The slots on block c's remote list: distinct, freed, as many as its count. */
+static uint32_t walk_remote(int c) {
+  smi_block_t *b = own.b[c];
+  uintptr_t w = atomic_load(&b->remote);
+  uint32_t n = 0;
+  for (smi_free_t *f = smi_remote_head(w); f; f = (smi_free_t *)(smi_link_dec(b, f, f->next) & ~(uintptr_t)1)) {
+    cr_assert_lt(n, OBJS, "block %d's remote list is longer than what was freed (a cycle?)", c);
+    n++;
+  }
+  return n;
+}
+
+Test(remote_batch, frees_alternating_among_blocks_reach_each_list_in_batches, .timeout = 60) {
+  pthread_t t = start_owner();
+  free_alternating(0, 10);
+  for (int c = 0; c < CLASSES; c++)
+    cr_assert_eq(remote_count(c), 0,
+                 "block %d: %u of its 10 frees reached its remote list before a flush (one batch for all blocks: "
+                 "every change of block pushes)",
+                 c, remote_count(c));
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++) {
+    cr_assert_eq(remote_count(c), 10, "block %d: %u slots on its list after the flush", c, remote_count(c));
+    cr_assert_eq(walk_remote(c), 10);
+  }
+  /* 64 more each, alternating: each batch goes out whole when full */
+  free_alternating(10, 74);
+  for (int c = 0; c < CLASSES; c++) {
+    cr_assert_eq(remote_count(c), 74, "block %d: %u slots on its list, not 10 + one full batch", c, remote_count(c));
+    cr_assert_eq(smi_remote_head(atomic_load(&own.b[c]->remote)), own.objs[c][73],
+                 "block %d's list does not start at the last free", c);
+    cr_assert_eq(walk_remote(c), 74);
+  }
+  /* the pending slots still count as used: no block of the owner emptied */
+  for (int c = 0; c < CLASSES; c++) cr_assert_geq(own.b[c]->used, OBJS - 74);
+  free_alternating(74, OBJS);
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++) cr_assert_eq(remote_count(c), OBJS);
+  set_stage(2);
+  pthread_join(t, NULL);
+}
+
+Test(remote_batch, a_batch_not_added_to_goes_out_at_the_second_sweep, .timeout = 60) {
+  pthread_t t = start_owner();
+  smi_remote_flush();
+  free_alternating(0, 3);
+  smi_remote_sweep(); /* added to since the last: they stay */
+  for (int c = 0; c < CLASSES; c++) cr_assert_eq(remote_count(c), 0, "block %d's batch went out at once", c);
+  sm_free(own.objs[0][3]); /* block 0's batch added to again */
+  smi_remote_sweep();      /* the others: not added to since the last sweep */
+  cr_assert_eq(remote_count(0), 0, "block 0's batch, added to, went out");
+  for (int c = 1; c < CLASSES; c++)
+    cr_assert_eq(remote_count(c), 3, "block %d's batch, not added to, holds %u", c, remote_count(c));
+  smi_remote_sweep();
+  cr_assert_eq(remote_count(0), 4);
+  for (int k = 3; k < OBJS; k++)
+    for (int c = 0; c < CLASSES; c++)
+      if (c || k > 3) sm_free(own.objs[c][k]);
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++) cr_assert_eq(remote_count(c), OBJS);
+  set_stage(2);
+  pthread_join(t, NULL);
+}
+
+/* A thread that frees into the owner's blocks and ends: its exit sends its batches. */
+static void *free_and_end(void *arg) {
+  (void)arg;
+  free_alternating(0, 20);
+  for (int c = 0; c < CLASSES; c++) cr_assert_eq(remote_count(c), 0);
+  return NULL;
+}
+
+Test(remote_batch, a_thread_exit_sends_its_batches, .timeout = 60) {
+  pthread_t t = start_owner();
+  pthread_t f;
+  cr_assert_eq(pthread_create(&f, NULL, free_and_end, NULL), 0);
+  pthread_join(f, NULL);
+  for (int c = 0; c < CLASSES; c++) {
+    cr_assert_eq(remote_count(c), 20, "block %d: %u of the ended thread's 20 frees arrived", c, remote_count(c));
+    cr_assert_eq(walk_remote(c), 20);
+  }
+  free_alternating(20, OBJS);
+  smi_remote_flush();
+  set_stage(2);
+  pthread_join(t, NULL);
+}
+
+Test(remote_batch, handles_are_stale_and_a_double_free_is_reported_while_the_batch_waits, .timeout = 60) {
+  pthread_t t = start_owner();
+  smi_remote_flush();
+  static sm_handle_t h[CLASSES][OBJS];
+  for (int c = 0; c < CLASSES; c++)
+    for (int k = 0; k < OBJS; k++) {
+      h[c][k] = sm_handle_of(own.objs[c][k]);
+      cr_assert_neq(h[c][k], 0);
+    }
+  for (int k = 0; k < 30; k++)
+    for (int c = 0; c < CLASSES; c++) {
+      sm_free(own.objs[c][k]);
+      cr_assert_null(sm_deref(h[c][k]), "a handle of a freed object (class %d, %d) still dereferences", c, k);
+      cr_assert_eq(sm_hfree(h[c][k]), ESTALE);
+    }
+  for (int c = 0; c < CLASSES; c++) cr_assert_eq(remote_count(c), 0); /* (they wait) */
+  for (int c = 0; c < CLASSES; c++)
+    for (int k = 30; k < OBJS; k++) cr_assert_eq(sm_deref(h[c][k]), own.objs[c][k], "a live object's handle broke");
+
+  /* free objs[1][5] again while its batch waits: reported, and not queued twice */
+  char path[] = "/tmp/unit_remote_batch_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  unlink(path);
+  fflush(stderr);
+  int saved = dup(STDERR_FILENO);
+  dup2(fd, STDERR_FILENO);
+  smi_opt.abort_on_error = false;
+  sm_free(own.objs[1][5]);
+  smi_opt.abort_on_error = true;
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  char text[512] = {0}, want[64];
+  cr_assert_gt(pread(fd, text, sizeof text - 1, 0), 0, "the second free was not reported");
+  close(fd);
+  snprintf(want, sizeof want, "slotmalloc: double free of %p", own.objs[1][5]);
+  cr_assert_not_null(strstr(text, want), "the report reads '%s', not '%s ...'", text, want);
+
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++) {
+    cr_assert_eq(remote_count(c), 30, "block %d: %u slots on its list for 30 frees", c, remote_count(c));
+    cr_assert_eq(walk_remote(c), 30);
+  }
+  free_alternating(30, OBJS);
+  smi_remote_flush();
+  set_stage(2);
+  pthread_join(t, NULL);
+}
