@@ -12,7 +12,12 @@
  *          the range, overflow rejected
  *   enum   one of its names (SLOTMALLOC_STATS: off, text, json), or a boolean
  *          (0 = the first name, 1 = the second), or its index
- *   str    any non-empty value; smi_opt keeps a pointer into environ
+ *   str    any non-empty value; smi_opt keeps a copy (a page of its own, not
+ *          counted as committed), not a pointer into environ: a program that
+ *          sets its process title (postgres, redis, nginx, sshd) writes it
+ *          over the environment strings of the initial stack after its first
+ *          malloc read them, and the path read at exit was the title's bytes
+ *          (test outside_sweep::path_options_survive_a_process_title)
  * An empty value counts as unset. A bad value keeps the default and prints one
  * warning line naming the variable, the value and the default; so a safety
  * option (ABORT_ON_ERROR) never turns off on garbage. A SLOTMALLOC_* variable
@@ -338,6 +343,16 @@ static void print_in_force(void) {
   emit(&l);
 }
 
+/* A copy of s that outlives the environment strings (see the head of the
+ * file); s itself if the OS refuses the page. */
+static const char *str_copy(const char *s) {
+  size_t len = str_len(s) + 1;
+  char *c = smi_os_reserve_aligned((len + SMI_OS_PAGE - 1) & ~(SMI_OS_PAGE - 1), SMI_OS_PAGE);
+  if (!c) return s;
+  for (size_t k = 0; k < len; k++) c[k] = s[k];
+  return c;
+}
+
 void smi_options_load(void) {
   static bool loaded;
   if (loaded || !environ) return;
@@ -360,7 +375,7 @@ void smi_options_load(void) {
     }
     if (!*value) continue; /* empty: unset */
     if (o->kind == OPT_STR) {
-      *(const char **)((char *)&smi_opt + o->offset) = value;
+      *(const char **)((char *)&smi_opt + o->offset) = str_copy(value);
       continue;
     }
     uint64_t v;
