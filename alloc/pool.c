@@ -280,16 +280,20 @@ static size_t recent_peak(uint64_t now) {
  * the purge delay, and for a peak below EXIT_PEAK_MIN: the faults of a few MiB cost
  * little, and what a small heap keeps warm shows (threadlife, 2 threads at a
  * time, peaked at 6.6-7.2 MiB with it against 5.9-6.4 without, jemalloc 5.4).
- * Not in the hardened build: there test_threads' closed_arenas_memory_bounded
- * kept 120-165 MB committed after its 11th round of threads with the room
- * (against 23-65 MB without it; 10 MB resident either way, so the blocks kept
- * were touched in a small part of what they commit, and the room counts
- * touched bytes). Why the hardened build differs so is not known yet. */
+ * The hardened build the same. The counts are touched bytes (a slot handed
+ * out counts whole) in both; a program's counted peak is only higher there,
+ * where the quarantine makes a class cycle through 5 or more slots of which
+ * the default build reuses one (test_threads' closed_arenas_memory_bounded,
+ * big objects never written: a counted peak of 13-30 MiB, 4-8 MiB in the
+ * default build, about 3-5 MiB of blocks resident in both). Read at once
+ * after a round, that test's committed bytes showed the room, and 024fa12
+ * turned it off in the hardened build: lean_prog relay's later rounds then
+ * faulted in 6,400 pages, against 7,050 in the first; with it 490-670. */
 #define EXIT_PEAK_MIN ((size_t)16 << 20)
 static size_t exit_room(void) {
   uint64_t now = smi_now_ms(), exit = atomic_load_explicit(&last_exit_ms, memory_order_relaxed);
   size_t peak = recent_peak(now), held = held_now();
-  if (SMI_HD_ON || !exit || now - exit >= smi_opt.purge_delay_ms || peak < EXIT_PEAK_MIN) return 0;
+  if (!exit || now - exit >= smi_opt.purge_delay_ms || peak < EXIT_PEAK_MIN) return 0;
   return peak > held ? peak - held : 0;
 }
 
@@ -480,18 +484,18 @@ smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls) {
      * extension wrote links over pages tidy had given back, for nothing
      * (threadlife -t 2, 11 interleaved runs: peak RSS 6384 KiB with it, 6156
      * without; stress -t 8 -z 200 -n 10, 5 runs: 248 MB with it, 261 MB
-     * without, the same faults and CPU time). Not in the hardened
-     * build, which hands a fresh extension out in shuffled order: over the
-     * whole of it at once, its first slots land on pages all over the old
-     * bytes, those given back since included (test_lean's fast-growing heap
-     * peaked at 32.9 MiB in about a third of its runs instead of 30.4). */
+     * without, the same faults and CPU time). The lowest slots first
+     * (smi_block_extend_to): extended a page at a time, each page in front
+     * of the last, the block handed out its highest old slots first, and
+     * tests/lean_prog.c's growing heap peaked at 27.2 MiB (default build;
+     * 24.0 lowest first) and at 33.5 MiB in about a third of the hardened
+     * build's runs (27.6), where 024fa12 had turned it off (30.4). */
     uint8_t *top = NULL;
-    if (!SMI_HD_ON && peak_big && (b->flags & (SMI_BLOCK_FORMATTED | SMI_BLOCK_DECOMMITTED)) == SMI_BLOCK_FORMATTED)
+    if (peak_big && (b->flags & (SMI_BLOCK_FORMATTED | SMI_BLOCK_DECOMMITTED)) == SMI_BLOCK_FORMATTED)
       top = b->start + (size_t)b->bump * b->size;
     if (b->flags & SMI_BLOCK_DECOMMITTED) smi_os_account_recommit(smi_block_span(b));
     if (smi_block_format(b, cls)) {
-      while (b->start + ((size_t)b->bump + 1) * b->size <= top && smi_block_extend(b)) {
-      }
+      if (top && top > b->start) smi_block_extend_to(b, (uint32_t)((size_t)(top - b->start) / b->size));
       smi_pool_touch(0, touched(b));
       errno = saved_errno;
       return b;

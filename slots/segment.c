@@ -437,12 +437,14 @@ void smi_block_wait_frees(smi_block_t *b) {
   while (atomic_load_explicit(&b->inflight, memory_order_seq_cst)) sched_yield();
 }
 
-bool smi_block_extend(smi_block_t *b) {
-  uint32_t left = b->nslots - b->bump;
-  if (!left) return false;
+/* A step of extension: slots of a page (at least one). */
+static uint32_t extend_step(const smi_block_t *b) {
   uint32_t take = (uint32_t)(4096 / b->size);
-  if (take < 1) take = 1;
-  if (take > left) take = left;
+  return take ? take : 1;
+}
+/* The take slots from b->bump linked in front of b->free; returns the new
+ * head (b is not changed). */
+static smi_free_t *link_slots(smi_block_t *b, uint32_t take) {
   uint8_t *first = smi_slot_addr(b, b->bump);
   smi_free_t *head = (smi_free_t *)first;
   SMI_VG_UNDEFINED(first, (size_t)take * b->size);
@@ -458,12 +460,41 @@ bool smi_block_extend(smi_block_t *b) {
     ((smi_free_t *)p)->gen = g;
   }
   SMI_VG_NOACCESS(first, (size_t)take * b->size);
+  return head;
+}
+
+bool smi_block_extend(smi_block_t *b) {
+  uint32_t left = b->nslots - b->bump;
+  if (!left) return false;
+  uint32_t take = extend_step(b);
+  if (take > left) take = left;
+  smi_free_t *head = link_slots(b, take);
   /* bump first: a fork (or a signal) between the two stores then leaves a few
    * slots unused, never the same slots both on the freelist and past bump */
   b->bump += take;
   atomic_signal_fence(memory_order_seq_cst);
   b->free = head;
   return true;
+}
+
+/* The steps are linked from the top down, each in front of the one above,
+ * so the freelist runs up from the lowest. (The block is in no arena and on
+ * no list of the pool while the pool cuts it: bump and free may be lowered
+ * and set step by step.) */
+void smi_block_extend_to(smi_block_t *b, uint32_t n) {
+  uint32_t from = b->bump, step = extend_step(b);
+  if (n > b->nslots) n = b->nslots;
+  if (n <= from) return;
+  smi_free_t *head = b->free;
+  for (uint32_t at = from + (n - from - 1) / step * step;; at -= step) {
+    b->bump = at;
+    b->free = head;
+    head = link_slots(b, n - at < step ? n - at : step);
+    if (at == from) break;
+  }
+  b->bump = n;
+  atomic_signal_fence(memory_order_seq_cst);
+  b->free = head;
 }
 
 void smi_block_decommit(smi_block_t *b) {

@@ -413,6 +413,13 @@ static inline void smi_block_name(smi_block_t *b) {
 }
 /* Moves up to a page worth of never-used slots onto the freelist; false if none are left. */
 bool smi_block_extend(smi_block_t *b);
+/* Moves the never-used slots below n onto the freelist at once, the lowest
+ * first (as tidy sorts a freelist: alloc/arena.c), for the pool's recut of a
+ * warm block (alloc/pool.c). Extended a step at a time instead, each step in
+ * front of the last, the highest came first: a growing heap filled the
+ * block from its top, its free slots stayed below the last in use, and tidy
+ * could not bring bump down over them (tests/lean_prog.c's growing heap). */
+void smi_block_extend_to(smi_block_t *b, uint32_t n);
 /* Gives the block's slot memory back to the OS (the generation table too). */
 void smi_block_decommit(smi_block_t *b);
 /* The same for n neighbouring blocks of one segment, none decommitted yet,

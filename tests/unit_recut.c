@@ -3,7 +3,9 @@
  * the pool's room for ending threads can count them: a recent peak of 16 MiB
  * or more (EXIT_PEAK_MIN). In a small heap the extension wrote the freelist
  * links over pages that tidy may have given back, and faulted them in for
- * nothing (threadlife -t 2: 6384 KiB peak RSS with it, 6156 without). */
+ * nothing (threadlife -t 2: 6384 KiB peak RSS with it, 6156 without). In a
+ * big heap it hands the lowest of those slots out first
+ * (smi_block_extend_to). */
 #define _GNU_SOURCE /* testutil.h */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -16,8 +18,18 @@
 #define FIRST 1024  /* the class the block is cut for first */
 #define SECOND 2048 /* the class it is cut for again: one this thread never used */
 
-static void *recut_in_a_small_heap(void *arg) {
-  size_t *out = arg;
+typedef struct {
+  int big;         /* hold BIG_HEAP of large objects live meanwhile: a recent peak past 16 MiB */
+  size_t old_top;  /* the bytes the block handed out as FIRST */
+  size_t new_top;  /* the bytes it handed out as SECOND right after the recut */
+  size_t first_at; /* where in the block the first SECOND object lies (from its first slot) */
+} recut_t;
+#define BIG_HEAP 20 /* MiB */
+
+static void *recut(void *arg) {
+  recut_t *out = arg;
+  void *big[BIG_HEAP] = {0};
+  for (int i = 0; out->big && i < BIG_HEAP; i++) cr_assert_not_null(big[i] = sm_malloc(MiB));
   /* fill one block of FIRST and go on into the next: the first is not current */
   void **objs = calloc(4096, sizeof *objs);
   cr_assert_not_null(objs);
@@ -38,21 +50,43 @@ static void *recut_in_a_small_heap(void *arg) {
   void *q = sm_malloc(SECOND);
   cr_assert_not_null(q);
   cr_assert_eq(smi_block_of(q), b, "the warm block should be the one cut for the new class");
-  out[0] = old_top;
-  out[1] = (size_t)b->bump * b->size;
+  out->old_top = old_top;
+  out->new_top = (size_t)b->bump * b->size;
+  out->first_at = (size_t)((uint8_t *)q - b->start);
   sm_free(q);
   for (size_t i = 0; i < n; i++)
     if (smi_block_of(objs[i]) != b) sm_free(objs[i]);
   free(objs);
+  for (int i = 0; i < BIG_HEAP; i++) sm_free(big[i]);
   return NULL;
 }
 
-Test(recut, a_small_heap_extends_a_recut_block_as_it_needs) {
-  size_t r[2];
+static recut_t run_recut(int big) {
+  recut_t r = {.big = big};
   pthread_t t;
-  cr_assert_eq(pthread_create(&t, NULL, recut_in_a_small_heap, r), 0);
+  cr_assert_eq(pthread_create(&t, NULL, recut, &r), 0);
   pthread_join(t, NULL);
-  cr_log_info("handed out %zu bytes as %d, %zu bytes as %d after the recut", r[0], FIRST, r[1], SECOND);
-  cr_assert_gt(r[0], (size_t)32 << 10, "the first cut handed out %zu bytes", r[0]);
-  cr_assert_leq(r[1], (size_t)8 << 10, "the recut block was extended to %zu bytes at once (old top %zu)", r[1], r[0]);
+  cr_log_info("handed out %zu bytes as %d, %zu bytes as %d after the recut, the first at %zu", r.old_top, FIRST,
+              r.new_top, SECOND, r.first_at);
+  cr_assert_gt(r.old_top, (size_t)32 << 10, "the first cut handed out %zu bytes", r.old_top);
+  return r;
+}
+
+Test(recut, a_small_heap_extends_a_recut_block_as_it_needs) {
+  recut_t r = run_recut(0);
+  cr_assert_leq(r.new_top, (size_t)8 << 10, "the recut block was extended to %zu bytes at once (old top %zu)",
+                r.new_top, r.old_top);
+}
+
+/* Extended a page at a time, each page's slots in front of the last's, the
+ * recut block handed out its highest old slot first (at 61440 of 63488),
+ * and a growing heap filled it from the top: its free slots stayed below
+ * the last in use, where tidy cannot bring bump down over them. Lowest first
+ * (the hardened build shuffles a page's slots: within the first page). */
+Test(recut, a_big_heap_hands_a_recut_blocks_old_slots_out_lowest_first) {
+  recut_t r = run_recut(1);
+  cr_assert_geq(r.new_top + SECOND, r.old_top, "the recut block was extended to %zu bytes (old top %zu)", r.new_top,
+                r.old_top);
+  cr_assert_lt(r.first_at, (size_t)4096, "the first object after the recut lies at %zu of %zu", r.first_at,
+               r.new_top);
 }
