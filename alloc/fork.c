@@ -19,10 +19,24 @@
  * Then the heaps of the threads the child does not have are ended, as at
  * thread exit: their empty blocks go to the pool, blocks with live objects are
  * abandoned for adoption, and their objects can be freed by the child.
- * Frees that were under way on vanished threads are forgotten. */
+ * Frees that were under way on vanished threads are forgotten.
+ *
+ * The repair runs once per child: in the allocator's pthread_atfork child
+ * handler, or before it, when a child handler registered earlier (glibc runs
+ * them in the order of registration; a library constructor may register one
+ * before the process's first malloc) allocates and finds a lock held: the
+ * lock's waiter runs it (slots/lock.h, smi_lock_fork_pid). The prepare handler
+ * takes no lock: it only writes the pid that forks. */
+#include <unistd.h>
+
 #include "internal.h"
 
+void smi_fork_prepare(void) { atomic_store(&smi_lock_fork_pid, (int)getpid()); }
+
+void smi_fork_parent(void) { atomic_store(&smi_lock_fork_pid, 0); }
+
 void smi_fork_child(void) {
+  if (!atomic_exchange(&smi_lock_fork_pid, 0)) return; /* repaired already (by a lock's waiter) */
   bool mine = false;
   smi_revisit_fork_mark();
   smi_segment_after_fork(&mine);

@@ -27,6 +27,7 @@ void smi_process_init(void) {
   smi_heap_key_create();
   atomic_store(&process_state, 2);
   /* These may allocate: they run once the state is ready. */
-  pthread_atfork(NULL, NULL, smi_fork_child); /* no prepare handler: see fork.c */
+  smi_lock_fork_repair = smi_fork_child;
+  pthread_atfork(smi_fork_prepare, smi_fork_parent, smi_fork_child); /* the prepare takes no lock: see fork.c */
   atexit(at_exit);
 }

@@ -245,7 +245,9 @@ void smi_heap_exit_others(void);    /* fork child: the other threads' heaps end 
 void smi_heap_reclaim_others(void); /* smi_arena_reclaim of every other live thread's root arena */
 
 /* fork.c */
-void smi_fork_child(void); /* the pthread_atfork child handler */
+void smi_fork_prepare(void); /* the pthread_atfork handlers: prepare, parent, child */
+void smi_fork_parent(void);
+void smi_fork_child(void);
 
 /* arena.c */
 /* block.queued: 0, or on a revisit stack (or taken off it by a revisit that

@@ -7,6 +7,17 @@
 #include <unistd.h>
 
 __thread uint64_t smi_lock_self;
+_Atomic int smi_lock_fork_pid;
+void (*smi_lock_fork_repair)(void);
+
+/* In a fork child whose repair has not run (lock.h): runs it; false elsewhere
+ * (getpid only between a fork's prepare and parent handlers). */
+static bool fork_repair_pending(void) {
+  int pid = atomic_load_explicit(&smi_lock_fork_pid, memory_order_relaxed);
+  if (!pid || pid == (int)syscall(SYS_getpid) || !smi_lock_fork_repair) return false;
+  smi_lock_fork_repair();
+  return true;
+}
 
 /* The futex word: the low 32 bits of the lock word (x86-64 is little-endian). */
 static uint32_t *futex_word(smi_lock_t *l) { return (uint32_t *)(void *)&l->holder; }
@@ -40,6 +51,7 @@ void smi_lock_wait(smi_lock_t *l) {
     if (!(h & SMI_LOCK_PARKED) && !atomic_compare_exchange_weak_explicit(&l->holder, &h, h | SMI_LOCK_PARKED,
                                                                          memory_order_relaxed, memory_order_relaxed))
       continue;
+    if (fork_repair_pending()) continue; /* the holder may be a vanished thread: freed now */
     /* sleeps only while the word still reads the same holder, parked */
     syscall(SYS_futex, futex_word(l), FUTEX_WAIT_PRIVATE, (uint32_t)(h | SMI_LOCK_PARKED), NULL, NULL, 0);
   }

@@ -30,6 +30,18 @@ static inline uintptr_t smi_lock_me(void) { return (uintptr_t)&smi_lock_self; }
 static inline uintptr_t smi_lock_holder_of(uintptr_t h) { return h & ~SMI_LOCK_PARKED; }
 
 void smi_lock_wait(smi_lock_t *l); /* the contended case, out of line */
+
+/* A fork child's repair that has not run yet. pthread_atfork runs child
+ * handlers in the order they were registered, so one registered before the
+ * allocator's (a library constructor that runs before the process's first
+ * malloc) runs first, and if it allocates, it waits for a lock a vanished
+ * thread held at the fork: for ever. So the allocator's prepare handler
+ * writes the forking process's pid here (its parent handler and its repair
+ * clear it), and a waiter about to sleep that finds it set to a pid other than
+ * its own is in such a child: it runs smi_lock_fork_repair (alloc/fork.c's,
+ * once per child; it frees the orphaned locks) and tries again. */
+extern _Atomic int smi_lock_fork_pid;
+extern void (*smi_lock_fork_repair)(void);
 void smi_lock_wake(smi_lock_t *l); /* an unlock that found a waiter asleep */
 
 static inline void smi_lock(smi_lock_t *l) {

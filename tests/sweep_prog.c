@@ -9,11 +9,25 @@
  *           a path option (SLOTMALLOC_STATS_FILE, SLOTMALLOC_PROF_FILE) must
  *           not be read from those strings at exit.
  *
+ *   atfork  a library's constructor registers a pthread_atfork child
+ *           handler before the process's first malloc (so it runs before the
+ *           allocator's), and the handler allocates; three threads allocate
+ *           and free (every slow path: new blocks, large objects) while the
+ *           main thread forks 300 times. Each child must exit: a child that
+ *           has not within 10 s is killed and reported ("child N hung").
+ *
  * Prints "sweep_prog: ok" on success. */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -40,10 +54,73 @@ static int title(int argc, char **argv) {
   return 0;
 }
 
+/* ---- atfork ---------------------------------------------------------------- */
+static void *child_state;
+static void child_rebuilds_its_state(void) {
+  child_state = malloc(4096);
+  if (child_state) memset(child_state, 0, 4096);
+  free(malloc(300000));
+}
+/* before any malloc of the process: registered before the allocator's */
+__attribute__((constructor)) static void register_early(void) {
+  pthread_atfork(NULL, NULL, child_rebuilds_its_state);
+}
+
+static atomic_int churn_stop;
+static void *churn(void *arg) {
+  unsigned long x = (unsigned long)(uintptr_t)arg;
+  void *live[256] = {0};
+  while (!atomic_load(&churn_stop)) {
+    x = x * 6364136223846793005UL + 1442695040888963407UL;
+    int k = (int)((x >> 33) % 256);
+    free(live[k]);
+    size_t n = (x >> 40) % 64 == 0 ? 100000 + (x >> 20) % 900000 : 1 + (x >> 20) % 5000;
+    live[k] = malloc(n);
+  }
+  for (int k = 0; k < 256; k++) free(live[k]);
+  return NULL;
+}
+
+static int atfork(void) {
+  pthread_t t[3];
+  for (long i = 0; i < 3; i++)
+    if (pthread_create(&t[i], NULL, churn, (void *)(i + 1))) return 1;
+  int rc = 0;
+  for (int i = 0; i < 300 && !rc; i++) {
+    pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+      free(malloc(100));
+      _exit(child_state ? 0 : 3);
+    }
+    int st = 0;
+    struct timespec ms = {0, 1000000};
+    int waited = 0;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+      if (++waited == 10000) { /* 10 s */
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        printf("child %d hung\n", i);
+        rc = 1;
+        break;
+      }
+      nanosleep(&ms, NULL);
+    }
+    if (!rc && (!WIFEXITED(st) || WEXITSTATUS(st))) {
+      printf("child %d: status %#x\n", i, st);
+      rc = 1;
+    }
+  }
+  atomic_store(&churn_stop, 1);
+  for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
   int rc = 2;
   if (!strcmp(argv[1], "title")) rc = title(argc, argv);
+  if (!strcmp(argv[1], "atfork")) rc = atfork();
   if (rc == 0) {
     fputs("sweep_prog: ok\n", stdout);
     fflush(stdout);

@@ -62,3 +62,16 @@ Test(outside_sweep, path_options_survive_a_process_title) {
   unlink(prof_path);
   rmdir(dir);
 }
+
+/* A library constructor that registers a pthread_atfork child handler before
+ * the process's first malloc: glibc runs child handlers in the order of
+ * registration, so it ran before the allocator's repair, and when it
+ * allocated it waited for ever on a lock that a thread the child does not
+ * have held at the fork (sweep_prog atfork: a child hung within the first
+ * 0-250 of 300 forks). glibc's malloc is repaired inside fork, before any
+ * handler. */
+Test(outside_sweep, fork_child_handler_registered_before_the_first_malloc, .timeout = 120) {
+  tu_proc_t r;
+  run_sweep("atfork", NULL, &r);
+  tu_proc_free(&r);
+}
