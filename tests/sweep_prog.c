@@ -16,6 +16,12 @@
  *           main thread forks 300 times. Each child must exit: a child that
  *           has not within 10 s is killed and reported ("child N hung").
  *
+ *   threads N K  N threads alive at once, each holding one object of each of
+ *           the first K sizes of 8 B, 24 B, ... 128 KiB (one size class each,
+ *           15 at most); prints VmRSS and VmSize while they all hold them (a
+ *           measurement for README.md, no test: the address space a thread's
+ *           current blocks reserve).
+ *
  * Prints "sweep_prog: ok" on success. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -116,11 +122,61 @@ static int atfork(void) {
   return rc;
 }
 
+/* ---- threads ---------------------------------------------------------------- */
+static const size_t held_sizes[] = {8,    24,   40,   72,    136,   264,   520,   1032,
+                                    2056, 4104, 8200, 16392, 32776, 65544, 131080};
+static int held_kinds;
+static atomic_int held_fails;
+static pthread_barrier_t held_all;
+static void *holder(void *arg) {
+  (void)arg;
+  void *p[15];
+  for (int i = 0; i < held_kinds; i++) {
+    p[i] = malloc(held_sizes[i]);
+    if (p[i]) memset(p[i], 1, held_sizes[i]);
+    else atomic_fetch_add(&held_fails, 1);
+  }
+  pthread_barrier_wait(&held_all);
+  pthread_barrier_wait(&held_all);
+  for (int i = 0; i < held_kinds; i++) free(p[i]);
+  return NULL;
+}
+static long status_kib(const char *key) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long v = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, key, strlen(key))) v = atol(line + strlen(key));
+  if (f) fclose(f);
+  return v;
+}
+static int threads(int n, int kinds) {
+  held_kinds = kinds < 1 ? 1 : kinds > 15 ? 15 : kinds;
+  pthread_barrier_init(&held_all, NULL, (unsigned)n + 1);
+  pthread_t *t = calloc((size_t)n, sizeof *t);
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setstacksize(&at, 64 << 10);
+  for (int i = 0; i < n; i++)
+    if (!t || pthread_create(&t[i], &at, holder, NULL)) {
+      printf("thread %d not created\n", i + 1);
+      return 1; /* (the others wait at the barrier: exit ends them) */
+    }
+  pthread_barrier_wait(&held_all);
+  printf("%d threads, %d sizes each: %d NULL, VmRSS %ld kB, VmSize %ld kB\n", n, held_kinds, atomic_load(&held_fails),
+         status_kib("VmRSS:"), status_kib("VmSize:"));
+  pthread_barrier_wait(&held_all);
+  for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
+  free(t);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
   int rc = 2;
   if (!strcmp(argv[1], "title")) rc = title(argc, argv);
   if (!strcmp(argv[1], "atfork")) rc = atfork();
+  if (!strcmp(argv[1], "threads") && argc == 4) rc = threads(atoi(argv[2]), atoi(argv[3]));
   if (rc == 0) {
     fputs("sweep_prog: ok\n", stdout);
     fflush(stdout);
