@@ -133,15 +133,18 @@ static void remote_push(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
  * before) took an exchange for nearly every free. Their generations move at
  * once (the objects are dead and every handle stale at the free); only their
  * reuse waits. The block keeps counting them as used, so it is never re-cut
- * or given back while they wait: what a thread holds so is at most
- * SMI_REMOTE_WAYS blocks' worth, SMI_REMOTE_BATCH slots of each. A batch goes
- * out when full, when another block takes its place, when it was not added
- * to between two sweeps (every 16th allocation slow path of the thread:
- * smi_remote_sweep), and all of them at the thread's exit and at
- * malloc_trim. Blocks of user arenas never wait in a batch: an arena close
- * must see every free under way end (inflight). */
-#define SMI_REMOTE_BATCH 64 /* slots a batch holds at most */
-#define SMI_REMOTE_WAYS 32  /* batches a thread holds at once (a power of two) */
+ * or given back while they wait: the blocks a thread holds batches for span
+ * at most SMI_REMOTE_HOLD bytes (as much as the one batch of before could
+ * hold back: one big block), past which a free goes out alone, and each
+ * batch at most SMI_REMOTE_BATCH slots. A batch goes out when full, when
+ * another block takes its place, when it was not added to between two sweeps
+ * (every 16th allocation slow path of the thread: smi_remote_sweep), and all
+ * of them at the thread's exit and at malloc_trim. Blocks of user arenas
+ * never wait in a batch: an arena close must see every free under way end
+ * (inflight). */
+#define SMI_REMOTE_BATCH 64               /* slots a batch holds at most */
+#define SMI_REMOTE_WAYS 64                /* batches a thread holds at once (a power of two) */
+#define SMI_REMOTE_HOLD ((size_t)4 << 20) /* bytes of blocks a thread's batches may hold back */
 typedef struct {
   smi_block_t *block; /* NULL: the place is free */
   smi_free_t *first, *last;
@@ -151,6 +154,7 @@ typedef struct {
 } smi_remote_batch_t;
 struct smi_remote_table_s {
   smi_remote_batch_t batch[SMI_REMOTE_WAYS];
+  size_t held; /* the spans of the blocks in batch[] */
 };
 /* busy: the thread is changing its table; a signal handler's free meanwhile
  * goes out on its own. off: the thread's heap ended: frees go out one by one. */
@@ -161,10 +165,11 @@ unsigned smi_remote_place(const smi_block_t *b) {
   return (unsigned)((u >> 7) ^ (u >> SMI_SEG_SHIFT)) & (SMI_REMOTE_WAYS - 1);
 }
 
-static void flush_batch(smi_remote_batch_t *e) {
+static void flush_batch(smi_remote_table_t *t, smi_remote_batch_t *e) {
   smi_block_t *b = e->block;
   if (!b) return;
   e->block = NULL;
+  t->held -= smi_block_span(b);
   remote_push_chain(b, e->first, e->last, e->count, e->marked);
 }
 
@@ -172,11 +177,11 @@ static void flush_batch(smi_remote_batch_t *e) {
 static void flush_table(bool all) {
   smi_heap_t *h = smi_tls_heap;
   smi_remote_table_t *t = h ? h->remote : NULL;
-  if (!t || batch_busy) return;
+  if (!t || !t->held || batch_busy) return; /* (held: any batch at all) */
   batch_busy = true;
   atomic_signal_fence(memory_order_seq_cst);
   for (smi_remote_batch_t *e = t->batch; e < t->batch + SMI_REMOTE_WAYS; e++) {
-    if (all || !e->touched) flush_batch(e);
+    if (all || !e->touched) flush_batch(t, e);
     e->touched = false;
   }
   atomic_signal_fence(memory_order_seq_cst);
@@ -218,15 +223,22 @@ static void batch_add(smi_remote_table_t *t, smi_block_t *b, uint32_t i, void *p
   if (e->block == b) {
     e->first = remote_link(b, i, p, e->first, wrapped);
     e->marked |= wrapped;
-    if (++e->count == SMI_REMOTE_BATCH) flush_batch(e);
-  } else {
-    flush_batch(e); /* another block's, in its place */
-    e->first = e->last = remote_link(b, i, p, NULL, wrapped);
-    e->count = 1;
-    e->marked = wrapped;
-    e->block = b;
+    e->touched = true;
+    if (++e->count == SMI_REMOTE_BATCH) flush_batch(t, e);
+    return;
   }
+  flush_batch(t, e); /* another block's, in its place */
+  size_t span = smi_block_span(b);
+  if (t->held + span > SMI_REMOTE_HOLD) {
+    remote_push(b, i, p, wrapped);
+    return;
+  }
+  t->held += span;
+  e->first = e->last = remote_link(b, i, p, NULL, wrapped);
+  e->count = 1;
+  e->marked = wrapped;
   e->touched = true;
+  e->block = b;
 }
 
 static void remote_free_out(smi_block_t *b, uint32_t i, void *p, bool wrapped) {

@@ -6,7 +6,11 @@
  * batches must keep: every handle of a freed object is stale at the free, a
  * second free of an object whose batch waits is reported, a batch goes out
  * when full, at the second sweep that finds it not added to, and at the
- * thread's exit. Linked with the static library: the blocks' remote list words
+ * thread's exit, and the blocks a thread's batches hold back span at most
+ * 4 MiB (one big block, as the one batch of before). A free that comes
+ * while the thread is changing its batches (a signal handler's) goes out
+ * alone: smi_meta_alloc is wrapped at link time (tests/CMakeLists.txt) to
+ * free inside the making of the table, the first remote free's. Linked with the static library: the blocks' remote list words
  * are read directly while their owner thread waits. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -73,6 +77,17 @@ static pthread_t start_owner(void) {
       if (smi_remote_place(own.b[c]) == smi_remote_place(own.b[d]))
         cr_skip_test("blocks %d and %d share a place of the table", d, c);
   return t;
+}
+
+/* The free a signal handler would make, run once inside the library's next
+ * smi_meta_alloc (wrapped). */
+static void *nested_free;
+void *__real_smi_meta_alloc(size_t size);
+void *__wrap_smi_meta_alloc(size_t size) {
+  void *p = nested_free;
+  nested_free = NULL;
+  if (p) sm_free(p);
+  return __real_smi_meta_alloc(size);
 }
 
 static uint32_t remote_count(int c) { return smi_remote_count(atomic_load(&own.b[c]->remote)); }
@@ -215,6 +230,66 @@ Test(remote_batch, handles_are_stale_and_a_double_free_is_reported_while_the_bat
   }
   free_alternating(30, OBJS);
   smi_remote_flush();
+  set_stage(2);
+  pthread_join(t, NULL);
+}
+
+/* Two objects of each of two big classes (blocks of 63 pages of 64 KiB), of a
+ * thread that then waits. */
+static struct { void *objs[2][2]; } big;
+static void *big_owner(void *arg) {
+  (void)arg;
+  static const size_t big_sizes[2] = {64 << 10, 128 << 10};
+  for (int c = 0; c < 2; c++)
+    for (int k = 0; k < 2; k++) {
+      big.objs[c][k] = sm_malloc(big_sizes[c]);
+      cr_assert_not_null(smi_block_of(big.objs[c][k]), "a %zu-byte object is not in a slot block", big_sizes[c]);
+      cr_assert_eq(smi_block_of(big.objs[c][k])->kind, SMI_KIND_BIG);
+    }
+  set_stage(1);
+  wait_stage(2);
+  return NULL;
+}
+
+Test(remote_batch, batches_hold_back_one_big_block_at_most, .timeout = 60) {
+  own.stage = 0;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, big_owner, NULL), 0);
+  wait_stage(1);
+  smi_block_t *b0 = smi_block_of(big.objs[0][0]), *b1 = smi_block_of(big.objs[1][0]);
+  if (smi_remote_place(b0) == smi_remote_place(b1)) cr_skip_test("the two blocks share a place of the table");
+  sm_free(big.objs[0][0]);
+  cr_assert_eq(smi_remote_count(atomic_load(&b0->remote)), 0, "the first big block's free did not wait");
+  sm_free(big.objs[1][0]); /* a second big block: past the 4 MiB held back */
+  cr_assert_eq(smi_remote_count(atomic_load(&b1->remote)), 1, "a second big block's free waits too");
+  sm_free(big.objs[0][1]); /* the first one's batch takes it */
+  cr_assert_eq(smi_remote_count(atomic_load(&b0->remote)), 0);
+  smi_remote_flush();
+  cr_assert_eq(smi_remote_count(atomic_load(&b0->remote)), 2);
+  sm_free(big.objs[1][1]); /* nothing held back now: it waits */
+  cr_assert_eq(smi_remote_count(atomic_load(&b1->remote)), 1);
+  smi_remote_flush();
+  cr_assert_eq(smi_remote_count(atomic_load(&b1->remote)), 2);
+  set_stage(2);
+  pthread_join(t, NULL);
+}
+
+Test(remote_batch, a_free_inside_a_change_of_the_batches_goes_out_alone, .timeout = 60) {
+  sm_free(sm_malloc(16)); /* this thread's heap, but no batches yet */
+  pthread_t t = start_owner();
+  nested_free = own.objs[1][0];
+  sm_free(own.objs[0][0]); /* the first remote free: its table is made, and objs[1][0] freed meanwhile */
+  cr_assert_null(nested_free, "the table was not made at the first remote free");
+  cr_assert_eq(remote_count(1), 1, "the free inside went to %u slots of its block's list, not out alone",
+               remote_count(1));
+  cr_assert_eq(remote_count(0), 0, "the outer free did not wait in a batch");
+  for (int c = 2; c < CLASSES; c++) sm_free(own.objs[c][0]);
+  free_alternating(1, OBJS);
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++) {
+    cr_assert_eq(remote_count(c), OBJS, "block %d: %u of its %d frees on its list", c, remote_count(c), OBJS);
+    cr_assert_eq(walk_remote(c), OBJS);
+  }
   set_stage(2);
   pthread_join(t, NULL);
 }
