@@ -299,8 +299,7 @@ static void stats_at_exit(void) {
     snprintf(line, sizeof line,
              "slotmalloc: cannot open SLOTMALLOC_STATS_FILE=%.300s (errno %d); statistics on stderr\n",
              smi_opt.stats_file, errno);
-    ssize_t w = write(smi_stats_stderr(), line, strlen(line));
-    (void)w;
+    smi_out_write(smi_stats_stderr(), line, strlen(line));
   }
   smi_stats_write(smi_stats_stderr(), json);
 }

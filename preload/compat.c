@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "alloc/internal.h"
+#include "alloc/out.h"
 #include "alloc/stats.h"
 
 #define SM_EXPORT __attribute__((visibility("default")))
@@ -79,7 +80,7 @@ SM_EXPORT struct mallinfo mallinfo(void) {
 /* glibc's lines first (a program or script may read them), then slotmalloc's
  * own report; on fd 2, without stdio. */
 SM_EXPORT void malloc_stats(void) {
-  int cancel = smi_nocancel_begin(); /* write() is a cancellation point; glibc's malloc_stats is none */
+  int cancel = smi_nocancel_begin(); /* glibc's malloc_stats is no cancellation point */
   struct mallinfo2 mi = mallinfo2();
   char text[512];
   int n = snprintf(text, sizeof text,
@@ -87,10 +88,7 @@ SM_EXPORT void malloc_stats(void) {
                    "system bytes     = %10zu\nin use bytes     = %10zu\nmax mmap regions = %10zu\n"
                    "max mmap bytes   = %10zu\n",
                    mi.arena, mi.uordblks, mi.arena + mi.hblkhd, mi.uordblks + mi.hblkhd, mi.hblks, mi.hblkhd);
-  if (n > 0) {
-    ssize_t w = write(STDERR_FILENO, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
-    (void)w;
-  }
+  if (n > 0) smi_out_write(STDERR_FILENO, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
   smi_stats_write(STDERR_FILENO, false);
   smi_nocancel_end(cancel);
 }

@@ -22,6 +22,8 @@
  *           measurement for README.md, no test: the address space a thread's
  *           current blocks reserve).
  *
+ *   noop    a malloc and a free: for the reports at exit.
+ *
  * Prints "sweep_prog: ok" on success. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -176,6 +178,10 @@ int main(int argc, char **argv) {
   int rc = 2;
   if (!strcmp(argv[1], "title")) rc = title(argc, argv);
   if (!strcmp(argv[1], "atfork")) rc = atfork();
+  if (!strcmp(argv[1], "noop")) {
+    free(malloc(100));
+    rc = 0;
+  }
   if (!strcmp(argv[1], "threads") && argc == 4) rc = threads(atoi(argv[2]), atoi(argv[3]));
   if (rc == 0) {
     fputs("sweep_prog: ok\n", stdout);

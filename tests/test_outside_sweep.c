@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,4 +76,44 @@ Test(outside_sweep, fork_child_handler_registered_before_the_first_malloc, .time
   tu_proc_t r;
   run_sweep("atfork", NULL, &r);
   tu_proc_free(&r);
+}
+
+/* The reports at exit write to stderr (or SLOTMALLOC_STATS_FILE): when that is
+ * a pipe whose reader has gone (`SLOTMALLOC_STATS=1 prog 2>&1 | head -1`), the
+ * write raised SIGPIPE and the program ended with it (status 141) instead of
+ * its own exit status. Each report option, stderr a pipe with no reader, and
+ * SIGPIPE at its default action in the child. */
+Test(outside_sweep, reports_at_exit_into_a_closed_pipe_keep_the_exit_status) {
+  const char *cases[][3] = {{"SLOTMALLOC_STATS=text", NULL, NULL},
+                            {"SLOTMALLOC_STATS=json", NULL, NULL},
+                            {"SLOTMALLOC_LEAKS=1", NULL, NULL},
+                            {"SLOTMALLOC_VERBOSE=2", NULL, NULL},
+                            {"SLOTMALLOC_STATS=text", "SLOTMALLOC_LEAKS=1", NULL}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    close(fds[0]); /* no reader: every write is EPIPE and raises SIGPIPE */
+    char *argv[] = {SM_SWEEP_PROG, "noop", NULL};
+    char **env = tu_env_without_options(cases[c]);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+      int null = open("/dev/null", O_RDWR);
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(fds[1], 2);
+      signal(SIGPIPE, SIG_DFL);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, NULL);
+      execve(argv[0], argv, env);
+      _exit(127);
+    }
+    close(fds[1]);
+    int st = 0;
+    cr_assert_eq(tu_waitpid(pid, &st), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s %s: %s", cases[c][0], cases[c][1] ? cases[c][1] : "",
+              tu_wait_status_str(st));
+  }
 }
