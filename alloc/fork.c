@@ -25,18 +25,22 @@
  * handler, or before it, when a child handler registered earlier (glibc runs
  * them in the order of registration; a library constructor may register one
  * before the process's first malloc) allocates and finds a lock held: the
- * lock's waiter runs it (slots/lock.h, smi_lock_fork_pid). The prepare handler
- * takes no lock: it only writes the pid that forks. */
+ * lock's waiter runs it (slots/lock.h, smi_lock_forks). The prepare handler
+ * takes no lock: it only counts the fork and writes the pid that forks. */
 #include <unistd.h>
 
 #include "internal.h"
 
-void smi_fork_prepare(void) { atomic_store(&smi_lock_fork_pid, (int)getpid()); }
+void smi_fork_prepare(void) {
+  atomic_store(&smi_lock_fork_pid, (int)getpid());
+  atomic_fetch_add(&smi_lock_forks, 1);
+}
 
-void smi_fork_parent(void) { atomic_store(&smi_lock_fork_pid, 0); }
+void smi_fork_parent(void) { atomic_fetch_sub(&smi_lock_forks, 1); }
 
 void smi_fork_child(void) {
-  if (!atomic_exchange(&smi_lock_fork_pid, 0)) return; /* repaired already (by a lock's waiter) */
+  /* the child's count is its parent's forks under way, its own among them */
+  if (!atomic_exchange(&smi_lock_forks, 0)) return; /* repaired already (by a lock's waiter) */
   bool mine = false;
   smi_revisit_fork_mark();
   smi_segment_after_fork(&mine);

@@ -7,14 +7,15 @@
 #include <unistd.h>
 
 __thread uint64_t smi_lock_self;
-_Atomic int smi_lock_fork_pid;
+_Atomic int smi_lock_forks, smi_lock_fork_pid;
 void (*smi_lock_fork_repair)(void);
 
 /* In a fork child whose repair has not run (lock.h): runs it; false elsewhere
- * (getpid only between a fork's prepare and parent handlers). */
+ * (getpid only while a fork is under way). */
 static bool fork_repair_pending(void) {
-  int pid = atomic_load_explicit(&smi_lock_fork_pid, memory_order_relaxed);
-  if (!pid || pid == (int)syscall(SYS_getpid) || !smi_lock_fork_repair) return false;
+  if (!atomic_load_explicit(&smi_lock_forks, memory_order_acquire) || !smi_lock_fork_repair ||
+      atomic_load_explicit(&smi_lock_fork_pid, memory_order_relaxed) == (int)syscall(SYS_getpid))
+    return false;
   smi_lock_fork_repair();
   return true;
 }

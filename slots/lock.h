@@ -35,12 +35,14 @@ void smi_lock_wait(smi_lock_t *l); /* the contended case, out of line */
  * handlers in the order they were registered, so one registered before the
  * allocator's (a library constructor that runs before the process's first
  * malloc) runs first, and if it allocates, it waits for a lock a vanished
- * thread held at the fork: for ever. So the allocator's prepare handler
- * writes the forking process's pid here (its parent handler and its repair
- * clear it), and a waiter about to sleep that finds it set to a pid other than
- * its own is in such a child: it runs smi_lock_fork_repair (alloc/fork.c's,
- * once per child; it frees the orphaned locks) and tries again. */
-extern _Atomic int smi_lock_fork_pid;
+ * thread held at the fork: for ever. So the allocator's prepare handler counts
+ * the forks under way in smi_lock_forks and writes the forking process's pid
+ * (its parent handler counts the fork done; glibc does not serialize forks of
+ * several threads), and a waiter about to sleep that finds forks under way in
+ * a pid other than its own is in such a child: it runs smi_lock_fork_repair
+ * (alloc/fork.c's, once per child: it sets the child's count to 0; it frees
+ * the orphaned locks) and tries again. */
+extern _Atomic int smi_lock_forks, smi_lock_fork_pid;
 extern void (*smi_lock_fork_repair)(void);
 void smi_lock_wake(smi_lock_t *l); /* an unlock that found a waiter asleep */
 

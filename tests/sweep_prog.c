@@ -15,6 +15,7 @@
  *           and free (every slow path: new blocks, large objects) while the
  *           main thread forks 300 times. Each child must exit: a child that
  *           has not within 10 s is killed and reported ("child N hung").
+ *   atfork2 the same with two threads forking 500 times each at once.
  *
  *   threads N K  N threads alive at once, each holding one object of each of
  *           the first K sizes of 8 B, 24 B, ... 128 KiB (one size class each,
@@ -89,16 +90,15 @@ static void *churn(void *arg) {
   return NULL;
 }
 
-static int atfork(void) {
-  pthread_t t[3];
-  for (long i = 0; i < 3; i++)
-    if (pthread_create(&t[i], NULL, churn, (void *)(i + 1))) return 1;
-  int rc = 0;
-  for (int i = 0; i < 300 && !rc; i++) {
+/* Forks n times, each child allocating and exiting; waits for each child for
+ * 10 s at most (then kills it: "child N hung"). 0 if every child exited 0. */
+static int fork_rounds(int n, const char *who) {
+  for (int i = 0; i < n; i++) {
     pid_t pid = fork();
     if (pid < 0) return 1;
     if (pid == 0) {
       free(malloc(100));
+      free(malloc(200000));
       _exit(child_state ? 0 : 3);
     }
     int st = 0;
@@ -108,15 +108,37 @@ static int atfork(void) {
       if (++waited == 10000) { /* 10 s */
         kill(pid, SIGKILL);
         waitpid(pid, &st, 0);
-        printf("child %d hung\n", i);
-        rc = 1;
-        break;
+        printf("%s: child %d hung\n", who, i);
+        return 1;
       }
       nanosleep(&ms, NULL);
     }
-    if (!rc && (!WIFEXITED(st) || WEXITSTATUS(st))) {
-      printf("child %d: status %#x\n", i, st);
-      rc = 1;
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+      printf("%s: child %d: status %#x\n", who, i, st);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void *forker(void *arg) { return (void *)(intptr_t)fork_rounds(500, (const char *)arg); }
+
+/* threads_forking 1: the main thread forks 300 times; 2: two threads fork 500
+ * times each at once (one's parent handler runs while the other is between
+ * its prepare handler and its fork). */
+static int atfork(int threads_forking) {
+  pthread_t t[3], f[2];
+  for (long i = 0; i < 3; i++)
+    if (pthread_create(&t[i], NULL, churn, (void *)(i + 1))) return 1;
+  int rc = 0;
+  if (threads_forking == 1) {
+    rc = fork_rounds(300, "main");
+  } else {
+    if (pthread_create(&f[0], NULL, forker, "forker 1") || pthread_create(&f[1], NULL, forker, "forker 2")) return 1;
+    for (int i = 0; i < 2; i++) {
+      void *r;
+      pthread_join(f[i], &r);
+      if (r) rc = 1;
     }
   }
   atomic_store(&churn_stop, 1);
@@ -177,7 +199,8 @@ int main(int argc, char **argv) {
   if (argc < 2) return 2;
   int rc = 2;
   if (!strcmp(argv[1], "title")) rc = title(argc, argv);
-  if (!strcmp(argv[1], "atfork")) rc = atfork();
+  if (!strcmp(argv[1], "atfork")) rc = atfork(1);
+  if (!strcmp(argv[1], "atfork2")) rc = atfork(2);
   if (!strcmp(argv[1], "noop")) {
     free(malloc(100));
     rc = 0;

@@ -117,3 +117,12 @@ Test(outside_sweep, reports_at_exit_into_a_closed_pipe_keep_the_exit_status) {
               tu_wait_status_str(st));
   }
 }
+
+/* The same with two threads forking at once: glibc does not serialize forks,
+ * so one fork's parent handler may run while another thread is between its
+ * prepare handler and its fork; that child must still be repaired once. */
+Test(outside_sweep, two_threads_fork_at_once_with_an_early_child_handler, .timeout = 120) {
+  tu_proc_t r;
+  run_sweep("atfork2", NULL, &r);
+  tu_proc_free(&r);
+}
