@@ -133,28 +133,28 @@ static void remote_push(smi_block_t *b, uint32_t i, void *p, bool wrapped) {
  * before) took an exchange for nearly every free. Their generations move at
  * once (the objects are dead and every handle stale at the free); only their
  * reuse waits. The block keeps counting them as used, so it is never re-cut
- * or given back while they wait: the blocks a thread holds batches for span
- * at most SMI_REMOTE_HOLD bytes (as much as the one batch of before could
- * hold back: one big block), past which a free goes out alone, and each
- * batch at most SMI_REMOTE_BATCH slots. A batch goes out when full, when
- * another block takes its place, when it was not added to between two sweeps
- * (every 16th allocation slow path of the thread: smi_remote_sweep), and all
- * of them at the thread's exit and at malloc_trim. Blocks of user arenas
- * never wait in a batch: an arena close must see every free under way end
- * (inflight). */
-#define SMI_REMOTE_BATCH 64               /* slots a batch holds at most */
-#define SMI_REMOTE_WAYS 64                /* batches a thread holds at once (a power of two) */
-#define SMI_REMOTE_HOLD ((size_t)4 << 20) /* bytes of blocks a thread's batches may hold back */
+ * or given back while they wait. A batch holds at most SMI_REMOTE_BATCH slots
+ * and SMI_REMOTE_BYTES bytes (slots that large never wait): what a thread
+ * holds back so is at most SMI_REMOTE_WAYS times that, in as many blocks of
+ * 64 KiB (the one batch of before held 63 slots of any size back). A batch
+ * goes out when full, when another block takes its place, when it was not
+ * added to between two sweeps (every 16th allocation slow path of the
+ * thread: smi_remote_sweep), and all of them at the thread's exit and at
+ * malloc_trim. Blocks of user arenas never wait in a batch: an arena close
+ * must see every free under way end (inflight). */
+#define SMI_REMOTE_BATCH 64   /* slots a batch holds at most */
+#define SMI_REMOTE_BYTES 4096 /* and bytes */
+#define SMI_REMOTE_WAYS 64    /* batches a thread holds at once (a power of two) */
 typedef struct {
   smi_block_t *block; /* NULL: the place is free */
   smi_free_t *first, *last;
-  uint16_t count;
-  bool marked;  /* a slot of the batch retires */
-  bool touched; /* added to since the last sweep */
+  uint16_t count, full; /* slots in the batch, and at most */
+  bool marked;          /* a slot of the batch retires */
+  bool touched;         /* added to since the last sweep */
 } smi_remote_batch_t;
 struct smi_remote_table_s {
   smi_remote_batch_t batch[SMI_REMOTE_WAYS];
-  size_t held; /* the spans of the blocks in batch[] */
+  uint32_t held; /* batches in batch[] */
 };
 /* busy: the thread is changing its table; a signal handler's free meanwhile
  * goes out on its own. off: the thread's heap ended: frees go out one by one. */
@@ -169,7 +169,7 @@ static void flush_batch(smi_remote_table_t *t, smi_remote_batch_t *e) {
   smi_block_t *b = e->block;
   if (!b) return;
   e->block = NULL;
-  t->held -= smi_block_span(b);
+  t->held--;
   remote_push_chain(b, e->first, e->last, e->count, e->marked);
 }
 
@@ -224,18 +224,19 @@ static void batch_add(smi_remote_table_t *t, smi_block_t *b, uint32_t i, void *p
     e->first = remote_link(b, i, p, e->first, wrapped);
     e->marked |= wrapped;
     e->touched = true;
-    if (++e->count == SMI_REMOTE_BATCH) flush_batch(t, e);
+    if (++e->count == e->full) flush_batch(t, e);
     return;
   }
-  flush_batch(t, e); /* another block's, in its place */
-  size_t span = smi_block_span(b);
-  if (t->held + span > SMI_REMOTE_HOLD) {
+  size_t size = b->size;
+  if (size * 2 > SMI_REMOTE_BYTES) { /* (a batch of one: no wait) */
     remote_push(b, i, p, wrapped);
     return;
   }
-  t->held += span;
+  flush_batch(t, e); /* another block's, in its place */
+  t->held++;
   e->first = e->last = remote_link(b, i, p, NULL, wrapped);
   e->count = 1;
+  e->full = size * SMI_REMOTE_BATCH > SMI_REMOTE_BYTES ? (uint16_t)(SMI_REMOTE_BYTES / size) : SMI_REMOTE_BATCH;
   e->marked = wrapped;
   e->touched = true;
   e->block = b;

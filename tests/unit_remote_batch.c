@@ -5,13 +5,13 @@
  * of block pushed the one before: one exchange nearly every free). What the
  * batches must keep: every handle of a freed object is stale at the free, a
  * second free of an object whose batch waits is reported, a batch goes out
- * when full, at the second sweep that finds it not added to, and at the
- * thread's exit, and the blocks a thread's batches hold back span at most
- * 4 MiB (one big block, as the one batch of before). A free that comes
+ * when full (64 slots, 4 KiB: larger slots never wait), at the second sweep
+ * that finds it not added to, and at the thread's exit. A free that comes
  * while the thread is changing its batches (a signal handler's) goes out
  * alone: smi_meta_alloc is wrapped at link time (tests/CMakeLists.txt) to
- * free inside the making of the table, the first remote free's. Linked with the static library: the blocks' remote list words
- * are read directly while their owner thread waits. */
+ * free inside the making of the table, the first remote free's. Linked with
+ * the static library: the blocks' remote list words are read directly while
+ * their owner thread waits. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -24,9 +24,9 @@
 
 #include "alloc/internal.h"
 
-#define CLASSES 4 /* blocks the frees alternate among */
-#define OBJS 160  /* objects of each, all in its first block */
-static const size_t sizes[CLASSES] = {16, 48, 128, 256};
+#define CLASSES 4                                      /* blocks the frees alternate among */
+#define OBJS 160                                       /* objects of each, all in its first block */
+static const size_t sizes[CLASSES] = {16, 32, 48, 64}; /* (64 of them: 4 KiB) */
 
 static struct {
   pthread_mutex_t lock;
@@ -90,6 +90,12 @@ void *__wrap_smi_meta_alloc(size_t size) {
   return __real_smi_meta_alloc(size);
 }
 
+/* The slots a batch of b's holds (1: they never wait). */
+static uint32_t batch_slots(const smi_block_t *b) {
+  size_t size = b->size;
+  return size * 2 > 4096 ? 1 : size * 64 > 4096 ? (uint32_t)(4096 / size) : 64;
+}
+
 static uint32_t remote_count(int c) { return smi_remote_count(atomic_load(&own.b[c]->remote)); }
 
 /* Frees objects from..to-1 of every class, alternating among the blocks. */
@@ -123,13 +129,16 @@ Test(remote_batch, frees_alternating_among_blocks_reach_each_list_in_batches, .t
     cr_assert_eq(remote_count(c), 10, "block %d: %u slots on its list after the flush", c, remote_count(c));
     cr_assert_eq(walk_remote(c), 10);
   }
-  /* 64 more each, alternating: each batch goes out whole when full */
+  /* 64 more each, alternating: each batch goes out whole when full (64
+   * slots; the hardened build's 64-byte slots are larger: 4 KiB of them) */
   free_alternating(10, 74);
   for (int c = 0; c < CLASSES; c++) {
-    cr_assert_eq(remote_count(c), 74, "block %d: %u slots on its list, not 10 + one full batch", c, remote_count(c));
-    cr_assert_eq(smi_remote_head(atomic_load(&own.b[c]->remote)), own.objs[c][73],
+    uint32_t full = batch_slots(own.b[c]), want = 10 + 64 / full * full;
+    cr_assert_eq(remote_count(c), want, "block %d: %u slots on its list, not 10 + full batches of %u", c,
+                 remote_count(c), full);
+    cr_assert_eq(smi_remote_head(atomic_load(&own.b[c]->remote)), own.objs[c][want - 1],
                  "block %d's list does not start at the last free", c);
-    cr_assert_eq(walk_remote(c), 74);
+    cr_assert_eq(walk_remote(c), want);
   }
   /* the pending slots still count as used: no block of the owner emptied */
   for (int c = 0; c < CLASSES; c++) cr_assert_geq(own.b[c]->used, OBJS - 74);
@@ -234,42 +243,41 @@ Test(remote_batch, handles_are_stale_and_a_double_free_is_reported_while_the_bat
   pthread_join(t, NULL);
 }
 
-/* Two objects of each of two big classes (blocks of 63 pages of 64 KiB), of a
- * thread that then waits. */
-static struct { void *objs[2][2]; } big;
+/* Objects of 1 KiB, 4 KiB and 64 KiB (8 of each, each size's in one block)
+ * of a thread that then waits. */
+#define BIG_CLASSES 3
+static const size_t big_sizes[BIG_CLASSES] = {1 << 10, 4 << 10, 64 << 10};
+static void *big[BIG_CLASSES][8];
 static void *big_owner(void *arg) {
   (void)arg;
-  static const size_t big_sizes[2] = {64 << 10, 128 << 10};
-  for (int c = 0; c < 2; c++)
-    for (int k = 0; k < 2; k++) {
-      big.objs[c][k] = sm_malloc(big_sizes[c]);
-      cr_assert_not_null(smi_block_of(big.objs[c][k]), "a %zu-byte object is not in a slot block", big_sizes[c]);
-      cr_assert_eq(smi_block_of(big.objs[c][k])->kind, SMI_KIND_BIG);
+  for (int c = 0; c < BIG_CLASSES; c++)
+    for (int k = 0; k < 8; k++) {
+      big[c][k] = sm_malloc(big_sizes[c]);
+      cr_assert_not_null(smi_block_of(big[c][k]), "a %zu-byte object is not in a slot block", big_sizes[c]);
+      cr_assert_eq(smi_block_of(big[c][k]), smi_block_of(big[c][0]));
     }
   set_stage(1);
   wait_stage(2);
   return NULL;
 }
+static uint32_t big_count(int c) { return smi_remote_count(atomic_load(&smi_block_of(big[c][0])->remote)); }
 
-Test(remote_batch, batches_hold_back_one_big_block_at_most, .timeout = 60) {
+Test(remote_batch, a_batch_holds_4_KiB_at_most, .timeout = 60) {
   own.stage = 0;
   pthread_t t;
   cr_assert_eq(pthread_create(&t, NULL, big_owner, NULL), 0);
   wait_stage(1);
-  smi_block_t *b0 = smi_block_of(big.objs[0][0]), *b1 = smi_block_of(big.objs[1][0]);
-  if (smi_remote_place(b0) == smi_remote_place(b1)) cr_skip_test("the two blocks share a place of the table");
-  sm_free(big.objs[0][0]);
-  cr_assert_eq(smi_remote_count(atomic_load(&b0->remote)), 0, "the first big block's free did not wait");
-  sm_free(big.objs[1][0]); /* a second big block: past the 4 MiB held back */
-  cr_assert_eq(smi_remote_count(atomic_load(&b1->remote)), 1, "a second big block's free waits too");
-  sm_free(big.objs[0][1]); /* the first one's batch takes it */
-  cr_assert_eq(smi_remote_count(atomic_load(&b0->remote)), 0);
-  smi_remote_flush();
-  cr_assert_eq(smi_remote_count(atomic_load(&b0->remote)), 2);
-  sm_free(big.objs[1][1]); /* nothing held back now: it waits */
-  cr_assert_eq(smi_remote_count(atomic_load(&b1->remote)), 1);
-  smi_remote_flush();
-  cr_assert_eq(smi_remote_count(atomic_load(&b1->remote)), 2);
+  for (int k = 0; k < 8; k++) {
+    uint32_t full = batch_slots(smi_block_of(big[0][0])); /* 4 (1 KiB slots; 3 in the hardened build) */
+    cr_assert_gt(full, 1);
+    sm_free(big[0][k]); /* out with every full-th */
+    cr_assert_eq(big_count(0), (uint32_t)(k + 1) / full * full, "after %d frees of 1 KiB, %u on the list", k + 1,
+                 big_count(0));
+    sm_free(big[1][k]); /* 4 and 64 KiB: alone */
+    cr_assert_eq(big_count(1), (uint32_t)k + 1, "a free of 4 KiB waited");
+    sm_free(big[2][k]);
+    cr_assert_eq(big_count(2), (uint32_t)k + 1, "a free of 64 KiB waited");
+  }
   set_stage(2);
   pthread_join(t, NULL);
 }
