@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "alloc/internal.h"
@@ -298,6 +300,60 @@ Test(remote_batch, a_free_inside_a_change_of_the_batches_goes_out_alone, .timeou
     cr_assert_eq(remote_count(c), OBJS, "block %d: %u of its %d frees on its list", c, remote_count(c), OBJS);
     cr_assert_eq(walk_remote(c), OBJS);
   }
+  set_stage(2);
+  pthread_join(t, NULL);
+}
+
+/* ---- a fork while batches wait ---------------------------------------------- */
+
+/* A thread that frees objects 0..9 of every class and waits, its batches held. */
+static atomic_int holder_phase; /* 1: freed; 2: may end */
+static void *holder(void *arg) {
+  (void)arg;
+  free_alternating(0, 10);
+  atomic_store(&holder_phase, 1);
+  while (atomic_load(&holder_phase) < 2) sched_yield();
+  return NULL;
+}
+
+/* The fork child: its own thread's batches (objects 10..19) reach the blocks
+ * at its flush; those of the holder, a thread it does not have, are forgotten
+ * (it may have stopped mid-change); the child goes on freeing and batching. */
+static int child_flushes_its_own(void) {
+  for (int c = 0; c < CLASSES; c++)
+    if (remote_count(c) != 0) return 10 + c;
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++)
+    if (remote_count(c) != 10) return 20 + c;
+  free_alternating(20, 30);
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++)
+    if (remote_count(c) != 20) return 30 + c;
+  return 0;
+}
+
+Test(remote_batch, a_fork_child_sends_its_own_batches_and_forgets_the_vanished_threads, .timeout = 60) {
+  pthread_t t = start_owner(), h;
+  cr_assert_eq(pthread_create(&h, NULL, holder, NULL), 0);
+  while (atomic_load(&holder_phase) < 1) sched_yield();
+  free_alternating(10, 20);
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) _exit(child_flushes_its_own());
+  int status;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status), "the fork child died: status %#x", status);
+  cr_assert_eq(WEXITSTATUS(status), 0,
+               "fork child: %d (1x: a block's list not empty at first; 2x: the child's own batches did not "
+               "arrive, or the vanished thread's did; 3x: its later batches)",
+               WEXITSTATUS(status));
+  atomic_store(&holder_phase, 2);
+  pthread_join(h, NULL); /* its exit sends its batches */
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++) cr_assert_eq(remote_count(c), 20);
+  free_alternating(20, OBJS);
+  smi_remote_flush();
   set_stage(2);
   pthread_join(t, NULL);
 }
