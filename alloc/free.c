@@ -93,12 +93,16 @@ static SMI_COLD void queue_full(smi_block_t *b) {
 static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *last, uint32_t n, bool marked) {
   SMI_VG_LINK_OPEN(last);
   uintptr_t mark = (uintptr_t)last->next & 1;
-  uintptr_t w = atomic_load_explicit(&b->remote, memory_order_relaxed);
+  uintptr_t w = atomic_load_explicit(&b->remote, memory_order_relaxed), pushed;
   do {
     last->next = smi_link_enc(b, last, (uintptr_t)smi_remote_head(w) | mark);
-  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &w, smi_remote_push_word(w, first, n, marked),
-                                                  memory_order_seq_cst, memory_order_relaxed));
+    pushed = smi_remote_push_word(w, first, n, marked);
+  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &w, pushed, memory_order_seq_cst, memory_order_relaxed));
   SMI_VG_LINK_CLOSE(last);
+  if (smi_unlikely(smi_remote_count(pushed) == 0)) { /* an abandoned block's last object (smi_remote_bias) */
+    smi_pool_drained(b);
+    return;
+  }
   if (smi_owner_is_full(__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST)) &&
       !atomic_load_explicit(&b->queued, memory_order_seq_cst))
     queue_full(b);
@@ -206,12 +210,15 @@ void smi_remote_forget(smi_heap_t *h) {
 }
 
 /* The thread's table, made at its first batch; NULL if the thread cannot
- * batch: it has no heap and can have none (its exit flushes: a thread that
- * only frees gets a heap for that), or no memory for a table. Called busy. */
+ * batch: its heap ended (a heap made again by a later thread-exit hook's
+ * malloc may never be ended), it has no heap and can have none (its exit
+ * flushes: a thread that only frees gets a heap for that), or no memory for
+ * a table. Called busy. */
 static smi_remote_table_t *batch_table(void) {
   smi_heap_t *h = smi_tls_heap;
   if (smi_likely(h != NULL && h->remote != NULL)) return h->remote;
-  if (!h && (batch_off || !smi_process_ready() || !smi_root_arena())) return NULL;
+  if (batch_off) return NULL;
+  if (!h && (!smi_process_ready() || !smi_root_arena())) return NULL;
   h = smi_tls_heap;
   if (!h || h->done) return NULL;
   if (!h->remote) h->remote = smi_meta_alloc(sizeof *h->remote);

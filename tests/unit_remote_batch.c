@@ -357,3 +357,39 @@ Test(remote_batch, a_fork_child_sends_its_own_batches_and_forgets_the_vanished_t
   set_stage(2);
   pthread_join(t, NULL);
 }
+
+/* ---- frees after the thread's heap ended ------------------------------------- */
+
+/* A thread-exit hook that runs after the library's (a key made later): it
+ * allocates (a heap made again for the thread, which may never be ended) and
+ * frees into the owner's blocks: once the thread's heap ended its frees go
+ * out one by one. */
+static pthread_key_t late_key;
+static atomic_uint late_seen = 99;
+static void late_hook(void *arg) {
+  (void)arg;
+  sm_free(sm_malloc(16));
+  sm_free(own.objs[0][0]);
+  atomic_store(&late_seen, remote_count(0));
+}
+static void *late_thread(void *arg) {
+  (void)arg;
+  pthread_setspecific(late_key, (void *)1);
+  sm_free(sm_malloc(16)); /* the thread's heap */
+  return NULL;
+}
+
+Test(remote_batch, frees_after_the_heap_ended_go_out_alone, .timeout = 60) {
+  pthread_t t = start_owner(), l;
+  cr_assert_eq(pthread_key_create(&late_key, late_hook), 0);
+  cr_assert_eq(pthread_create(&l, NULL, late_thread, NULL), 0);
+  pthread_join(l, NULL);
+  cr_assert_eq(atomic_load(&late_seen), 1, "a free in a later exit hook reached its list with %u slots, not alone",
+               atomic_load(&late_seen));
+  for (int c = 0; c < CLASSES; c++)
+    for (int k = c ? 0 : 1; k < OBJS; k++) sm_free(own.objs[c][k]);
+  smi_remote_flush();
+  for (int c = 0; c < CLASSES; c++) cr_assert_eq(remote_count(c), OBJS);
+  set_stage(2);
+  pthread_join(t, NULL);
+}
