@@ -5,12 +5,16 @@
  * links over pages that tidy may have given back, and faulted them in for
  * nothing (threadlife -t 2: 6384 KiB peak RSS with it, 6156 without). In a
  * big heap it hands the lowest of those slots out first
- * (smi_block_extend_to). */
+ * (smi_block_extend_to); in a small heap a medium or big block gives their
+ * pages back (drop_old_slots). */
 #define _GNU_SOURCE /* testutil.h */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "alloc/internal.h"
 #include "testutil.h"
@@ -89,4 +93,66 @@ Test(recut, a_big_heap_hands_a_recut_blocks_old_slots_out_lowest_first) {
                 r.old_top);
   cr_assert_lt(r.first_at, (size_t)4096, "the first object after the recut lies at %zu of %zu", r.first_at,
                r.new_top);
+}
+
+/* A small heap: a warm medium block recut for another class gives the pages
+ * of its old slots back at once, past the new cut's first page and below its
+ * generation table (alloc/pool.c, drop_old_slots). Kept, they stayed
+ * resident, uncounted, under a class that used a slot of them (threadlife:
+ * blocks of one live object with 40-260 KiB resident). */
+#define MED_FIRST (8 << 10)
+typedef struct {
+  smi_block_t *b;
+  unsigned cls;
+} filled_t;
+static void *fill_medium(void *arg) {
+  filled_t *out = arg;
+  cr_assert_eq(smi_kind_of_class(smi_class_of(MED_FIRST)), SMI_KIND_MEDIUM);
+  void **objs = calloc(1024, sizeof *objs);
+  cr_assert_not_null(objs);
+  size_t n = 0;
+  cr_assert_not_null(objs[n] = sm_malloc(MED_FIRST));
+  smi_block_t *b = smi_block_of(objs[n++]);
+  while (b->bump < b->nslots || b->free) { /* every slot of it handed out, every page written */
+    cr_assert_lt(n, 1024);
+    cr_assert_not_null(objs[n++] = sm_malloc(MED_FIRST));
+  }
+  for (size_t i = 0; i < n; i++)
+    if (smi_block_of(objs[i]) == b) memset(objs[i], 1, MED_FIRST);
+  for (size_t i = 0; i < n; i++) sm_free(objs[i]);
+  free(objs);
+  out->b = b;
+  out->cls = b->cls; /* (the hardened build's class is one up: its canary) */
+  return NULL;       /* its empty blocks go to the pool, warm */
+}
+
+Test(recut, a_small_heap_gives_a_recut_medium_blocks_old_pages_back) {
+  filled_t f;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, fill_medium, &f), 0);
+  pthread_join(t, NULL);
+  smi_block_t *b = f.b;
+  cr_assert(b->cls == f.cls && b->bump == b->nslots, "the block was cut again already");
+  uint8_t *old_top = b->start + (size_t)b->bump * b->size;
+  /* classes this thread never used, until the pool cuts that block for one
+   * (it takes the cold blocks of its segment first) */
+  void *q = NULL;
+  for (size_t size = MED_FIRST + 4096; size <= (64 << 10) && !q; size += 4096) {
+    cr_assert_not_null(q = sm_malloc(size));
+    if (smi_block_of(q) != b) q = NULL; /* (left live: its class keeps its block) */
+  }
+  cr_assert_not_null(q, "the pool never cut the warm block for another class");
+  size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)b->start + pg) & ~(pg - 1), hi = (uintptr_t)old_top & ~(pg - 1);
+  if (b->gens > b->start && hi > ((uintptr_t)b->gens & ~(pg - 1))) hi = (uintptr_t)b->gens & ~(pg - 1);
+  cr_assert_gt(hi, lo + 64 * pg, "old slots up to %p, the new cut from %p", (void *)old_top, (void *)b->start);
+  unsigned char vec[1024];
+  cr_assert_eq(mincore((void *)lo, hi - lo, vec), 0);
+  size_t resident = 0, pages = (hi - lo) / pg;
+  for (size_t i = 0; i < pages; i++) resident += vec[i] & 1;
+  cr_log_info("%zu of the %zu pages of the old slots resident after the cut for %zu-byte slots", resident, pages,
+              b->size);
+  /* (a slot of the new class: its first page and, hardened, the canary's at its end) */
+  cr_assert_leq(resident, 2, "%zu of the %zu pages of the old slots stayed resident after the recut", resident,
+                pages);
 }
