@@ -93,12 +93,17 @@ static SMI_COLD void queue_full(smi_block_t *b) {
 static void remote_push_chain(smi_block_t *b, smi_free_t *first, smi_free_t *last, uint32_t n, bool marked) {
   SMI_VG_LINK_OPEN(last);
   uintptr_t mark = (uintptr_t)last->next & 1;
-  uintptr_t w = atomic_load_explicit(&b->remote, memory_order_relaxed);
+  uintptr_t w = atomic_load_explicit(&b->remote, memory_order_relaxed), pushed;
   do {
     last->next = smi_link_enc(b, last, (uintptr_t)smi_remote_head(w) | mark);
-  } while (!atomic_compare_exchange_weak_explicit(&b->remote, &w, smi_remote_push_word(w, first, n, marked),
-                                                  memory_order_seq_cst, memory_order_relaxed));
+    pushed = smi_remote_push_word(w, first, n, marked);
+  } while (
+      !atomic_compare_exchange_weak_explicit(&b->remote, &w, pushed, memory_order_seq_cst, memory_order_relaxed));
   SMI_VG_LINK_CLOSE(last);
+  if (smi_unlikely(smi_remote_count(pushed) == 0)) { /* an abandoned block's last object (smi_remote_bias) */
+    smi_pool_drained(b);
+    return;
+  }
   if (smi_owner_is_full(__atomic_load_n(&b->owner, __ATOMIC_SEQ_CST)) &&
       !atomic_load_explicit(&b->queued, memory_order_seq_cst))
     queue_full(b);

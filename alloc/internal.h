@@ -293,6 +293,7 @@ void smi_arena_after_fork(sm_arena_t *a, bool *mine);
 smi_block_t *smi_pool_take(sm_arena_t *a, unsigned cls);
 void smi_pool_give(smi_block_t *b);    /* an empty block, back to the pool */
 void smi_pool_abandon(smi_block_t *b); /* a block with live objects, left by its thread */
+void smi_pool_drained(smi_block_t *b); /* a remote free read a count of 0: an abandoned block's last */
 void smi_pool_thread_churn(void);      /* a thread starts or ends: the pool keeps what threads leave warm a while */
 void smi_pool_upkeep(bool force);      /* purge empty blocks past the delay */
 /* What of a block's memory was touched (whole pages); a block out of the pool

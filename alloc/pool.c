@@ -44,16 +44,18 @@ void smi_pool_after_fork(bool *mine) {
   dismantle_large = NULL;
   atomic_store_explicit(&dismantle_pending, 0, memory_order_relaxed);
   /* No block waits in the pool any more: no segment may be released whole,
-   * and no block reads as waiting (cool_run takes a warm waiting neighbour
-   * off the lists: one left marked would be taken off a list it is not on). */
+   * and no block reads as waiting or abandoned (cool_run takes a warm waiting
+   * neighbour off the lists, smi_pool_drained an abandoned block: one left
+   * marked would be taken off a list it is not on). */
   for (uint32_t id = 1; id < smi_segment_ids_used(); id++) {
     smi_segment_t *seg = atomic_load_explicit(&smi_segtab[id].seg, memory_order_relaxed);
     if (!seg || smi_segtab[id].is_large) continue;
     seg->pooled = 0;
     seg->waiting = 0;
     for (uint32_t i = 0; i < seg->nblocks; i++)
-      if (seg->blocks[i].flags & SMI_BLOCK_WAITING)
-        set_flags(&seg->blocks[i], (uint8_t)(seg->blocks[i].flags & ~SMI_BLOCK_WAITING));
+      if (seg->blocks[i].flags & (SMI_BLOCK_WAITING | SMI_BLOCK_ABANDONED | SMI_BLOCK_ABANDONED_FULL))
+        set_flags(&seg->blocks[i], (uint8_t)(seg->blocks[i].flags &
+                                             ~(SMI_BLOCK_WAITING | SMI_BLOCK_ABANDONED | SMI_BLOCK_ABANDONED_FULL)));
   }
 }
 
@@ -343,18 +345,78 @@ static bool ready_for(const smi_block_t *b, unsigned cls) {
   return (b->flags & SMI_BLOCK_CLOSED) || (!b->retired && b->used == 0);
 }
 
+/* ---- abandoned blocks ---------------------------------------------------------
+ * The blocks with live objects of a thread that ended wait on abandoned[cls],
+ * or, once seen without room, on abandoned_full[cls] (the block's flags say
+ * which: SMI_BLOCK_ABANDONED, SMI_BLOCK_ABANDONED_FULL; under pool_lock),
+ * until a thread adopts one. Other threads free their objects onto its remote
+ * list, whose count there starts at minus its live objects (smi_remote_bias):
+ * the push that frees the last one reads 0, and that thread hands the block
+ * to the pool as empty at once (smi_pool_drained). So what an ended thread
+ * left goes back to the OS as the program frees it, as a live thread's
+ * emptied blocks do, not only at an upkeep, which a program that makes only
+ * fast-path calls afterwards never reaches (a thread that allocated 500 MiB
+ * of small objects and ended, all freed by the main thread, which then only
+ * paired malloc and free: 491 MiB stayed resident; tests/unit_drained.c).
+ * Within the purge delay after a thread's start or exit, the room kept warm
+ * for the threads that follow (above) holds such blocks as it holds the
+ * ones ending threads leave; past it they cool down to the cap at once. */
+static smi_blist_t *abandoned_list(const smi_block_t *b) {
+  return b->flags & SMI_BLOCK_ABANDONED_FULL ? &abandoned_full[b->cls] : &abandoned[b->cls];
+}
+
+/* b off its abandoned list, the frees on its remote list collected. */
+static void abandoned_take(smi_block_t *b) {
+  smi_blist_remove(abandoned_list(b), b);
+  set_flags(b, (uint8_t)(b->flags & ~(SMI_BLOCK_ABANDONED | SMI_BLOCK_ABANDONED_FULL)));
+  smi_block_collect_biased(b);
+}
+
+/* An abandoned block whose objects were all freed: empty. */
+static void abandoned_emptied(smi_block_t *b) {
+  b->arena = NULL;
+  b->empty_since = smi_now_ms();
+  smi_pool_touch(touched(b), 0);
+  empty_push(b);
+}
+
+/* b, with live objects and its remote list collected, onto an abandoned
+ * list, its remote count biased; if its last objects were freed after the
+ * collect (the bias makes the count 0), it is empty instead: false. */
+static bool abandoned_put(smi_block_t *b, bool full) {
+  uintptr_t bias = smi_remote_bias(b->used);
+  uintptr_t was = atomic_fetch_add_explicit(&b->remote, bias, memory_order_acq_rel);
+  if (smi_remote_count(was + bias) == 0) {
+    smi_block_collect_biased(b); /* (used reaches 0: a count of 0 is every live object pushed) */
+    abandoned_emptied(b);
+    return false;
+  }
+  set_flags(b, (uint8_t)(b->flags | SMI_BLOCK_ABANDONED | (full ? SMI_BLOCK_ABANDONED_FULL : 0)));
+  smi_blist_push(abandoned_list(b), b);
+  return true;
+}
+
+void smi_pool_drained(smi_block_t *b) {
+  smi_lock(&pool_lock);
+  bool ours = b->flags & SMI_BLOCK_ABANDONED; /* (not adopted meanwhile, nor forgotten by a fork child) */
+  if (ours) {
+    abandoned_take(b);
+    if (b->used == 0) abandoned_emptied(b);
+    else abandoned_put(b, false); /* (not reached: see abandoned_put) */
+    keep_warm_bytes_bounded();
+  }
+  smi_unlock(&pool_lock);
+  if (ours) smi_background_start();
+}
+
 static smi_block_t *adopt(unsigned cls) {
   /* Look at a few abandoned blocks of the class; take one with room. */
   for (int tries = 0; tries < 4; tries++) {
     smi_block_t *b = abandoned[cls].head;
     if (!b) return NULL;
-    smi_blist_remove(&abandoned[cls], b);
-    smi_block_collect(b);
+    abandoned_take(b);
     if (b->used == 0) { /* everything was freed: an empty block */
-      b->arena = NULL;
-      b->empty_since = smi_now_ms();
-      smi_pool_touch(touched(b), 0);
-      empty_push(b);
+      abandoned_emptied(b);
       continue;
     }
     /* (the hardened build: or slots in its quarantine) */
@@ -362,7 +424,7 @@ static smi_block_t *adopt(unsigned cls) {
       b->empty_since = smi_now_ms(); /* out of the pool: when it left (arena.c's tidy) */
       return b;
     }
-    smi_blist_push(&abandoned_full[cls], b); /* upkeep looks at it again */
+    abandoned_put(b, true); /* upkeep looks at it again */
   }
   return NULL;
 }
@@ -561,7 +623,7 @@ void smi_pool_abandon(smi_block_t *b) {
   b->arena = &smi_orphans;
   atomic_store_explicit((_Atomic(sm_arena_t *) *)&b->owner, NULL, memory_order_release);
   smi_lock(&pool_lock);
-  smi_blist_push(&abandoned[b->cls], b);
+  abandoned_put(b, false);
   smi_unlock(&pool_lock);
 }
 
@@ -589,22 +651,14 @@ void smi_pool_upkeep(bool force) {
   smi_check_pool(empty, abandoned, abandoned_full, &dismantle_blocks, true);
   retain_decay();
   for (unsigned cls = 0; cls < SMI_CLASSES; cls++) {
-    for (smi_block_t *b = abandoned_full[cls].head, *next; b; b = next) {
-      next = b->next;
-      if (!atomic_load_explicit(&b->remote, memory_order_relaxed)) continue;
-      smi_blist_remove(&abandoned_full[cls], b); /* freed into: worth another look */
-      smi_blist_push(&abandoned[cls], b);
-    }
-    for (smi_block_t *b = abandoned[cls].head, *next; b; b = next) {
-      next = b->next;
-      if (!atomic_load_explicit(&b->remote, memory_order_relaxed)) continue;
-      smi_block_collect(b);
-      if (b->used == 0) {
-        smi_blist_remove(&abandoned[cls], b);
-        b->arena = NULL;
-        b->empty_since = now;
-        smi_pool_touch(touched(b), 0);
-        empty_push(b);
+    /* (a biased count: freed into if the list has a head) */
+    for (int full = 1; full >= 0; full--) {
+      for (smi_block_t *b = (full ? abandoned_full : abandoned)[cls].head, *next; b; b = next) {
+        next = b->next;
+        if (!smi_remote_head(atomic_load_explicit(&b->remote, memory_order_relaxed))) continue;
+        abandoned_take(b); /* freed into: worth another look */
+        if (b->used == 0) abandoned_emptied(b);
+        else abandoned_put(b, false);
       }
     }
   }

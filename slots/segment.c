@@ -395,7 +395,7 @@ void smi_block_reopen(smi_block_t *b) {
   b->flags &= (uint8_t)~SMI_BLOCK_CLOSED;
 }
 
-size_t smi_block_collect(smi_block_t *b) {
+static size_t collect(smi_block_t *b, uint32_t bias_undo) {
   uintptr_t w = atomic_exchange_explicit(&b->remote, 0, memory_order_acquire);
   smi_free_t *p = smi_remote_head(w);
   /* An empty freelist takes the remote list as it is (its links are the
@@ -406,8 +406,8 @@ size_t smi_block_collect(smi_block_t *b) {
    * the valgrind build (slots marked). (The hardened build's remote links are
    * encoded as its freelist's, and its pop checks every slot before it reads
    * it, as the walk would: prodcons, every free remote, walked before.) */
-  uint32_t count = smi_remote_count(w);
-  if (!SMI_VG_ON && count && !(w & SMI_REMOTE_MARKED) && !b->free) {
+  uint32_t count = (smi_remote_count(w) + bias_undo) & 0xFFFF; /* (the count's 16 bits) */
+  if (!SMI_VG_ON && p && count && !(w & SMI_REMOTE_MARKED) && !b->free) {
     b->free = p;
     b->used -= count;
     smi_count(SMI_COUNT_REMOTE_FREES, count);
@@ -432,6 +432,9 @@ size_t smi_block_collect(smi_block_t *b) {
   if (n) smi_count(SMI_COUNT_REMOTE_FREES, n);
   return n;
 }
+
+size_t smi_block_collect(smi_block_t *b) { return collect(b, 0); }
+size_t smi_block_collect_biased(smi_block_t *b) { return collect(b, b->used); }
 
 void smi_block_wait_frees(smi_block_t *b) {
   while (atomic_load_explicit(&b->inflight, memory_order_seq_cst)) sched_yield();

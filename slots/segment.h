@@ -52,13 +52,15 @@ enum {
 
 enum { SMI_KIND_SMALL, SMI_KIND_MEDIUM, SMI_KIND_BIG, SMI_KIND_LARGE, SMI_KINDS_OF_BLOCKS = 3 };
 
-enum {                            /* smi_block_t.flags */
-       SMI_BLOCK_FORMATTED = 1,   /* cut into slots of block.cls */
-       SMI_BLOCK_WORN_OUT = 2,    /* its epochs are used up: never handed out again */
-       SMI_BLOCK_DECOMMITTED = 4, /* its memory was given back to the OS */
-       SMI_BLOCK_CLOSED = 8,      /* its arena closed; waiting to be dismantled */
-       SMI_BLOCK_USER = 16,       /* belongs to a user arena, which any thread may close */
-       SMI_BLOCK_WAITING = 32,    /* on the pool's empty lists (alloc/pool.c; changed under its lock) */
+enum {                                 /* smi_block_t.flags */
+       SMI_BLOCK_FORMATTED = 1,        /* cut into slots of block.cls */
+       SMI_BLOCK_WORN_OUT = 2,         /* its epochs are used up: never handed out again */
+       SMI_BLOCK_DECOMMITTED = 4,      /* its memory was given back to the OS */
+       SMI_BLOCK_CLOSED = 8,           /* its arena closed; waiting to be dismantled */
+       SMI_BLOCK_USER = 16,            /* belongs to a user arena, which any thread may close */
+       SMI_BLOCK_WAITING = 32,         /* on the pool's empty lists (alloc/pool.c; changed under its lock) */
+       SMI_BLOCK_ABANDONED = 64,       /* on the pool's abandoned lists, its remote count biased (below) */
+       SMI_BLOCK_ABANDONED_FULL = 128, /* of those, on the abandoned-full list */
 };
 
 /* A free slot holds the link to the next one (the in-place freelist), and
@@ -157,6 +159,13 @@ typedef struct smi_block_s {
 #define SMI_REMOTE_COUNT_SHIFT 48
 static inline smi_free_t *smi_remote_head(uintptr_t w) { return (smi_free_t *)(w & SMI_REMOTE_HEAD); }
 static inline uint32_t smi_remote_count(uintptr_t w) { return (uint32_t)(w >> SMI_REMOTE_COUNT_SHIFT); }
+/* An abandoned block's count starts at minus its live objects (modulo 2^16,
+ * by adding this to the word): the push that frees its last object is the
+ * one that brings the count to 0, which an unbiased count never reads after a
+ * push (alloc/pool.c, smi_pool_drained). */
+static inline uintptr_t smi_remote_bias(uint32_t used) {
+  return (uintptr_t)(-(uint64_t)used) << SMI_REMOTE_COUNT_SHIFT;
+}
 /* The word after a chain of n slots (first .. its last) went on top of w;
  * marked: a slot of the chain retires. */
 static inline uintptr_t smi_remote_push_word(uintptr_t w, const void *first, uint32_t n, bool marked) {
@@ -376,6 +385,9 @@ void smi_block_reopen(smi_block_t *b);
 /* The owner takes the slots other threads freed (the remote list) onto the
  * freelist (a slot marked wrapped retires instead); returns how many. */
 size_t smi_block_collect(smi_block_t *b);
+/* The same for a block whose count is biased by minus its used slots
+ * (smi_remote_bias: an abandoned block's). */
+size_t smi_block_collect_biased(smi_block_t *b);
 /* Waits until no free announced in b->inflight (frees into user arenas'
  * blocks, sm_hfree) is under way: they all started before the caller's last
  * change of the block, so they saw it or finished before it mattered. */
