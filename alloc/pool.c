@@ -397,6 +397,10 @@ static bool abandoned_put(smi_block_t *b, bool full) {
 }
 
 void smi_pool_drained(smi_block_t *b) {
+  /* A signal handler's free inside this thread's own hold of the lock would
+   * wait for ever: the block stays on its list, its count at 0, for the next
+   * upkeep or adoption (tests/unit_drained_signal.c). */
+  if (smi_lock_holder_of(atomic_load_explicit(&pool_lock.holder, memory_order_relaxed)) == smi_lock_me()) return;
   smi_lock(&pool_lock);
   bool ours = b->flags & SMI_BLOCK_ABANDONED; /* (not adopted meanwhile, nor forgotten by a fork child) */
   if (ours) {
