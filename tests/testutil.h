@@ -15,6 +15,7 @@
  *   tu_run               fork + exec a program with its own environment, capture
  *                        stdout and stderr through pipes, kill it after a deadline
  *   tu_env_make          a copy of environ with variables removed and added
+ *   tu_stage_*           a stage number threads wait for (a test's steps in order)
  */
 #ifndef SLOTMALLOC_TESTUTIL_H
 #define SLOTMALLOC_TESTUTIL_H
@@ -25,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -183,6 +185,27 @@ static inline pid_t tu_waitpid(pid_t pid, int *status) {
 }
 
 /* Resident set size in bytes (/proc/self/statm; 0 if unreadable). */
+/* A stage number that threads set and wait for, to run a test's steps in
+ * order (TU_STAGE_INIT: stage 0). */
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int n;
+} tu_stage_t;
+#define TU_STAGE_INIT \
+  { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 }
+static inline void tu_stage_set(tu_stage_t *s, int n) {
+  pthread_mutex_lock(&s->lock);
+  s->n = n;
+  pthread_cond_broadcast(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+}
+static inline void tu_stage_wait(tu_stage_t *s, int n) {
+  pthread_mutex_lock(&s->lock);
+  while (s->n < n) pthread_cond_wait(&s->cond, &s->lock);
+  pthread_mutex_unlock(&s->lock);
+}
+
 static inline size_t tu_rss_bytes(void) {
   FILE *f = fopen("/proc/self/statm", "r");
   unsigned long size = 0, res = 0;

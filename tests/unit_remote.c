@@ -14,30 +14,20 @@
 
 #include "alloc/internal.h"
 #include "slots/valgrind.h"
+#include "testutil.h"
 
 #define SIZE 256
 #define FREED 10
 
 static struct {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  int stage; /* 1: the owner filled a block; 2: it may end */
+  tu_stage_t stage; /* 1: the owner filled a block; 2: it may end */
   smi_block_t *b;
   void *objs[512]; /* the block's objects */
   size_t n;
-} own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, {0}, 0};
+} own = {TU_STAGE_INIT, NULL, {0}, 0};
 
-static void set_stage(int s) {
-  pthread_mutex_lock(&own.lock);
-  own.stage = s;
-  pthread_cond_broadcast(&own.cond);
-  pthread_mutex_unlock(&own.lock);
-}
-static void wait_stage(int s) {
-  pthread_mutex_lock(&own.lock);
-  while (own.stage < s) pthread_cond_wait(&own.cond, &own.lock);
-  pthread_mutex_unlock(&own.lock);
-}
+static void set_stage(int s) { tu_stage_set(&own.stage, s); }
+static void wait_stage(int s) { tu_stage_wait(&own.stage, s); }
 
 /* Fills one block to its last slot (its freelist empty), leaves it by a
  * switch, then waits without calling the allocator. */
@@ -105,7 +95,7 @@ Test(remote_list, a_slot_that_retires_is_walked_and_retired, .timeout = 60) {
   if (WALKING_BUILD) cr_skip_test("this build walks the remote list");
   pthread_t t;
   own.n = 0;
-  own.stage = 0;
+  own.stage.n = 0;
   cr_assert_eq(pthread_create(&t, NULL, owner, NULL), 0);
   wait_stage(1);
   smi_block_t *b = own.b;

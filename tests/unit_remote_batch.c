@@ -25,30 +25,20 @@
 #include <unistd.h>
 
 #include "alloc/internal.h"
+#include "testutil.h"
 
 #define CLASSES 4                                      /* blocks the frees alternate among */
 #define OBJS 160                                       /* objects of each, all in its first block */
 static const size_t sizes[CLASSES] = {16, 32, 48, 64}; /* (64 of them: 4 KiB) */
 
 static struct {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  int stage; /* 1: the owner allocated; 2: it may end */
+  tu_stage_t stage; /* 1: the owner allocated; 2: it may end */
   smi_block_t *b[CLASSES];
   void *objs[CLASSES][OBJS];
-} own = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}, {{0}}};
+} own = {TU_STAGE_INIT, {0}, {{0}}};
 
-static void set_stage(int s) {
-  pthread_mutex_lock(&own.lock);
-  own.stage = s;
-  pthread_cond_broadcast(&own.cond);
-  pthread_mutex_unlock(&own.lock);
-}
-static void wait_stage(int s) {
-  pthread_mutex_lock(&own.lock);
-  while (own.stage < s) pthread_cond_wait(&own.cond, &own.lock);
-  pthread_mutex_unlock(&own.lock);
-}
+static void set_stage(int s) { tu_stage_set(&own.stage, s); }
+static void wait_stage(int s) { tu_stage_wait(&own.stage, s); }
 
 /* Allocates OBJS objects of each size (each size's in one block), then waits
  * without calling the allocator, and ends (its heap ends: its blocks are
@@ -69,7 +59,7 @@ static void *owner(void *arg) {
 }
 
 static pthread_t start_owner(void) {
-  own.stage = 0;
+  own.stage.n = 0;
   pthread_t t;
   cr_assert_eq(pthread_create(&t, NULL, owner, NULL), 0);
   wait_stage(1);
@@ -265,7 +255,7 @@ static void *big_owner(void *arg) {
 static uint32_t big_count(int c) { return smi_remote_count(atomic_load(&smi_block_of(big[c][0])->remote)); }
 
 Test(remote_batch, a_batch_holds_4_KiB_at_most, .timeout = 60) {
-  own.stage = 0;
+  own.stage.n = 0;
   pthread_t t;
   cr_assert_eq(pthread_create(&t, NULL, big_owner, NULL), 0);
   wait_stage(1);
