@@ -38,9 +38,19 @@ void smi_fork_prepare(void) {
 
 void smi_fork_parent(void) { atomic_fetch_sub(&smi_lock_forks, 1); }
 
+/* A repair found a lock of the forking thread's own (mine) and so did not end
+ * the other threads' heaps. Run by a lock's waiter, that is an operation of
+ * the child's under way (an earlier child handler's sm_arena_stats: the tree
+ * lock, then a vanished thread's arena lock), not a fork inside the
+ * allocator: the allocator's own handler, which runs after it, repairs again
+ * (idempotent: no lock is orphaned any more) and ends them. Else those heaps'
+ * blocks stayed owned for the child's life (tests/unit_fork_waiter.c). */
+static bool repair_left;
+
 void smi_fork_child(void) {
   /* the child's count is its parent's forks under way, its own among them */
-  if (!atomic_exchange(&smi_lock_forks, 0)) return; /* repaired already (by a lock's waiter) */
+  if (!atomic_exchange(&smi_lock_forks, 0) && !repair_left) return; /* repaired already (by a lock's waiter) */
+  repair_left = false;
   bool mine = false;
   smi_revisit_fork_mark();
   smi_segment_after_fork(&mine);
@@ -51,6 +61,9 @@ void smi_fork_child(void) {
   smi_revisit_fork_requeue(mine);
   smi_prof_after_fork(&mine);
   smi_background_after_fork();
-  if (mine) return; /* forked inside the allocator: the interrupted code finishes */
+  if (mine) { /* forked inside the allocator, or a waiter's repair: the interrupted code finishes */
+    repair_left = true;
+    return;
+  }
   smi_heap_exit_others();
 }
