@@ -32,7 +32,12 @@
 #include "internal.h"
 
 void smi_fork_prepare(void) {
-  atomic_store(&smi_lock_fork_pid, (int)getpid());
+  int pid = (int)getpid();
+  /* A child not repaired yet forks (from a child handler that runs before
+   * the allocator's): after this its count and pid read as a parent's, and
+   * its lock waiters could no longer tell (tests/unit_fork_waiter.c). */
+  if (atomic_load(&smi_lock_forks) && atomic_load(&smi_lock_fork_pid) != pid) smi_fork_child();
+  atomic_store(&smi_lock_fork_pid, pid);
   atomic_fetch_add(&smi_lock_forks, 1);
 }
 

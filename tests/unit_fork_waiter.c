@@ -60,13 +60,19 @@ static int child(bool stats_first) {
   return 0;
 }
 
-static int scenario(void *arg) {
-  (void)arg;
+/* V parked inside its arena's lock. */
+static int park_v(void) {
   if (pthread_create(&v, NULL, v_thread, NULL)) return wd_fail("pthread_create");
   while (!__atomic_load_n(&q, __ATOMIC_ACQUIRE)) usleep(1000);
   sm_free(p); /* a remote free, alone (more than 2 KiB) */
   atomic_store(&freed, 1);
   while (!atomic_load(&parked)) usleep(1000);
+  return 0;
+}
+
+static int scenario(void *arg) {
+  (void)arg;
+  if (park_v()) return 1;
   for (int stats_first = 0; stats_first < 2; stats_first++) {
     wd_phase("fork child, %s", stats_first ? "statistics first" : "the handler alone");
     atomic_store(&smi_lock_fork_pid, (int)getpid()); /* the prepare handler */
@@ -85,4 +91,40 @@ static int scenario(void *arg) {
 
 Test(fork_waiter, a_waiters_repair_holding_its_own_lock_leaves_the_heaps_end_to_the_handler, .timeout = 60) {
   WD_RUN("fork_waiter", 20, scenario, NULL);
+}
+
+/* A child handler registered before the allocator's forks (its child's own
+ * fork: the allocator's prepare and parent handlers run in it) and then
+ * allocates: its fork's count and pid must not hide that this child is not
+ * repaired yet, or it waits for ever on the lock a vanished thread held. */
+static int fork_in_child(void) {
+  smi_fork_prepare(); /* the early handler's fork() */
+  pid_t g = (pid_t)syscall(SYS_fork);
+  if (g == 0) _exit(0);
+  smi_fork_parent();
+  int st;
+  if (g < 0 || waitpid(g, &st, 0) != g) return 2;
+  sm_stats_t s;
+  sm_arena_stats(NULL, &s); /* V's arena lock, orphaned */
+  smi_fork_child();         /* the allocator's child handler */
+  return 0;
+}
+
+static int scenario_fork_in_child(void *arg) {
+  (void)arg;
+  if (park_v()) return 1;
+  wd_phase("a child that forks before its repair, then takes a lock a vanished thread held");
+  atomic_store(&smi_lock_fork_pid, (int)getpid()); /* the prepare handler */
+  atomic_fetch_add(&smi_lock_forks, 1);
+  pid_t c = (pid_t)syscall(SYS_fork);
+  if (c == 0) _exit(fork_in_child());
+  atomic_fetch_sub(&smi_lock_forks, 1); /* the parent handler */
+  int st = 0;
+  if (c < 0 || waitpid(c, &st, 0) != c) return wd_fail("fork");
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return wd_fail("child status %#x", st);
+  return 0;
+}
+
+Test(fork_waiter, a_child_that_forks_before_its_repair_is_still_repaired_by_a_waiter, .timeout = 60) {
+  WD_RUN("fork_waiter_fork_in_child", 10, scenario_fork_in_child, NULL);
 }
