@@ -26,7 +26,8 @@
  * them in the order of registration; a library constructor may register one
  * before the process's first malloc) allocates and finds a lock held: the
  * lock's waiter runs it (slots/lock.h, smi_lock_forks). The prepare handler
- * takes no lock: it only counts the fork and writes the pid that forks. */
+ * takes no lock: it only counts the fork and writes the pid that forks (and,
+ * in a child not repaired yet that forks, runs the repair first). */
 #include <unistd.h>
 
 #include "internal.h"
