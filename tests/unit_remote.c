@@ -6,6 +6,7 @@
  * (its generation wrapped in a block a handle named) still makes the collect
  * walk, and retire. Linked with the static library: the blocks are read and
  * collected directly, while their owner thread waits. */
+#define _GNU_SOURCE /* testutil.h */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
