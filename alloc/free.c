@@ -41,19 +41,22 @@ static void report_not_live(const smi_block_t *b, uint32_t i, void *p, uint8_t g
   else smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
 }
 
-/* Frees slot i of b on the thread that owns the block (no atomics). */
-static void free_local(smi_block_t *b, uint32_t i, void *p) {
+/* Frees slot i of b on the thread that owns the block (no atomics). false if
+ * the free emptied the block: smi_block_emptied may have handed it to the
+ * pool, where another thread can take it and cut it anew at once, so the
+ * caller no longer reads it. */
+static bool free_local(smi_block_t *b, uint32_t i, void *p) {
   uint8_t g = __atomic_load_n(&b->gens[i], __ATOMIC_RELAXED);
   if (!smi_gen_is_live(g)) {
     report_not_live(b, i, p, g);
-    return;
+    return true;
   }
   sm_arena_t *a = b->arena;
   /* SMI_GEN_LAST wraps to 0; in the hardened build by compare-and-swap, which
    * a racing remote free of the same object may win */
   if (!smi_hd_gen_step(&b->gens[i], g)) {
     smi_report(SMI_ERR_DOUBLE_FREE, p, b->size);
-    return;
+    return true;
   }
   smi_hd_check(b, p); /* hardened build: the canary (the slot is ours alone now) */
   SMI_VG_DIED(p);
@@ -69,7 +72,9 @@ static void free_local(smi_block_t *b, uint32_t i, void *p) {
     b->free = (smi_free_t *)p;
   }
   if (a && a->limit) atomic_fetch_sub(&a->limited_bytes, b->size);
-  if (--b->used == 0) smi_block_emptied(b);
+  if (--b->used != 0) return true;
+  smi_block_emptied(b);
+  return false;
 }
 
 /* A remote free queues b, full, on its owner's revisit stack, the push
@@ -366,8 +371,7 @@ void smi_free_slow(void *p) {
       sm_arena_t *owner = __atomic_load_n(&b->owner, __ATOMIC_ACQUIRE);
       sm_arena_t *cur = smi_tls_cur;
       if (owner == cur) {
-        free_local(b, i, p);
-        smi_check_block(b, cur->current[b->cls] == b);
+        if (free_local(b, i, p)) smi_check_block(b, cur->current[b->cls] == b); /* (not after it went to the pool) */
       } else if (owner == smi_owner_full(cur) && smi_gen_is_live(__atomic_load_n(&b->gens[i], __ATOMIC_RELAXED)) &&
                  free_into_full(b, cur, i, p)) {
         /* (freed: the thread's own full block) */
